@@ -1,0 +1,1 @@
+"""os-ken applications: thin adapters from OpenFlow events to calls on the core."""

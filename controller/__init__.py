@@ -1,0 +1,1 @@
+"""Loom: an SDN controller for multi-tenant Open vSwitch networks."""

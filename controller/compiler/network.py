@@ -1,0 +1,65 @@
+"""Flows owned by a network on one switch: ARP answers and the flood set."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from controller import pipeline as pl
+from controller.compiler.ports import ETH_ARP, split_ips
+from controller.flows import Flow, Output, RegMove, Resubmit, SetField, ip4, mac, match
+from controller.intent import Network, Port
+
+ARP_REQUEST = 1
+ARP_REPLY = 2
+OFPP_IN_PORT = 0xFFFFFFF8
+
+
+@lru_cache(maxsize=65536)
+def arp_reply_flows(port: Port, network: Network) -> tuple[Flow, ...]:
+    """Answer 'who has <ip>' for one port's IPv4 addresses, wherever the asker is.
+
+    The reply is built in place (swap addresses, fill in the port's MAC) and sent
+    back out of the asking port, so known addresses never flood and never cross a
+    tunnel.
+    """
+    owner = pl.cookie(pl.Owner.PORT, port.key)
+    hw = mac(port.mac_address)
+    v4, _ = split_ips(port)
+    out = []
+    for addr in v4:
+        ip = ip4(addr)
+        out.append(pl.ARP_RESPONDER.flow(
+            "reply",
+            match(metadata=network.key, eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=ip),
+            actions=(
+                RegMove("eth_src", "eth_dst", 48),
+                SetField("eth_src", hw),
+                SetField("arp_op", ARP_REPLY),
+                RegMove("arp_sha", "arp_tha", 48),
+                SetField("arp_sha", hw),
+                RegMove("arp_spa", "arp_tpa", 32),
+                SetField("arp_spa", ip),
+                Output(OFPP_IN_PORT),
+            ),
+            cookie=owner))
+    return tuple(out)
+
+
+@lru_cache(maxsize=16384)
+def flood_flow(network: Network, local_ofports: tuple[int, ...]) -> Flow:
+    """Broadcast, multicast and unknown unicast: a copy to each local port of the network.
+
+    Each copy runs the rest of the pipeline (ingress ACL, QoS, output) for its own
+    destination, as OVN expands multicast groups; OVS drops the copy that would go
+    back out of the ingress port.
+    """
+    actions: list = []
+    for ofport in local_ofports:
+        actions.append(SetField(pl.REG_OUT_PORT, ofport))
+        actions.append(Resubmit("ingress_acl"))
+    return pl.L2_LOOKUP.flow(
+        "flood", match(metadata=network.key), actions=tuple(actions),
+        cookie=pl.cookie(pl.Owner.NETWORK, network.key))
+
+
+__all__ = ["arp_reply_flows", "flood_flow", "Output"]

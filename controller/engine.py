@@ -1,0 +1,298 @@
+"""The engine: recompiles on every change and keeps each switch's worker fed.
+
+One compile thread turns (latest intent, latest topology) into desired state per
+switch; one worker thread per connected switch pushes its desired state and waits
+for the bundle commit reply. Changes arriving while a push is in flight coalesce:
+a worker always takes the newest desired state, never a queue of stale ones. The
+engine also answers the REST layer's runtime questions (port status, waits).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Optional
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from controller import pipeline as pl
+from controller.compiler import DesiredSwitch, compile_switch
+from controller.intent import Intent
+from controller.reconciler import Channel, FlowDiff, SwitchSync
+from controller.topology import Topology
+
+LOG = logging.getLogger(__name__)
+
+FLOW_MODS = Counter("loom_flow_mods_total", "Flow mods sent to switches", ["datapath_id"])
+BUNDLES = Counter("loom_bundles_total", "ONF bundles committed", ["datapath_id"])
+PUSH_FAILURES = Counter("loom_push_failures_total", "Pushes a switch rejected or lost",
+                        ["datapath_id"])
+COMPILE_SECONDS = Histogram("loom_compile_seconds", "Time to compile all switches")
+SWITCHES = Gauge("loom_switches_connected", "OpenFlow switches connected")
+INSTALLED_FLOWS = Gauge("loom_installed_flows", "Flows installed per switch", ["datapath_id"])
+
+
+class SwitchWorker:
+    """Pushes the newest desired state to one switch, in its own thread."""
+
+    def __init__(self, engine: "Engine", channel: Channel) -> None:
+        self.engine = engine
+        self.channel = channel
+        self.sync = SwitchSync(channel, on_pushed=self._pushed)
+        self._desired: Optional[DesiredSwitch] = None
+        self._wake = threading.Event()
+        self.connected_at = time.time()
+        self.error: Optional[str] = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"switch {channel.datapath_id:#x}")
+
+    @property
+    def datapath_id(self) -> int:
+        return self.channel.datapath_id
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def offer(self, desired: DesiredSwitch) -> None:
+        self._desired = desired
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._wake.set()
+
+    def _pushed(self, dpid: int, diff: FlowDiff, seconds: float) -> None:
+        label = f"{dpid:016x}"
+        FLOW_MODS.labels(label).inc(len(diff.adds) + len(diff.deletes))
+        BUNDLES.labels(label).inc()
+        LOG.info("switch %#x: +%d -%d flows in %.3f s", dpid, len(diff.adds),
+                 len(diff.deletes), seconds)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self.channel.closed.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self.channel.closed.is_set():
+                break
+            desired = self._desired
+            if desired is None or desired is self.sync.synced:
+                continue
+            try:
+                self.sync.push(desired)
+                self.error = None
+                backoff = 0.2
+                INSTALLED_FLOWS.labels(f"{self.datapath_id:016x}").set(
+                    len(self.sync.installed or ()))
+                self.engine.notify_synced()
+            except Exception as exc:
+                if self.channel.closed.is_set():
+                    break
+                self.error = str(exc)
+                PUSH_FAILURES.labels(f"{self.datapath_id:016x}").inc()
+                LOG.exception("switch %#x: push failed; retrying in %.1f s",
+                              self.datapath_id, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                self._wake.set()
+
+
+class Engine:
+    """Implements controller.runtime.Runtime for the REST layer."""
+
+    def __init__(self, store: Any, topology: Topology) -> None:
+        self.store = store
+        self.topology = topology
+        self._workers: dict[int, SwitchWorker] = {}
+        self._lock = threading.Lock()
+        self._synced = threading.Condition()
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._compiled_generation = -1
+        self._thread = threading.Thread(target=self._run, daemon=True, name="compile")
+
+    # ---- inputs
+    def start(self) -> None:
+        self._thread.start()
+        self.kick()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._dirty.set()
+        with self._lock:
+            for w in self._workers.values():
+                w.stop()
+
+    def kick(self, *_: Any) -> None:
+        """Something changed (intent, topology, a switch): recompile soon."""
+        self._dirty.set()
+
+    def switch_connected(self, channel: Channel) -> None:
+        worker = SwitchWorker(self, channel)
+        with self._lock:
+            old = self._workers.get(channel.datapath_id)
+            self._workers[channel.datapath_id] = worker
+        if old is not None:
+            old.stop()
+        SWITCHES.set(len(self._workers))
+        worker.start()
+        LOG.info("switch %#x connected", channel.datapath_id)
+        self.kick()
+
+    def switch_disconnected(self, channel: Channel) -> None:
+        with self._lock:
+            worker = self._workers.get(channel.datapath_id)
+            if worker is not None and worker.channel is channel:
+                del self._workers[channel.datapath_id]
+            else:
+                worker = None
+        if worker is not None:
+            worker.stop()
+            LOG.info("switch %#x disconnected", channel.datapath_id)
+        SWITCHES.set(len(self._workers))
+        self.notify_synced()
+
+    def notify_synced(self) -> None:
+        with self._synced:
+            self._synced.notify_all()
+
+    # ---- the compile loop
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._dirty.wait()
+            self._dirty.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self._compile_once()
+            except Exception:
+                LOG.exception("compile failed")
+                time.sleep(0.5)
+                self._dirty.set()
+
+    def _compile_once(self) -> None:
+        intent: Intent = self.store.latest()
+        topo = self.topology.view()
+        with self._lock:
+            workers = dict(self._workers)
+        started = time.perf_counter()
+        for dpid, worker in workers.items():
+            if dpid not in topo.switches:
+                # Not (yet) known from its chassis' OVSDB: pushing now could delete
+                # the flows of ports we simply have not read yet.
+                continue
+            worker.offer(compile_switch(intent, topo, dpid))
+        COMPILE_SECONDS.observe(time.perf_counter() - started)
+        with self._synced:
+            self._compiled_generation = intent.generation
+            self._synced.notify_all()
+
+    # ---- Runtime protocol
+    def _pending_switches(self, generation: int) -> list[int]:
+        topo = self.topology.view()
+        with self._lock:
+            workers = list(self._workers.values())
+        pending = []
+        for w in workers:
+            if w.datapath_id not in topo.switches:
+                continue
+            synced = w.sync.synced
+            if synced is None or synced.generation < generation \
+                    or synced.topology_version < topo.version:
+                pending.append(w.datapath_id)
+        return pending
+
+    def wait_installed(self, generation: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._synced:
+            while True:
+                if self._compiled_generation >= generation \
+                        and not self._pending_switches(generation):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._synced.wait(min(remaining, 0.5))
+
+    def port_binding(self, port_id: str) -> Optional[dict[str, Any]]:
+        b = self.topology.view().bindings.get(port_id)
+        if b is None:
+            return None
+        return {"chassis": b.chassis, "bridge": b.bridge, "ofport": b.ofport,
+                "datapath_id": f"{b.datapath_id:016x}", "interface": b.interface}
+
+    def port_status(self, port_id: str) -> str:
+        b = self.topology.view().bindings.get(port_id)
+        if b is None:
+            return "DOWN"
+        with self._lock:
+            worker = self._workers.get(b.datapath_id)
+        port = self.store.latest().ports.get(port_id)
+        if worker is None or port is None or not worker.sync.has_port(port.key):
+            return "DOWN"
+        return "ACTIVE"
+
+    def switches(self) -> list[dict[str, Any]]:
+        topo = self.topology.view()
+        with self._lock:
+            workers = list(self._workers.values())
+        out = []
+        for w in workers:
+            sv = topo.switches.get(w.datapath_id)
+            synced = w.sync.synced
+            out.append({
+                "datapath_id": f"{w.datapath_id:016x}",
+                "chassis": sv.chassis if sv else None,
+                "bridge": sv.bridge if sv else None,
+                "connected": not w.channel.closed.is_set(),
+                "installed_flows": len(w.sync.installed or ()),
+                "synced_generation": synced.generation if synced else None,
+                "flow_mods_sent": w.sync.stats.flow_mods,
+                "bundles": w.sync.stats.bundles,
+                "last_error": w.error,
+            })
+        return sorted(out, key=lambda s: s["datapath_id"])
+
+    def chassis(self) -> list[dict[str, Any]]:
+        topo = self.topology.view()
+        out = []
+        for ch in self.topology.chassis_states():
+            out.append({
+                "name": ch.name, "remote": ch.remote, "connected": ch.connected,
+                "encap_ip": ch.encap_ip,
+                "bridges": [b.name for b in ch.bridges],
+                "ports_bound": sorted(b.port_id for b in topo.bindings.values()
+                                      if b.chassis == ch.name),
+            })
+        return out
+
+    def health(self) -> dict[str, Any]:
+        return {"switches": self.switches(), "chassis": self.chassis()}
+
+    def installed_flows(self, datapath_id: int) -> Optional[list[dict[str, Any]]]:
+        from controller import ofwire  # deferred: only the debug path needs the printer
+
+        with self._lock:
+            worker = self._workers.get(datapath_id)
+        if worker is None or worker.sync.installed is None:
+            return None
+        owners = _owner_index(self.store.latest())
+        out = []
+        for f in sorted(worker.sync.installed.values(),
+                        key=lambda f: (pl.TABLE_IDS.get(f.table, 255), -f.priority)):
+            kind, key = pl.cookie_owner(f.cookie)
+            out.append({
+                "table": f.table, "priority": f.priority, "cookie": f"{f.cookie:#x}",
+                "owner": {"kind": kind, "id": owners.get((kind, key))},
+                "flow": ofwire.to_ofctl(f),
+            })
+        return out
+
+
+def _owner_index(intent: Intent) -> dict[tuple[str, int], str]:
+    idx: dict[tuple[str, int], str] = {}
+    for p in intent.ports.values():
+        idx[("port", p.key)] = p.id
+    for n in intent.networks.values():
+        idx[("network", n.key)] = n.id
+    return idx

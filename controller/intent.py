@@ -1,0 +1,263 @@
+"""Immutable intent snapshot: what operators asked for, as read from the northbound store.
+
+Every object is a frozen, hashable dataclass so the compiler can memoise pure
+functions on them, and so a snapshot can be shared between threads without locks.
+Field names follow Neutron's attribute names where Neutron has one; the REST layer
+maps between the wire shape and these objects, the store maps between OVSDB rows
+and these objects. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Mapping, Optional
+
+KEY_BITS = 48
+_KEY_MASK = (1 << KEY_BITS) - 1
+
+
+def object_key(object_id: str) -> int:
+    """A stable 48-bit integer naming an object, derived from its UUID.
+
+    Used wherever a flow must name its owner in few bits (cookies, metadata), so
+    that an installed flow maps back to the intent that made it without any
+    allocation table that could drift between controller restarts.
+    """
+    return uuidlib.UUID(object_id).int & _KEY_MASK
+
+
+@dataclass(frozen=True)
+class Network:
+    id: str
+    project_id: str
+    name: str
+    network_type: str  # vlan | vxlan | gre | geneve
+    segmentation_id: int
+    physical_network: Optional[str] = None
+    admin_state_up: bool = True
+    shared: bool = False
+    mtu: int = 1500
+    qos_policy_id: Optional[str] = None
+    description: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+    router_external: bool = False  # router:external
+    port_security_enabled: bool = True  # default for new ports on this network
+
+    @property
+    def key(self) -> int:
+        return object_key(self.id)
+
+
+@dataclass(frozen=True)
+class AllocationPool:
+    start: str
+    end: str
+
+
+@dataclass(frozen=True)
+class Subnet:
+    id: str
+    project_id: str
+    network_id: str
+    name: str
+    ip_version: int
+    cidr: str
+    gateway_ip: Optional[str]
+    allocation_pools: tuple[AllocationPool, ...] = ()
+    enable_dhcp: bool = False
+    dns_nameservers: tuple[str, ...] = ()
+    description: str = ""
+    host_routes: tuple[tuple[str, str], ...] = ()  # (destination, nexthop)
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+
+
+@dataclass(frozen=True)
+class FixedIP:
+    subnet_id: str
+    ip_address: str
+
+
+@dataclass(frozen=True)
+class Port:
+    id: str
+    project_id: str
+    network_id: str
+    name: str
+    mac_address: str  # lower-case, colon separated
+    fixed_ips: tuple[FixedIP, ...] = ()
+    port_security_enabled: bool = True
+    security_groups: tuple[str, ...] = ()
+    admin_state_up: bool = True
+    host_id: str = ""  # binding:host_id (a chassis system-id), "" when unset
+    device_id: str = ""
+    device_owner: str = ""
+    qos_policy_id: Optional[str] = None
+    binding_profile: Mapping[str, object] = field(default_factory=dict, hash=False, compare=True)
+    description: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+
+    @property
+    def key(self) -> int:
+        return object_key(self.id)
+
+    def __hash__(self) -> int:  # binding_profile is a dict: hash the rest
+        return hash((self.id, self.network_id, self.mac_address, self.fixed_ips,
+                     self.port_security_enabled, self.security_groups,
+                     self.admin_state_up, self.host_id, self.qos_policy_id,
+                     self.revision_number))
+
+
+@dataclass(frozen=True)
+class SecurityGroup:
+    id: str
+    project_id: str
+    name: str
+    description: str = ""
+    stateful: bool = True
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+
+
+@dataclass(frozen=True)
+class SecurityGroupRule:
+    id: str
+    project_id: str
+    security_group_id: str
+    direction: str  # ingress | egress
+    ethertype: str  # IPv4 | IPv6
+    protocol: Optional[str] = None
+    port_range_min: Optional[int] = None
+    port_range_max: Optional[int] = None
+    remote_ip_prefix: Optional[str] = None
+    remote_group_id: Optional[str] = None
+    description: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+
+
+@dataclass(frozen=True)
+class QosPolicy:
+    id: str
+    project_id: str
+    name: str
+    description: str = ""
+    shared: bool = False
+    is_default: bool = False
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+
+
+@dataclass(frozen=True)
+class QosRule:
+    id: str
+    policy_id: str
+    type: str  # bandwidth_limit | minimum_bandwidth | dscp_marking
+    max_kbps: Optional[int] = None
+    max_burst_kbps: Optional[int] = None
+    min_kbps: Optional[int] = None
+    dscp_mark: Optional[int] = None
+    direction: str = "egress"
+
+
+@dataclass(frozen=True)
+class Router:
+    id: str
+    project_id: str
+    name: str
+    admin_state_up: bool = True
+    external_network_id: Optional[str] = None
+    external_fixed_ips: tuple[FixedIP, ...] = ()
+    enable_snat: bool = True
+    description: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+    gateway_port_id: Optional[str] = None  # the port holding external_fixed_ips
+    routes: tuple[tuple[str, str], ...] = ()  # extra routes (destination, nexthop)
+
+
+@dataclass(frozen=True)
+class RouterInterface:
+    id: str
+    router_id: str
+    port_id: str
+    subnet_id: str
+
+
+@dataclass(frozen=True)
+class FloatingIP:
+    id: str
+    project_id: str
+    floating_network_id: str
+    floating_ip_address: str
+    port_id: Optional[str] = None
+    fixed_ip_address: Optional[str] = None
+    router_id: Optional[str] = None
+    description: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    revision_number: int = 0
+    floating_port_id: Optional[str] = None  # the port that owns the floating address
+
+
+@dataclass(frozen=True)
+class Chassis:
+    """A host running OVS that Loom manages, reached at its OVSDB remote."""
+
+    name: str  # system-id once known, else the remote
+    remote: str
+    encap_ip: Optional[str] = None
+    bridge_mappings: tuple[tuple[str, str], ...] = ()
+
+
+def _frozen(d: Mapping[str, object] | None = None) -> Mapping:
+    return MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One consistent view of the northbound store.
+
+    `generation` grows by one with every change the store sees; a write returns the
+    generation that first contains it, so `?wait=true` can wait for that
+    generation to be installed everywhere.
+    """
+
+    generation: int = 0
+    networks: Mapping[str, Network] = field(default_factory=_frozen)
+    subnets: Mapping[str, Subnet] = field(default_factory=_frozen)
+    ports: Mapping[str, Port] = field(default_factory=_frozen)
+    security_groups: Mapping[str, SecurityGroup] = field(default_factory=_frozen)
+    security_group_rules: Mapping[str, SecurityGroupRule] = field(default_factory=_frozen)
+    qos_policies: Mapping[str, QosPolicy] = field(default_factory=_frozen)
+    qos_rules: Mapping[str, QosRule] = field(default_factory=_frozen)
+    routers: Mapping[str, Router] = field(default_factory=_frozen)
+    router_interfaces: Mapping[str, RouterInterface] = field(default_factory=_frozen)
+    floating_ips: Mapping[str, FloatingIP] = field(default_factory=_frozen)
+    chassis: Mapping[str, Chassis] = field(default_factory=_frozen)
+
+    @cached_property
+    def _ports_by_network(self) -> Mapping[str, tuple[Port, ...]]:
+        index: dict[str, list[Port]] = {}
+        for port in self.ports.values():
+            index.setdefault(port.network_id, []).append(port)
+        return {k: tuple(sorted(v, key=lambda p: p.id)) for k, v in index.items()}
+
+    def ports_on_network(self, network_id: str) -> tuple[Port, ...]:
+        """The network's ports in id order (an index built once per snapshot)."""
+        return self._ports_by_network.get(network_id, ())
+
+    def subnets_of(self, network_id: str) -> list[Subnet]:
+        return [s for s in self.subnets.values() if s.network_id == network_id]

@@ -1,0 +1,254 @@
+"""Start Loom: check every input first, then bring the parts up in dependency order.
+
+Anything that can be wrong (a flag, a busy port, an unreachable database, a bad
+tokens file) is found before os-ken starts, and reported in one line with a
+non-zero exit, because os-ken's own failures happen in background threads and
+would otherwise leave a half-started process that looks alive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Optional
+
+LOG = logging.getLogger("loom")
+
+EXIT_USAGE = 2
+EXIT_STARTUP = 1
+
+
+class StartupError(Exception):
+    """A reason not to start, printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"loom: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise argparse.ArgumentTypeError(f"expected an IP address in {text!r}") from None
+    return host, int(port)
+
+
+def ovsdb_remote(text: str) -> str:
+    if not (text.startswith(("unix:", "tcp:", "ssl:"))):
+        raise argparse.ArgumentTypeError(
+            f"expected an OVSDB remote (unix:PATH, tcp:IP:PORT), got {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="loom", description="Loom SDN controller for multi-tenant OVS networks")
+    p.add_argument("--state-dir", default="./state", type=Path,
+                   help="where the embedded northbound database and logs live")
+    p.add_argument("--rest-listen", default=("127.0.0.1", 9696), type=host_port,
+                   metavar="HOST:PORT", help="northbound REST API (default 127.0.0.1:9696)")
+    p.add_argument("--of-listen", default=("0.0.0.0", 6653), type=host_port,
+                   metavar="HOST:PORT", help="OpenFlow listener (default 0.0.0.0:6653)")
+    p.add_argument("--of-target", default=None,
+                   help="controller target written into each chassis' bridge "
+                        "(default tcp:127.0.0.1:<of-listen port>)")
+    p.add_argument("--nb-db", type=ovsdb_remote, default=None, metavar="REMOTE",
+                   help="use this northbound OVSDB server instead of an embedded one")
+    p.add_argument("--chassis", type=ovsdb_remote, action="append", default=[],
+                   metavar="REMOTE", help="a chassis' OVSDB remote (repeatable)")
+    p.add_argument("--integration-bridge", default="br-int")
+    p.add_argument("--datapath-type", default="netdev", choices=["netdev", "system"])
+    p.add_argument("--auth-tokens", type=Path, default=None, metavar="FILE",
+                   help="YAML/JSON map of token -> {project_id, role}")
+    p.add_argument("--log-level", default="INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+@dataclass
+class Options:
+    state_dir: Path
+    rest_listen: tuple[str, int]
+    of_listen: tuple[str, int]
+    of_target: Optional[str]
+    nb_db: Optional[str]
+    chassis: list[str]
+    integration_bridge: str
+    datapath_type: str
+    auth_tokens: Optional[Path]
+    log_level: str
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise StartupError(f"{what} {host}:{port} unavailable: {exc.strerror}") from None
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+class Controller:
+    """The running process' parts, so shutdown can stop them in reverse order."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self._stops: list[Callable[[], Any]] = []
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        from controller.engine import Engine
+        from controller.rest.app import make_app
+        from controller.rest.auth import TokenAuth
+        from controller.rest.server import serve
+        from controller.southbound.chassis import BridgeSettings, ChassisSession
+        from controller.store import EmbeddedOvsdb, NorthboundStore
+        from controller.topology import Topology
+
+        o = self.opts
+        auth = None
+        if o.auth_tokens is not None:
+            try:
+                auth = TokenAuth.load(o.auth_tokens)
+            except Exception as exc:
+                raise StartupError(f"--auth-tokens {o.auth_tokens}: {exc}") from None
+        elif not is_loopback(o.rest_listen[0]):
+            raise StartupError(
+                f"refusing to serve the API on {o.rest_listen[0]} without --auth-tokens")
+        check_port_free(*o.rest_listen, "REST listen address")
+        check_port_free(*o.of_listen, "OpenFlow listen address")
+        try:
+            o.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"--state-dir {o.state_dir}: {exc.strerror}") from None
+
+        remote = o.nb_db
+        if remote is None:
+            embedded = EmbeddedOvsdb(o.state_dir)
+            try:
+                embedded.start()
+            except Exception as exc:
+                raise StartupError(f"embedded northbound database: {exc}") from None
+            self._stops.append(embedded.stop)
+            remote = embedded.remote
+        store = NorthboundStore(remote)
+        try:
+            store.connect(timeout=5.0)
+        except Exception as exc:
+            raise StartupError(f"northbound database {remote} unreachable: {exc}") from None
+        self._stops.append(store.stop)
+
+        topology = Topology(o.integration_bridge)
+        engine = Engine(store, topology)
+        store.subscribe(engine.kick)
+        engine.start()
+        self._stops.append(engine.stop)
+
+        target = o.of_target or f"tcp:127.0.0.1:{o.of_listen[1]}"
+        settings = BridgeSettings(name=o.integration_bridge, datapath_type=o.datapath_type,
+                                  controller_target=target)
+
+        def on_state(state: Any) -> None:
+            if topology.update_chassis(state):
+                engine.kick()
+
+        for remote_ch in o.chassis:
+            session = ChassisSession(remote_ch, settings, on_state)
+            session.start()
+            self._stops.append(session.stop)
+
+        app = make_app(store, engine, auth)
+        if auth is None:
+            LOG.warning("no --auth-tokens: authentication is OFF, API on loopback only")
+        server = serve(_with_metrics(app), *o.rest_listen)
+        self._stops.append(server.close)
+        LOG.info("REST API on http://%s:%d, OpenFlow on %s:%d", *o.rest_listen, *o.of_listen)
+        self.engine = engine
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for stop in reversed(self._stops):
+            try:
+                stop()
+            except Exception:
+                LOG.debug("stop %s", stop, exc_info=True)
+
+
+def _with_metrics(app: Callable) -> Callable:
+    """Serve Prometheus metrics at /metrics beside the API."""
+    from prometheus_client import make_wsgi_app
+
+    metrics = make_wsgi_app()
+
+    def dispatch(environ: dict, start_response: Callable) -> Any:
+        if environ.get("PATH_INFO") == "/metrics":
+            return metrics(environ, start_response)
+        return app(environ, start_response)
+
+    return dispatch
+
+
+def run_openflow(engine: Any, host: str, port: int) -> None:
+    """Start os-ken's apps; blocks for the life of the process."""
+    from os_ken import cfg
+    from os_ken.base.app_manager import AppManager
+
+    import apps.loom_ofp
+
+    cfg.CONF(args=[], project="os_ken")
+    cfg.CONF.set_override("ofp_listen_host", host)
+    cfg.CONF.set_override("ofp_tcp_listen_port", port)
+    apps.loom_ofp.ENGINE = engine
+    AppManager.run_apps(["apps.loom_ofp"])
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ns = build_parser().parse_args(argv)
+    opts = Options(**vars(ns))
+    logging.basicConfig(
+        level=getattr(logging, opts.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("os_ken.controller.controller", "os_ken.base.app_manager",
+                  "ovsdbapp.backend.ovs_idl.vlog"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctl = Controller(opts)
+    try:
+        ctl.start()
+    except StartupError as exc:
+        sys.stderr.write(f"loom: {exc}\n")
+        ctl.stop()
+        return EXIT_STARTUP
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        # Flows stay on the switches (fail_mode=secure): stopping never disturbs traffic.
+        LOG.info("signal %d: shutting down, flows stay installed", signum)
+        ctl.stop()
+        logging.shutdown()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    run_openflow(ctl.engine, *opts.of_listen)
+    return 0

@@ -1,0 +1,268 @@
+"""The OpenFlow pipeline, declared once, as data.
+
+Every table number, priority, register and cookie layout Loom uses is named here
+and nowhere else. `Table.flow()` is the only way to build a flow, and it refuses,
+at build time, a match on a field the stage does not own or a jump to a table the
+stage may not reach — Faucet's lesson (`ValveTable`), applied to every stage, so a
+compiler bug shows up as an exception in a unit test instead of a silent hole in
+tenant isolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional
+
+from controller.flows import (
+    Action,
+    Ct,
+    Flow,
+    Match,
+    Resubmit,
+)
+
+# ---------------------------------------------------------------- registers
+# metadata carries the network key (intent.object_key of the network id, 48 bits)
+# from classify onwards: everything after classify is scoped by it, which is what
+# isolates tenants whose addresses overlap.
+METADATA_NETWORK_MASK = (1 << 48) - 1
+REG_OUT_PORT = "reg7"  # ofport chosen by l2_lookup, consumed by ingress_acl and output
+REG_CT_ZONE = "reg6"  # conntrack zone of the packet's port (security groups)
+
+# ---------------------------------------------------------------- cookies
+# A cookie names the owner of a flow: kind in the top byte, the owner's 48-bit key
+# in the low bits, so `cookie -> intent object` is a dictionary lookup.
+COOKIE_KIND_SHIFT = 56
+COOKIE_KEY_MASK = (1 << 48) - 1
+
+
+class Owner:
+    PIPELINE = 0x01
+    NETWORK = 0x02
+    PORT = 0x03
+    SECURITY_GROUP_RULE = 0x04
+    ROUTER = 0x05
+    FLOATING_IP = 0x06
+    QOS_POLICY = 0x07
+    TUNNEL = 0x08
+    FABRIC = 0x09
+
+    NAMES: Mapping[int, str] = {
+        0x01: "pipeline",
+        0x02: "network",
+        0x03: "port",
+        0x04: "security_group_rule",
+        0x05: "router",
+        0x06: "floating_ip",
+        0x07: "qos_policy",
+        0x08: "tunnel",
+        0x09: "fabric",
+    }
+
+
+def cookie(kind: int, key: int = 0) -> int:
+    return (kind << COOKIE_KIND_SHIFT) | (key & COOKIE_KEY_MASK)
+
+
+def cookie_owner(value: int) -> tuple[str, int]:
+    """(owner kind name, owner key) of a cookie; ('unknown', value) if it is not ours."""
+    kind = value >> COOKIE_KIND_SHIFT
+    name = Owner.NAMES.get(kind)
+    if name is None:
+        return ("unknown", value)
+    return (name, value & COOKIE_KEY_MASK)
+
+
+# ---------------------------------------------------------------- tables
+class PipelineError(ValueError):
+    """A flow that breaks its stage's declaration: a compiler bug, never user input."""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    table_id: int
+    purpose: str
+    match_fields: frozenset[str]
+    next_tables: tuple[str, ...]  # goto_table targets; the first is the miss target
+    miss_drops: bool  # True: a miss drops; False: a miss goes to next_tables[0]
+    priorities: Mapping[str, int]
+    resubmits: tuple[str, ...] = ()  # tables reachable by NX resubmit / ct(table=)
+
+    def flow(
+        self,
+        priority: str,
+        match: Match,
+        actions: Iterable[Action] = (),
+        goto: Optional[str] = None,
+        write_metadata: Optional[tuple[int, int]] = None,
+        meter: Optional[int] = None,
+        cookie: int = 0,
+    ) -> Flow:
+        if priority not in self.priorities:
+            raise PipelineError(f"{self.name}: no priority named {priority!r}")
+        for mf in match:
+            if mf.field not in self.match_fields:
+                raise PipelineError(f"{self.name}: may not match {mf.field}")
+        if goto is not None and goto not in self.next_tables:
+            raise PipelineError(f"{self.name}: may not go to {goto}")
+        acts = tuple(actions)
+        for act in acts:
+            target = act.table if isinstance(act, (Resubmit, Ct)) else None
+            if target is not None and target not in self.resubmits:
+                raise PipelineError(f"{self.name}: may not resubmit to {target}")
+        return Flow(
+            table=self.name,
+            priority=self.priorities[priority],
+            match=match,
+            actions=acts,
+            goto=goto,
+            write_metadata=write_metadata,
+            meter=meter,
+            cookie=cookie,
+        )
+
+    def miss_flow(self) -> Flow:
+        return Flow(
+            table=self.name,
+            priority=0,
+            match=(),
+            goto=None if self.miss_drops else self.next_tables[0],
+            cookie=cookie(Owner.PIPELINE, self.table_id),
+        )
+
+
+_NET = frozenset({"metadata"})
+_L2 = frozenset({"eth_src", "eth_dst", "eth_type", "vlan_vid"})
+_L3 = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_dscp"})
+_L4 = frozenset({"tcp_src", "tcp_dst", "udp_src", "udp_dst", "icmpv4_type", "icmpv4_code",
+                 "icmpv6_type", "icmpv6_code"})
+_CT = frozenset({"ct_state", "ct_zone", "ct_mark", REG_CT_ZONE})
+
+CLASSIFY = Table(
+    "classify", 0,
+    "in_port / VLAN tag / tunnel key -> network in metadata; unknown -> drop",
+    frozenset({"in_port", "vlan_vid", "tunnel_id"}),
+    ("port_security", "l2_lookup"),
+    miss_drops=True,
+    priorities={"port": 100, "tunnel": 100, "vlan": 100},
+)
+PORT_SECURITY = Table(
+    "port_security", 10,
+    "source MAC and IPs must be the port's own, ARP and ND included",
+    frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "ipv6_src", "arp_spa",
+               "arp_sha", "ip_proto", "icmpv6_type", "ipv6_nd_sll", "udp_src", "udp_dst"}),
+    ("arp_responder",),
+    miss_drops=True,
+    priorities={"exempt": 200, "allow": 100, "drop": 10},
+)
+ARP_RESPONDER = Table(
+    "arp_responder", 20,
+    "answer ARP for addresses the controller knows, on the local switch",
+    _NET | frozenset({"eth_type", "arp_op", "arp_tpa"}),
+    ("egress_acl",),
+    miss_drops=False,
+    priorities={"reply": 100},
+)
+EGRESS_ACL = Table(
+    "egress_acl", 30,
+    "security groups, VM -> network direction, conntrack",
+    _NET | _L2 | _L3 | _L4 | _CT | frozenset({"in_port"}),
+    ("l3",),
+    miss_drops=False,
+    priorities={"established": 200, "rule": 100, "default_deny": 10, "exempt": 150},
+    resubmits=("egress_acl",),
+)
+L3 = Table(
+    "l3", 40,
+    "router gateway, routing between subnets, NAT via ct(nat)",
+    _NET | _L2 | _L3 | _CT,
+    ("l2_lookup",),
+    miss_drops=False,
+    priorities={"route": 100},
+    resubmits=("l3",),
+)
+L2_LOOKUP = Table(
+    "l2_lookup", 50,
+    "destination MAC -> local port, fabric next hop or tunnel; BUM -> flood set",
+    _NET | frozenset({"eth_dst"}),
+    ("ingress_acl",),
+    miss_drops=True,
+    priorities={"known_mac": 100, "flood": 10},
+    resubmits=("ingress_acl",),
+)
+INGRESS_ACL = Table(
+    "ingress_acl", 60,
+    "security groups, network -> VM direction, conntrack",
+    _NET | _L2 | _L3 | _L4 | _CT | frozenset({REG_OUT_PORT}),
+    ("qos",),
+    miss_drops=False,
+    priorities={"established": 200, "rule": 100, "default_deny": 10, "exempt": 150},
+    resubmits=("ingress_acl",),
+)
+QOS = Table(
+    "qos", 70,
+    "meters and queues",
+    _NET | frozenset({REG_OUT_PORT, "in_port"}),
+    ("output",),
+    miss_drops=False,
+    priorities={"port": 100},
+)
+OUTPUT = Table(
+    "output", 80,
+    "deliver to the port chosen by l2_lookup",
+    frozenset({REG_OUT_PORT}),
+    (),
+    miss_drops=True,
+    priorities={"deliver": 100},
+)
+
+PIPELINE: tuple[Table, ...] = (
+    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, EGRESS_ACL, L3, L2_LOOKUP, INGRESS_ACL, QOS, OUTPUT,
+)
+TABLES: Mapping[str, Table] = {t.name: t for t in PIPELINE}
+TABLE_IDS: Mapping[str, int] = {t.name: t.table_id for t in PIPELINE}
+TABLE_NAMES: Mapping[int, str] = {t.table_id: t.name for t in PIPELINE}
+
+
+def _check_pipeline() -> None:
+    """The declaration itself must be coherent: jumps only forward, to declared tables."""
+    for table in PIPELINE:
+        for target in (*table.next_tables, *table.resubmits):
+            if target not in TABLES:
+                raise PipelineError(f"{table.name} names unknown table {target}")
+        for target in table.next_tables:
+            if TABLES[target].table_id <= table.table_id:
+                raise PipelineError(f"{table.name} jumps backwards to {target}")
+        if not table.miss_drops and not table.next_tables:
+            raise PipelineError(f"{table.name} has no miss target")
+        if 0 in table.priorities.values():
+            raise PipelineError(f"{table.name}: priority 0 is reserved for the miss flow")
+
+
+_check_pipeline()
+
+
+def miss_flows() -> tuple[Flow, ...]:
+    """The priority-0 flow of every table: drop or continue, as declared."""
+    return tuple(t.miss_flow() for t in PIPELINE)
+
+
+@dataclass(frozen=True)
+class Explained:
+    """A table as shown by `GET /v1/pipeline`."""
+
+    name: str
+    table_id: int
+    purpose: str
+    next_tables: tuple[str, ...]
+    miss: str
+    priorities: Mapping[str, int] = field(default_factory=dict)
+
+
+def describe() -> list[Explained]:
+    return [
+        Explained(t.name, t.table_id, t.purpose, t.next_tables,
+                  "drop" if t.miss_drops else f"goto {t.next_tables[0]}", dict(t.priorities))
+        for t in PIPELINE
+    ]

@@ -1,0 +1,330 @@
+"""The WSGI application: routing, authentication, and the write path.
+
+A write is: parse and type-check the body (no store access), then one store
+transaction in which the resource validates against the newest snapshot and puts
+its objects. Only after the commit is confirmed does the client get 201/200/204,
+with `X-Loom-Generation` naming the first snapshot that contains the write. With
+`?wait=true` (or `X-Loom-Wait: true`) the answer waits until the runtime reports
+that generation installed on every affected switch; if that wait times out the
+answer is 504 WaitTimeout, but the write stays committed (it will still be
+installed, later) - retrying the request would apply it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Optional, Protocol
+
+from webob import Request, Response
+
+from controller import intent as model
+from controller.rest import v1, versions
+from controller.rest.auth import Authenticator, NoAuth, Principal
+from controller.rest.errors import (
+    Conflict,
+    InvalidInput,
+    MethodNotAllowed,
+    NeutronError,
+    NotFound,
+    ServiceUnavailable,
+    WaitTimeout,
+)
+from controller.rest.index import index_of
+from controller.rest.networks import Networks
+from controller.rest.ports import Ports
+from controller.rest.resource import Resource, ViewContext
+from controller.rest.subnets import Subnets
+from controller.runtime import Runtime
+from controller.store.errors import (
+    ConstraintViolation,
+    ReferentialIntegrity,
+    StoreTimeout,
+    StoreUnavailable,
+    TransactionFailed,
+)
+from controller.store.txn import TxnHelper
+
+log = logging.getLogger(__name__)
+
+TRUE = ("1", "true", "yes", "on")
+DEFAULT_WAIT_TIMEOUT = 30.0
+MAX_WAIT_TIMEOUT = 300.0
+# What an index conflict on each table means to a Neutron client (a second
+# controller raced us past our own validation).
+_INDEX_CONFLICTS = {
+    "IP_Allocation": ("IpAddressAlreadyAllocated", "IP address already allocated"),
+    "Port": ("MacAddressInUse", "The mac address is in use on this network"),
+    "Network": ("SegmentationIdInUse", "The segmentation id is in use"),
+}
+
+
+class Store(Protocol):
+    remote: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    def latest(self) -> model.Intent: ...
+
+    def transact(
+        self, fn: Callable[[TxnHelper, model.Intent], Any], *, timeout: float = ...
+    ) -> int: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+def json_response(body: Any, status: int = 200, generation: Optional[int] = None) -> Response:
+    resp = Response(
+        status=status,
+        content_type="application/json",
+        charset="utf-8",
+        body=json.dumps(body).encode(),
+    )
+    if generation is not None:
+        resp.headers["X-Loom-Generation"] = str(generation)
+    return resp
+
+
+def expected_revision(request: Request) -> Optional[int]:
+    """Neutron's compare-and-swap: `If-Match: revision_number=N` on PUT/DELETE."""
+    header = request.headers.get("If-Match", "").strip()
+    if not header:
+        return None
+    name, _, value = header.partition("=")
+    if name.strip() != "revision_number" or not value.strip().isdigit():
+        raise InvalidInput(f"If-Match must be 'revision_number=<integer>', got '{header}'")
+    return int(value)
+
+
+def check_revision(obj: Any, expected: Optional[int]) -> None:
+    """Checked inside the write transaction, so no other write can slip in between."""
+    if expected is not None and obj.revision_number != expected:
+        raise NeutronError(
+            f"Constrained to {expected}, but current revision is {obj.revision_number}",
+            type="RevisionNumberConstraintFailed",
+            status=412,
+        )
+
+
+class LoomApi:
+    """Neutron v2.0 subset plus /v1; one instance serves all threads (it holds no request state)."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        auth: Optional[Authenticator] = None,
+        *,
+        write_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.auth: Authenticator = auth or NoAuth()
+        self.write_timeout = write_timeout
+        self.resources: dict[str, Resource] = {
+            r.plural: r for r in (Networks(), Subnets(), Ports())
+        }
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            response = self.handle(request)
+        except NeutronError as exc:
+            response = exc.response()
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = NeutronError(
+                "Request Failed: internal server error while processing your request."
+            ).response()
+        return response(environ, start_response)  # type: ignore[no-any-return]
+
+    # -- routing ----------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        parts = [p for p in request.path_info.split("/") if p]
+        if parts and parts[-1].endswith(".json"):
+            parts[-1] = parts[-1][: -len(".json")]
+        if not parts:
+            self._allow(request, "GET")
+            return json_response(versions.versions(request))
+        if parts[0] == "v2.0":
+            return self._v2(request, parts[1:])
+        if parts[0] == "v1":
+            return self._v1(request, parts[1:])
+        raise NotFound("The resource could not be found.")
+
+    @staticmethod
+    def _allow(request: Request, *methods: str) -> None:
+        if request.method not in methods:
+            raise MethodNotAllowed(
+                f"The method {request.method} is not allowed for this resource.",
+                headers={"Allow": ", ".join(methods)},
+            )
+
+    def _v2(self, request: Request, parts: list[str]) -> Response:
+        if not parts:
+            self._allow(request, "GET")
+            return json_response(versions.resources(request))
+        principal = self.auth.authenticate(request)
+        if parts[0] == "extensions" and len(parts) <= 2:
+            self._allow(request, "GET")
+            return json_response(
+                versions.extensions() if len(parts) == 1 else versions.extension(parts[1])
+            )
+        resource = self.resources.get(parts[0])
+        if resource is None or len(parts) > 2:
+            raise NotFound("The resource could not be found.")
+        if len(parts) == 1:
+            self._allow(request, "GET", "POST")
+            if request.method == "GET":
+                snap = self.store.latest()
+                return json_response(
+                    resource.list_view(request, self._ctx(snap, principal)),
+                    generation=snap.generation,
+                )
+            return self._create(request, principal, resource)
+        object_id = parts[1]
+        self._allow(request, "GET", "PUT", "DELETE")
+        if request.method == "GET":
+            snap = self.store.latest()
+            return json_response(
+                resource.show_view(request, self._ctx(snap, principal), object_id),
+                generation=snap.generation,
+            )
+        if request.method == "PUT":
+            return self._update(request, principal, resource, object_id)
+        return self._delete(request, principal, resource, object_id)
+
+    def _v1(self, request: Request, parts: list[str]) -> Response:
+        principal = self.auth.authenticate(request)
+        self._allow(request, "GET")
+        if parts == ["health"]:
+            status, body = v1.health(self.store, self.runtime)
+            return json_response(body, status=status)
+        if not principal.is_admin:
+            raise NotFound("The resource could not be found.")
+        if parts == ["switches"]:
+            return json_response(v1.switches(self.runtime))
+        if parts == ["chassis"]:
+            return json_response(v1.chassis(self.runtime))
+        if len(parts) == 3 and parts[0] == "switches" and parts[2] == "flows":
+            return json_response(v1.flows(self.runtime, parts[1]))
+        raise NotFound("The resource could not be found.")
+
+    def _ctx(self, intent: model.Intent, principal: Principal) -> ViewContext:
+        return ViewContext(intent, index_of(intent), self.runtime, principal)
+
+    # -- writes -----------------------------------------------------------------
+    def _create(self, request: Request, principal: Principal, resource: Resource) -> Response:
+        items, bulk = resource.parse_create(request)
+        created: list[Any] = []
+
+        def write(helper: TxnHelper) -> None:
+            created.clear()
+            created.extend(resource.create(principal, item, helper) for item in items)
+
+        generation, after = self._commit(write)
+        ids = ", ".join(o.id for o in created)
+        self._maybe_wait(request, generation, f"{resource.singular} {ids} created")
+        ctx = self._ctx(after, principal)
+        views = [resource.view(o, ctx) for o in created]
+        body = {resource.plural: views} if bulk else {resource.singular: views[0]}
+        return json_response(body, status=201, generation=generation)
+
+    def _update(
+        self, request: Request, principal: Principal, resource: Resource, object_id: str
+    ) -> Response:
+        changes = resource.parse_update(request)
+        updated: list[Any] = []
+
+        expected = expected_revision(request)
+
+        def write(helper: TxnHelper) -> None:
+            current = resource.lookup_for_write(principal, helper.current(), object_id, "update")
+            check_revision(current, expected)
+            updated[:] = [resource.update(principal, current, changes, helper)]
+
+        generation, after = self._commit(write)
+        self._maybe_wait(request, generation, f"{resource.singular} {object_id} updated")
+        return json_response(
+            {resource.singular: resource.view(updated[0], self._ctx(after, principal))},
+            generation=generation,
+        )
+
+    def _delete(
+        self, request: Request, principal: Principal, resource: Resource, object_id: str
+    ) -> Response:
+        expected = expected_revision(request)
+
+        def write(helper: TxnHelper) -> None:
+            current = resource.lookup_for_write(principal, helper.current(), object_id, "delete")
+            check_revision(current, expected)
+            resource.delete(principal, current, helper)
+
+        generation, _ = self._commit(write)
+        self._maybe_wait(request, generation, f"{resource.singular} {object_id} deleted")
+        resp = Response(status=204)
+        resp.headers["X-Loom-Generation"] = str(generation)
+        return resp
+
+    def _commit(self, write: Callable[[TxnHelper], None]) -> tuple[int, model.Intent]:
+        """Run `write` as one transaction; returns (generation, intent as the write left it)."""
+        after: list[model.Intent] = []
+
+        def fn(helper: TxnHelper, intent: model.Intent) -> None:
+            write(helper)
+            after[:] = [helper.current()]
+
+        try:
+            generation = self.store.transact(fn, timeout=self.write_timeout)
+        except (StoreUnavailable, StoreTimeout) as exc:
+            raise ServiceUnavailable(f"Northbound store unavailable: {exc}") from exc
+        except ConstraintViolation as exc:
+            type_, message = _INDEX_CONFLICTS.get(
+                exc.table or "", ("Conflict", "Conflicting change")
+            )
+            raise Conflict(
+                f"{message} (concurrent update)", type=type_, detail=exc.details
+            ) from exc
+        except ReferentialIntegrity as exc:
+            raise Conflict(
+                "The object is in use or refers to an object that no longer exists",
+                type="InUse",
+                detail=exc.details,
+            ) from exc
+        except TransactionFailed as exc:
+            raise Conflict(str(exc), detail=exc.details) from exc
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        return generation, after[0]
+
+    def _maybe_wait(self, request: Request, generation: int, what: str) -> None:
+        wanted = (
+            request.GET.get("wait", "").lower() in TRUE
+            or request.headers.get("X-Loom-Wait", "").lower() in TRUE
+        )
+        if not wanted:
+            return
+        raw = request.GET.get("wait_timeout") or request.headers.get("X-Loom-Wait-Timeout")
+        try:
+            timeout = min(float(raw), MAX_WAIT_TIMEOUT) if raw else DEFAULT_WAIT_TIMEOUT
+        except ValueError:
+            timeout = DEFAULT_WAIT_TIMEOUT
+        if not self.runtime.wait_installed(generation, timeout):
+            raise WaitTimeout(
+                f"The change is committed (generation {generation}) but was not installed on "
+                f"every affected switch within {timeout:g}s; it will still be installed. "
+                "Do not retry the request.",
+                detail=what,
+                headers={"X-Loom-Generation": str(generation)},
+            )
+
+
+def make_app(
+    store: Store, runtime: Runtime, auth: Optional[Authenticator] = None, **options: Any
+) -> LoomApi:
+    """The WSGI app. `auth=None` means every caller is admin (serve on loopback only)."""
+    return LoomApi(store, runtime, auth, **options)

@@ -1,0 +1,135 @@
+"""IP and MAC address management (pure functions, no store access).
+
+Defaults follow Neutron: the gateway is the first host address; the allocation
+pool is the whole subnet minus the network address, the IPv4 broadcast address
+and the gateway; automatic allocation takes the first free address of the pools.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Iterable
+from typing import Optional
+
+from controller import intent as model
+from controller.rest.errors import BadRequest, InvalidInput, bad_request
+from controller.rest.validate import IPAddress, IPNetwork, parse_ip
+
+MAC_PREFIX = "fa:16:3e"  # Neutron's base_mac
+
+
+def usable_range(net: IPNetwork) -> tuple[int, int]:
+    """First and last host addresses (as ints); may be empty (first > last) for tiny subnets."""
+    first = int(net.network_address) + 1
+    last = int(net.broadcast_address) - (1 if net.version == 4 else 0)
+    if net.num_addresses <= 2:
+        first, last = int(net.network_address), int(net.broadcast_address)
+    return first, last
+
+
+def default_gateway(net: IPNetwork) -> Optional[str]:
+    first, last = usable_range(net)
+    return str(ipaddress.ip_address(first)) if first <= last and net.num_addresses > 2 else None
+
+
+def _addr(value: int, version: int) -> str:
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+
+
+def default_pools(net: IPNetwork, gateway: Optional[str]) -> tuple[model.AllocationPool, ...]:
+    first, last = usable_range(net)
+    if first > last:
+        return ()
+    ranges = [(first, last)]
+    if gateway is not None:
+        gw = int(ipaddress.ip_address(gateway))
+        ranges = (
+            [(a, b) for a, b in ((first, gw - 1), (gw + 1, last)) if a <= b]
+            if first <= gw <= last
+            else ranges
+        )
+    return tuple(
+        model.AllocationPool(_addr(a, net.version), _addr(b, net.version)) for a, b in ranges
+    )
+
+
+def check_pools(
+    net: IPNetwork, pools: Iterable[model.AllocationPool], gateway: Optional[str]
+) -> None:
+    """Neutron's pool rules: valid, same family, inside the cidr, no overlap, gateway outside."""
+    first, last = usable_range(net)
+    spans: list[tuple[int, int, model.AllocationPool]] = []
+    for pool in pools:
+        start, end = parse_ip(pool.start), parse_ip(pool.end)
+        text = f"{pool.start}-{pool.end}"
+        if start.version != net.version or end.version != net.version or int(start) > int(end):
+            raise bad_request("InvalidAllocationPool", f"The allocation pool {text} is not valid.")
+        if int(start) < first or int(end) > last:
+            raise bad_request(
+                "OutOfBoundsAllocationPool",
+                f"The allocation pool {text} spans beyond the subnet cidr {net}.",
+            )
+        spans.append((int(start), int(end), pool))
+    spans.sort(key=lambda s: s[0])
+    for (_, a_end, a), (b_start, _, b) in zip(spans, spans[1:], strict=False):
+        if b_start <= a_end:
+            raise bad_request(
+                "OverlappingAllocationPools",
+                f"Found overlapping allocation pools: {a.start}-{a.end} {b.start}-{b.end} "
+                f"for subnet {net}.",
+            )
+    if gateway is not None:
+        gw = int(ipaddress.ip_address(gateway))
+        for start_i, end_i, pool in spans:
+            if start_i <= gw <= end_i:
+                raise bad_request(
+                    "GatewayConflictWithAllocationPools",
+                    f"Gateway ip {gateway} conflicts with allocation pool {pool.start}-{pool.end}.",
+                )
+
+
+def check_gateway(net: IPNetwork, gateway: str) -> str:
+    ip = parse_ip(gateway)
+    if ip.version != net.version or ip not in net:
+        raise InvalidInput(f"Gateway IP {gateway} is not in subnet {net}")
+    first, last = usable_range(net)
+    if not first <= int(ip) <= last:
+        raise InvalidInput(f"Gateway IP {gateway} is the network or broadcast address of {net}")
+    return str(ip)
+
+
+def check_address_in_subnet(ip: IPAddress, subnet: model.Subnet) -> None:
+    """An address given for a port must be a host address of the subnet."""
+    net = ipaddress.ip_network(subnet.cidr)
+    first, last = usable_range(net)
+    if ip.version != net.version or ip not in net or not first <= int(ip) <= last:
+        raise InvalidInput(
+            f"IP address {ip} is not a valid IP for the specified subnet {subnet.id}."
+        )
+
+
+def first_free(subnet: model.Subnet, used: Iterable[str]) -> Optional[str]:
+    """The lowest pool address not in `used`: O(pools + used), never walks a /64."""
+    taken = {int(ipaddress.ip_address(u)) for u in used}
+    if subnet.gateway_ip:
+        taken.add(int(ipaddress.ip_address(subnet.gateway_ip)))
+    version = ipaddress.ip_network(subnet.cidr).version
+    for pool in sorted(subnet.allocation_pools, key=lambda p: int(ipaddress.ip_address(p.start))):
+        candidate, end = int(ipaddress.ip_address(pool.start)), int(ipaddress.ip_address(pool.end))
+        while candidate <= end:
+            if candidate not in taken:
+                return _addr(candidate, version)
+            candidate += 1
+    return None
+
+
+def random_mac(in_use: set[str], rng: Optional[random.Random] = None) -> str:
+    """A fresh fa:16:3e:xx:xx:xx not in `in_use`."""
+    rng = rng or random.SystemRandom()
+    for _ in range(1000):
+        tail = ":".join(f"{rng.randrange(256):02x}" for _ in range(3))
+        mac = f"{MAC_PREFIX}:{tail}"
+        if mac not in in_use:
+            return mac
+    raise BadRequest("Unable to generate a unique MAC address")

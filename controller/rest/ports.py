@@ -1,0 +1,387 @@
+"""/v2.0/ports: a VM or container interface on a network, its MAC, IPs and binding."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from controller import intent as model
+from controller.rest import ipam
+from controller.rest.auth import Principal
+from controller.rest.errors import (
+    InvalidInput,
+    NeutronError,
+    PolicyNotAuthorized,
+    conflict,
+    not_found,
+)
+from controller.rest.index import IntentIndex, index_of
+from controller.rest.networks import check_qos_policy
+from controller.rest.policy import (
+    check_admin_only,
+    network_owner,
+    network_visible,
+    owner_for_create,
+    owns,
+)
+from controller.rest.resource import Resource, ViewContext, now
+from controller.rest.validate import (
+    Attr,
+    boolean,
+    dict_of_json,
+    enum,
+    integer,
+    ip_address,
+    keyed,
+    list_of,
+    mac_address,
+    optional,
+    parse_ip,
+    string,
+    uuid_str,
+)
+from controller.store.txn import TxnHelper
+
+A = Attr
+_fixed_ip = keyed({"subnet_id": uuid_str, "ip_address": ip_address})
+ATTRS = {
+    a.name: a
+    for a in (
+        A("id", uuid_str, post=False, put=False),
+        A("network_id", uuid_str, put=False, required=True),
+        A("name", string(), default=""),
+        A("description", string(), default=""),
+        A("project_id", string(), put=False),
+        A("tenant_id", string(), put=False),
+        A("mac_address", mac_address),
+        A("fixed_ips", list_of(_fixed_ip)),
+        A("admin_state_up", boolean, default=True),
+        A("port_security_enabled", boolean),
+        A("security_groups", list_of(uuid_str)),
+        A("qos_policy_id", optional(uuid_str)),
+        A("device_id", string(), default=""),
+        A("device_owner", string(), default=""),
+        A("binding:host_id", string(), admin_only=True, default=""),
+        A("binding:profile", dict_of_json, admin_only=True, default={}, filter=False),
+        A("binding:vnic_type", enum("normal"), default="normal"),
+        A("binding:vif_type", string(), post=False, put=False),
+        A("binding:vif_details", dict_of_json, post=False, put=False, filter=False),
+        A("status", string(), post=False, put=False),
+        A("revision_number", integer, post=False, put=False),
+        A("created_at", string(), post=False, put=False),
+        A("updated_at", string(), post=False, put=False),
+        A("tags", string(), post=False, put=False, filter=False),
+    )
+}
+
+
+def ip_in_use(ip: str, subnet_id: str) -> NeutronError:
+    return conflict(
+        "IpAddressAlreadyAllocated", f"IP address {ip} already allocated in subnet {subnet_id}"
+    )
+
+
+def resolve_fixed_ips(
+    network: model.Network,
+    requested: Optional[list[dict[str, str]]],
+    idx: IntentIndex,
+    *,
+    port_id: str = "",
+    existing: tuple[model.FixedIP, ...] = (),
+    device_owner: str = "",
+) -> tuple[model.FixedIP, ...]:
+    """The port's addresses: requested ones checked, the rest allocated first-free from the pools.
+
+    With nothing requested, one IPv4 address from each IPv4 subnet of the network.
+    On update, a {subnet_id}-only entry keeps the address the port already has there.
+    """
+    intent = idx.intent
+    subnets = idx.subnets_of(network.id)
+    entries = (
+        requested
+        if requested is not None
+        else [{"subnet_id": s.id} for s in subnets if s.ip_version == 4]
+    )
+    resolved: list[Optional[model.FixedIP]] = [None] * len(entries)
+    taken: set[tuple[str, str]] = set()
+
+    def subnet_of(entry: Mapping[str, str]) -> Optional[model.Subnet]:
+        if "subnet_id" not in entry:
+            return None
+        subnet = intent.subnets.get(entry["subnet_id"])
+        if subnet is None:
+            raise not_found("Subnet", entry["subnet_id"])
+        if subnet.network_id != network.id:
+            raise InvalidInput(
+                f"Failed to create port on network {network.id}, because fixed_ips "
+                f"included invalid subnet {subnet.id}"
+            )
+        return subnet
+
+    # Pass 1: addresses asked for by value.
+    for i, entry in enumerate(entries):
+        if "ip_address" not in entry:
+            continue
+        subnet = subnet_of(entry)
+        addr = parse_ip(entry["ip_address"])
+        if subnet is None:
+            subnet = next((s for s in subnets if addr in ipaddress.ip_network(s.cidr)), None)
+            if subnet is None:
+                raise InvalidInput(
+                    f"IP address {addr} is not a valid IP for any of the subnets "
+                    "on the specified network."
+                )
+        ipam.check_address_in_subnet(addr, subnet)
+        ip = str(addr)
+        if (subnet.id, ip) in taken:
+            raise InvalidInput(f"Duplicate IP address {ip} in fixed_ips")
+        holder = idx.used_ips.get(subnet.id, {}).get(ip)
+        if holder is not None and holder != port_id:
+            raise ip_in_use(ip, subnet.id)
+        if ip == subnet.gateway_ip and not device_owner.startswith("network:router"):
+            raise conflict(
+                "IpAddressAlreadyAllocated", f"IP address {ip} is the gateway of subnet {subnet.id}"
+            )
+        taken.add((subnet.id, ip))
+        resolved[i] = model.FixedIP(subnet.id, ip)
+
+    # Pass 2: subnet-only entries keep the port's current address there, else first free.
+    reusable = [f for f in existing if (f.subnet_id, f.ip_address) not in taken]
+    for i, entry in enumerate(entries):
+        if resolved[i] is not None:
+            continue
+        subnet = subnet_of(entry)
+        if subnet is None:
+            raise InvalidInput(f"fixed_ips entry {dict(entry)} needs a subnet_id or an ip_address")
+        keep = next((f for f in reusable if f.subnet_id == subnet.id), None)
+        if keep is not None:
+            reusable.remove(keep)
+            ip = keep.ip_address
+        else:
+            used = {a for a, holder in idx.used_ips.get(subnet.id, {}).items() if holder != port_id}
+            used |= {a for sid, a in taken if sid == subnet.id}
+            free = ipam.first_free(subnet, used)
+            if free is None:
+                raise conflict(
+                    "IpAddressGenerationFailure",
+                    f"No more IP addresses available on network {network.id}.",
+                )
+            ip = free
+        taken.add((subnet.id, ip))
+        resolved[i] = model.FixedIP(subnet.id, ip)
+    return tuple(f for f in resolved if f is not None)
+
+
+class Ports(Resource):
+    kind, singular, plural, intent_attr = "Port", "port", "ports", "ports"
+    attrs = ATTRS
+
+    def visible(self, principal: Principal, obj: model.Port, intent: model.Intent) -> bool:
+        return owns(principal, obj) or network_owner(principal, intent, obj.network_id)
+
+    def may_modify(self, principal: Principal, obj: model.Port, intent: model.Intent) -> bool:
+        return self.visible(principal, obj, intent)
+
+    def view(self, p: model.Port, ctx: ViewContext) -> dict[str, Any]:
+        binding = ctx.runtime.port_binding(p.id)
+        bound = bool(p.host_id) or binding is not None
+        details: dict[str, Any] = {}
+        if bound:
+            details = {"port_filter": True, "connectivity": "l2", "datapath_type": "netdev"}
+            if binding and binding.get("bridge"):
+                details["bridge_name"] = binding["bridge"]
+        return {
+            "id": p.id,
+            "name": p.name,
+            "description": p.description,
+            "network_id": p.network_id,
+            "project_id": p.project_id,
+            "tenant_id": p.project_id,
+            "mac_address": p.mac_address,
+            "admin_state_up": p.admin_state_up,
+            "status": ctx.runtime.port_status(p.id),
+            "fixed_ips": [
+                {"subnet_id": f.subnet_id, "ip_address": f.ip_address} for f in p.fixed_ips
+            ],
+            "security_groups": list(p.security_groups),
+            "port_security_enabled": p.port_security_enabled,
+            "device_id": p.device_id,
+            "device_owner": p.device_owner,
+            "qos_policy_id": p.qos_policy_id,
+            "binding:host_id": p.host_id,
+            "binding:profile": dict(p.binding_profile),
+            "binding:vif_type": "ovs" if bound else "unbound",
+            "binding:vif_details": details,
+            "binding:vnic_type": "normal",
+            "allowed_address_pairs": [],
+            "extra_dhcp_opts": [],
+            "tags": [],
+            "created_at": p.created_at,
+            "updated_at": p.updated_at,
+            "revision_number": p.revision_number,
+        }
+
+    def match_special(self, key: str, values: list[str], view: Mapping[str, Any]) -> Optional[bool]:
+        if key == "security_groups":
+            return any(v in view["security_groups"] for v in values)
+        if key != "fixed_ips":
+            return None
+        wanted: dict[str, set[str]] = {}
+        for value in values:
+            name, _, val = value.partition("=")
+            if name not in ("ip_address", "subnet_id") or not val:
+                raise InvalidInput(
+                    f"fixed_ips filter must be ip_address=... or subnet_id=..., got '{value}'"
+                )
+            wanted.setdefault(name, set()).add(val)
+        return any(all(f[k] in vals for k, vals in wanted.items()) for f in view["fixed_ips"])
+
+    def _check_security(
+        self, principal: Principal, intent: model.Intent, groups: list[str], port_security: bool
+    ) -> tuple[str, ...]:
+        for group_id in groups:
+            group = intent.security_groups.get(group_id)
+            if group is None or not owns(principal, group):
+                raise not_found("SecurityGroup", group_id)
+        if groups and not port_security:
+            raise NeutronError(
+                "Port security must be enabled and port must have an IP address in order to use "
+                "security groups.",
+                type="PortSecurityAndIPRequiredForSecurityGroups",
+                status=400,
+            )
+        return tuple(sorted(set(groups)))
+
+    def _check_mac(self, idx: IntentIndex, network_id: str, mac: str, port_id: str) -> None:
+        holder = idx.macs.get(network_id, {}).get(mac)
+        if holder is not None and holder != port_id:
+            raise conflict(
+                "MacAddressInUse",
+                f"Unable to complete operation for network {network_id}. "
+                f"The mac address {mac} is in use.",
+            )
+
+    @staticmethod
+    def _asks_for_addresses(fixed_ips: Optional[list[dict[str, str]]]) -> bool:
+        return any("ip_address" in f for f in fixed_ips or [])
+
+    def create(self, principal: Principal, item: dict[str, Any], helper: TxnHelper) -> model.Port:
+        intent = helper.current()
+        idx = index_of(intent)
+        project = owner_for_create(principal, item, "create_port")
+        check_admin_only(principal, item, self.attrs, "create_port")
+        network = intent.networks.get(item["network_id"])
+        if network is None or not network_visible(principal, network):
+            raise not_found("Network", item["network_id"])
+        if not owns(principal, network):
+            if "mac_address" in item:
+                raise PolicyNotAuthorized("create_port:mac_address")
+            if self._asks_for_addresses(item.get("fixed_ips")):
+                raise PolicyNotAuthorized("create_port:fixed_ips:ip_address")
+        port_id = helper.new_id()
+        if "mac_address" in item:
+            mac = item["mac_address"]
+            self._check_mac(idx, network.id, mac, port_id)
+        else:
+            mac = ipam.random_mac(set(idx.macs.get(network.id, {})))
+        device_owner = item.get("device_owner", "")
+        fixed_ips = resolve_fixed_ips(
+            network, item.get("fixed_ips"), idx, port_id=port_id, device_owner=device_owner
+        )
+        port_security = item.get("port_security_enabled", network.port_security_enabled)
+        groups = self._check_security(
+            principal, intent, item.get("security_groups", []), port_security
+        )
+        check_qos_policy(principal, intent, item.get("qos_policy_id"))
+        stamp = now()
+        port = model.Port(
+            id=port_id,
+            project_id=project,
+            network_id=network.id,
+            name=item.get("name", ""),
+            mac_address=mac,
+            fixed_ips=fixed_ips,
+            port_security_enabled=port_security,
+            security_groups=groups,
+            admin_state_up=item.get("admin_state_up", True),
+            host_id=item.get("binding:host_id", ""),
+            device_id=item.get("device_id", ""),
+            device_owner=device_owner,
+            qos_policy_id=item.get("qos_policy_id"),
+            binding_profile=item.get("binding:profile", {}),
+            description=item.get("description", ""),
+            created_at=stamp,
+            updated_at=stamp,
+            revision_number=1,
+        )
+        helper.put(port)
+        return port
+
+    def update(
+        self, principal: Principal, port: model.Port, changes: dict[str, Any], helper: TxnHelper
+    ) -> model.Port:
+        intent = helper.current()
+        idx = index_of(intent)
+        check_admin_only(principal, changes, self.attrs, "update_port")
+        network = intent.networks[port.network_id]
+        if not owns(principal, network):
+            if "mac_address" in changes:
+                raise PolicyNotAuthorized("update_port:mac_address")
+            if self._asks_for_addresses(changes.get("fixed_ips")):
+                raise PolicyNotAuthorized("update_port:fixed_ips:ip_address")
+        mac = changes.get("mac_address", port.mac_address)
+        if mac != port.mac_address:
+            if port.host_id:
+                raise conflict(
+                    "PortBound",
+                    f"Unable to complete operation on port {port.id}, port is already bound, "
+                    f"port type: ovs, old_mac {port.mac_address}, new_mac {mac}.",
+                )
+            self._check_mac(idx, network.id, mac, port.id)
+        device_owner = changes.get("device_owner", port.device_owner)
+        fixed_ips = port.fixed_ips
+        if "fixed_ips" in changes:
+            fixed_ips = resolve_fixed_ips(
+                network,
+                changes["fixed_ips"],
+                idx,
+                port_id=port.id,
+                existing=port.fixed_ips,
+                device_owner=device_owner,
+            )
+        port_security = changes.get("port_security_enabled", port.port_security_enabled)
+        groups = self._check_security(
+            principal,
+            intent,
+            changes.get("security_groups", list(port.security_groups)),
+            port_security,
+        )
+        if "qos_policy_id" in changes:
+            check_qos_policy(principal, intent, changes["qos_policy_id"])
+        updated = dataclasses.replace(
+            port,
+            name=changes.get("name", port.name),
+            description=changes.get("description", port.description),
+            mac_address=mac,
+            fixed_ips=fixed_ips,
+            port_security_enabled=port_security,
+            security_groups=groups,
+            admin_state_up=changes.get("admin_state_up", port.admin_state_up),
+            host_id=changes.get("binding:host_id", port.host_id),
+            binding_profile=changes.get("binding:profile", port.binding_profile),
+            device_id=changes.get("device_id", port.device_id),
+            device_owner=device_owner,
+            qos_policy_id=changes.get("qos_policy_id", port.qos_policy_id),
+        )
+        if updated == port:
+            return port
+        updated = dataclasses.replace(
+            updated, updated_at=now(), revision_number=port.revision_number + 1
+        )
+        helper.put(updated)
+        return updated
+
+    def delete(self, principal: Principal, port: model.Port, helper: TxnHelper) -> None:
+        helper.delete(model.Port, port.id)

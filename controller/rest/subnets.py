@@ -1,0 +1,227 @@
+"""/v2.0/subnets: address ranges of a network, their gateway and allocation pools."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Any
+
+from controller import intent as model
+from controller.rest import ipam
+from controller.rest.auth import Principal
+from controller.rest.errors import InvalidInput, PolicyNotAuthorized, conflict, not_found
+from controller.rest.index import index_of
+from controller.rest.policy import network_owner, owner_for_create, owns
+from controller.rest.resource import Resource, ViewContext, now
+from controller.rest.validate import (
+    Attr,
+    boolean,
+    cidr,
+    integer,
+    ip_address,
+    keyed,
+    list_of,
+    optional,
+    string,
+    uuid_str,
+)
+from controller.store.txn import TxnHelper
+
+A = Attr
+
+
+def ip_version(value: Any) -> int:
+    version = integer(value)
+    if version not in (4, 6):
+        raise InvalidInput(f"'{value}' is not in [4, 6]")
+    return version
+
+
+_pool = keyed({"start": ip_address, "end": ip_address}, required=("start", "end"))
+_route = keyed({"destination": cidr, "nexthop": ip_address}, required=("destination", "nexthop"))
+ATTRS = {
+    a.name: a
+    for a in (
+        A("id", uuid_str, post=False, put=False),
+        A("network_id", uuid_str, put=False, required=True),
+        A("name", string(), default=""),
+        A("description", string(), default=""),
+        A("project_id", string(), put=False),
+        A("tenant_id", string(), put=False),
+        A("ip_version", ip_version, put=False),
+        A("cidr", cidr, put=False, required=True),
+        A("gateway_ip", optional(ip_address)),
+        A("allocation_pools", list_of(_pool), filter=False),
+        A("enable_dhcp", boolean),
+        A("dns_nameservers", list_of(ip_address), filter=False),
+        A("host_routes", list_of(_route), filter=False),
+        A("ipv6_ra_mode", optional(string()), post=False, put=False),
+        A("ipv6_address_mode", optional(string()), post=False, put=False),
+        A("subnetpool_id", optional(string()), post=False, put=False),
+        A("revision_number", integer, post=False, put=False),
+        A("created_at", string(), post=False, put=False),
+        A("updated_at", string(), post=False, put=False),
+        A("tags", string(), post=False, put=False, filter=False),
+    )
+}
+
+
+def _pools(items: list[dict[str, str]]) -> tuple[model.AllocationPool, ...]:
+    return tuple(model.AllocationPool(p["start"], p["end"]) for p in items)
+
+
+def _routes(items: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((r["destination"], r["nexthop"]) for r in items))
+
+
+def _check_family(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network, addresses: list[str], what: str
+) -> None:
+    for a in addresses:
+        if ipaddress.ip_address(a).version != net.version:
+            raise InvalidInput(f"{what} {a} is not an IPv{net.version} address")
+
+
+class Subnets(Resource):
+    kind, singular, plural, intent_attr = "Subnet", "subnet", "subnets", "subnets"
+    attrs = ATTRS
+
+    def visible(self, principal: Principal, obj: model.Subnet, intent: model.Intent) -> bool:
+        if owns(principal, obj):
+            return True
+        net = intent.networks.get(obj.network_id)
+        return net is not None and (net.shared or owns(principal, net))
+
+    def may_modify(self, principal: Principal, obj: model.Subnet, intent: model.Intent) -> bool:
+        return owns(principal, obj) or network_owner(principal, intent, obj.network_id)
+
+    def view(self, s: model.Subnet, ctx: ViewContext) -> dict[str, Any]:
+        return {
+            "id": s.id,
+            "name": s.name,
+            "description": s.description,
+            "network_id": s.network_id,
+            "project_id": s.project_id,
+            "tenant_id": s.project_id,
+            "ip_version": s.ip_version,
+            "cidr": s.cidr,
+            "gateway_ip": s.gateway_ip,
+            "allocation_pools": [{"start": p.start, "end": p.end} for p in s.allocation_pools],
+            "enable_dhcp": s.enable_dhcp,
+            "dns_nameservers": list(s.dns_nameservers),
+            "host_routes": [{"destination": d, "nexthop": n} for d, n in s.host_routes],
+            "ipv6_ra_mode": None,
+            "ipv6_address_mode": None,
+            "subnetpool_id": None,
+            "service_types": [],
+            "tags": [],
+            "created_at": s.created_at,
+            "updated_at": s.updated_at,
+            "revision_number": s.revision_number,
+        }
+
+    def create(self, principal: Principal, item: dict[str, Any], helper: TxnHelper) -> model.Subnet:
+        intent = helper.current()
+        project = owner_for_create(principal, item, "create_subnet")
+        network = intent.networks.get(item["network_id"])
+        if network is None or not (owns(principal, network) or network.shared):
+            raise not_found("Network", item["network_id"])
+        if not owns(principal, network):
+            raise PolicyNotAuthorized("create_subnet")
+        net = ipaddress.ip_network(item["cidr"])
+        version = item.get("ip_version", net.version)  # Neutron requires it; we infer it
+        if version != net.version:
+            raise InvalidInput(f"ip_version {version} does not match cidr {item['cidr']}")
+        for other in index_of(intent).subnets_of(network.id):
+            if ipaddress.ip_network(other.cidr).overlaps(net):
+                raise InvalidInput(
+                    f"Requested subnet with cidr: {net} for network: {network.id} "
+                    "overlaps with another subnet"
+                )
+        gateway = ipam.default_gateway(net) if "gateway_ip" not in item else item["gateway_ip"]
+        if gateway is not None:
+            gateway = ipam.check_gateway(net, gateway)
+        if "allocation_pools" in item:
+            pools = _pools(item["allocation_pools"])
+            ipam.check_pools(net, pools, gateway)
+        else:
+            pools = ipam.default_pools(net, gateway)
+        dns = item.get("dns_nameservers", [])
+        routes = item.get("host_routes", [])
+        _check_family(net, dns, "DNS nameserver")
+        _check_family(net, [r["nexthop"] for r in routes], "Host route nexthop")
+        stamp = now()
+        subnet = model.Subnet(
+            id=helper.new_id(),
+            project_id=project,
+            network_id=network.id,
+            name=item.get("name", ""),
+            ip_version=net.version,
+            cidr=str(net),
+            gateway_ip=gateway,
+            allocation_pools=pools,
+            enable_dhcp=item.get("enable_dhcp", True),
+            dns_nameservers=tuple(dns),
+            description=item.get("description", ""),
+            host_routes=_routes(routes),
+            created_at=stamp,
+            updated_at=stamp,
+            revision_number=1,
+        )
+        helper.put(subnet)
+        return subnet
+
+    def update(
+        self, principal: Principal, s: model.Subnet, changes: dict[str, Any], helper: TxnHelper
+    ) -> model.Subnet:
+        intent = helper.current()
+        net = ipaddress.ip_network(s.cidr)
+        gateway = s.gateway_ip
+        if "gateway_ip" in changes and changes["gateway_ip"] != s.gateway_ip:
+            gateway = changes["gateway_ip"]
+            if gateway is not None:
+                gateway = ipam.check_gateway(net, gateway)
+                user = index_of(intent).used_ips.get(s.id, {}).get(gateway)
+                if user is not None:
+                    raise conflict(
+                        "GatewayIpInUse",
+                        f"Current gateway ip {gateway} already in use by port {user}. "
+                        "Unable to update.",
+                    )
+        pools = (
+            _pools(changes["allocation_pools"])
+            if "allocation_pools" in changes
+            else s.allocation_pools
+        )
+        if "allocation_pools" in changes or gateway != s.gateway_ip:
+            ipam.check_pools(net, pools, gateway)
+        dns = changes.get("dns_nameservers", list(s.dns_nameservers))
+        _check_family(net, dns, "DNS nameserver")
+        routes = _routes(changes["host_routes"]) if "host_routes" in changes else s.host_routes
+        _check_family(net, [n for _, n in routes], "Host route nexthop")
+        updated = dataclasses.replace(
+            s,
+            name=changes.get("name", s.name),
+            description=changes.get("description", s.description),
+            gateway_ip=gateway,
+            allocation_pools=pools,
+            enable_dhcp=changes.get("enable_dhcp", s.enable_dhcp),
+            dns_nameservers=tuple(dns),
+            host_routes=routes,
+        )
+        if updated == s:
+            return s
+        updated = dataclasses.replace(
+            updated, updated_at=now(), revision_number=s.revision_number + 1
+        )
+        helper.put(updated)
+        return updated
+
+    def delete(self, principal: Principal, s: model.Subnet, helper: TxnHelper) -> None:
+        if index_of(helper.current()).used_ips.get(s.id):
+            raise conflict(
+                "SubnetInUse",
+                f"Unable to complete operation on subnet {s.id}: "
+                "One or more ports have an IP allocation from this subnet.",
+            )
+        helper.delete(model.Subnet, s.id)

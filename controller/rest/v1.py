@@ -1,0 +1,55 @@
+"""/v1: what Neutron has no word for (health, switches, chassis, installed flows).
+
+These read the controller's running state through the `Runtime` protocol, so they
+answer the same with or without a southbound (Detached: empty lists).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from controller.rest.errors import NotFound
+from controller.runtime import Runtime
+
+
+class HealthSource(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+def health(store: HealthSource, runtime: Runtime) -> tuple[int, dict[str, Any]]:
+    """Store state merged with the runtime's; 200 while the store is connected, else 503."""
+    body: dict[str, Any] = {"switches": [], "chassis": []}
+    body.update(runtime.health())
+    body["store"] = {**store.health(), "connected": store.connected}
+    return (200 if store.connected else 503), body
+
+
+def switches(runtime: Runtime) -> dict[str, Any]:
+    return {"switches": runtime.switches()}
+
+
+def chassis(runtime: Runtime) -> dict[str, Any]:
+    return {"chassis": runtime.chassis()}
+
+
+def parse_dpid(text: str) -> int:
+    """`0x1a`, 16 hex digits (`000000000000001a`, as ovs-ofctl prints) or decimal."""
+    try:
+        if text.lower().startswith("0x"):
+            return int(text, 16)
+        if len(text) == 16:
+            return int(text, 16)
+        return int(text, 10)
+    except ValueError:
+        raise NotFound(f"Switch {text} could not be found.", type="SwitchNotFound") from None
+
+
+def flows(runtime: Runtime, dpid_text: str) -> dict[str, Any]:
+    dpid = parse_dpid(dpid_text)
+    installed = runtime.installed_flows(dpid)
+    if installed is None:
+        raise NotFound(f"Switch {dpid_text} could not be found.", type="SwitchNotFound")
+    return {"datapath_id": f"{dpid:016x}", "flows": installed}

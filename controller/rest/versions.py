@@ -1,0 +1,103 @@
+"""Version and extension discovery, in Neutron's shapes, so stock clients find the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webob import Request
+
+from controller.rest.errors import NotFound
+
+COLLECTIONS = (("network", "networks"), ("subnet", "subnets"), ("port", "ports"))
+
+EXTENSIONS = (
+    ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
+    ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
+    ("port-security", "Port Security", "Provides port security"),
+    (
+        "external-net",
+        "Neutron external network",
+        "Adds external network attribute to network resource.",
+    ),
+    ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
+    (
+        "project-id",
+        "project_id field enabled",
+        "Extension that indicates that project_id field is enabled.",
+    ),
+    (
+        "standard-attr-description",
+        "standard-attr-description",
+        "Extension to add descriptions to standard attributes",
+    ),
+    (
+        "standard-attr-revisions",
+        "Resource revision numbers",
+        "This extension will display the revision number of neutron resources.",
+    ),
+    (
+        "standard-attr-timestamp",
+        "Resource timestamps",
+        "Adds created_at and updated_at fields to all Neutron resources.",
+    ),
+    ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
+    ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),
+)
+
+
+def _base(request: Request) -> str:
+    return request.host_url + request.script_name
+
+
+def versions(request: Request) -> dict[str, Any]:
+    return {
+        "versions": [
+            {
+                "id": "v2.0",
+                "status": "CURRENT",
+                "links": [{"href": f"{_base(request)}/v2.0/", "rel": "self"}],
+            }
+        ]
+    }
+
+
+def resources(request: Request) -> dict[str, Any]:
+    """Neutron's resource list, plus the "version" member keystoneauth looks for.
+
+    keystoneauth (openstacksdk) runs version discovery on the endpoint it is given;
+    with `network_endpoint_override=.../v2.0/` that is this document, and it fails
+    unless the document names its version.
+    """
+    base = _base(request)
+    return {
+        "resources": [
+            {"name": s, "collection": p, "links": [{"href": f"{base}/v2.0/{p}", "rel": "self"}]}
+            for s, p in COLLECTIONS
+        ],
+        "version": {
+            "id": "v2.0",
+            "status": "CURRENT",
+            "links": [{"href": f"{base}/v2.0/", "rel": "self"}],
+        },
+    }
+
+
+def _extension(alias: str, name: str, description: str) -> dict[str, Any]:
+    return {
+        "alias": alias,
+        "name": name,
+        "description": description,
+        "links": [],
+        "updated": "2024-01-01T00:00:00-00:00",
+    }
+
+
+def extensions() -> dict[str, Any]:
+    return {"extensions": [_extension(*e) for e in EXTENSIONS]}
+
+
+def extension(alias: str) -> dict[str, Any]:
+    for e in EXTENSIONS:
+        if e[0] == alias:
+            return {"extension": _extension(*e)}
+    raise NotFound(f"Extension with alias {alias} does not exist", type="ExtensionNotFound")

@@ -1,0 +1,1 @@
+"""Southbound: OpenFlow channels to switches and OVSDB sessions to chassis."""

@@ -1,0 +1,224 @@
+"""One OVSDB session per chassis, through ovsdbapp: watch it, and keep its bridge right.
+
+The chassis' Open_vSwitch database is read into a frozen `ChassisState` after every
+change the IDL sees (bridges, datapath ids, interfaces with iface-id), which feeds
+the topology. The integration bridge's settings are corrected only where they
+differ from what Loom wants: rewriting an unchanged Controller row would make
+ovs-vswitchd drop and re-open its OpenFlow session on every controller restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from ovsdbapp.backend.ovs_idl import connection
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+from controller.topology import BridgeState, ChassisState, InterfaceState
+
+LOG = logging.getLogger(__name__)
+
+CONTROLLER_MAX_BACKOFF_MS = 1000  # DESIGN.md: otherwise a reconnect waits 5-8 s
+CONTROLLER_INACTIVITY_PROBE_MS = 5000
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """How Loom wants every chassis' integration bridge configured."""
+
+    name: str = "br-int"
+    datapath_type: str = "netdev"
+    controller_target: str = "tcp:127.0.0.1:6653"
+    fail_mode: str = "secure"
+    protocols: tuple[str, ...] = ("OpenFlow13",)
+
+
+def _single(value: Any) -> Any:
+    """python-ovs IDL gives optional columns as lists of zero or one element."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+class _WatchedIdl(connection.OvsdbIdl):
+    """An IDL that calls back with the new database state after every change."""
+
+    on_change: Optional[Callable[["_WatchedIdl"], None]] = None
+    _seen_seqno = -1
+
+    def run(self) -> Any:
+        result = super().run()
+        if self.change_seqno != self._seen_seqno:
+            self._seen_seqno = self.change_seqno
+            if self.on_change is not None:
+                try:
+                    self.on_change(self)
+                except Exception:  # a bug here must not kill the IDL thread
+                    LOG.exception("chassis change handler failed")
+        return result
+
+
+@dataclass(frozen=True)
+class _BridgeConfig:
+    exists: bool
+    datapath_type: str = ""
+    fail_mode: str = ""
+    protocols: tuple[str, ...] = ()
+    controllers: tuple[tuple[str, Optional[int]], ...] = ()  # (target, max_backoff)
+    disable_in_band: bool = False
+
+
+def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
+               ) -> tuple[ChassisState, _BridgeConfig]:
+    """Turn the IDL's tables into a frozen ChassisState (runs in the IDL thread)."""
+    ovs_rows = list(idl.tables["Open_vSwitch"].rows.values())
+    ext = dict(ovs_rows[0].external_ids) if ovs_rows else {}
+    name = ext.get("system-id") or remote
+    bridges = []
+    config = _BridgeConfig(exists=False)
+    for br in idl.tables["Bridge"].rows.values():
+        dpid_text = _single(br.datapath_id)
+        interfaces = []
+        for port in br.ports:
+            for iface in port.interfaces:
+                ofport = _single(iface.ofport)
+                interfaces.append(InterfaceState(
+                    name=iface.name,
+                    ofport=int(ofport) if ofport is not None else None,
+                    iface_id=dict(iface.external_ids).get("iface-id"),
+                    type=iface.type,
+                ))
+        bridges.append(BridgeState(
+            name=br.name,
+            datapath_id=int(dpid_text, 16) if dpid_text else None,
+            interfaces=tuple(sorted(interfaces, key=lambda i: i.name)),
+        ))
+        if br.name == bridge_name:
+            config = _BridgeConfig(
+                exists=True,
+                datapath_type=br.datapath_type,
+                fail_mode=_single(br.fail_mode) or "",
+                protocols=tuple(sorted(br.protocols)),
+                controllers=tuple(sorted(
+                    (c.target, _single(c.max_backoff)) for c in br.controller)),
+                disable_in_band=dict(br.other_config).get("disable-in-band") == "true",
+            )
+    state = ChassisState(
+        name=name, remote=remote, connected=idl.is_connected(),
+        encap_ip=ext.get("loom-encap-ip"),
+        bridges=tuple(sorted(bridges, key=lambda b: b.name)),
+    )
+    return state, config
+
+
+class ChassisSession:
+    """Keeps one chassis watched and its integration bridge configured."""
+
+    _count = 0
+
+    def __init__(self, remote: str, settings: BridgeSettings,
+                 on_state: Callable[[ChassisState], None], timeout: float = 10.0) -> None:
+        self.remote = remote
+        self.settings = settings
+        self._on_state = on_state
+        self._timeout = timeout
+        self._api: Optional[impl_idl.OvsdbIdl] = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._latest: Optional[tuple[ChassisState, _BridgeConfig]] = None
+        self._lock = threading.Lock()
+        self.state: Optional[ChassisState] = None
+        self._thread = threading.Thread(target=self._run, name=f"chassis {remote}",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._api is not None:
+            try:
+                self._api.ovsdb_connection.stop(timeout=2)
+            except Exception:
+                LOG.debug("stopping chassis session %s", self.remote, exc_info=True)
+
+    def _connect(self) -> impl_idl.OvsdbIdl:
+        # ovsdbapp keeps a backend's connection on its class: one class per chassis.
+        ChassisSession._count += 1
+        api_cls = type(f"ChassisApi{ChassisSession._count}", (impl_idl.OvsdbIdl,), {})
+        idl = _WatchedIdl.from_server(self.remote, "Open_vSwitch")
+        idl.on_change = self._changed
+        conn = connection.Connection(idl=idl, timeout=self._timeout)
+        return api_cls(conn)
+
+    def _changed(self, idl: connection.OvsdbIdl) -> None:
+        state, config = read_state(idl, self.remote, self.settings.name)
+        with self._lock:
+            self._latest = (state, config)
+        self._wake.set()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._api = self._connect()
+                break
+            except Exception as exc:
+                LOG.warning("chassis %s unreachable (%s); retrying", self.remote, exc)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                latest = self._latest
+            if latest is None:
+                continue
+            state, config = latest
+            self.state = state
+            try:
+                self._on_state(state)
+            except Exception:
+                LOG.exception("topology update from chassis %s failed", self.remote)
+            if state.connected:
+                try:
+                    self._ensure_bridge(config)
+                except Exception:
+                    LOG.exception("configuring %s on %s failed", self.settings.name, self.remote)
+                    self._stopping.wait(1.0)
+                    self._wake.set()
+
+    def _ensure_bridge(self, config: _BridgeConfig) -> None:
+        """Correct only what differs, in one transaction."""
+        s = self.settings
+        api = self._api
+        assert api is not None
+        wanted_ctl = ((s.controller_target, CONTROLLER_MAX_BACKOFF_MS),)
+        ok = (config.exists and config.datapath_type == s.datapath_type
+              and config.fail_mode == s.fail_mode
+              and config.protocols == tuple(sorted(s.protocols))
+              and config.controllers == wanted_ctl and config.disable_in_band)
+        if ok:
+            return
+        LOG.info("configuring bridge %s on chassis %s", s.name, self.remote)
+        with api.transaction(check_error=True) as txn:
+            if not config.exists:
+                txn.add(api.add_br(s.name, may_exist=True, datapath_type=s.datapath_type))
+            txn.add(api.db_set("Bridge", s.name,
+                               ("datapath_type", s.datapath_type),
+                               ("fail_mode", s.fail_mode),
+                               ("protocols", list(s.protocols)),
+                               ("other_config", {"disable-in-band": "true"})))
+            if tuple(t for t, _ in config.controllers) != (s.controller_target,):
+                txn.add(api.set_controller(s.name, [s.controller_target]))
+        # The Controller row exists only after the transaction above.
+        with api.transaction(check_error=True) as txn:
+            for row in api.db_find("Controller", ("target", "=", s.controller_target)).execute(
+                    check_error=True):
+                txn.add(api.db_set("Controller", row["_uuid"],
+                                   ("max_backoff", CONTROLLER_MAX_BACKOFF_MS),
+                                   ("inactivity_probe", CONTROLLER_INACTIVITY_PROBE_MS)))

@@ -1,0 +1,135 @@
+"""Shared harness for the store and API unit tests: a real ovsdb-server in a tmp dir.
+
+Not a test module. "No OVS" in unit tests means no switch: the northbound database
+is a real /usr/sbin/ovsdb-server on a unix socket under pytest's tmp_path, so the
+schema's indexes and strong references are exercised for real.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from webob import Request, Response
+
+from controller.rest import make_app
+from controller.rest.auth import Principal, TokenAuth
+from controller.runtime import Detached
+from controller.store import EmbeddedOvsdb, NorthboundStore
+
+ADMIN = "admin-token-0001"
+ALICE = "alice-token-0001"
+BOB = "bob-token-00001"
+TOKENS = {
+    ADMIN: Principal("ops", "admin"),
+    ALICE: Principal("alice", "member"),
+    BOB: Principal("bob", "member"),
+}
+
+
+def db_dump(socket_path: Path) -> dict[str, Any]:
+    """Every row of every table, read by ovsdb-client: the server's truth, not our IDL's."""
+    out = subprocess.run(
+        ["ovsdb-client", "dump", "--format=json", f"unix:{socket_path}", "Loom_Northbound"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    tables = {}
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        table = json.loads(line)
+        rows = sorted(json.dumps(r, sort_keys=True) for r in table.get("data", []))
+        tables[table["caption"].removesuffix(" table")] = rows
+    return tables
+
+
+@dataclass
+class Env:
+    """One embedded database, a connected store and an app (optionally with tokens)."""
+
+    state_dir: Path
+    db: EmbeddedOvsdb
+    store: NorthboundStore
+    runtime: Any = field(default_factory=Detached)
+    auth: Optional[TokenAuth] = None
+
+    def __post_init__(self) -> None:
+        self.app = make_app(self.store, self.runtime, self.auth)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: Optional[str] = None,
+        headers: Optional[dict[str, str]] = None,
+        raw: Optional[bytes] = None,
+    ) -> Response:
+        req = Request.blank(path, method=method, headers=headers or {})
+        if token is not None:
+            req.headers["X-Auth-Token"] = token
+        if raw is not None:
+            req.body = raw
+            req.content_type = "application/json"
+        elif body is not None:
+            req.body = json.dumps(body).encode()
+            req.content_type = "application/json"
+        return req.get_response(self.app)
+
+    def dump(self) -> dict[str, Any]:
+        return db_dump(self.db.socket_path)
+
+    def close(self) -> None:
+        self.store.close()
+        self.db.stop()
+
+    # -- conveniences (admin unless a token is given) ------------------------------
+    def ok(self, method: str, path: str, body: Any = None, status: int = 200, **kw: Any) -> Any:
+        resp = self.call(method, path, body, **kw)
+        assert resp.status_int == status, f"{method} {path}: {resp.status} {resp.text}"
+        return resp.json if resp.body else None
+
+    def network(self, **attrs: Any) -> dict[str, Any]:
+        token = attrs.pop("token", ADMIN if self.auth else None)
+        return self.ok("POST", "/v2.0/networks", {"network": attrs}, 201, token=token)["network"]  # type: ignore[no-any-return]
+
+    def subnet(self, network_id: str, cidr: str, **attrs: Any) -> dict[str, Any]:
+        token = attrs.pop("token", ADMIN if self.auth else None)
+        body = {"subnet": {"network_id": network_id, "cidr": cidr, **attrs}}
+        return self.ok("POST", "/v2.0/subnets", body, 201, token=token)["subnet"]  # type: ignore[no-any-return]
+
+    def port(self, network_id: str, **attrs: Any) -> dict[str, Any]:
+        token = attrs.pop("token", ADMIN if self.auth else None)
+        body = {"port": {"network_id": network_id, **attrs}}
+        return self.ok("POST", "/v2.0/ports", body, 201, token=token)["port"]  # type: ignore[no-any-return]
+
+    def rejected(
+        self, method: str, path: str, body: Any = None, *, status: int, type: str, **kw: Any
+    ) -> dict[str, Any]:
+        """The request fails with `status` and Neutron's error body; the database is untouched."""
+        before, generation = self.dump(), self.store.latest().generation
+        resp = self.call(method, path, body, **kw)
+        assert resp.status_int == status, (
+            f"{method} {path}: expected {status}, got {resp.status} {resp.text}"
+        )
+        assert resp.content_type == "application/json"
+        error = resp.json["NeutronError"]
+        assert set(error) == {"type", "message", "detail"}, error
+        assert error["type"] == type, error
+        assert error["message"]
+        assert self.dump() == before, "a rejected request changed the database"
+        assert self.store.latest().generation == generation
+        return error  # type: ignore[no-any-return]
+
+
+def start_env(state_dir: Path, *, tokens: bool = False, runtime: Any = None) -> Env:
+    db = EmbeddedOvsdb(state_dir).start()
+    store = NorthboundStore(db.remote).connect(10)
+    return Env(state_dir, db, store, runtime or Detached(), TokenAuth(TOKENS) if tokens else None)

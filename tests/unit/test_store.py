@@ -1,0 +1,423 @@
+"""The northbound store: embedded server lifecycle, transactions, snapshots, schema rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_harness import db_dump
+
+from controller import intent as m
+from controller.store import (
+    SCHEMA_PATH,
+    ConstraintViolation,
+    EmbeddedDbError,
+    EmbeddedOvsdb,
+    NorthboundStore,
+    ReferentialIntegrity,
+    RowNotFound,
+    StoreUnavailable,
+    TxnHelper,
+)
+
+
+def uid(n: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"loom-store-{n}"))
+
+
+NET = m.Network(id=uid(1), project_id="p", name="n", network_type="vxlan", segmentation_id=5)
+SUBNET = m.Subnet(
+    id=uid(2),
+    project_id="p",
+    network_id=NET.id,
+    name="s",
+    ip_version=4,
+    cidr="10.0.0.0/24",
+    gateway_ip="10.0.0.1",
+    allocation_pools=(m.AllocationPool("10.0.0.2", "10.0.0.254"),),
+    dns_nameservers=("10.0.0.53", "8.8.8.8"),
+    host_routes=(("10.9.0.0/16", "10.0.0.9"),),
+)
+
+
+def port(n: int, ip: str, **kw: object) -> m.Port:
+    attrs: dict[str, object] = {"mac_address": f"fa:16:3e:00:00:{n:02x}", **kw}
+    return m.Port(
+        id=uid(100 + n),
+        project_id="p",
+        network_id=NET.id,
+        name=f"p{n}",
+        fixed_ips=(m.FixedIP(SUBNET.id, ip),),
+        **attrs,
+    )  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[EmbeddedOvsdb]:
+    server = EmbeddedOvsdb(tmp_path / "state").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def store(db: EmbeddedOvsdb) -> Iterator[NorthboundStore]:
+    s = NorthboundStore(db.remote).connect(10)
+    yield s
+    s.close()
+
+
+def seed(store: NorthboundStore) -> int:
+    def write(h: TxnHelper, intent: m.Intent) -> None:
+        h.put(NET)
+        h.put(SUBNET)
+
+    return store.transact(write)
+
+
+# -- embedded server ---------------------------------------------------------------
+def test_embedded_server_creates_db_and_serves_socket(db: EmbeddedOvsdb) -> None:
+    assert db.db_path.exists() and db.socket_path.exists() and db.remote == f"unix:{db.socket_path}"
+    assert set(db_dump(db.socket_path)) >= {
+        "Network",
+        "Subnet",
+        "Port",
+        "IP_Allocation",
+        "Security_Group",
+        "Security_Group_Rule",
+        "QoS_Policy",
+        "QoS_Rule",
+        "Router",
+        "Router_Interface",
+        "Floating_IP",
+        "Chassis",
+    }
+
+
+def test_intent_survives_a_store_restart(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    db = EmbeddedOvsdb(state).start()
+    store = NorthboundStore(db.remote).connect(10)
+    seed(store)
+    store.transact(lambda h, i: h.put(port(1, "10.0.0.2")))
+    before = store.latest()
+    store.close()
+    db.stop()
+
+    db = EmbeddedOvsdb(state).start()
+    store = NorthboundStore(db.remote).connect(10)
+    try:
+        after = store.latest()
+        assert dict(after.networks) == dict(before.networks)
+        assert dict(after.subnets) == dict(before.subnets)
+        assert dict(after.ports) == dict(before.ports)
+        assert after.ports[uid(101)].fixed_ips == (m.FixedIP(SUBNET.id, "10.0.0.2"),)
+    finally:
+        store.close()
+        db.stop()
+
+
+def test_second_server_on_same_state_dir_fails_fast(db: EmbeddedOvsdb) -> None:
+    started = time.monotonic()
+    with pytest.raises(EmbeddedDbError, match="already serves"):
+        EmbeddedOvsdb(db.state_dir).start()
+    assert time.monotonic() - started < 2
+
+
+def test_missing_server_binary_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddedDbError, match="not found or not executable") as err:
+        EmbeddedOvsdb(tmp_path / "s", server="/nonexistent/ovsdb-server").start()
+    assert "\n" not in str(err.value)
+
+
+def test_corrupt_db_is_reported(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    state.mkdir()
+    (state / "nb.db").write_text("this is not an ovsdb file\n")
+    with pytest.raises(EmbeddedDbError) as err:
+        EmbeddedOvsdb(state).start()
+    assert "\n" not in str(err.value) and str(err.value)
+
+
+def test_older_schema_is_converted_keeping_data(tmp_path: Path) -> None:
+    old = json.loads(SCHEMA_PATH.read_text())
+    old["version"] = "0.9.0"
+    del old["tables"]["Network"]["columns"]["router_external"]
+    del old["tables"]["Floating_IP"]
+    old_path = tmp_path / "old.ovsschema"
+    old_path.write_text(json.dumps(old))
+    state = tmp_path / "state"
+    db = EmbeddedOvsdb(state, schema=old_path).start()
+    op = {
+        "op": "insert",
+        "table": "Chassis",
+        "row": {"name": "hv1", "remote": "tcp:192.0.2.1:6640"},
+    }
+    subprocess.run(
+        ["ovsdb-client", "transact", db.remote, json.dumps(["Loom_Northbound", op])],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )
+    db.stop()
+
+    db = EmbeddedOvsdb(state).start()
+    store = NorthboundStore(db.remote).connect(10)
+    try:
+        assert list(store.latest().chassis) == ["hv1"]
+        assert (state / "nb.db.backup-0.9.0").exists()
+        seed(store)
+        assert store.latest().networks[NET.id].router_external is False
+    finally:
+        store.close()
+        db.stop()
+
+
+def test_unreachable_store_fails_with_reason(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="does not exist"):
+        NorthboundStore(f"unix:{tmp_path}/nothing.sock").connect(1)
+    assert time.monotonic() - started < 3
+
+
+# -- transactions ------------------------------------------------------------------
+def test_transact_returns_generation_containing_the_write(store: NorthboundStore) -> None:
+    g0 = store.latest().generation
+    g1 = seed(store)
+    assert g1 > g0 and store.latest().generation >= g1
+    assert store.latest().networks[NET.id] == NET
+    assert store.latest().subnets[SUBNET.id] == SUBNET
+
+
+def test_row_uuid_is_object_id(store: NorthboundStore, db: EmbeddedOvsdb) -> None:
+    seed(store)
+    assert NET.id in db_dump(db.socket_path)["Network"][0]
+
+
+def test_failed_fn_writes_nothing(store: NorthboundStore, db: EmbeddedOvsdb) -> None:
+    seed(store)
+    before = db_dump(db.socket_path)
+
+    def write(h: TxnHelper, intent: m.Intent) -> None:
+        h.put(port(1, "10.0.0.2"))
+        raise KeyError("validation failed half way")
+
+    with pytest.raises(KeyError):
+        store.transact(write)
+    assert db_dump(db.socket_path) == before
+    assert store.latest().ports == {}
+
+
+def test_schema_index_refuses_double_allocation(store: NorthboundStore, db: EmbeddedOvsdb) -> None:
+    seed(store)
+    store.transact(lambda h, i: h.put(port(1, "10.0.0.2")))
+    before = db_dump(db.socket_path)
+    with pytest.raises(ConstraintViolation) as err:
+        store.transact(lambda h, i: h.put(port(2, "10.0.0.2")))
+    assert err.value.table == "IP_Allocation"
+    with pytest.raises(ConstraintViolation) as err:
+        store.transact(lambda h, i: h.put(port(3, "10.0.0.3", mac_address="fa:16:3e:00:00:01")))
+    assert err.value.table == "Port"
+    with pytest.raises(ConstraintViolation) as err:
+        store.transact(
+            lambda h, i: h.put(
+                m.Network(
+                    id=uid(9), project_id="p", name="dup", network_type="vxlan", segmentation_id=5
+                )
+            )
+        )
+    assert err.value.table == "Network"
+    assert db_dump(db.socket_path) == before
+
+
+def test_strong_references_protect_rows(store: NorthboundStore) -> None:
+    seed(store)
+    store.transact(lambda h, i: h.put(port(1, "10.0.0.2")))
+    with pytest.raises(ReferentialIntegrity):
+        store.transact(lambda h, i: h.delete(m.Network, NET.id))
+    with pytest.raises(ReferentialIntegrity):
+        store.transact(lambda h, i: h.delete(m.Subnet, SUBNET.id))  # still has an IP allocation
+    with pytest.raises(ReferentialIntegrity):
+        store.transact(lambda h, i: h.put(port(2, "10.0.0.3", security_groups=(uid(77),))))
+    with pytest.raises(RowNotFound):
+        store.transact(lambda h, i: h.delete(m.Port, uid(555)))
+    store.transact(lambda h, i: h.delete(m.Port, uid(101)))
+    store.transact(lambda h, i: (h.delete(m.Subnet, SUBNET.id), h.delete(m.Network, NET.id)))
+    assert store.latest().networks == {}
+
+
+def test_every_table_round_trips(store: NorthboundStore) -> None:
+    seed(store)
+    gw_port = port(1, "10.0.0.2", device_owner="network:router_gateway")
+    vm_port = port(2, "10.0.0.3", binding_profile={"pci": "0000:01:00.1", "n": [1]}, host_id="hv1")
+    sg = m.SecurityGroup(id=uid(10), project_id="p", name="web", description="d")
+    rule = m.SecurityGroupRule(
+        id=uid(11),
+        project_id="p",
+        security_group_id=sg.id,
+        direction="ingress",
+        ethertype="IPv4",
+        protocol="tcp",
+        port_range_min=80,
+        port_range_max=80,
+        remote_ip_prefix="0.0.0.0/0",
+        remote_group_id=sg.id,
+    )
+    qos = m.QosPolicy(id=uid(12), project_id="p", name="gold", shared=True)
+    qrule = m.QosRule(
+        id=uid(13), policy_id=qos.id, type="bandwidth_limit", max_kbps=1000, max_burst_kbps=100
+    )
+    router = m.Router(
+        id=uid(14),
+        project_id="p",
+        name="r",
+        external_network_id=NET.id,
+        gateway_port_id=gw_port.id,
+        routes=(("10.8.0.0/16", "10.0.0.8"),),
+    )
+    iface = m.RouterInterface(
+        id=uid(15), router_id=router.id, port_id=vm_port.id, subnet_id=SUBNET.id
+    )
+    fip = m.FloatingIP(
+        id=uid(16),
+        project_id="p",
+        floating_network_id=NET.id,
+        floating_ip_address="10.0.0.100",
+        port_id=vm_port.id,
+        fixed_ip_address="10.0.0.3",
+        router_id=router.id,
+    )
+    chassis = m.Chassis(
+        name="hv1",
+        remote="tcp:192.0.2.1:6640",
+        encap_ip="192.0.2.1",
+        bridge_mappings=(("physnet1", "br-ex"),),
+    )
+
+    def write(h: TxnHelper, intent: m.Intent) -> None:
+        for obj in (gw_port, vm_port, sg, rule, qos, qrule, router, iface, fip, chassis):
+            h.put(obj)
+
+    store.transact(write)
+    snap = store.latest()
+    assert snap.ports[vm_port.id] == vm_port and snap.ports[gw_port.id] == gw_port
+    assert snap.security_groups[sg.id] == sg and snap.security_group_rules[rule.id] == rule
+    assert snap.qos_policies[qos.id] == qos and snap.qos_rules[qrule.id] == qrule
+    assert snap.routers[router.id] == m.Router(
+        **{**router.__dict__, "external_fixed_ips": gw_port.fixed_ips}
+    )
+    assert snap.router_interfaces[iface.id] == iface and snap.floating_ips[fip.id] == fip
+    assert snap.chassis["hv1"] == chassis
+    # a weak reference: deleting the port disassociates the floating IP, as Neutron does
+    store.transact(
+        lambda h, i: (h.delete(m.RouterInterface, iface.id), h.delete(m.Port, vm_port.id))
+    )
+    assert store.latest().floating_ips[fip.id].port_id is None
+    # chassis are keyed by name: a second put updates in place
+    store.transact(
+        lambda h, i: h.put(m.Chassis(name="hv1", remote="tcp:192.0.2.1:6640", encap_ip="192.0.2.9"))
+    )
+    assert (
+        store.latest().chassis["hv1"].encap_ip == "192.0.2.9" and len(store.latest().chassis) == 1
+    )
+
+
+def test_helper_current_sees_its_own_pending_writes(store: NorthboundStore) -> None:
+    seen: list[int] = []
+
+    def write(h: TxnHelper, intent: m.Intent) -> None:
+        h.put(NET)
+        h.put(SUBNET)
+        seen.append(len(h.current().networks))
+        h.put(port(1, "10.0.0.2"))
+        seen.append(len(h.current().ports))
+        h.delete(m.Port, uid(101))
+        seen.append(len(h.current().ports))
+        assert intent.networks == {}  # the base snapshot is immutable
+
+    store.transact(write)
+    assert seen == [1, 1, 0] and store.latest().ports == {}
+
+
+# -- snapshots ---------------------------------------------------------------------
+def test_unchanged_tables_are_shared_between_snapshots(store: NorthboundStore) -> None:
+    seed(store)
+    s1 = store.latest()
+    store.transact(lambda h, i: h.put(port(1, "10.0.0.2")))
+    s2 = store.latest()
+    assert s2.generation > s1.generation
+    assert s2.networks is s1.networks and s2.subnets is s1.subnets
+    assert s2.ports is not s1.ports
+
+
+def test_subscribers_get_every_snapshot_in_order(store: NorthboundStore) -> None:
+    got: list[int] = []
+    done = threading.Event()
+
+    def on_change(intent: m.Intent) -> None:
+        got.append(intent.generation)
+        if len(intent.ports) == 3:
+            done.set()
+
+    unsubscribe = store.subscribe(on_change)
+    seed(store)
+    for n in range(3):
+        store.transact(lambda h, i, n=n: h.put(port(n, f"10.0.0.{n + 2}")))
+    assert done.wait(5)
+    assert got == sorted(set(got)) and got[-1] == store.latest().generation
+    unsubscribe()
+    store.transact(lambda h, i: h.put(port(9, "10.0.0.99")))
+    time.sleep(0.2)
+    assert got[-1] < store.latest().generation
+
+
+def test_a_second_controller_sees_writes_and_races_are_caught(
+    store: NorthboundStore, db: EmbeddedOvsdb
+) -> None:
+    other = NorthboundStore(db.remote).connect(10)
+    try:
+        seen = threading.Event()
+        other.subscribe(lambda i: seen.set() if NET.id in i.networks else None)
+        seed(store)
+        assert seen.wait(5)
+        stale = other.latest()
+
+        def racer(h: TxnHelper, intent: m.Intent) -> None:
+            h.put(port(2, "10.0.0.2"))
+
+        store.transact(lambda h, i: h.put(port(1, "10.0.0.2")))
+        assert stale.ports == {}
+        with pytest.raises(ConstraintViolation):
+            other.transact(racer)
+    finally:
+        other.close()
+
+
+def test_a_write_on_a_large_store_stays_cheap(store: NorthboundStore) -> None:
+    seed(store)
+
+    def bulk(h: TxnHelper, intent: m.Intent) -> None:
+        for n in range(3000):
+            h.put(
+                m.Port(
+                    id=str(uuid.uuid4()),
+                    project_id="p",
+                    network_id=NET.id,
+                    name="",
+                    mac_address=f"fa:16:3e:01:{n // 256:02x}:{n % 256:02x}",
+                    fixed_ips=(m.FixedIP(SUBNET.id, f"10.1.{n // 256}.{n % 256}"),),
+                )
+            )
+
+    store.transact(bulk, timeout=120)
+    assert len(store.latest().ports) == 3000
+    started = time.monotonic()
+    for n in range(10):
+        store.transact(lambda h, i, n=n: h.put(port(n, f"10.0.0.{n + 2}")))
+    per_write = (time.monotonic() - started) / 10
+    assert per_write < 0.25, f"{per_write * 1000:.0f} ms per write with 3000 ports"

@@ -1,0 +1,1 @@
+"""Topologies and lab helpers: namespaces, private OVS instances, guests, Mininet nets."""
