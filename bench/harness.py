@@ -58,7 +58,9 @@ def start_osken(host: str, port: int) -> ChannelCatcher:
     from os_ken.base.app_manager import AppManager
 
     import apps.loom_ofp
+    from controller.ofwire import oskenfast
 
+    oskenfast.install_raw_multipart_parsers()
     catcher = ChannelCatcher()
     cfg.CONF(args=[], project="os_ken")
     cfg.CONF.set_override("ofp_listen_host", host)

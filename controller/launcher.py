@@ -216,7 +216,9 @@ def run_openflow(engine: Any, host: str, port: int) -> None:
     from os_ken.base.app_manager import AppManager
 
     import apps.loom_ofp
+    from controller.ofwire import oskenfast
 
+    oskenfast.install_raw_multipart_parsers()
     cfg.CONF(args=[], project="os_ken")
     cfg.CONF.set_override("ofp_listen_host", host)
     cfg.CONF.set_override("ofp_tcp_listen_port", port)

@@ -25,6 +25,10 @@ from controller.flows import Flow
 LOG = logging.getLogger(__name__)
 
 
+class BundleRefused(RuntimeError):
+    """The switch refused part of a bundle, which was therefore discarded whole."""
+
+
 class Channel(Protocol):
     datapath_id: int
     closed: threading.Event
@@ -89,9 +93,8 @@ class SwitchSync:
         xid = self.channel.reserve_xids(1)
         replies = self.channel.call(ofwire.flow_stats_request(xid), xid, self.REPLY_TIMEOUT)
         installed: dict[FlowKey, Flow] = {}
-        for reply in replies:
-            for item in ofwire.parse_flow_stats_reply(bytes(reply.buf)):
-                installed[item.flow.key] = item.flow
+        for item in ofwire.parse_flow_stats_replies([bytes(r.buf) for r in replies]):
+            installed[item.flow.key] = item.flow
         self.installed = installed
         self.cookie_counts = Counter(f.cookie for f in installed.values())
         self.stats.reads += 1
@@ -127,19 +130,35 @@ class SwitchSync:
         return diff
 
     def _send_bundle(self, diff: FlowDiff) -> None:
+        """Open, add every change, barrier; commit only if no message was refused.
+
+        OVS refuses a bad message at bundle-add time and would still commit the
+        rest; the barrier lets us see every refusal first and discard instead, so
+        the switch never holds half a change.
+        """
         self._bundle_ids = (self._bundle_ids + 1) & 0xFFFFFFFF
+        bundle_id = self._bundle_ids
         n_msgs = len(diff.adds) + len(diff.deletes) + 2
-        first = self.channel.reserve_xids(n_msgs)
-        data, next_xid = ofwire.encode_bundle(self._bundle_ids, diff.adds, diff.deletes, first)
+        first = self.channel.reserve_xids(n_msgs + 1)
+        data, next_xid = ofwire.encode_bundle(bundle_id, diff.adds, diff.deletes, first)
         commit_xid = next_xid - 1
+        commit = ofwire.bundle_commit(commit_xid, bundle_id, ofwire.BUNDLE_FLAGS)
+        assert data.endswith(commit)
+        barrier_xid = (commit_xid + 1) & 0xFFFFFFFF
         try:
-            self.channel.call(data, commit_xid, self.REPLY_TIMEOUT)
+            self.channel.call(data[: -len(commit)] + ofwire.barrier_request(barrier_xid),
+                              barrier_xid, self.REPLY_TIMEOUT)
+            refused = self.channel.take_stray_errors(first, commit_xid)
+            if refused:
+                self.channel.send(ofwire.bundle_discard(commit_xid, bundle_id,
+                                                        ofwire.BUNDLE_FLAGS))
+                for err in refused[:5]:
+                    LOG.error("switch %#x refused a message of bundle %d: %s",
+                              self.channel.datapath_id, bundle_id, err)
+                raise BundleRefused(f"{len(refused)} messages refused; bundle discarded")
+            self.channel.call(commit, commit_xid, self.REPLY_TIMEOUT)
         except Exception:
             self.stats.failures += 1
-            errors = self.channel.take_stray_errors(first, commit_xid)
-            for err in errors[:5]:
-                LOG.error("switch %#x rejected a flow in bundle: %s", self.channel.datapath_id,
-                          err)
             self.installed = None  # unknown now: read again before the next push
             raise
 

@@ -46,6 +46,9 @@ class FieldSpec:
     order: int
     text: str
     fmt: str  # int | hex | mac | ip4 | ip6
+    # OVS keeps some fields narrower than their OXM and writes an exact match on them
+    # as value/mask: ct_state is 8 bits inside OVS, so "exact" is value/0xff on the wire.
+    exact_mask: Optional[int] = None
 
     @property
     def header(self) -> int:
@@ -70,8 +73,10 @@ _N1 = OFPXMC_NXM_1
 
 
 def _f(name: str, nbytes: int, oxm: tuple[int, int], nxm: Optional[tuple[int, int]],
-       order: int, text: str, fmt: str, nxm_nbytes: Optional[int] = None) -> FieldSpec:
-    return FieldSpec(name, nbytes, oxm, nxm or oxm, nxm_nbytes or nbytes, order, text, fmt)
+       order: int, text: str, fmt: str, nxm_nbytes: Optional[int] = None,
+       exact_mask: Optional[int] = None) -> FieldSpec:
+    return FieldSpec(name, nbytes, oxm, nxm or oxm, nxm_nbytes or nbytes, order, text, fmt,
+                     exact_mask)
 
 
 _SPECS: list[FieldSpec] = [
@@ -107,7 +112,7 @@ _SPECS: list[FieldSpec] = [
     _f("tun_ipv4_src", 4, (_N1, 31), None, 51, "tun_src", "ip4"),
     _f("tun_ipv4_dst", 4, (_N1, 32), None, 52, "tun_dst", "ip4"),
     *[_f(f"reg{i}", 4, (_N1, i), None, 60 + i, f"reg{i}", "hex") for i in range(16)],
-    _f("ct_state", 4, (_N1, 105), None, 80, "ct_state", "hex"),
+    _f("ct_state", 4, (_N1, 105), None, 80, "ct_state", "hex", exact_mask=0xFF),
     _f("ct_zone", 2, (_N1, 106), None, 81, "ct_zone", "int"),
     _f("ct_mark", 4, (_N1, 107), None, 82, "ct_mark", "hex"),
     _f("metadata", 8, (_B, 2), None, 90, "metadata", "hex"),

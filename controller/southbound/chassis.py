@@ -107,7 +107,7 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
                 disable_in_band=dict(br.other_config).get("disable-in-band") == "true",
             )
     state = ChassisState(
-        name=name, remote=remote, connected=idl.is_connected(),
+        name=name, remote=remote, connected=idl._session.is_connected(),
         encap_ip=ext.get("loom-encap-ip"),
         bridges=tuple(sorted(bridges, key=lambda b: b.name)),
     )
