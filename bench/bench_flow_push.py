@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.harness import BenchHost, start_osken, synthetic
 from controller import ofwire
-from controller.compiler import compile_switch
+from controller.compiler import clear_caches, compile_switch
 from controller.reconciler import SwitchSync
 
 LOOM_DPID = 0x10AD
@@ -52,6 +52,7 @@ def run(sizes: list[int], repeat: int) -> list[dict]:
             loom_s, base_s, compile_s = [], [], []
             for _ in range(repeat):
                 ofwire.clear_cache()
+                clear_caches()
                 started = time.perf_counter()
                 desired = compile_switch(intent, topo, LOOM_DPID)
                 compile_s.append(time.perf_counter() - started)

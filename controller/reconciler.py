@@ -140,14 +140,15 @@ class SwitchSync:
         bundle_id = self._bundle_ids
         n_msgs = len(diff.adds) + len(diff.deletes) + 2
         first = self.channel.reserve_xids(n_msgs + 1)
-        data, next_xid = ofwire.encode_bundle(bundle_id, diff.adds, diff.deletes, first)
-        commit_xid = next_xid - 1
-        commit = ofwire.bundle_commit(commit_xid, bundle_id, ofwire.BUNDLE_FLAGS)
-        assert data.endswith(commit)
+        commit_xid = (first + n_msgs - 1) & 0xFFFFFFFF
         barrier_xid = (commit_xid + 1) & 0xFFFFFFFF
+        commit = ofwire.bundle_commit(commit_xid, bundle_id, ofwire.BUNDLE_FLAGS)
         try:
-            self.channel.call(data[: -len(commit)] + ofwire.barrier_request(barrier_xid),
-                              barrier_xid, self.REPLY_TIMEOUT)
+            # Stream the bundle: the switch digests early chunks while later ones encode.
+            for chunk in ofwire.encode_bundle_chunks(bundle_id, diff.adds, diff.deletes, first):
+                self.channel.send(chunk)
+            self.channel.call(ofwire.barrier_request(barrier_xid), barrier_xid,
+                              self.REPLY_TIMEOUT)
             refused = self.channel.take_stray_errors(first, commit_xid)
             if refused:
                 self.channel.send(ofwire.bundle_discard(commit_xid, bundle_id,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import gc
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
 from controller import pipeline
@@ -470,6 +470,53 @@ def _encode_bundle(bundle_id: int, adds: Sequence[Flow], deletes: Sequence[Flow]
         off += length
         x += 1
     return bytes(buf), (first_xid + n + 2) & mask
+
+
+def encode_bundle_chunks(bundle_id: int, adds: Sequence[Flow], deletes: Sequence[Flow],
+                         first_xid: int, flags: int = c.BUNDLE_FLAGS,
+                         chunk: int = 4096) -> Iterator[bytes]:
+    """The bundle of `encode_bundle` without its commit, as a stream of chunks.
+
+    Sending chunk by chunk lets ovs-vswitchd work through the first messages while
+    the rest are still being encoded, instead of idling until the whole bundle is
+    built; xids are numbered exactly as `encode_bundle` numbers them, so the commit
+    is `bundle_commit(first_xid + len(deletes) + len(adds) + 1, ...)`.
+    """
+    mask = 0xFFFFFFFF
+    yield bundle_open(first_xid & mask, bundle_id, flags)
+    version, experimenter, onf, add_message = c.OFP_VERSION, c.OFPT_EXPERIMENTER, \
+        c.ONF_EXPERIMENTER_ID, c.ONF_ET_BUNDLE_ADD_MESSAGE
+    patch = _BUNDLE_ADD_HDR.pack_into
+    get = _ADD_CACHE.get
+    x = first_xid + 1
+    n_del = len(deletes)
+    total = n_del + len(adds)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for start in range(0, total, chunk):
+            parts = []
+            for i in range(start, min(start + chunk, total)):
+                if i < n_del:
+                    parts.append(_bundle_add_template(
+                        _flow_mod(deletes[i], c.OFPFC_DELETE_STRICT, 0)))
+                else:
+                    f = adds[i - n_del]
+                    tpl = get(f)
+                    parts.append(tpl if tpl is not None else _store(f))
+            buf = bytearray(b"".join(parts))
+            off = 0
+            for part in parts:
+                xi = x & mask
+                length = len(part)
+                patch(buf, off, version, experimenter, length, xi, onf, add_message, bundle_id,
+                      flags, version, c.OFPT_FLOW_MOD, length - 24, xi)
+                off += length
+                x += 1
+            yield bytes(buf)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 # ---------------------------------------------------------------- other requests
