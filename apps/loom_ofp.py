@@ -58,12 +58,12 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
             if ENGINE is not None:
                 ENGINE.switch_connected(channel)
         elif ev.state == DEAD_DISPATCHER and dp.id is not None:
-            channel = self.channels.get(dp.id)
-            if channel is not None and channel.datapath is dp:
+            gone = self.channels.get(dp.id)
+            if gone is not None and gone.datapath is dp:
                 del self.channels[dp.id]
-                channel.close()
+                gone.close()
                 if ENGINE is not None:
-                    ENGINE.switch_disconnected(channel)
+                    ENGINE.switch_disconnected(gone)
 
     @set_ev_cls(_REPLY_EVENTS, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     @guarded

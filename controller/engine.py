@@ -36,7 +36,7 @@ INSTALLED_FLOWS = Gauge("loom_installed_flows", "Flows installed per switch", ["
 class SwitchWorker:
     """Pushes the newest desired state to one switch, in its own thread."""
 
-    def __init__(self, engine: "Engine", channel: Channel) -> None:
+    def __init__(self, engine: Engine, channel: Channel) -> None:
         self.engine = engine
         self.channel = channel
         self.sync = SwitchSync(channel, on_pushed=self._pushed)

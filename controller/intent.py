@@ -10,10 +10,11 @@ and these objects. Nothing here does I/O.
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
-from typing import Mapping, Optional
+from typing import Optional
 
 KEY_BITS = 48
 _KEY_MASK = (1 << KEY_BITS) - 1

@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Protocol
+from typing import Optional, Protocol
 
 from controller import ofwire
 from controller import pipeline as pl

@@ -9,9 +9,10 @@ is what makes compilation a pure function of (intent, topology).
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Optional
+from typing import Optional
 
 import networkx as nx
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from controller import pipeline as pl
 from controller.compiler.network import arp_reply_flows, flood_flow

@@ -33,7 +33,8 @@ def link_local_of(mac_address: str) -> str:
 
 
 def split_ips(port: Port) -> tuple[list[str], list[str]]:
-    v4, v6 = [], []
+    v4: list[str] = []
+    v6: list[str] = []
     for fip in port.fixed_ips:
         (v6 if ":" in fip.ip_address else v4).append(fip.ip_address)
     return v4, v6

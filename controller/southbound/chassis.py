@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.open_vswitch import impl_idl
@@ -46,7 +47,7 @@ def _single(value: Any) -> Any:
 class _WatchedIdl(connection.OvsdbIdl):
     """An IDL that calls back with the new database state after every change."""
 
-    on_change: Optional[Callable[["_WatchedIdl"], None]] = None
+    on_change: Optional[Callable[[_WatchedIdl], None]] = None
     _seen_seqno = -1
 
     def run(self) -> Any:

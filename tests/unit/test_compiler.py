@@ -122,8 +122,9 @@ def test_port_security_disabled_is_exempt():
 def test_flood_reaches_only_the_networks_local_ports(two_tenants):
     (a, b, *_), (intent, topo) = two_tenants
     desired = compile_switch(intent, topo, DPID)
+    flood_prio = pl.L2_LOOKUP.priorities["flood"]
     floods = {dict((m.field, m.value) for m in f.match)["metadata"]: f
-              for f in flows_of(desired, "l2_lookup") if f.priority == pl.L2_LOOKUP.priorities["flood"]}
+              for f in flows_of(desired, "l2_lookup") if f.priority == flood_prio}
     for key, expected in ((a.key, [1, 2]), (b.key, [3, 4])):
         acts = floods[key].actions
         assert [x.value for x in acts if isinstance(x, SetField)] == expected
