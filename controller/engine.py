@@ -18,11 +18,17 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from controller import pipeline as pl
 from controller.compiler import DesiredSwitch, compile_switch
+from controller.compiler.core import Placement
+from controller.compiler.tunnels import desired_tunnels
 from controller.intent import Intent
 from controller.reconciler import Channel, FlowDiff, SwitchSync
+from controller.southbound.registry import ChassisRegistry
 from controller.topology import Topology
 
 LOG = logging.getLogger(__name__)
+
+# How long to wait at startup for every chassis' first read before compiling anyway.
+STARTUP_GRACE_SECONDS = 15.0
 
 FLOW_MODS = Counter("loom_flow_mods_total", "Flow mods sent to switches", ["datapath_id"])
 BUNDLES = Counter("loom_bundles_total", "ONF bundles committed", ["datapath_id"])
@@ -63,10 +69,11 @@ class SwitchWorker:
 
     def _pushed(self, dpid: int, diff: FlowDiff, seconds: float) -> None:
         label = f"{dpid:016x}"
-        FLOW_MODS.labels(label).inc(len(diff.adds) + len(diff.deletes))
+        FLOW_MODS.labels(label).inc(diff.size)
         BUNDLES.labels(label).inc()
-        LOG.info("switch %#x: +%d -%d flows in %.3f s", dpid, len(diff.adds),
-                 len(diff.deletes), seconds)
+        LOG.info("switch %#x: +%d -%d flows, %d group changes in %.3f s", dpid,
+                 len(diff.adds), len(diff.deletes), diff.size - len(diff.adds) - len(diff.deletes),
+                 seconds)
 
     def _run(self) -> None:
         backoff = 0.2
@@ -100,15 +107,18 @@ class SwitchWorker:
 class Engine:
     """Implements controller.runtime.Runtime for the REST layer."""
 
-    def __init__(self, store: Any, topology: Topology) -> None:
+    def __init__(self, store: Any, topology: Topology,
+                 registry: Optional[ChassisRegistry] = None) -> None:
         self.store = store
         self.topology = topology
+        self.registry = registry
         self._workers: dict[int, SwitchWorker] = {}
         self._lock = threading.Lock()
         self._synced = threading.Condition()
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._compiled_generation = -1
+        self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, daemon=True, name="compile")
 
     # ---- inputs
@@ -159,7 +169,13 @@ class Engine:
     # ---- the compile loop
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._dirty.wait()
+            self._dirty.wait(timeout=1.0)
+            if not self._dirty.is_set():
+                waiting = (self.registry is not None and not self.registry.all_reported()
+                           and time.monotonic() - self._started < STARTUP_GRACE_SECONDS + 2)
+                if not waiting:
+                    continue
+                # still waiting for a chassis' first read: re-check as the grace runs out
             self._dirty.clear()
             if self._stopping.is_set():
                 break
@@ -172,16 +188,25 @@ class Engine:
 
     def _compile_once(self) -> None:
         intent: Intent = self.store.latest()
+        if self.registry is not None:
+            self.registry.sync(intent)
+            if not self.registry.all_reported():
+                if time.monotonic() - self._started < STARTUP_GRACE_SECONDS:
+                    return  # a chassis' state will kick us again when it arrives
+                LOG.warning("some chassis never answered; compiling without them")
         topo = self.topology.view()
         with self._lock:
             workers = dict(self._workers)
         started = time.perf_counter()
+        placement = Placement(intent, topo)
         for dpid, worker in workers.items():
             if dpid not in topo.switches:
                 # Not (yet) known from its chassis' OVSDB: pushing now could delete
                 # the flows of ports we simply have not read yet.
                 continue
-            worker.offer(compile_switch(intent, topo, dpid))
+            worker.offer(compile_switch(intent, topo, dpid, placement))
+        if self.registry is not None:
+            self.registry.set_tunnels(desired_tunnels(intent, topo))
         COMPILE_SECONDS.observe(time.perf_counter() - started)
         with self._synced:
             self._compiled_generation = intent.generation

@@ -14,7 +14,7 @@ stage's allowed fields and jumps.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 # name -> width in bits. The OXM encoding lives in ofwire; this is what the model needs.
@@ -203,7 +203,8 @@ class Group:
     group_id: int
     type: str  # all | select | indirect | ff
     buckets: tuple[Bucket, ...]
-    cookie_owner: int = 0  # groups have no cookie in OF1.3; kept for explain
+    # Groups have no cookie in OF1.3: the owner is kept for explain, not compared.
+    cookie_owner: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ class Meter:
     meter_id: int
     rate_kbps: int
     burst_kb: int
-    owner: int = 0
+    owner: int = field(default=0, compare=False)
 
 
 # ---------------------------------------------------------------- value helpers

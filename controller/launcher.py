@@ -122,7 +122,8 @@ class Controller:
         from controller.rest.app import make_app
         from controller.rest.auth import TokenAuth
         from controller.rest.server import serve
-        from controller.southbound.chassis import BridgeSettings, ChassisSession
+        from controller.southbound.chassis import BridgeSettings
+        from controller.southbound.registry import ChassisRegistry
         from controller.store import EmbeddedOvsdb, NorthboundStore
         from controller.topology import Topology
 
@@ -160,23 +161,17 @@ class Controller:
         self._stops.append(store.stop)
 
         topology = Topology(o.integration_bridge)
-        engine = Engine(store, topology)
-        store.subscribe(engine.kick)
-        engine.start()
-        self._stops.append(engine.stop)
-
         target = o.of_target or f"tcp:127.0.0.1:{o.of_listen[1]}"
         settings = BridgeSettings(name=o.integration_bridge, datapath_type=o.datapath_type,
                                   controller_target=target)
-
-        def on_state(state: Any) -> None:
-            if topology.update_chassis(state):
-                engine.kick()
-
-        for remote_ch in o.chassis:
-            session = ChassisSession(remote_ch, settings, on_state)
-            session.start()
-            self._stops.append(session.stop)
+        kick = _Kick()
+        registry = ChassisRegistry(o.chassis, settings, topology, kick)
+        engine = Engine(store, topology, registry)
+        kick.target = engine.kick
+        store.subscribe(engine.kick)
+        engine.start()
+        self._stops.append(engine.stop)
+        self._stops.append(registry.stop)
 
         app = make_app(store, engine, auth)
         if auth is None:
@@ -195,6 +190,16 @@ class Controller:
                 stop()
             except Exception:
                 LOG.debug("stop %s", stop, exc_info=True)
+
+
+class _Kick:
+    """Late-bound engine.kick: the registry exists before the engine it wakes."""
+
+    target: Optional[Callable[[], None]] = None
+
+    def __call__(self) -> None:
+        if self.target is not None:
+            self.target()
 
 
 def _with_metrics(app: Callable) -> Callable:

@@ -29,6 +29,8 @@ from controller.flows import (
 METADATA_NETWORK_MASK = (1 << 48) - 1
 REG_OUT_PORT = "reg7"  # ofport chosen by l2_lookup, consumed by ingress_acl and output
 REG_CT_ZONE = "reg6"  # conntrack zone of the packet's port (security groups)
+REG_FLAGS = "reg5"  # per-packet flag bits, below
+FLAG_FROM_REMOTE = 0x1  # arrived over a tunnel or provider link: never send it back out
 
 # ---------------------------------------------------------------- cookies
 # A cookie names the owner of a flow: kind in the top byte, the owner's 48-bit key
@@ -148,6 +150,9 @@ CLASSIFY = Table(
     miss_drops=True,
     priorities={"port": 100, "tunnel": 100, "vlan": 100},
 )
+# Flood groups (one per network and switch) live in their own id space; groups have
+# no cookie in OpenFlow 1.3, so the id is derived from the owning network's key.
+GROUP_ID_MASK = 0x7FFFFFFF
 PORT_SECURITY = Table(
     "port_security", 10,
     "source MAC and IPs must be the port's own, ARP and ND included",
@@ -186,10 +191,10 @@ L3 = Table(
 L2_LOOKUP = Table(
     "l2_lookup", 50,
     "destination MAC -> local port, fabric next hop or tunnel; BUM -> flood set",
-    _NET | frozenset({"eth_dst"}),
+    _NET | frozenset({"eth_dst", REG_FLAGS}),
     ("ingress_acl",),
     miss_drops=True,
-    priorities={"known_mac": 100, "flood": 10},
+    priorities={"known_mac": 100, "remote_mac": 100, "flood_from_remote": 20, "flood": 10},
     resubmits=("ingress_acl",),
 )
 INGRESS_ACL = Table(

@@ -21,7 +21,7 @@ from controller import ofwire
 from controller import pipeline as pl
 from controller.compiler import DesiredSwitch
 from controller.compiler.core import FlowKey
-from controller.flows import Flow
+from controller.flows import Flow, Group
 
 LOG = logging.getLogger(__name__)
 
@@ -47,9 +47,27 @@ class Channel(Protocol):
 class FlowDiff:
     adds: tuple[Flow, ...]
     deletes: tuple[Flow, ...]
+    group_adds: tuple[Group, ...] = ()
+    group_mods: tuple[Group, ...] = ()
+    group_deletes: tuple[Group, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.adds or self.deletes)
+        return bool(self.adds or self.deletes or self.group_adds or self.group_mods
+                    or self.group_deletes)
+
+    @property
+    def size(self) -> int:
+        return (len(self.adds) + len(self.deletes) + len(self.group_adds)
+                + len(self.group_mods) + len(self.group_deletes))
+
+
+def diff_groups(installed: Mapping[int, Group], desired: Mapping[int, Group]
+                ) -> tuple[tuple[Group, ...], tuple[Group, ...], tuple[Group, ...]]:
+    adds = tuple(g for gid, g in sorted(desired.items()) if gid not in installed)
+    mods = tuple(g for gid, g in sorted(desired.items())
+                 if gid in installed and installed[gid] != g)
+    deletes = tuple(g for gid, g in sorted(installed.items()) if gid not in desired)
+    return adds, mods, deletes
 
 
 def diff_flows(installed: Mapping[FlowKey, Flow], desired: Mapping[FlowKey, Flow]) -> FlowDiff:
@@ -83,6 +101,7 @@ class SwitchSync:
                  on_pushed: Optional[Callable[[int, FlowDiff, float], None]] = None) -> None:
         self.channel = channel
         self.installed: Optional[dict[FlowKey, Flow]] = None
+        self.installed_groups: dict[int, Group] = {}
         self.cookie_counts: Counter[int] = Counter()
         self.synced: Optional[DesiredSwitch] = None
         self.stats = SyncStats()
@@ -96,6 +115,13 @@ class SwitchSync:
         installed: dict[FlowKey, Flow] = {}
         for item in ofwire.parse_flow_stats_replies([bytes(r.buf) for r in replies]):
             installed[item.flow.key] = item.flow
+        xid = self.channel.reserve_xids(1)
+        replies = self.channel.call(ofwire.group_desc_request(xid), xid, self.REPLY_TIMEOUT)
+        groups: dict[int, Group] = {}
+        for r in replies:
+            for g in ofwire.parse_group_desc_reply(bytes(r.buf)):
+                groups[g.group_id] = g
+        self.installed_groups = groups
         self.installed = installed
         self.cookie_counts = Counter(f.cookie for f in installed.values())
         self.stats.reads += 1
@@ -107,7 +133,9 @@ class SwitchSync:
         if self.installed is None:
             self.read_installed()
         assert self.installed is not None
-        diff = diff_flows(self.installed, desired.flows)
+        flow_diff = diff_flows(self.installed, desired.flows)
+        diff = FlowDiff(flow_diff.adds, flow_diff.deletes,
+                        *diff_groups(self.installed_groups, desired.groups))
         if diff:
             started = time.perf_counter()
             self._send_bundle(diff)
@@ -116,6 +144,7 @@ class SwitchSync:
             self.stats.bundles += 1
             self.stats.last_push_seconds = elapsed
             self.stats.last_push_flows = len(diff.adds) + len(diff.deletes)
+            self.installed_groups = dict(desired.groups)
             for f in diff.deletes:
                 del self.installed[f.key]
                 self.cookie_counts[f.cookie] -= 1
@@ -139,15 +168,30 @@ class SwitchSync:
         """
         self._bundle_ids = (self._bundle_ids + 1) & 0xFFFFFFFF
         bundle_id = self._bundle_ids
-        n_msgs = len(diff.adds) + len(diff.deletes) + 2
+        flags = ofwire.BUNDLE_FLAGS
+        # Order inside the bundle: groups a flow may point to, then flows, then the
+        # groups no flow points to any more.
+        before = [ofwire.encode_group_mod(g, ofwire.OFPGC_ADD, 0) for g in diff.group_adds]
+        before += [ofwire.encode_group_mod(g, ofwire.OFPGC_MODIFY, 0) for g in diff.group_mods]
+        after = [ofwire.encode_group_mod(g, ofwire.OFPGC_DELETE, 0) for g in diff.group_deletes]
+        n_msgs = diff.size + 2
         first = self.channel.reserve_xids(n_msgs + 1)
         commit_xid = (first + n_msgs - 1) & 0xFFFFFFFF
         barrier_xid = (commit_xid + 1) & 0xFFFFFFFF
-        commit = ofwire.bundle_commit(commit_xid, bundle_id, ofwire.BUNDLE_FLAGS)
+        commit = ofwire.bundle_commit(commit_xid, bundle_id, flags)
         try:
-            # Stream the bundle: the switch digests early chunks while later ones encode.
-            for chunk in ofwire.encode_bundle_chunks(bundle_id, diff.adds, diff.deletes, first):
+            self.channel.send(ofwire.bundle_open(first, bundle_id, flags) + b"".join(
+                ofwire.bundle_add((first + 1 + i) & 0xFFFFFFFF, bundle_id, flags, m)
+                for i, m in enumerate(before)))
+            # Stream the flows: the switch digests early chunks while later ones encode.
+            for chunk in ofwire.encode_bundle_chunks(bundle_id, diff.adds, diff.deletes,
+                                                     first + len(before), with_open=False):
                 self.channel.send(chunk)
+            base = first + len(before) + len(diff.adds) + len(diff.deletes) + 1
+            if after:
+                self.channel.send(b"".join(
+                    ofwire.bundle_add((base + i) & 0xFFFFFFFF, bundle_id, flags, m)
+                    for i, m in enumerate(after)))
             self.channel.call(ofwire.barrier_request(barrier_xid), barrier_xid,
                               self.REPLY_TIMEOUT)
             refused = self.channel.take_stray_errors(first, commit_xid)

@@ -37,13 +37,42 @@ class SwitchView:
 
 
 @dataclass(frozen=True)
+class ChassisView:
+    name: str
+    encap_ip: Optional[str]
+    datapath_id: Optional[int]  # its integration bridge, once known
+
+
+@dataclass(frozen=True)
+class TunnelView:
+    """A tunnel port on one switch towards one remote chassis."""
+
+    datapath_id: int
+    remote_chassis: str
+    tunnel_type: str  # vxlan | gre | geneve
+    ofport: int
+
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
 class TopologyView:
     version: int = 0
-    switches: Mapping[int, SwitchView] = field(default_factory=lambda: MappingProxyType({}))
-    bindings: Mapping[str, Binding] = field(default_factory=lambda: MappingProxyType({}))
+    switches: Mapping[int, SwitchView] = field(default_factory=_empty)
+    bindings: Mapping[str, Binding] = field(default_factory=_empty)
+    chassis: Mapping[str, ChassisView] = field(default_factory=_empty)
+    # (datapath_id, remote chassis, tunnel type) -> tunnel port
+    tunnels: Mapping[tuple[int, str, str], TunnelView] = field(default_factory=_empty)
+    # (datapath_id, physical network) -> ofport of the patch port to its provider bridge
+    provider_ports: Mapping[tuple[int, str], int] = field(default_factory=_empty)
 
     def bindings_on(self, datapath_id: int) -> list[Binding]:
         return [b for b in self.bindings.values() if b.datapath_id == datapath_id]
+
+    def tunnels_on(self, datapath_id: int) -> list[TunnelView]:
+        return [t for (dpid, _, _), t in sorted(self.tunnels.items()) if dpid == datapath_id]
 
 
 @dataclass(frozen=True)
@@ -52,6 +81,9 @@ class InterfaceState:
     ofport: Optional[int]
     iface_id: Optional[str]
     type: str = ""
+    remote_ip: Optional[str] = None  # options:remote_ip of a tunnel
+    remote_chassis: Optional[str] = None  # external_ids:loom-remote-chassis (ours)
+    physnet: Optional[str] = None  # external_ids:loom-physnet: our patch to a provider bridge
 
 
 @dataclass(frozen=True)
@@ -70,6 +102,10 @@ class ChassisState:
     connected: bool
     encap_ip: Optional[str] = None
     bridges: tuple[BridgeState, ...] = ()
+    bridge_mappings: tuple[tuple[str, str], ...] = ()  # (physnet, provider bridge)
+
+
+TUNNEL_TYPES = ("vxlan", "gre", "geneve")
 
 
 class Topology:
@@ -117,18 +153,35 @@ class Topology:
         graph = nx.MultiDiGraph()
         switches: dict[int, SwitchView] = {}
         bindings: dict[str, Binding] = {}
+        chassis: dict[str, ChassisView] = {}
+        tunnels: dict[tuple[int, str, str], TunnelView] = {}
+        provider_ports: dict[tuple[int, str], int] = {}
         for ch in self._chassis.values():
             graph.add_node(("chassis", ch.name), kind="chassis", connected=ch.connected,
                            encap_ip=ch.encap_ip)
+            chassis[ch.name] = ChassisView(ch.name, ch.encap_ip, None)
             for br in ch.bridges:
                 if br.name != self._integration_bridge or br.datapath_id is None:
                     continue
                 dpid = br.datapath_id
+                chassis[ch.name] = ChassisView(ch.name, ch.encap_ip, dpid)
                 switches[dpid] = SwitchView(dpid, ch.name, br.name)
                 graph.add_node(("switch", dpid), kind="switch", bridge=br.name)
                 graph.add_edge(("chassis", ch.name), ("switch", dpid), kind="hosts")
                 for iface in br.interfaces:
-                    if not iface.iface_id or iface.ofport is None or iface.ofport <= 0:
+                    if iface.ofport is None or iface.ofport <= 0:
+                        continue
+                    if iface.physnet and iface.type == "patch":
+                        provider_ports[(dpid, iface.physnet)] = iface.ofport
+                        continue
+                    if iface.remote_chassis and iface.type in TUNNEL_TYPES:
+                        tunnels[(dpid, iface.remote_chassis, iface.type)] = TunnelView(
+                            dpid, iface.remote_chassis, iface.type, iface.ofport)
+                        graph.add_edge(("switch", dpid), ("chassis", iface.remote_chassis),
+                                       kind="tunnel", tunnel_type=iface.type,
+                                       ofport=iface.ofport)
+                        continue
+                    if not iface.iface_id:
                         continue
                     bindings[iface.iface_id] = Binding(
                         iface.iface_id, ch.name, br.name, dpid, iface.ofport, iface.name)
@@ -136,10 +189,15 @@ class Topology:
                     graph.add_edge(("switch", dpid), ("port", iface.iface_id),
                                    kind="has", ofport=iface.ofport)
         changed = (switches != dict(self._view.switches)
-                   or bindings != dict(self._view.bindings))
+                   or bindings != dict(self._view.bindings)
+                   or chassis != dict(self._view.chassis)
+                   or tunnels != dict(self._view.tunnels)
+                   or provider_ports != dict(self._view.provider_ports))
         self._graph = graph
         if changed:
             self._version += 1
             self._view = TopologyView(self._version, MappingProxyType(switches),
-                                      MappingProxyType(bindings))
+                                      MappingProxyType(bindings), MappingProxyType(chassis),
+                                      MappingProxyType(tunnels),
+                                      MappingProxyType(provider_ports))
         return changed

@@ -11,10 +11,12 @@ __all__ = ["DesiredSwitch", "compile_all", "compile_switch"]
 
 def clear_caches() -> None:
     """Forget memoised per-port and per-network flows (benchmarks measure cold compiles)."""
-    from controller.compiler.network import arp_reply_flows, flood_flow
+    from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
+    from controller.compiler.overlay import remote_mac_flow, tunnel_in_flow
     from controller.compiler.ports import port_flows
 
-    for fn in (port_flows, arp_reply_flows, flood_flow):
+    for fn in (port_flows, arp_reply_flows, flood_flow, flood_from_remote_flow,
+               tunnel_in_flow, remote_mac_flow):
         fn.cache_clear()
 
 

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Optional
 
 from controller import pipeline as pl
-from controller.compiler.network import arp_reply_flows, flood_flow
+from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
+from controller.compiler.overlay import (
+    flood_group,
+    group_id_for,
+    provider_flood_group,
+    provider_in_flow,
+    provider_mac_flow,
+    remote_mac_flow,
+    tunnel_in_flow,
+)
 from controller.compiler.ports import port_flows
 from controller.flows import Flow, Group, Match, Meter
-from controller.intent import Intent
-from controller.topology import TopologyView
+from controller.intent import Intent, Port
+from controller.topology import TUNNEL_TYPES, Binding, TopologyView
 
 FlowKey = tuple[str, int, Match]
 
@@ -33,8 +44,29 @@ class CompileError(RuntimeError):
     """Two flows with one OpenFlow key but different contents: a compiler bug."""
 
 
-def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int) -> DesiredSwitch:
+class Placement:
+    """Where each live port of each network is bound, indexed once per compile."""
+
+    def __init__(self, intent: Intent, topo: TopologyView) -> None:
+        self.by_network: dict[str, dict[int, list[tuple[Port, Binding]]]] = defaultdict(
+            lambda: defaultdict(list))
+        self.by_switch: dict[int, list[tuple[Port, Binding]]] = defaultdict(list)
+        for binding in sorted(topo.bindings.values(), key=lambda b: b.port_id):
+            port = intent.ports.get(binding.port_id)
+            if port is None or not port.admin_state_up:
+                continue
+            network = intent.networks.get(port.network_id)
+            if network is None or not network.admin_state_up:
+                continue
+            self.by_network[network.id][binding.datapath_id].append((port, binding))
+            self.by_switch[binding.datapath_id].append((port, binding))
+
+
+def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
+                   placement: Optional[Placement] = None) -> DesiredSwitch:
+    placement = placement or Placement(intent, topo)
     flows: dict[FlowKey, Flow] = {}
+    groups: dict[int, Group] = {}
 
     def add(flow: Flow) -> None:
         old = flows.setdefault(flow.key, flow)
@@ -44,23 +76,53 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int) -> Desi
     for f in pl.miss_flows():
         add(f)
 
-    local_by_net: dict[str, list[int]] = {}
+    local_by_net: dict[str, list[int]] = defaultdict(list)
     port_keys = set()
-    for binding in topo.bindings_on(datapath_id):
-        port = intent.ports.get(binding.port_id)
-        if port is None or not port.admin_state_up:
-            continue
-        network = intent.networks.get(port.network_id)
-        if network is None or not network.admin_state_up:
-            continue
+    for port, binding in placement.by_switch.get(datapath_id, ()):
+        network = intent.networks[port.network_id]
         for f in port_flows(port, network, binding.ofport):
             add(f)
-        local_by_net.setdefault(network.id, []).append(binding.ofport)
+        local_by_net[network.id].append(binding.ofport)
         port_keys.add(port.key)
 
-    for net_id, ofports in sorted(local_by_net.items()):
+    switch = topo.switches.get(datapath_id)
+    taken_group_ids: set[int] = set()
+    for net_id in sorted(local_by_net):
         network = intent.networks[net_id]
-        add(flood_flow(network, tuple(sorted(ofports))))
+        local = tuple(sorted(local_by_net[net_id]))
+        group_id = None
+        if network.network_type in TUNNEL_TYPES and switch is not None:
+            tunnels = []
+            for dpid, members in sorted(placement.by_network[net_id].items()):
+                remote = topo.switches.get(dpid)
+                if dpid == datapath_id or remote is None:
+                    continue
+                tunnel = topo.tunnels.get((datapath_id, remote.chassis, network.network_type))
+                if tunnel is None:
+                    continue  # not created yet: its appearance triggers a recompile
+                tunnels.append(tunnel)
+                add(tunnel_in_flow(network, tunnel))
+                for port, _ in members:
+                    add(remote_mac_flow(port, network, tunnel))
+            if tunnels:
+                group_id = group_id_for(network, taken_group_ids)
+                groups[group_id] = flood_group(network, group_id, tuple(tunnels))
+                add(flood_from_remote_flow(network, local))
+        elif network.network_type == "vlan" and network.physical_network:
+            patch = topo.provider_ports.get((datapath_id, network.physical_network))
+            if patch is not None:
+                # Leaves tagged through the provider bridge, like Neutron's bridge mappings.
+                add(provider_in_flow(network, patch))
+                for dpid, members in sorted(placement.by_network[net_id].items()):
+                    if dpid == datapath_id or \
+                            (dpid, network.physical_network) not in topo.provider_ports:
+                        continue
+                    for port, _ in members:
+                        add(provider_mac_flow(port, network, patch))
+                group_id = group_id_for(network, taken_group_ids)
+                groups[group_id] = provider_flood_group(network, group_id, patch)
+                add(flood_from_remote_flow(network, local))
+        add(flood_flow(network, local, group_id))
         for port in intent.ports_on_network(net_id):
             for f in arp_reply_flows(port, network):
                 add(f)
@@ -70,9 +132,11 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int) -> Desi
         generation=intent.generation,
         topology_version=topo.version,
         flows=MappingProxyType(flows),
+        groups=MappingProxyType(groups),
         port_keys=frozenset(port_keys),
     )
 
 
 def compile_all(intent: Intent, topo: TopologyView) -> dict[int, DesiredSwitch]:
-    return {dpid: compile_switch(intent, topo, dpid) for dpid in sorted(topo.switches)}
+    placement = Placement(intent, topo)
+    return {dpid: compile_switch(intent, topo, dpid, placement) for dpid in sorted(topo.switches)}

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Optional
 
 from controller import pipeline as pl
 from controller.compiler.ports import ETH_ARP, split_ips
-from controller.flows import Flow, Output, RegMove, Resubmit, SetField, ip4, mac, match
+from controller.flows import (
+    Action,
+    Flow,
+    GroupAction,
+    Output,
+    RegMove,
+    Resubmit,
+    SetField,
+    ip4,
+    mac,
+    match,
+)
 from controller.intent import Network, Port
 
 ARP_REQUEST = 1
@@ -45,21 +57,40 @@ def arp_reply_flows(port: Port, network: Network) -> tuple[Flow, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=16384)
-def flood_flow(network: Network, local_ofports: tuple[int, ...]) -> Flow:
-    """Broadcast, multicast and unknown unicast: a copy to each local port of the network.
-
-    Each copy runs the rest of the pipeline (ingress ACL, QoS, output) for its own
-    destination, as OVN expands multicast groups; OVS drops the copy that would go
-    back out of the ingress port.
-    """
-    actions: list = []
+def _local_copies(local_ofports: tuple[int, ...]) -> list[Action]:
+    actions: list[Action] = []
     for ofport in local_ofports:
         actions.append(SetField(pl.REG_OUT_PORT, ofport))
         actions.append(Resubmit("ingress_acl"))
+    return actions
+
+
+@lru_cache(maxsize=16384)
+def flood_flow(network: Network, local_ofports: tuple[int, ...],
+               group_id: Optional[int] = None) -> Flow:
+    """Broadcast, multicast and unknown unicast: a copy to each local port of the network,
+    then the flood group (other chassis) if there is one.
+
+    Each local copy runs the rest of the pipeline (ingress ACL, QoS, output) for its
+    own destination, as OVN expands its multicast groups; OVS drops the copy that
+    would go back out of the ingress port.
+    """
+    actions = _local_copies(local_ofports)
+    if group_id is not None:
+        actions.append(GroupAction(group_id))
     return pl.L2_LOOKUP.flow(
         "flood", match(metadata=network.key), actions=tuple(actions),
         cookie=pl.cookie(pl.Owner.NETWORK, network.key))
 
 
-__all__ = ["arp_reply_flows", "flood_flow", "Output"]
+@lru_cache(maxsize=16384)
+def flood_from_remote_flow(network: Network, local_ofports: tuple[int, ...]) -> Flow:
+    """What came over a tunnel floods to local ports only (split horizon)."""
+    return pl.L2_LOOKUP.flow(
+        "flood_from_remote",
+        match(metadata=network.key, **{pl.REG_FLAGS: (pl.FLAG_FROM_REMOTE, pl.FLAG_FROM_REMOTE)}),
+        actions=tuple(_local_copies(local_ofports)),
+        cookie=pl.cookie(pl.Owner.NETWORK, network.key))
+
+
+__all__ = ["arp_reply_flows", "flood_flow", "flood_from_remote_flow", "Output"]

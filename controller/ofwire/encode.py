@@ -474,16 +474,19 @@ def _encode_bundle(bundle_id: int, adds: Sequence[Flow], deletes: Sequence[Flow]
 
 def encode_bundle_chunks(bundle_id: int, adds: Sequence[Flow], deletes: Sequence[Flow],
                          first_xid: int, flags: int = c.BUNDLE_FLAGS,
-                         chunk: int = 4096) -> Iterator[bytes]:
+                         chunk: int = 4096, with_open: bool = True) -> Iterator[bytes]:
     """The bundle of `encode_bundle` without its commit, as a stream of chunks.
 
     Sending chunk by chunk lets ovs-vswitchd work through the first messages while
     the rest are still being encoded, instead of idling until the whole bundle is
     built; xids are numbered exactly as `encode_bundle` numbers them, so the commit
-    is `bundle_commit(first_xid + len(deletes) + len(adds) + 1, ...)`.
+    is `bundle_commit(first_xid + len(deletes) + len(adds) + 1, ...)`. With
+    `with_open=False` the open is left out (the caller opened the bundle and put
+    other messages, e.g. group mods, in it first) but the numbering is unchanged.
     """
     mask = 0xFFFFFFFF
-    yield bundle_open(first_xid & mask, bundle_id, flags)
+    if with_open:
+        yield bundle_open(first_xid & mask, bundle_id, flags)
     version, experimenter, onf, add_message = c.OFP_VERSION, c.OFPT_EXPERIMENTER, \
         c.ONF_EXPERIMENTER_ID, c.ONF_ET_BUNDLE_ADD_MESSAGE
     patch = _BUNDLE_ADD_HDR.pack_into

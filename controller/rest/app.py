@@ -20,6 +20,7 @@ from typing import Any, Optional, Protocol
 from webob import Request, Response
 
 from controller import intent as model
+from controller.rest import chassis as chassis_api
 from controller.rest import v1, versions
 from controller.rest.auth import Authenticator, NoAuth, Principal
 from controller.rest.errors import (
@@ -57,6 +58,7 @@ _INDEX_CONFLICTS = {
     "IP_Allocation": ("IpAddressAlreadyAllocated", "IP address already allocated"),
     "Port": ("MacAddressInUse", "The mac address is in use on this network"),
     "Network": ("SegmentationIdInUse", "The segmentation id is in use"),
+    "Chassis": ("ChassisNameInUse", "The chassis name is in use"),
 }
 
 
@@ -200,19 +202,63 @@ class LoomApi:
 
     def _v1(self, request: Request, parts: list[str]) -> Response:
         principal = self.auth.authenticate(request)
+        if parts and parts[0] == "chassis":
+            if not principal.is_admin:
+                raise NotFound("The resource could not be found.")
+            return self._chassis(request, parts[1:])
         self._allow(request, "GET")
         if parts == ["health"]:
             status, body = v1.health(self.store, self.runtime)
             return json_response(body, status=status)
+        if parts == ["pipeline"]:
+            return json_response(v1.pipeline())
         if not principal.is_admin:
             raise NotFound("The resource could not be found.")
         if parts == ["switches"]:
             return json_response(v1.switches(self.runtime))
-        if parts == ["chassis"]:
-            return json_response(v1.chassis(self.runtime))
         if len(parts) == 3 and parts[0] == "switches" and parts[2] == "flows":
             return json_response(v1.flows(self.runtime, parts[1]))
         raise NotFound("The resource could not be found.")
+
+    def _chassis(self, request: Request, parts: list[str]) -> Response:
+        """/v1/chassis[/<name>]; a name may hold slashes (a unix: remote)."""
+        if not parts:
+            self._allow(request, "GET", "POST")
+            if request.method == "GET":
+                snap = self.store.latest()
+                return json_response(
+                    chassis_api.list_view(snap, self.runtime), generation=snap.generation
+                )
+            item = chassis_api.parse_create(request)
+            created: list[model.Chassis] = []
+
+            def add(helper: TxnHelper) -> None:
+                created[:] = [chassis_api.create(item, helper, self.runtime)]
+
+            generation, _ = self._commit(add)
+            self._maybe_wait(request, generation, f"chassis {created[0].name} created")
+            return json_response(
+                chassis_api.created_view(created[0], self.runtime),
+                status=201,
+                generation=generation,
+            )
+        name = "/".join(parts)
+        self._allow(request, "GET", "DELETE")
+        if request.method == "GET":
+            snap = self.store.latest()
+            return json_response(
+                chassis_api.show_view(snap, self.runtime, name), generation=snap.generation
+            )
+        deleted: list[str] = []
+
+        def remove(helper: TxnHelper) -> None:
+            deleted[:] = [chassis_api.delete(name, helper, self.runtime)]
+
+        generation, _ = self._commit(remove)
+        self._maybe_wait(request, generation, f"chassis {deleted[0]} deleted")
+        resp = Response(status=204)
+        resp.headers["X-Loom-Generation"] = str(generation)
+        return resp
 
     def _ctx(self, intent: model.Intent, principal: Principal) -> ViewContext:
         return ViewContext(intent, index_of(intent), self.runtime, principal)

@@ -1,4 +1,6 @@
-"""/v1: what Neutron has no word for (health, switches, chassis, installed flows).
+"""/v1: what Neutron has no word for (health, pipeline, switches, installed flows).
+
+Chassis (stored and live) are served by controller.rest.chassis.
 
 These read the controller's running state through the `Runtime` protocol, so they
 answer the same with or without a southbound (Detached: empty lists).
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from controller import pipeline as pl
 from controller.rest.errors import NotFound
 from controller.runtime import Runtime
 
@@ -31,8 +34,21 @@ def switches(runtime: Runtime) -> dict[str, Any]:
     return {"switches": runtime.switches()}
 
 
-def chassis(runtime: Runtime) -> dict[str, Any]:
-    return {"chassis": runtime.chassis()}
+def pipeline() -> dict[str, Any]:
+    """The OpenFlow pipeline as declared in controller.pipeline: one entry per table."""
+    return {
+        "tables": [
+            {
+                "name": t.name,
+                "table_id": t.table_id,
+                "purpose": t.purpose,
+                "next_tables": list(t.next_tables),
+                "miss": t.miss,
+                "priorities": dict(t.priorities),
+            }
+            for t in pl.describe()
+        ]
+    }
 
 
 def parse_dpid(text: str) -> int:

@@ -9,6 +9,7 @@ ovs-vswitchd drop and re-open its OpenFlow session on every controller restart.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -18,10 +19,14 @@ from typing import Any, Optional
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.open_vswitch import impl_idl
 
+from controller.compiler.tunnels import TunnelPort
 from controller.topology import BridgeState, ChassisState, InterfaceState
 
 LOG = logging.getLogger(__name__)
 
+REMOTE_CHASSIS_KEY = "loom-remote-chassis"
+PHYSNET_KEY = "loom-physnet"
+BRIDGE_MAPPINGS_KEY = "loom-bridge-mappings"  # like ovn-bridge-mappings: physnet1:br-phys,...
 CONTROLLER_MAX_BACKOFF_MS = 1000  # DESIGN.md: otherwise a reconnect waits 5-8 s
 CONTROLLER_INACTIVITY_PROBE_MS = 5000
 
@@ -70,6 +75,27 @@ class _BridgeConfig:
     protocols: tuple[str, ...] = ()
     controllers: tuple[tuple[str, Optional[int]], ...] = ()  # (target, max_backoff)
     disable_in_band: bool = False
+    # our tunnel ports as (name, type, remote chassis, remote_ip)
+    tunnels: frozenset[tuple[str, str, str, str]] = frozenset()
+    physnet_ports: frozenset[tuple[str, str]] = frozenset()  # (bridge, port name) ours
+    bridges: frozenset[str] = frozenset()
+    mappings: tuple[tuple[str, str], ...] = ()
+
+
+def parse_bridge_mappings(text: str) -> tuple[tuple[str, str], ...]:
+    """'physnet1:br-phys,physnet2:br-ex' -> (('physnet1', 'br-phys'), ...); junk ignored."""
+    pairs = []
+    for item in text.split(","):
+        physnet, sep, bridge = item.strip().partition(":")
+        if sep and physnet and bridge:
+            pairs.append((physnet, bridge))
+    return tuple(sorted(pairs))
+
+
+def patch_names(physnet: str) -> tuple[str, str]:
+    """(port on br-int, port on the provider bridge), within 15 characters."""
+    tag = physnet[:11]
+    return f"lpi-{tag}", f"lpp-{tag}"
 
 
 def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
@@ -80,25 +106,35 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
     name = ext.get("system-id") or remote
     bridges = []
     config = _BridgeConfig(exists=False)
+    physnet_ports = set()
     for br in idl.tables["Bridge"].rows.values():
         dpid_text = _single(br.datapath_id)
         interfaces = []
         for port in br.ports:
             for iface in port.interfaces:
                 ofport = _single(iface.ofport)
+                ext_ids = dict(iface.external_ids)
                 interfaces.append(InterfaceState(
                     name=iface.name,
                     ofport=int(ofport) if ofport is not None else None,
-                    iface_id=dict(iface.external_ids).get("iface-id"),
+                    iface_id=ext_ids.get("iface-id"),
                     type=iface.type,
+                    remote_ip=dict(iface.options).get("remote_ip"),
+                    remote_chassis=ext_ids.get(REMOTE_CHASSIS_KEY),
+                    physnet=ext_ids.get(PHYSNET_KEY),
                 ))
+        physnet_ports |= {(br.name, i.name) for i in interfaces if i.physnet}
         bridges.append(BridgeState(
             name=br.name,
             datapath_id=int(dpid_text, 16) if dpid_text else None,
             interfaces=tuple(sorted(interfaces, key=lambda i: i.name)),
         ))
         if br.name == bridge_name:
+            ours = frozenset(
+                (i.name, i.type, i.remote_chassis, i.remote_ip or "")
+                for i in interfaces if i.remote_chassis)
             config = _BridgeConfig(
+                tunnels=ours,
                 exists=True,
                 datapath_type=br.datapath_type,
                 fail_mode=_single(br.fail_mode) or "",
@@ -111,7 +147,11 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
         name=name, remote=remote, connected=idl._session.is_connected(),
         encap_ip=ext.get("loom-encap-ip"),
         bridges=tuple(sorted(bridges, key=lambda b: b.name)),
+        bridge_mappings=parse_bridge_mappings(ext.get(BRIDGE_MAPPINGS_KEY, "")),
     )
+    config = dataclasses.replace(config, physnet_ports=frozenset(physnet_ports),
+                                 bridges=frozenset(b.name for b in bridges),
+                                 mappings=state.bridge_mappings)
     return state, config
 
 
@@ -130,6 +170,7 @@ class ChassisSession:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._latest: Optional[tuple[ChassisState, _BridgeConfig]] = None
+        self._tunnels: Optional[frozenset[TunnelPort]] = None
         self._lock = threading.Lock()
         self.state: Optional[ChassisState] = None
         self._thread = threading.Thread(target=self._run, name=f"chassis {remote}",
@@ -146,6 +187,14 @@ class ChassisSession:
                 self._api.ovsdb_connection.stop(timeout=2)
             except Exception:
                 LOG.debug("stopping chassis session %s", self.remote, exc_info=True)
+
+    def set_tunnels(self, tunnels: frozenset[TunnelPort]) -> None:
+        """The tunnel ports this chassis should hold; applied by the session thread."""
+        with self._lock:
+            if tunnels == self._tunnels:
+                return
+            self._tunnels = tunnels
+        self._wake.set()
 
     def _connect(self) -> impl_idl.OvsdbIdl:
         # ovsdbapp keeps a backend's connection on its class: one class per chassis.
@@ -188,10 +237,66 @@ class ChassisSession:
             if state.connected:
                 try:
                     self._ensure_bridge(config)
+                    self._ensure_tunnels(config)
+                    self._ensure_provider_patches(config)
                 except Exception:
                     LOG.exception("configuring %s on %s failed", self.settings.name, self.remote)
                     self._stopping.wait(1.0)
                     self._wake.set()
+
+    def _ensure_tunnels(self, config: _BridgeConfig) -> None:
+        """Add missing tunnel ports, remove ours that are no longer wanted; one transaction."""
+        with self._lock:
+            wanted = self._tunnels
+        if wanted is None or not config.exists:
+            return  # nothing decided yet: never remove on a guess
+        want = {(t.name, t.tunnel_type, t.remote_chassis, t.remote_ip) for t in wanted}
+        if want == set(config.tunnels):
+            return
+        api = self._api
+        assert api is not None
+        existing = {name for (name, *_rest) in config.tunnels}
+        stale = existing - {t.name for t in wanted}
+        changed = [t for t in sorted(wanted)
+                   if (t.name, t.tunnel_type, t.remote_chassis, t.remote_ip) not in config.tunnels]
+        LOG.info("chassis %s: tunnels ~%d -%d", self.remote, len(changed), len(stale))
+        with api.transaction(check_error=True) as txn:
+            for name in sorted(stale):
+                txn.add(api.del_port(name, bridge=self.settings.name, if_exists=True))
+            for t in changed:
+                if t.name not in existing:
+                    txn.add(api.add_port(self.settings.name, t.name, may_exist=True))
+                txn.add(api.db_set(
+                    "Interface", t.name, ("type", t.tunnel_type),
+                    ("options", {"remote_ip": t.remote_ip, "key": "flow"}),
+                    ("external_ids", {REMOTE_CHASSIS_KEY: t.remote_chassis})))
+
+    def _ensure_provider_patches(self, config: _BridgeConfig) -> None:
+        """A patch pair br-int <-> provider bridge per bridge mapping, as Neutron does."""
+        if not config.exists:
+            return
+        want: set[tuple[str, str]] = set()
+        peers: dict[tuple[str, str], tuple[str, str]] = {}
+        for physnet, bridge in config.mappings:
+            if bridge not in config.bridges:
+                continue  # the operator has not made the provider bridge (yet)
+            inner, outer = patch_names(physnet)
+            want |= {(self.settings.name, inner), (bridge, outer)}
+            peers[(self.settings.name, inner)] = (outer, physnet)
+            peers[(bridge, outer)] = (inner, physnet)
+        if want == set(config.physnet_ports):
+            return
+        api = self._api
+        assert api is not None
+        with api.transaction(check_error=True) as txn:
+            for bridge, name in sorted(set(config.physnet_ports) - want):
+                txn.add(api.del_port(name, bridge=bridge, if_exists=True))
+            for bridge, name in sorted(want - set(config.physnet_ports)):
+                peer, physnet = peers[(bridge, name)]
+                txn.add(api.add_port(bridge, name, may_exist=True))
+                txn.add(api.db_set("Interface", name, ("type", "patch"),
+                                   ("options", {"peer": peer}),
+                                   ("external_ids", {PHYSNET_KEY: physnet})))
 
     def _ensure_bridge(self, config: _BridgeConfig) -> None:
         """Correct only what differs, in one transaction."""

@@ -1,0 +1,67 @@
+"""Run every benchmark, as recorded in bench/RESULTS.md (`make bench`; needs root).
+
+Each benchmark runs in its own process: os-ken's AppManager and config are
+process-global, and a benchmark that crashes must not take the others with it.
+
+    sudo .venv/bin/python -m bench [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (name, module, arguments, needs root)
+BENCHES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
+    ("encode", "bench.bench_encode", (), False),
+    ("flow_push", "bench.bench_flow_push", ("--sizes", "10000", "100000", "--repeat", "3"), True),
+    ("rest_latency", "bench.bench_rest_latency", ("--ports", "500", "--bind", "100"), True),
+)
+
+
+def ovs_version() -> str:
+    try:
+        out = subprocess.run(["ovs-vswitchd", "--version"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except OSError:
+        return "not installed"
+    return out.splitlines()[0] if out else "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=[b[0] for b in BENCHES],
+                        help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; nproc {os.cpu_count()}; "
+          f"{ovs_version()}; Python {platform.python_version()}", flush=True)
+    failed = []
+    for name, module, extra, needs_root in BENCHES:
+        if args.only and name not in args.only:
+            continue
+        print(f"\n== {name}: {sys.executable} -m {module} {' '.join(extra)}".rstrip(),
+              flush=True)
+        if needs_root and os.geteuid() != 0:
+            print(f"skipped: {name} needs root (network namespaces and a private OVS)")
+            failed.append(name)
+            continue
+        started = time.monotonic()
+        rc = subprocess.run([sys.executable, "-m", module, *extra], cwd=ROOT).returncode
+        print(f"-- {name}: exit {rc} in {time.monotonic() - started:.0f} s", flush=True)
+        if rc != 0:
+            failed.append(name)
+    if failed:
+        print(f"\nfailed or skipped: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Flows and groups that join one network's ports across chassis through tunnels.
+
+The tunnel key is the network's segmentation id. A packet that arrives over a
+tunnel is marked FLAG_FROM_REMOTE at classify, skips the sender-side stages (the
+sending chassis already enforced port security and egress rules, as OVN does),
+and is flooded only to local ports: split horizon, so BUM traffic is replicated
+once, at the head end, to exactly the chassis that have ports on the network.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from controller import pipeline as pl
+from controller.flows import Bucket, Flow, Group, Output, PopVlan, PushVlan, SetField, mac, match
+from controller.intent import Network, Port
+from controller.topology import TunnelView
+
+_ALL_ONES_64 = (1 << 64) - 1
+
+
+@lru_cache(maxsize=65536)
+def tunnel_in_flow(network: Network, tunnel: TunnelView) -> Flow:
+    return pl.CLASSIFY.flow(
+        "tunnel", match(in_port=tunnel.ofport, tunnel_id=network.segmentation_id),
+        actions=(SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),),
+        write_metadata=(network.key, _ALL_ONES_64), goto="l2_lookup",
+        cookie=pl.cookie(pl.Owner.NETWORK, network.key))
+
+
+@lru_cache(maxsize=65536)
+def remote_mac_flow(port: Port, network: Network, tunnel: TunnelView) -> Flow:
+    return pl.L2_LOOKUP.flow(
+        "remote_mac", match(metadata=network.key, eth_dst=mac(port.mac_address)),
+        actions=(SetField("tunnel_id", network.segmentation_id), Output(tunnel.ofport)),
+        cookie=pl.cookie(pl.Owner.PORT, port.key))
+
+
+def flood_group(network: Network, group_id: int, tunnels: tuple[TunnelView, ...]) -> Group:
+    """Head-end replication: one bucket per remote chassis with ports on the network."""
+    return Group(group_id, "all", tuple(
+        Bucket((SetField("tunnel_id", network.segmentation_id), Output(t.ofport)))
+        for t in tunnels), cookie_owner=pl.cookie(pl.Owner.NETWORK, network.key))
+
+
+def group_id_for(network: Network, taken: set[int]) -> int:
+    """A stable group id from the network key; probe past ids already taken on this switch."""
+    gid = (network.key & pl.GROUP_ID_MASK) or 1
+    while gid in taken:
+        gid = (gid + 1) & pl.GROUP_ID_MASK or 1
+    taken.add(gid)
+    return gid
+
+
+# ---------------------------------------------------------------- VLAN provider networks
+OFPVID_PRESENT = 0x1000
+
+
+def _tag(network: Network) -> int:
+    return OFPVID_PRESENT | network.segmentation_id
+
+
+@lru_cache(maxsize=16384)
+def provider_in_flow(network: Network, patch_ofport: int) -> Flow:
+    """Frames of this VLAN from the provider bridge: untag and scope to the network."""
+    return pl.CLASSIFY.flow(
+        "vlan", match(in_port=patch_ofport, vlan_vid=_tag(network)),
+        actions=(PopVlan(), SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE)),
+        write_metadata=(network.key, _ALL_ONES_64), goto="l2_lookup",
+        cookie=pl.cookie(pl.Owner.NETWORK, network.key))
+
+
+def _to_provider(network: Network, patch_ofport: int) -> tuple:
+    return (PushVlan(), SetField("vlan_vid", _tag(network)), Output(patch_ofport))
+
+
+@lru_cache(maxsize=65536)
+def provider_mac_flow(port: Port, network: Network, patch_ofport: int) -> Flow:
+    return pl.L2_LOOKUP.flow(
+        "remote_mac", match(metadata=network.key, eth_dst=mac(port.mac_address)),
+        actions=_to_provider(network, patch_ofport),
+        cookie=pl.cookie(pl.Owner.PORT, port.key))
+
+
+def provider_flood_group(network: Network, group_id: int, patch_ofport: int) -> Group:
+    """The physical network does its own flooding: one tagged copy onto it."""
+    return Group(group_id, "all", (Bucket(_to_provider(network, patch_ofport)),),
+                 cookie_owner=pl.cookie(pl.Owner.NETWORK, network.key))

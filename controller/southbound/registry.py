@@ -1,0 +1,78 @@
+"""The set of chassis sessions: from --chassis flags and from the store's Chassis rows.
+
+Kept apart from the session itself so that adding or removing a chassis through
+the API is just a row in the northbound store, like every other intent, and a
+removed chassis takes its tunnels off every other chassis on the next compile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+
+from controller.compiler.tunnels import TunnelPort
+from controller.intent import Intent
+from controller.southbound.chassis import BridgeSettings, ChassisSession
+from controller.topology import ChassisState, Topology
+
+LOG = logging.getLogger(__name__)
+
+
+class ChassisRegistry:
+    def __init__(self, static_remotes: list[str], settings: BridgeSettings,
+                 topology: Topology, on_change: Callable[[], None]) -> None:
+        self._static = list(dict.fromkeys(static_remotes))
+        self._settings = settings
+        self._topology = topology
+        self._on_change = on_change
+        self._sessions: dict[str, ChassisSession] = {}
+        self._lock = threading.Lock()
+
+    def _state_changed(self, state: ChassisState) -> None:
+        if self._topology.update_chassis(state):
+            self._on_change()
+
+    def sync(self, intent: Intent) -> None:
+        """Open sessions for new chassis, close those no longer wanted."""
+        wanted = list(self._static) + sorted(
+            c.remote for c in intent.chassis.values() if c.remote not in self._static)
+        with self._lock:
+            for remote in wanted:
+                if remote not in self._sessions:
+                    LOG.info("chassis %s: opening session", remote)
+                    session = ChassisSession(remote, self._settings, self._state_changed)
+                    self._sessions[remote] = session
+                    session.start()
+            gone = [r for r in self._sessions if r not in wanted]
+            stopped = [self._sessions.pop(r) for r in gone]
+        for session in stopped:
+            LOG.info("chassis %s: removed", session.remote)
+            session.stop()
+            name = session.state.name if session.state else session.remote
+            if self._topology.remove_chassis(name):
+                self._on_change()
+
+    def all_reported(self) -> bool:
+        """Has every chassis been read at least once since this process started?
+
+        Until then the topology is partial: compiling from it would delete the
+        flows and tunnels towards chassis we simply have not read yet, which is
+        exactly the restart disruption Loom promises not to cause.
+        """
+        with self._lock:
+            return all(s.state is not None for s in self._sessions.values())
+
+    def set_tunnels(self, tunnels: Mapping[str, frozenset[TunnelPort]]) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            if session.state is not None and session.state.name in tunnels:
+                session.set_tunnels(tunnels[session.state.name])
+
+    def stop(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for s in sessions:
+            s.stop()
