@@ -7,6 +7,11 @@ fields sorted by name, value already masked, and a mask only when it is not all
 ones, because that is how OVS reports a flow back and a restart must find the
 installed flow equal to the desired one.
 
+A field's width here is the width OVS keeps, which may be narrower than its wire
+encoding: ct_state is 8 bits inside OVS (ovs-ofctl refuses any bit above 0xff) though
+its NXM TLV is 32 bits, so `match(ct_state=0x22)`, `match(ct_state=(0x22, 0xff))` and
+the `0x22/0xff` OVS reports back are one and the same MatchField.
+
 Flows are never built directly outside `pipeline.Table.flow`, which checks the
 stage's allowed fields and jumps.
 """
@@ -51,11 +56,32 @@ FIELD_BITS: dict[str, int] = {
     "tunnel_id": 64,
     "tun_ipv4_src": 32,
     "tun_ipv4_dst": 32,
-    "ct_state": 32,
+    "ct_state": 8,  # 32 bits on the wire, 8 inside OVS: see the module docstring
     "ct_zone": 16,
     "ct_mark": 32,
+    "conj_id": 32,  # set by a conjunctive match (see Conjunction); read-only
     **{f"reg{i}": 32 for i in range(16)},
 }
+
+
+# Fields OVS matches only exactly (ovs-fields(7) "Masking: not maskable"; ovs-ofctl says
+# "invalid mask for field ..."). A flow_mod with such a mask fails, and with it the whole
+# atomic bundle, so `match` refuses it when the flow is built.
+UNMASKABLE: frozenset[str] = frozenset({
+    "in_port", "eth_type", "vlan_pcp", "ip_dscp", "ip_proto", "icmpv4_type", "icmpv4_code",
+    "icmpv6_type", "icmpv6_code", "arp_op", "ct_zone", "conj_id",
+})
+
+# ct_state bits (OVS lib/packets.h CS_*; os-ken has no names for them). A match on
+# "+trk-inv-rpl" is `ct_state=(CT_TRK, CT_TRK | CT_INV | CT_RPL)`.
+CT_NEW = 0x01
+CT_EST = 0x02
+CT_REL = 0x04
+CT_RPL = 0x08
+CT_INV = 0x10
+CT_TRK = 0x20
+CT_SNAT = 0x40
+CT_DNAT = 0x80
 
 
 def _all_ones(field: str) -> int:
@@ -73,23 +99,32 @@ Match = tuple[MatchField, ...]
 
 
 def match(**fields: Union[int, tuple[int, int]]) -> Match:
-    """Build a canonical match: `match(in_port=3, eth_dst=(0x01 << 40, 0x01 << 40))`."""
+    """Build a canonical match: `match(in_port=3, eth_dst=(0x01 << 40, 0x01 << 40))`.
+
+    A value is an int that fits the field; a `(value, mask)` pair is reduced to the
+    field's width (so `~x` masks work), its value masked, and written exact when the
+    mask is all ones or left out when it is zero. A value wider than the field, or a
+    partial mask on a field OVS cannot mask, raises ValueError: both would be silently
+    changed (or refused) by the switch.
+    """
     out = []
     for name, spec in fields.items():
-        if name not in FIELD_BITS:
+        bits = FIELD_BITS.get(name)
+        if bits is None:
             raise ValueError(f"unknown match field {name!r}")
-        if isinstance(spec, tuple):
-            value, mask = spec
-            full = _all_ones(name)
-            mask &= full
-            if mask == full:
-                out.append(MatchField(name, value & full))
-            elif mask == 0:
-                continue
-            else:
-                out.append(MatchField(name, value & mask, mask))
+        full = (1 << bits) - 1
+        value, mask = spec if isinstance(spec, tuple) else (spec, full)
+        if value < 0 or value > full:
+            raise ValueError(f"{name}: {value:#x} does not fit in {bits} bits")
+        mask &= full
+        if mask == full:
+            out.append(MatchField(name, value))
+        elif mask == 0:
+            continue
+        elif name in UNMASKABLE:
+            raise ValueError(f"{name} cannot be matched with a mask ({mask:#x})")
         else:
-            out.append(MatchField(name, spec & _all_ones(name)))
+            out.append(MatchField(name, value & mask, mask))
     return tuple(sorted(out))
 
 
@@ -166,8 +201,31 @@ class Ct:
     nat: bool = False
 
 
+@dataclass(frozen=True)
+class Conjunction:
+    """Nicira NXAST_CONJUNCTION: `conjunction(conj_id, clause/n_clauses)` in ovs-ofctl.
+
+    `clause` is 1-based as in ovs-ofctl (the wire carries clause - 1). A packet that
+    matches a flow of every clause 1..n_clauses of `conj_id` then matches the flow
+    on `conj_id`. OVS allows 2 <= n_clauses <= 64, and a flow with a conjunction
+    action may have no other action or instruction (but other conjunctions).
+    """
+
+    conj_id: int
+    clause: int
+    n_clauses: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.conj_id <= 0xFFFFFFFF:
+            raise ValueError(f"conj_id {self.conj_id} is not a 32-bit value")
+        if not 2 <= self.n_clauses <= 64:
+            raise ValueError(f"a conjunction has 2..64 clauses, not {self.n_clauses}")
+        if not 1 <= self.clause <= self.n_clauses:
+            raise ValueError(f"clause {self.clause} is not in 1..{self.n_clauses}")
+
+
 Action = Union[Output, SetField, RegMove, Resubmit, GroupAction, PushVlan, PopVlan,
-               SetQueue, Ct]
+               SetQueue, Ct, Conjunction]
 
 
 # ---------------------------------------------------------------- flow

@@ -16,6 +16,7 @@ from typing import Optional
 
 from controller.flows import (
     Action,
+    Conjunction,
     Ct,
     Flow,
     Match,
@@ -110,6 +111,9 @@ class Table:
         if goto is not None and goto not in self.next_tables:
             raise PipelineError(f"{self.name}: may not go to {goto}")
         acts = tuple(actions)
+        conj = [a for a in acts if isinstance(a, Conjunction)]
+        if conj and (len(conj) != len(acts) or goto is not None):
+            raise PipelineError(f"{self.name}: a conjunction clause can do nothing else")
         for act in acts:
             target = act.table if isinstance(act, (Resubmit, Ct)) else None
             if target is not None and target not in self.resubmits:
@@ -141,6 +145,18 @@ _L3 = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip
 _L4 = frozenset({"tcp_src", "tcp_dst", "udp_src", "udp_dst", "icmpv4_type", "icmpv4_code",
                  "icmpv6_type", "icmpv6_code"})
 _CT = frozenset({"ct_state", "ct_zone", "ct_mark", REG_CT_ZONE})
+# Both ACL tables share one priority ladder (see controller/compiler/acl.py for why).
+_ACL_PRIORITIES = {
+    "exempt": 300,  # port security disabled: no filtering at all
+    "neighbor": 250,  # ARP and IPv6 ND (already pinned by port_security)
+    "track": 200,  # untracked IP: send through conntrack, come back here
+    "invalid": 190,  # conntrack says invalid, or the connection was revoked
+    "reply": 180,  # replies and related traffic of allowed connections
+    "rule": 100,  # a rule with no remote group: commit and pass
+    "rule_conj": 90,  # rules with a remote group: conjunctive clauses and conj_id
+    "revoke": 20,  # an established connection no rule allows any more: mark it
+    "default_deny": 10,  # everything else to or from a filtered port
+}
 
 CLASSIFY = Table(
     "classify", 0,
@@ -150,6 +166,10 @@ CLASSIFY = Table(
     miss_drops=True,
     priorities={"port": 100, "tunnel": 100, "vlan": 100},
 )
+# A connection allowed by a rule that has since been removed is marked in conntrack
+# (as the Neutron OVS firewall does) so neither direction passes any more.
+CT_MARK_REVOKED = 0x1
+CT_ZONE_SPAN = 65000  # zones 1..65000 for networks; 0 and the top are left alone
 # Flood groups (one per network and switch) live in their own id space; groups have
 # no cookie in OpenFlow 1.3, so the id is derived from the owning network's key.
 GROUP_ID_MASK = 0x7FFFFFFF
@@ -173,10 +193,10 @@ ARP_RESPONDER = Table(
 EGRESS_ACL = Table(
     "egress_acl", 30,
     "security groups, VM -> network direction, conntrack",
-    _NET | _L2 | _L3 | _L4 | _CT | frozenset({"in_port"}),
+    _NET | _L2 | _L3 | _L4 | _CT | frozenset({"in_port", "conj_id"}),
     ("l3",),
     miss_drops=False,
-    priorities={"established": 200, "rule": 100, "default_deny": 10, "exempt": 150},
+    priorities=_ACL_PRIORITIES,
     resubmits=("egress_acl",),
 )
 L3 = Table(
@@ -200,10 +220,10 @@ L2_LOOKUP = Table(
 INGRESS_ACL = Table(
     "ingress_acl", 60,
     "security groups, network -> VM direction, conntrack",
-    _NET | _L2 | _L3 | _L4 | _CT | frozenset({REG_OUT_PORT}),
+    _NET | _L2 | _L3 | _L4 | _CT | frozenset({REG_OUT_PORT, "conj_id"}),
     ("qos",),
     miss_drops=False,
-    priorities={"established": 200, "rule": 100, "default_deny": 10, "exempt": 150},
+    priorities=_ACL_PRIORITIES,
     resubmits=("ingress_acl",),
 )
 QOS = Table(

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Optional
 
 from controller import pipeline as pl
+from controller.compiler.acl import GroupIndex, switch_acl_flows
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
 from controller.compiler.overlay import (
     flood_group,
@@ -18,6 +19,7 @@ from controller.compiler.overlay import (
     provider_mac_flow,
     remote_mac_flow,
     tunnel_in_flow,
+    zones_for,
 )
 from controller.compiler.ports import port_flows
 from controller.flows import Flow, Group, Match, Meter
@@ -60,6 +62,7 @@ class Placement:
                 continue
             self.by_network[network.id][binding.datapath_id].append((port, binding))
             self.by_switch[binding.datapath_id].append((port, binding))
+        self.groups = GroupIndex(intent)
 
 
 def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
@@ -78,12 +81,18 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
 
     local_by_net: dict[str, list[int]] = defaultdict(list)
     port_keys = set()
-    for port, binding in placement.by_switch.get(datapath_id, ()):
+    here = placement.by_switch.get(datapath_id, [])
+    zones = zones_for([intent.networks[nid] for nid in {p.network_id for p, _ in here}])
+    local_ports: dict[int, Port] = {}
+    for port, binding in here:
         network = intent.networks[port.network_id]
-        for f in port_flows(port, network, binding.ofport):
+        for f in port_flows(port, network, binding.ofport, zones[network.id]):
             add(f)
         local_by_net[network.id].append(binding.ofport)
+        local_ports[binding.ofport] = port
         port_keys.add(port.key)
+    for f in switch_acl_flows(local_ports, placement.groups):
+        add(f)
 
     switch = topo.switches.get(datapath_id)
     taken_group_ids: set[int] = set()
@@ -101,7 +110,7 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
                 if tunnel is None:
                     continue  # not created yet: its appearance triggers a recompile
                 tunnels.append(tunnel)
-                add(tunnel_in_flow(network, tunnel))
+                add(tunnel_in_flow(network, tunnel, zones[net_id]))
                 for port, _ in members:
                     add(remote_mac_flow(port, network, tunnel))
             if tunnels:
@@ -112,7 +121,7 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
             patch = topo.provider_ports.get((datapath_id, network.physical_network))
             if patch is not None:
                 # Leaves tagged through the provider bridge, like Neutron's bridge mappings.
-                add(provider_in_flow(network, patch))
+                add(provider_in_flow(network, patch, zones[net_id]))
                 for dpid, members in sorted(placement.by_network[net_id].items()):
                     if dpid == datapath_id or \
                             (dpid, network.physical_network) not in topo.provider_ports:

@@ -20,10 +20,10 @@ _ALL_ONES_64 = (1 << 64) - 1
 
 
 @lru_cache(maxsize=65536)
-def tunnel_in_flow(network: Network, tunnel: TunnelView) -> Flow:
+def tunnel_in_flow(network: Network, tunnel: TunnelView, zone: int) -> Flow:
     return pl.CLASSIFY.flow(
         "tunnel", match(in_port=tunnel.ofport, tunnel_id=network.segmentation_id),
-        actions=(SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),),
+        actions=(SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE), SetField(pl.REG_CT_ZONE, zone)),
         write_metadata=(network.key, _ALL_ONES_64), goto="l2_lookup",
         cookie=pl.cookie(pl.Owner.NETWORK, network.key))
 
@@ -41,6 +41,25 @@ def flood_group(network: Network, group_id: int, tunnels: tuple[TunnelView, ...]
     return Group(group_id, "all", tuple(
         Bucket((SetField("tunnel_id", network.segmentation_id), Output(t.ofport)))
         for t in tunnels), cookie_owner=pl.cookie(pl.Owner.NETWORK, network.key))
+
+
+def zones_for(networks: list[Network]) -> dict[str, int]:
+    """Conntrack zones for the networks present on one switch: stable per network id.
+
+    A zone must never be shared by two networks on one switch, or tenants with
+    overlapping addresses would see each other's connections; derived from the
+    network key and probed past collisions in id order, so it only moves when a
+    colliding network appears before it.
+    """
+    taken: set[int] = set()
+    out: dict[str, int] = {}
+    for network in sorted(networks, key=lambda n: n.id):
+        zone = network.key % pl.CT_ZONE_SPAN + 1
+        while zone in taken:
+            zone = zone % pl.CT_ZONE_SPAN + 1
+        taken.add(zone)
+        out[network.id] = zone
+    return out
 
 
 def group_id_for(network: Network, taken: set[int]) -> int:
@@ -61,11 +80,12 @@ def _tag(network: Network) -> int:
 
 
 @lru_cache(maxsize=16384)
-def provider_in_flow(network: Network, patch_ofport: int) -> Flow:
+def provider_in_flow(network: Network, patch_ofport: int, zone: int) -> Flow:
     """Frames of this VLAN from the provider bridge: untag and scope to the network."""
     return pl.CLASSIFY.flow(
         "vlan", match(in_port=patch_ofport, vlan_vid=_tag(network)),
-        actions=(PopVlan(), SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE)),
+        actions=(PopVlan(), SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),
+                 SetField(pl.REG_CT_ZONE, zone)),
         write_metadata=(network.key, _ALL_ONES_64), goto="l2_lookup",
         cookie=pl.cookie(pl.Owner.NETWORK, network.key))
 

@@ -41,12 +41,16 @@ def split_ips(port: Port) -> tuple[list[str], list[str]]:
 
 
 @lru_cache(maxsize=65536)
-def port_flows(port: Port, network: Network, ofport: int) -> tuple[Flow, ...]:
-    """Everything one local port needs on the switch it is bound to."""
+def port_flows(port: Port, network: Network, ofport: int, zone: int) -> tuple[Flow, ...]:
+    """Everything one local port needs on the switch it is bound to.
+
+    `zone` is the network's conntrack zone on this switch, carried in REG_CT_ZONE.
+    """
     owner = pl.cookie(pl.Owner.PORT, port.key)
     flows = [
         pl.CLASSIFY.flow(
             "port", match(in_port=ofport),
+            actions=(SetField(pl.REG_CT_ZONE, zone),),
             write_metadata=(network.key, _ALL_ONES_64),
             goto="port_security", cookie=owner),
         pl.L2_LOOKUP.flow(

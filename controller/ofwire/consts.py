@@ -77,6 +77,7 @@ NXAST_REG_MOVE = 6
 NXAST_REG_LOAD = 7
 NXAST_RESUBMIT_TABLE = 14
 NXAST_REG_LOAD2 = 33
+NXAST_CONJUNCTION = 34  # clause is 0-based on the wire, 1-based in ovs-ofctl
 NXAST_CT = 35
 NXAST_NAT = 36
 NX_CT_F_COMMIT = 1

@@ -32,6 +32,7 @@ from controller.flows import (
     FIELD_BITS,
     Action,
     Bucket,
+    Conjunction,
     Ct,
     Flow,
     Group,
@@ -63,6 +64,7 @@ _NX_REG_LOAD = struct.Struct("!HIQ")
 _NX_RESUBMIT = struct.Struct("!HB")
 _NX_CT = struct.Struct("!HIHB3xH")
 _NX_NAT = struct.Struct("!2xHH")
+_NX_CONJUNCTION = struct.Struct("!BBI")
 _WRITE_METADATA = struct.Struct("!4xQQ")
 _GROUP_DESC = struct.Struct("!HBxI")
 _BUCKET = struct.Struct("!HHII4x")
@@ -72,15 +74,13 @@ _METER_BAND = struct.Struct("!HHII")
 _TABLE_NAMES: list[str] = [pipeline.TABLE_NAMES.get(i, str(i)) for i in range(256)]
 _FULL: dict[str, int] = {name: (1 << bits) - 1 for name, bits in FIELD_BITS.items()}
 _CT_MARK_TYPE = (FIELDS["ct_mark"].nxm[0] << 7) | FIELDS["ct_mark"].nxm[1]
-# Masks OVS reports for a match that was sent exact: ct_state is 8 bits wide inside OVS,
-# so an exact ct_state comes back as value/0xff.
-_OVS_EXACT: dict[str, int] = {
-    s.name: s.exact_mask for s in FIELDS.values() if s.exact_mask is not None
-}
 
 
 # ---------------------------------------------------------------- match
 def _decode_tlv(tlv: bytes) -> MatchField:
+    """One match TLV, canonical. Value and mask are cut to the model's width, so the
+    value/0xff OVS reports for an exact ct_state (8 bits in the model, 32 on the wire)
+    comes back exact, as `flows.match` built it."""
     header = int.from_bytes(tlv[:4], "big")
     known = BY_HEADER.get(header)
     if known is None:
@@ -93,7 +93,7 @@ def _decode_tlv(tlv: bytes) -> MatchField:
     n = len(payload) // 2
     mask = int.from_bytes(payload[n:], "big") & full
     value = int.from_bytes(payload[:n], "big") & mask
-    if mask == full or mask == _OVS_EXACT.get(name):
+    if mask == full:
         return MatchField(name, value)
     return MatchField(name, value, mask)
 
@@ -260,6 +260,12 @@ def _decode_nx(raw: bytes) -> Union[Action, Opaque]:
             return sf
     elif subtype == c.NXAST_CT:
         return _decode_ct(raw)
+    elif subtype == c.NXAST_CONJUNCTION and len(raw) == 16:
+        clause, n_clauses, conj_id = _NX_CONJUNCTION.unpack_from(raw, 10)
+        try:
+            return Conjunction(conj_id, clause + 1, n_clauses)
+        except ValueError:  # out of OVS's bounds: not something Loom installed
+            pass
     return Opaque("action", raw)
 
 

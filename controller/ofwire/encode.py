@@ -26,6 +26,7 @@ from controller import pipeline
 from controller.flows import (
     Action,
     Bucket,
+    Conjunction,
     Ct,
     Flow,
     Group,
@@ -63,6 +64,7 @@ _NX_REG_MOVE = struct.Struct("!HHIHHHHII")  # 24 bytes
 _NX_REG_LOAD = struct.Struct("!HHIHHIQ")  # 24 bytes
 _NX_RESUBMIT_TABLE = struct.Struct("!HHIHHB3x")  # 16 bytes
 _NX_CT = struct.Struct("!HHIHHIHB3xH")  # 24 bytes, nested actions follow
+_NX_CONJUNCTION = struct.Struct("!HHIHBBI")  # 16 bytes
 _NX_NAT_PLAIN = struct.Struct("!HHIH2xHH").pack(
     c.OFPAT_EXPERIMENTER, 16, c.NX_VENDOR_ID, c.NXAST_NAT, 0, 0)
 _EXPERIMENTER = struct.Struct("!BBHIII")  # header + experimenter + exp_type: 16 bytes
@@ -244,6 +246,11 @@ def _enc_ct(a: Ct) -> bytes:
     return head + nested
 
 
+def _enc_conjunction(a: Conjunction) -> bytes:
+    return _NX_CONJUNCTION.pack(c.OFPAT_EXPERIMENTER, 16, c.NX_VENDOR_ID, c.NXAST_CONJUNCTION,
+                                a.clause - 1, a.n_clauses, a.conj_id)
+
+
 def _enc_opaque(a: Opaque) -> bytes:
     if a.kind != "action":
         raise ValueError(f"cannot encode an opaque {a.kind}")
@@ -260,6 +267,7 @@ _ACTION_ENCODERS: dict[type, Callable[[object], bytes]] = {
     PopVlan: _enc_pop_vlan,  # type: ignore[dict-item]
     SetQueue: _enc_set_queue,  # type: ignore[dict-item]
     Ct: _enc_ct,  # type: ignore[dict-item]
+    Conjunction: _enc_conjunction,  # type: ignore[dict-item]
     Opaque: _enc_opaque,  # type: ignore[dict-item]
 }
 

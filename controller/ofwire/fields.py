@@ -47,7 +47,8 @@ class FieldSpec:
     text: str
     fmt: str  # int | hex | mac | ip4 | ip6
     # OVS keeps some fields narrower than their OXM and writes an exact match on them
-    # as value/mask: ct_state is 8 bits inside OVS, so "exact" is value/0xff on the wire.
+    # as value/mask: ct_state is 8 bits inside OVS (FIELD_BITS says 8, nbytes 4), so
+    # "exact" is value/0xff on the wire, in what OVS reports and what ovs-ofctl sends.
     exact_mask: Optional[int] = None
 
     @property
@@ -80,6 +81,9 @@ def _f(name: str, nbytes: int, oxm: tuple[int, int], nxm: Optional[tuple[int, in
 
 
 _SPECS: list[FieldSpec] = [
+    # NXM_NX_CONJ_ID is NXM1 field 37 (ovs-fields(7); os-ken nicira_ext.py), not
+    # maskable; OVS writes it before in_port (nx_put_raw's "Metadata" block).
+    _f("conj_id", 4, (_N1, 37), None, -1, "conj_id", "int"),
     _f("in_port", 4, (_B, 0), (_N0, 0), 0, "in_port", "int", nxm_nbytes=2),
     _f("eth_src", 6, (_B, 4), (_N0, 2), 10, "eth_src", "mac"),
     _f("eth_dst", 6, (_B, 3), (_N0, 1), 11, "eth_dst", "mac"),

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from controller import pipeline
 from controller.flows import (
+    Conjunction,
     Ct,
     Flow,
     GroupAction,
@@ -114,6 +115,8 @@ def _action_text(a: Any) -> str:
         return f"set_queue:{a.queue_id}"
     if isinstance(a, Ct):
         return _ct_text(a)
+    if isinstance(a, Conjunction):
+        return f"conjunction({a.conj_id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Opaque):
         return f"opaque_{a.kind}({a.raw.hex()})"  # not valid ovs-ofctl input, on purpose
     raise TypeError(f"not an action: {a!r}")

@@ -14,6 +14,7 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from controller import pipeline
 from controller.flows import (
     Bucket,
+    Conjunction,
     Ct,
     Flow,
     Group,
@@ -105,6 +106,9 @@ def osken_action(a: Any) -> Any:
         return parser.OFPActionPopVlan()
     if isinstance(a, SetQueue):
         return parser.OFPActionSetQueue(a.queue_id)
+    if isinstance(a, Conjunction):
+        return nx.NXActionConjunction(clause=a.clause - 1, n_clauses=a.n_clauses,
+                                      id_=a.conj_id)
     if isinstance(a, Ct):
         nested: list[Any] = []
         if a.nat:

@@ -36,6 +36,12 @@ from controller.rest.index import index_of
 from controller.rest.networks import Networks
 from controller.rest.ports import Ports
 from controller.rest.resource import Resource, ViewContext
+from controller.rest.security_groups import (
+    SecurityGroupRules,
+    SecurityGroups,
+    default_group_needed,
+    ensure_default_group,
+)
 from controller.rest.subnets import Subnets
 from controller.runtime import Runtime
 from controller.store.errors import (
@@ -125,8 +131,10 @@ class LoomApi:
         self.runtime = runtime
         self.auth: Authenticator = auth or NoAuth()
         self.write_timeout = write_timeout
+        # Keyed by URL collection: security_groups is served at /v2.0/security-groups.
         self.resources: dict[str, Resource] = {
-            r.plural: r for r in (Networks(), Subnets(), Ports())
+            r.plural.replace("_", "-"): r
+            for r in (Networks(), Subnets(), Ports(), SecurityGroups(), SecurityGroupRules())
         }
 
     def __call__(
@@ -182,11 +190,7 @@ class LoomApi:
         if len(parts) == 1:
             self._allow(request, "GET", "POST")
             if request.method == "GET":
-                snap = self.store.latest()
-                return json_response(
-                    resource.list_view(request, self._ctx(snap, principal)),
-                    generation=snap.generation,
-                )
+                return self._list(request, principal, resource)
             return self._create(request, principal, resource)
         object_id = parts[1]
         self._allow(request, "GET", "PUT", "DELETE")
@@ -199,6 +203,25 @@ class LoomApi:
         if request.method == "PUT":
             return self._update(request, principal, resource, object_id)
         return self._delete(request, principal, resource, object_id)
+
+    def _list(self, request: Request, principal: Principal, resource: Resource) -> Response:
+        snap = self.store.latest()
+        body = resource.list_view(request, self._ctx(snap, principal))  # validates the query
+        project = default_group_needed(resource, request, principal, snap)
+        if project is None:
+            return json_response(body, generation=snap.generation)
+
+        def write(helper: TxnHelper) -> None:  # Neutron makes the default group on first list
+            ensure_default_group(helper, project)
+
+        try:
+            self._commit(write)
+        except Conflict:
+            pass  # another controller made the same default group first
+        snap = self.store.latest()
+        return json_response(
+            resource.list_view(request, self._ctx(snap, principal)), generation=snap.generation
+        )
 
     def _v1(self, request: Request, parts: list[str]) -> Response:
         principal = self.auth.authenticate(request)

@@ -27,6 +27,7 @@ from controller.rest.policy import (
     owns,
 )
 from controller.rest.resource import Resource, ViewContext, now
+from controller.rest.security_groups import ensure_default_group
 from controller.rest.validate import (
     Attr,
     boolean,
@@ -59,7 +60,7 @@ ATTRS = {
         A("fixed_ips", list_of(_fixed_ip)),
         A("admin_state_up", boolean, default=True),
         A("port_security_enabled", boolean),
-        A("security_groups", list_of(uuid_str)),
+        A("security_groups", optional(list_of(uuid_str))),
         A("qos_policy_id", optional(uuid_str)),
         A("device_id", string(), default=""),
         A("device_owner", string(), default=""),
@@ -238,13 +239,11 @@ class Ports(Resource):
             wanted.setdefault(name, set()).add(val)
         return any(all(f[k] in vals for k, vals in wanted.items()) for f in view["fixed_ips"])
 
+    @staticmethod
     def _check_security(
-        self, principal: Principal, intent: model.Intent, groups: list[str], port_security: bool
+        intent: model.Intent, project_id: str, groups: list[str], port_security: bool
     ) -> tuple[str, ...]:
-        for group_id in groups:
-            group = intent.security_groups.get(group_id)
-            if group is None or not owns(principal, group):
-                raise not_found("SecurityGroup", group_id)
+        """Neutron: a port may use only its own project's groups, and only with port security."""
         if groups and not port_security:
             raise NeutronError(
                 "Port security must be enabled and port must have an IP address in order to use "
@@ -252,6 +251,10 @@ class Ports(Resource):
                 type="PortSecurityAndIPRequiredForSecurityGroups",
                 status=400,
             )
+        for group_id in groups:
+            group = intent.security_groups.get(group_id)
+            if group is None or group.project_id != project_id:
+                raise not_found("SecurityGroup", group_id)
         return tuple(sorted(set(groups)))
 
     def _check_mac(self, idx: IntentIndex, network_id: str, mac: str, port_id: str) -> None:
@@ -291,9 +294,14 @@ class Ports(Resource):
             network, item.get("fixed_ips"), idx, port_id=port_id, device_owner=device_owner
         )
         port_security = item.get("port_security_enabled", network.port_security_enabled)
-        groups = self._check_security(
-            principal, intent, item.get("security_groups", []), port_security
-        )
+        default_group = ensure_default_group(helper, project)  # Neutron: on every port create
+        intent = helper.current()
+        requested = item.get("security_groups")  # omitted or null: the default group
+        if requested is None:
+            # Neutron gives no groups to its own (network:*) ports, nor without port security.
+            trusted = device_owner.startswith("network:")
+            requested = [default_group] if port_security and not trusted else []
+        groups = self._check_security(intent, project, requested, port_security)
         check_qos_policy(principal, intent, item.get("qos_policy_id"))
         stamp = now()
         port = model.Port(
@@ -352,12 +360,20 @@ class Ports(Resource):
                 device_owner=device_owner,
             )
         port_security = changes.get("port_security_enabled", port.port_security_enabled)
-        groups = self._check_security(
-            principal,
-            intent,
-            changes.get("security_groups", list(port.security_groups)),
-            port_security,
-        )
+        ensure_default_group(helper, port.project_id)  # Neutron: on every port update
+        intent = helper.current()
+        if "security_groups" in changes:  # null means none, as in Neutron
+            groups = self._check_security(
+                intent, port.project_id, changes["security_groups"] or [], port_security
+            )
+        else:
+            groups = port.security_groups
+            if groups and not port_security:
+                raise conflict(
+                    "PortSecurityPortHasSecurityGroup",
+                    "Port has security group associated. Cannot disable port security or IP "
+                    "address until security group is removed.",
+                )
         if "qos_policy_id" in changes:
             check_qos_policy(principal, intent, changes["qos_policy_id"])
         updated = dataclasses.replace(

@@ -24,8 +24,16 @@ from os_ken.ofproto import ofproto_v1_3_parser as parser
 from bench.bench_encode import tenant_flows
 from controller import ofwire
 from controller.flows import (
+    CT_EST,
+    CT_INV,
+    CT_NEW,
+    CT_REL,
+    CT_RPL,
+    CT_TRK,
     FIELD_BITS,
+    UNMASKABLE,
     Bucket,
+    Conjunction,
     Ct,
     Flow,
     Group,
@@ -46,6 +54,7 @@ from controller.flows import (
 )
 from controller.ofwire import consts as c
 from controller.ofwire import decode, encode, oskenfast
+from controller.ofwire.ofctl import match_text
 from controller.ofwire.oskenref import (
     DP,
     osken_bundle_add,
@@ -132,6 +141,36 @@ FLOWS: list[Flow] = [
          goto="qos"),
     Flow("ingress_acl", 100, match(reg0=1, reg1=(2, 0xF), reg2=3, reg3=4, reg4=5, reg5=6,
                                    reg6=7), goto="qos"),
+    # stateful security groups: conjunctive clauses, conj_id, ct_state masks, ct() forms,
+    # masked L4 ports and address prefixes (what controller/compiler/acl.py emits)
+    Flow("egress_acl", 90, match(in_port=3, eth_type=0x0800, ip_proto=6,
+                                 tcp_dst=(0x1F40, 0xFFF0), tcp_src=(1024, 0xFC00)),
+         (Conjunction(7, 1, 2),)),
+    Flow("egress_acl", 90, match(metadata=5, eth_type=0x0800,
+                                 ipv4_dst=(ip4("10.2.0.0"), 0xFFFF0000)),
+         (Conjunction(7, 2, 2), Conjunction(0xFFFFFFFF, 3, 64), Conjunction(8, 1, 3))),
+    Flow("egress_acl", 90, match(conj_id=7, eth_type=0x0800, ip_proto=6,
+                                 ct_state=(CT_TRK, CT_TRK | CT_INV | CT_RPL)),
+         (Ct(commit=True, zone_src="reg6"),), goto="l3", cookie=0x0400000000000009),
+    Flow("ingress_acl", 200, match(eth_type=0x86DD, ct_state=(0, CT_TRK)),
+         (Ct(table="ingress_acl", zone=9),)),
+    Flow("ingress_acl", 180, match(eth_type=0x86DD, ct_state=CT_TRK | CT_EST,
+                                   ct_mark=(0, 1)), goto="qos"),
+    Flow("ingress_acl", 180, match(eth_type=0x0800, ct_state=(CT_TRK | CT_REL,
+                                                              CT_TRK | CT_REL | CT_INV)),
+         goto="qos"),
+    Flow("ingress_acl", 100, match(eth_type=0x86DD, ipv6_src=(ip6("fd00:1::"), ~((1 << 80) - 1)),
+                                   ipv6_dst=(V6, ~((1 << 64) - 1)), ip_proto=17,
+                                   udp_dst=(0x1000, 0xF000), udp_src=(53, 0xFFFF)),
+         (Ct(commit=True, zone=9),), goto="qos"),
+    Flow("ingress_acl", 100, match(eth_type=0x86DD, ip_proto=58, icmpv6_type=128,
+                                   icmpv6_code=0, ct_state=CT_TRK | CT_NEW),
+         (Ct(commit=True, zone=9, set_mark=1),), goto="qos"),
+    Flow("ingress_acl", 20, match(eth_type=0x0800, ipv4_src=(ip4("192.0.2.128"), 0xFFFFFF80),
+                                  ip_proto=1, icmpv4_type=3, ct_state=(CT_TRK | CT_EST, 0xFF)),
+         (Ct(commit=True, zone=9, set_mark=1, mark_mask=1),)),
+    Flow("ingress_acl", 20, match(eth_type=0x0800, ct_mark=(1, 1), ct_state=(CT_TRK, CT_TRK)),
+         (Ct(commit=True),)),
     Flow("qos", 100, match(reg7=3), (SetQueue(5),), meter=7, goto="output"),
     Flow("qos", 90, match(in_port=3), meter=8),
     Flow("output", 100, match(reg7=3), (Output(3),), cookie=M64),
@@ -171,7 +210,7 @@ def test_flows_cover_every_field_and_action() -> None:
     assert fields == set(FIELD_BITS)
     kinds = {type(a) for a in _all_actions(FLOWS)}
     assert kinds == {Output, SetField, RegMove, Resubmit, GroupAction, PushVlan, PopVlan,
-                     SetQueue, Ct}
+                     SetQueue, Ct, Conjunction}
     assert any(mf.mask is not None for f in FLOWS for mf in f.match)
 
 
@@ -611,3 +650,247 @@ def test_streamed_bundle_chunks_equal_the_one_shot_bundle():
     assert len(chunks) > 3
     commit = w.bundle_commit(next_xid - 1, 7, w.BUNDLE_FLAGS)
     assert b"".join(chunks) + commit == whole
+
+
+# ---------------------------------------------------------------- security-group wire forms
+def _flow_of(m: tuple[MatchField, ...], *actions: Any, goto: str | None = None) -> Flow:
+    return Flow("egress_acl", 100, m, tuple(actions), goto=goto)
+
+
+def _round_trip(flow: Flow) -> Flow:
+    (item,) = ofwire.parse_flow_stats(ofwire.flow_stats_entry(flow))
+    return item.flow
+
+
+def test_conj_id_is_nxm1_field_37() -> None:
+    """NXM_NX_CONJ_ID is (0x0001, 37) in ovs-fields(7) and os-ken's nicira_ext, 32 bits,
+    written before in_port as OVS's nx_put_raw does (ovs-ofctl sends the same bytes)."""
+    m = match(conj_id=0x12345678, in_port=3)
+    assert ofwire.encode_match(m) == struct.pack(
+        "!HHIIII", 1, 20, 0x00014A04, 0x12345678, 0x80000004, 3) + bytes(4)
+    assert ofwire.encode_match(m) == osken_serialize_match(m)
+    assert ofwire.decode_match(ofwire.encode_match(m))[0] == m
+    assert match_text(_flow_of(m)) == "conj_id=305419896,in_port=3"
+
+
+def osken_serialize_match(m: tuple[MatchField, ...]) -> bytes:
+    buf = bytearray()
+    length = osken_flow_mod(_flow_of(m), ofwire.ADD).match.serialize(buf, 0)
+    return bytes(buf[:length + (-length % 8)])
+
+
+def test_conjunction_action_bytes() -> None:
+    """NXAST_CONJUNCTION (subtype 34): 0-based clause on the wire, as os-ken serialises
+    it and as ovs-ofctl sends conjunction(7,1/2)."""
+    a = Conjunction(7, 1, 2)
+    raw = ofwire.encode_actions((a,))
+    assert raw == struct.pack("!HHIHBBI", 0xFFFF, 16, 0x2320, 34, 0, 2, 7)
+    assert raw == bytes.fromhex("ffff0010000023200022000200000007")  # ovs-ofctl's bytes
+    ok = parser.NXActionConjunction(clause=0, n_clauses=2, id_=7)
+    buf = bytearray()
+    ok.serialize(buf, 0)
+    assert raw == bytes(buf)
+    for act in (a, Conjunction(0xFFFFFFFF, 64, 64), Conjunction(0, 3, 5)):
+        assert _parsed_actions(_apply(ofwire.encode_actions((act,)))) == (act,)
+    assert ofwire.to_ofctl(Flow("egress_acl", 90, match(reg6=1),
+                                (Conjunction(7, 1, 2), Conjunction(9, 2, 3)))) == (
+        "table=30,priority=90,cookie=0x0,reg6=0x1,"
+        "actions=conjunction(7,1/2),conjunction(9,2/3)")
+
+
+@pytest.mark.parametrize("args", [(7, 0, 2), (7, 3, 2), (7, 1, 1), (7, 1, 65), (-1, 1, 2),
+                                  (1 << 32, 1, 2)])
+def test_conjunction_refuses_what_ovs_refuses(args: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError):
+        Conjunction(*args)
+
+
+def test_foreign_conjunction_stays_opaque() -> None:
+    """Wire clause 2 of 2 (k=3/2) is no Conjunction Loom could have sent."""
+    raw = struct.pack("!HHIHBBI", 0xFFFF, 16, 0x2320, 34, 2, 2, 7)
+    (got,) = _parsed_actions(_apply(raw))
+    assert isinstance(got, ofwire.Opaque) and got.raw == raw
+
+
+def test_ct_state_bits_and_canonical_forms() -> None:
+    """ct_state is 8 bits inside OVS, 32 on the wire. Exact is written value/0xff (what
+    ovs-ofctl sends and OVS reports), so an exact match, the same with mask 0xff and
+    the reported TLV are one MatchField; a partial mask round-trips as is."""
+    assert (CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK) == (1, 2, 4, 8, 0x10, 0x20)
+    assert FIELD_BITS["ct_state"] == 8
+    exact = match(ct_state=0x22)
+    assert exact == match(ct_state=(0x22, 0xFF)) == match(ct_state=(0x22, -1)) == \
+        (MatchField("ct_state", 0x22),)
+    tlv = struct.pack("!III", 0x0001D308, 0x22, 0xFF)
+    assert ofwire.encode_match(exact) == struct.pack("!HH", 1, 16) + tlv
+    assert ofwire.decode_match(ofwire.encode_match(exact))[0] == exact
+    for reported in (tlv, struct.pack("!III", 0x0001D308, 0x22, 0xFFFFFFFF),
+                     struct.pack("!II", 0x0001D204, 0x22)):
+        m = struct.pack("!HH", 1, 4 + len(reported)) + reported
+        assert ofwire.decode_match(m + bytes(-len(m) % 8))[0] == exact
+    # +trk-inv-rpl
+    sg = match(ct_state=(CT_TRK, CT_TRK | CT_INV | CT_RPL))
+    assert sg == (MatchField("ct_state", 0x20, 0x38),)
+    assert ofwire.encode_match(sg)[4:16] == struct.pack("!III", 0x0001D308, 0x20, 0x38)
+    assert ofwire.decode_match(ofwire.encode_match(sg))[0] == sg
+    assert match(ct_state=(0x27, 0x38)) == sg  # the value is masked
+    assert match_text(_flow_of(sg)) == "ct_state=0x20/0x38"
+    assert match_text(_flow_of(exact)) == "ct_state=0x22"
+    for flow in (_flow_of(sg), _flow_of(exact), _flow_of(match(ct_state=0))):
+        assert _round_trip(flow) == flow
+    with pytest.raises(ValueError):
+        match(ct_state=0x100)  # ovs-ofctl: "unknown ct_state flag(s)"
+
+
+@needs_ofctl
+def test_ct_state_flag_syntax_is_our_value_mask(tmp_path: Path) -> None:
+    """OVS reads ovs-ofctl's flag syntax and our value/mask text as one flow."""
+    cases: list[tuple[str, int | tuple[int, int]]] = [
+        ("+trk-inv-rpl", (CT_TRK, CT_TRK | CT_INV | CT_RPL)),
+        ("+trk+est", (CT_TRK | CT_EST, CT_TRK | CT_EST)),
+        ("-trk", (0, CT_TRK)),
+        ("+trk+est-rel-inv", (CT_TRK | CT_EST, CT_TRK | CT_EST | CT_REL | CT_INV)),
+        ("0x22/0xff", CT_TRK | CT_EST),
+        ("0x22", (CT_TRK | CT_EST, 0xFF))]
+    theirs = "".join(f"table=30,ct_state={text},actions=drop\n" for text, _ in cases)
+    ours = "".join(ofwire.to_ofctl(Flow("egress_acl", 32768, match(ct_state=spec))) + "\n"
+                   for _, spec in cases)
+    out = []
+    for name, text in (("theirs", theirs), ("ours", ours)):
+        (tmp_path / name).write_text(text)
+        out.append([line for line in _ofctl("-O", "OpenFlow13", "parse-flows",
+                                            str(tmp_path / name)).splitlines()
+                    if line.startswith("OFPT_")])
+    assert len(out[0]) == len(cases) and out[0] == out[1]
+
+
+CT_FORMS = [
+    (Ct(table="egress_acl", zone=5), "ct(zone=5,table=30)"),
+    (Ct(commit=True, zone=5), "ct(commit,zone=5)"),
+    (Ct(commit=True), "ct(commit)"),
+    (Ct(commit=True, zone=5, set_mark=1), "ct(commit,zone=5,exec(set_field:0x1->ct_mark))"),
+    (Ct(commit=True, zone=5, set_mark=1, mark_mask=1),
+     "ct(commit,zone=5,exec(set_field:0x1/0x1->ct_mark))"),
+    (Ct(commit=True, zone_src="reg6", set_mark=0, mark_mask=1),
+     "ct(commit,zone=reg6[0..15],exec(set_field:0x0/0x1->ct_mark))"),
+    (Ct(table="egress_acl", zone_src="reg6"), "ct(zone=reg6[0..15],table=30)"),
+]
+
+
+@pytest.mark.parametrize(("ct", "text"), CT_FORMS, ids=lambda x: str(x))
+def test_ct_forms_round_trip(ct: Ct, text: str) -> None:
+    flow = _flow_of(match(eth_type=0x0800), ct)
+    assert ofwire.to_ofctl(flow).endswith(f"actions={text}")
+    assert _round_trip(flow) == flow
+    assert ofwire.encode_flow_mod(flow, ofwire.ADD, 1) == \
+        osken_serialize(osken_flow_mod(flow, ofwire.ADD, 1))
+
+
+def test_ct_forms_bytes_are_what_ovs_ofctl_sends() -> None:
+    """Captured from `ovs-ofctl -O OpenFlow13 add-flow` (3.1) for the same text."""
+    nx_ct = "ffff0018000023200023"
+    want = {
+        CT_FORMS[0][0]: nx_ct + "0000000000000005" + "1e0000000000",
+        CT_FORMS[1][0]: nx_ct + "0001000000000005" + "ff0000000000",
+        CT_FORMS[3][0]: nx_ct.replace("0018", "0028") + "0001000000000005ff0000000000"
+        "001900100001d6040000000100000000",
+        CT_FORMS[4][0]: nx_ct.replace("0018", "0030") + "0001000000000005ff0000000000"
+        "ffff001800002320000700000001d6040000000000000001",
+    }
+    for ct, hexed in want.items():
+        assert ofwire.encode_actions((ct,)) == bytes.fromhex(hexed)
+
+
+def test_ct_mark_match_with_mask() -> None:
+    m = match(ct_mark=(0x3, 0x1))
+    assert m == (MatchField("ct_mark", 0x1, 0x1),)
+    assert ofwire.encode_match(m)[4:16] == struct.pack("!III", 0x0001D708, 1, 1)
+    assert match_text(_flow_of(m)) == "ct_mark=0x1/0x1"
+    assert match(ct_mark=(5, 0xFFFFFFFF)) == (MatchField("ct_mark", 5),)
+    assert _round_trip(_flow_of(m)) == _flow_of(m)
+
+
+MASKED_CASES = [
+    # (field, given value, given mask, canonical value, canonical mask, to_ofctl text)
+    ("tcp_dst", 0x1F4F, 0xFFF0, 0x1F40, 0xFFF0, "tcp_dst=8000/0xfff0"),
+    ("tcp_src", 1024, 0xFC00, 1024, 0xFC00, "tcp_src=1024/0xfc00"),
+    ("udp_dst", 0x1000, 0xF000, 0x1000, 0xF000, "udp_dst=4096/0xf000"),
+    ("udp_src", 53, 0xFFFF, 53, None, "udp_src=53"),
+    ("tcp_dst", 80, 0, None, None, ""),
+    ("ipv4_src", ip4("10.1.2.3"), 0xFFFFFF00, ip4("10.1.2.0"), 0xFFFFFF00,
+     "nw_src=10.1.2.0/255.255.255.0"),
+    ("ipv4_dst", ip4("10.1.2.3"), 0xFFFFFFFF, ip4("10.1.2.3"), None, "nw_dst=10.1.2.3"),
+    ("ipv6_src", ip6("fd00:1:2:3::9"), ~((1 << 64) - 1), ip6("fd00:1:2:3::"),
+     ((1 << 64) - 1) << 64, "ipv6_src=fd00:1:2:3::/ffff:ffff:ffff:ffff::"),
+    ("ipv6_dst", ip6("fd00::1"), (1 << 128) - 1, ip6("fd00::1"), None, "ipv6_dst=fd00::1"),
+    ("ipv6_dst", ip6("2001:db8::"), ~((1 << 96) - 1), ip6("2001:db8::"),
+     ((1 << 32) - 1) << 96, "ipv6_dst=2001:db8::/ffff:ffff::"),
+]
+
+
+@pytest.mark.parametrize("case", MASKED_CASES, ids=lambda c: f"{c[0]}/{c[2]:#x}")
+def test_masked_matches_are_canonical_and_round_trip(case: tuple[Any, ...]) -> None:
+    name, value, mask, cvalue, cmask, text = case
+    m = match(**{name: (value, mask)})
+    assert m == (() if cvalue is None else (MatchField(name, cvalue, cmask),))
+    flow = _flow_of(m)
+    assert match_text(flow) == text
+    assert ofwire.decode_match(ofwire.encode_match(m))[0] == m
+    assert _round_trip(flow) == flow
+    # what a switch would report with the value not masked, or an all-ones mask
+    if cvalue is not None:
+        from controller.ofwire.fields import FIELDS
+        spec = FIELDS[name]
+        n = spec.nbytes
+        wire_mask = cmask if cmask is not None else (1 << (8 * n)) - 1
+        tlv = spec.masked_header.to_bytes(4, "big") + (value | ~wire_mask & (
+            (1 << 8 * n) - 1)).to_bytes(n, "big") + wire_mask.to_bytes(n, "big")
+        raw = struct.pack("!HH", 1, 4 + len(tlv)) + tlv
+        assert ofwire.decode_match(raw + bytes(-len(raw) % 8))[0] == m
+
+
+def test_icmp_type_and_code_are_exact_only() -> None:
+    for prefix, eth, proto in (("icmpv4", 0x0800, 1), ("icmpv6", 0x86DD, 58)):
+        m = match(eth_type=eth, ip_proto=proto, **{f"{prefix}_type": 3, f"{prefix}_code": 4})
+        assert _round_trip(_flow_of(m)) == _flow_of(m)
+        assert match(**{f"{prefix}_type": (3, 0xFF)}) == (MatchField(f"{prefix}_type", 3),)
+        for f in ("type", "code"):
+            with pytest.raises(ValueError):
+                match(**{f"{prefix}_{f}": (3, 0xF0)})
+
+
+def test_match_refuses_values_wider_than_the_field() -> None:
+    for spec in ({"tcp_dst": 0x10000}, {"reg7": -1}, {"ipv4_src": (1 << 32, 0xFF)}):
+        with pytest.raises(ValueError):
+            match(**spec)
+
+
+# Prerequisites ovs-ofctl needs before a field can be matched.
+_PREREQ = {
+    "vlan_pcp": "vlan_tci=0x1000/0x1000", "ip_dscp": "ip", "ip_proto": "ip", "ipv4_src": "ip",
+    "ipv4_dst": "ip", "ipv6_src": "ipv6", "ipv6_dst": "ipv6", "tcp_src": "tcp",
+    "tcp_dst": "tcp", "udp_src": "udp", "udp_dst": "udp", "icmpv4_type": "icmp",
+    "icmpv4_code": "icmp", "icmpv6_type": "icmp6", "icmpv6_code": "icmp6",
+    "ipv6_nd_target": "icmp6,icmp_type=135", "ipv6_nd_sll": "icmp6,icmp_type=135",
+    "ipv6_nd_tll": "icmp6,icmp_type=136", "arp_op": "arp", "arp_spa": "arp",
+    "arp_tpa": "arp", "arp_sha": "arp", "arp_tha": "arp",
+}
+
+
+@needs_ofctl
+def test_unmaskable_fields_are_the_ones_ovs_refuses_to_mask() -> None:
+    """flows.UNMASKABLE is exactly the set of fields ovs-ofctl refuses a partial mask on."""
+    refused = set()
+    for name in FIELD_BITS:
+        text = match_text(_flow_of((MatchField(name, 0, 1),)))
+        prereq = _PREREQ.get(name)
+        spec = f"{prereq},{text}" if prereq else text
+        assert OFCTL is not None
+        r = subprocess.run([OFCTL, "-O", "OpenFlow13", "parse-flow", f"{spec},actions=drop"],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            refused.add(name)
+    assert refused == UNMASKABLE
+    for name in UNMASKABLE:
+        with pytest.raises(ValueError):
+            match(**{name: (0, 1)})
