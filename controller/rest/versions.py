@@ -8,12 +8,19 @@ from webob import Request
 
 from controller.rest.errors import NotFound
 
-COLLECTIONS = (("network", "networks"), ("subnet", "subnets"), ("port", "ports"))
+COLLECTIONS = (
+    ("network", "networks"),
+    ("subnet", "subnets"),
+    ("port", "ports"),
+    ("security_group", "security-groups"),
+    ("security_group_rule", "security-group-rules"),
+)
 
 EXTENSIONS = (
     ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
     ("port-security", "Port Security", "Provides port security"),
+    ("security-group", "security-group", "The security groups extension."),
     (
         "external-net",
         "Neutron external network",

@@ -35,7 +35,8 @@ def test_root_lists_versions_like_neutron(env: Env) -> None:
 def test_v2_lists_resources(env: Env) -> None:
     for path in ("/v2.0", "/v2.0/"):
         body = env.ok("GET", path)
-        assert {r["collection"] for r in body["resources"]} == {"networks", "subnets", "ports"}
+        assert {r["collection"] for r in body["resources"]} == {
+            "networks", "subnets", "ports", "security-groups", "security-group-rules"}
         assert body["resources"][0]["links"][0]["href"].startswith("http://localhost/v2.0/")
 
 

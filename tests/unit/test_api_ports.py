@@ -41,7 +41,9 @@ def test_create_allocates_mac_and_first_free_ip(
     assert p1["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "10.0.0.2"}]
     assert p2["fixed_ips"][0]["ip_address"] == "10.0.0.3"
     assert p1["status"] == "DOWN" and p1["binding:vif_type"] == "unbound"
-    assert p1["port_security_enabled"] is True and p1["security_groups"] == []
+    assert p1["port_security_enabled"] is True
+    default_sg = [g.id for g in env.store.latest().security_groups.values() if g.name == "default"]
+    assert p1["security_groups"] == default_sg and len(default_sg) == 1  # Neutron's default group
     stored = env.store.latest().ports[p1["id"]]
     assert stored.fixed_ips == (model.FixedIP(subnet["id"], "10.0.0.2"),)
     assert stored.mac_address == p1["mac_address"]
