@@ -71,7 +71,8 @@ class ApiClient:
     def create(self, kind: str, wait: bool = False, **attrs: Any) -> dict[str, Any]:
         """POST /v2.0/<kind>s {<kind>: attrs} and return the created object."""
         suffix = "?wait=true" if wait else ""
-        return self.post(f"/v2.0/{kind}s{suffix}", {kind: attrs}).ok()[kind]
+        collection = kind.replace("_", "-") + "s"  # security_group -> security-groups
+        return self.post(f"/v2.0/{collection}{suffix}", {kind: attrs}).ok()[kind]
 
     def metric(self, name: str) -> float:
         """Sum of all samples of one Prometheus metric at /metrics."""

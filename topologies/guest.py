@@ -28,15 +28,20 @@ GUEST_IF = "eth0"
 
 
 class TcpListener:
-    """A one-shot ``nc -l`` inside a guest, capturing what it receives to a file."""
+    """An ``nc -l`` inside a guest, capturing what it receives to a file.
 
-    def __init__(self, guest: Guest, port: int, ipv6: bool = False, timeout: float = 5.0):
+    One-shot by default; with `keep` it accepts connection after connection (``-k``).
+    """
+
+    def __init__(self, guest: Guest, port: int, ipv6: bool = False, timeout: float = 5.0,
+                 keep: bool = False):
         self.guest = guest
         self.port = port
         fd, path = tempfile.mkstemp(prefix=f"loom-nc-{guest.name}-{port}-")
         self.path = Path(path)
         with open(fd, "wb") as out:
-            argv = ["nc", "-6" if ipv6 else "-4", "-l", "-n", str(port)]
+            argv = ["nc", "-6" if ipv6 else "-4", "-l", *(["-k"] if keep else []), "-n",
+                    str(port)]
             self.proc = nsutil.popen(argv, netns=guest.netns, stdout=out, stderr=subprocess.DEVNULL)
         guest.sandbox.record_process(self.proc.pid, "nc")
         guest._listeners.append(self)
@@ -137,6 +142,36 @@ class Guest:
             if bridge is None:
                 raise ValueError("bridge is required with ovs")
             self.attach(ovs, bridge)
+
+    @classmethod
+    def existing(
+        cls,
+        name: str,
+        netns: str,
+        mac: str,
+        ip_cidr: str | None,
+        ipv6_cidr: str | None = None,
+        *,
+        sandbox: Sandbox,
+        port_id: str,
+        ovs: OvsInstance | None = None,
+        bridge: str | None = None,
+        port_name: str | None = None,
+        mtu: int = 1500,
+    ) -> Guest:
+        """A handle on a guest made earlier (e.g. by another process, as the lab's CLI
+        does): creates nothing; `sandbox` must be the one that recorded it."""
+        self = cls.__new__(cls)
+        self.name, self.mac, self.ip_cidr, self.ipv6_cidr = name, mac, ip_cidr, ipv6_cidr
+        self.mtu, self.gateway, self.gateway6 = mtu, None, None
+        self._own_sandbox = False
+        self.sandbox = sandbox
+        self.netns = netns
+        self.ifname = GUEST_IF
+        self.port_id = port_id
+        self.ovs, self.bridge, self.port_name = ovs, bridge, port_name
+        self._listeners = []
+        return self
 
     # -- plumbing -----------------------------------------------------------------
     def attach(
@@ -275,9 +310,9 @@ class Guest:
             return count, 0
         return int(m.group(1)), int(m.group(2))
 
-    def tcp_listen(self, port: int, ipv6: bool = False) -> TcpListener:
+    def tcp_listen(self, port: int, ipv6: bool = False, keep: bool = False) -> TcpListener:
         """Start ``nc -l PORT`` in the background; returns once it is listening."""
-        return TcpListener(self, port, ipv6=ipv6)
+        return TcpListener(self, port, ipv6=ipv6, keep=keep)
 
     def tcp_connect(
         self,
