@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
