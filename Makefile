@@ -12,7 +12,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REQ_STAMP := $(VENV)/.requirements.stamp
 APT_PACKAGES := openvswitch-switch openvswitch-common mininet iproute2 iputils-ping iperf3 \
-	ethtool netcat-openbsd tcpdump python3-venv python3-pip make procps psmisc curl
+	ethtool netcat-openbsd tcpdump python3-venv python3-pip make procps psmisc curl docker-compose
 # Lint/type-check only the source trees that exist and hold Python files (git keeps
 # no empty directories, and mypy refuses a directory without any .py file).
 py_dirs = $(strip $(foreach d,$(1),$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d))))
@@ -87,6 +87,7 @@ test: require-root deps
 	echo "== pytest"; "$(PY)" -m pytest -q tests || rc=1; \
 	echo "== ruff check $(LINT_DIRS)"; "$(PY)" -m ruff check $(LINT_DIRS) || rc=1; \
 	echo "== mypy $(TYPE_DIRS)"; "$(PY)" -m mypy $(TYPE_DIRS) || rc=1; \
+	echo "== docker-compose config -q"; docker-compose config -q || rc=1; \
 	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)" >&2; fi; \
 	exit $$rc
 

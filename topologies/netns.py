@@ -424,7 +424,18 @@ class Sandbox:
         return host_ip, ns_ip, host_if
 
 
-def _free_mgmt_subnet() -> ipaddress.IPv4Network:
+def mgmt_lock() -> contextlib.AbstractContextManager[None]:
+    """The lock under which management subnets are picked and their addresses added."""
+    return _state_lock()
+
+
+def free_mgmt_subnet(prefixlen: int = 30) -> ipaddress.IPv4Network:
+    """A /`prefixlen` of 100.64.0.0/10 overlapping no address or route of the root
+    namespace. Hold `mgmt_lock()` until its address is added, so no other run picks it."""
+    return _free_mgmt_subnet(prefixlen)
+
+
+def _free_mgmt_subnet(prefixlen: int = 30) -> ipaddress.IPv4Network:
     used: list[ipaddress.IPv4Network] = []
     for argv in (["ip", "-4", "-o", "addr", "show"], ["ip", "-4", "route", "show", "table", "all"]):
         for line in run(argv, check=False).stdout.splitlines():
@@ -437,14 +448,15 @@ def _free_mgmt_subnet() -> ipaddress.IPv4Network:
                         used.append(net)
     used = [n for n in used if n.overlaps(MGMT_SUPERNET)]
     # Start at a per-process offset so parallel runs rarely even compete for the lock.
-    count = MGMT_SUPERNET.num_addresses // 4
-    start = os.getpid() % 4096
+    size = 1 << (32 - prefixlen)
+    count = MGMT_SUPERNET.num_addresses // size
+    start = os.getpid() % min(4096, count)
     base = int(MGMT_SUPERNET.network_address)
     for i in range(count):
-        cand = ipaddress.IPv4Network((base + 4 * ((start + i) % count), 30))
+        cand = ipaddress.IPv4Network((base + size * ((start + i) % count), prefixlen))
         if not any(cand.overlaps(u) for u in used):
             return cand
-    raise RuntimeError("no free /30 in 100.64.0.0/10")
+    raise RuntimeError(f"no free /{prefixlen} in {MGMT_SUPERNET}")
 
 
 def _destroy_netns(name: str) -> None:
@@ -478,6 +490,17 @@ def _remove_objects(
             if proc.returncode != 0:
                 problems.append(f"netns {ns}: {proc.stderr.strip()}")
     return problems
+
+
+def remove_objects(
+    processes: Sequence[Sequence[Any]],
+    links: Sequence[Sequence[Any]],
+    namespaces: Sequence[str],
+) -> list[str]:
+    """Remove recorded objects as `Sandbox.cleanup()` does (processes whose cmdline still
+    holds their marker, everything running in the namespaces, the links, the namespaces);
+    return problems. For records kept elsewhere, e.g. the lab's state file."""
+    return _remove_objects(processes, links, namespaces)
 
 
 def sweep_stale() -> list[str]:

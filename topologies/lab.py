@@ -1,0 +1,608 @@
+"""A multi-host Loom lab on one machine: hypervisors as namespaces, each with its own OVS.
+
+    python -m topologies.lab up SPEC [--name NAME] [--no-controller] [--keep-on-error]
+    python -m topologies.lab status [SPEC|NAME] [--json]
+    python -m topologies.lab add-hypervisor SPEC|NAME HV
+    python -m topologies.lab remove-hypervisor SPEC|NAME HV
+    python -m topologies.lab down SPEC|NAME [--keep-logs]
+
+Python: ``lab = Lab.up(load_spec(path))``; ``lab.guest("a1").ping(...)``;
+``lab.hypervisor("hv1").ovs.dump_flows("br-int")``; ``lab.api.get(...)``; ``lab.down()``.
+``Lab.load(name)`` attaches to a lab brought up by another process.
+
+`up` prints one line per step and records everything it makes, as it makes it, in
+``/run/loom-lab/<name>.json``; `down` removes exactly that (see labstate.py), also
+after `up` was killed half-way. The plumbing is in labnet.py, the spec in labspec.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from topologies.api_client import ApiClient
+from topologies.controller_process import ROOT, ControllerProcess, free_port
+from topologies.guest import Guest
+from topologies.labnet import (
+    Hypervisor,
+    adopt_hypervisor,
+    make_hypervisor,
+    make_mgmt,
+    make_underlay,
+    ping_underlay,
+    remove_hypervisor,
+    tunnel_ports,
+)
+from topologies.labspec import LabSpec, PlacedGuest, SpecError, load_spec
+from topologies.labstate import (
+    LabError,
+    LabSandbox,
+    LabState,
+    Progress,
+    lab_lock,
+    lab_names,
+    pid_alive,
+    state_path,
+    stop_controller,
+    teardown,
+)
+from topologies.netns import Sandbox
+
+INTEGRATION_BRIDGE = "br-int"
+
+
+def _printer() -> Progress:
+    start = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - start:6.1f}s] {line}", flush=True)
+
+    return say
+
+
+class Lab:
+    """A running lab. Make one with `Lab.up(spec)` or attach with `Lab.load(name)`."""
+
+    def __init__(self, state: LabState, spec: LabSpec | None, progress: Progress):
+        self.state = state
+        self.spec = spec
+        self.progress = progress
+        self.sandbox = LabSandbox(state)
+        self.hypervisors: dict[str, Hypervisor] = {}
+        self.guests: dict[str, Guest] = {}
+        self.controller: ControllerProcess | None = None
+
+    # -- public API -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def prefix(self) -> str:
+        return self.state.prefix
+
+    @property
+    def api(self) -> ApiClient:
+        url = self.state.data["controller"].get("rest_url")
+        if not url:
+            raise LabError(f"lab {self.name} has no controller")
+        return ApiClient(url)
+
+    def guest(self, name: str) -> Guest:
+        try:
+            return self.guests[name]
+        except KeyError:
+            raise KeyError(f"lab {self.name} has no guest {name!r}") from None
+
+    def guest_info(self, name: str) -> dict[str, Any]:
+        """project, network, hypervisor, ip_cidr, mac, port_id, netns of a guest."""
+        return dict(self.state.data["guests"][name])
+
+    def hypervisor(self, name: str) -> Hypervisor:
+        try:
+            return self.hypervisors[name]
+        except KeyError:
+            raise KeyError(f"lab {self.name} has no hypervisor {name!r}") from None
+
+    @property
+    def underlay_netns(self) -> str:
+        return str(self.state.data["underlay"]["netns"])
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- up -----------------------------------------------------------------------
+    @classmethod
+    def up(
+        cls,
+        spec: LabSpec | str | Path,
+        *,
+        name: str | None = None,
+        controller: bool = True,
+        keep_on_error: bool = False,
+        wait_active: bool = True,
+        progress: Progress | None = None,
+    ) -> Lab:
+        """Bring a lab up; on failure remove what was made (logs stay) unless keep_on_error.
+
+        `controller=False`: hypervisors, management and underlay only (no controller,
+        no API objects, no guests), e.g. to test the underlay by itself.
+        """
+        say = progress or _printer()
+        if not isinstance(spec, LabSpec):
+            spec = load_spec(spec, name)
+        elif name:
+            spec = LabSpec(name, spec.hypervisors, spec.projects, spec.controller, spec.source)
+        with lab_lock(spec.name):
+            prefix = Sandbox._fresh_prefix()
+            state = LabState.create(spec.name, prefix, spec_file=spec.source,
+                                    with_controller=controller)
+            lab = cls(state, spec, say)
+            say(f"lab {spec.name}: prefix {prefix}, state {state.path}, "
+                f"{len(spec.hypervisors)} hypervisor(s), {len(spec.guests())} guest(s)")
+            try:
+                lab._bring_up(controller, wait_active)
+            except BaseException as exc:
+                lab._failed(exc, keep_on_error)
+                raise
+        return lab
+
+    def _bring_up(self, with_controller: bool, wait_active: bool) -> None:
+        assert self.spec is not None
+        t0 = time.monotonic()
+        mgmt = make_mgmt(self.sandbox, self.state)
+        self.progress(f"management bridge {mgmt['bridge']}: {mgmt['host_ip']}/24 "
+                      f"({mgmt['subnet']})")
+        ul = make_underlay(self.sandbox, self.state)
+        self.progress(f"underlay: netns {ul['netns']}, bridge {ul['bridge']}, {ul['subnet']}")
+        for hv in self.spec.hypervisors:
+            self.hypervisors[hv.name] = make_hypervisor(self.sandbox, self.state, hv.name,
+                                                        self.progress)
+        self._warm_up(list(self.hypervisors.values()))
+        self._timing("plumbing", t0)
+        if with_controller:
+            t1 = time.monotonic()
+            for rec in self.state.data["hypervisors"].values():
+                rec["chassis_source"] = "command-line"
+            self._start_controller()
+            self._wait_integration_bridges(self.hypervisors.values())
+            self._timing("controller", t1)
+            t2 = time.monotonic()
+            ports = self._create_api_objects()
+            self._timing("api", t2)
+            t3 = time.monotonic()
+            for pg in self.spec.guests():
+                self._make_guest(pg, ports[pg.name])
+            self._timing("guests", t3)
+            if wait_active:
+                t4 = time.monotonic()
+                self.wait_ports_active([p["id"] for p in ports.values()])
+                if len(self.hypervisors) > 1:
+                    self._prime_tunnels()
+                self._timing("ports_active", t4)
+        self.state.data["phase"] = "up"
+        self._timing("total", t0)
+        self.progress(f"lab {self.name} is up in {time.monotonic() - t0:.1f}s; "
+                      f"tear down: python -m topologies.lab down {self.name}")
+
+    def _warm_up(self, hvs: list[Hypervisor]) -> None:
+        failed = ping_underlay(hvs)
+        if failed:
+            raise LabError(f"underlay: no answer for {', '.join(failed)}")
+        self.progress(f"underlay: {len(hvs)} encap IP(s) reach each other")
+
+    def _prime_tunnels(self, timeout: float = 15) -> None:
+        """Wait for the controller's tunnel mesh, then prime OVS's tunnel neighbour
+        caches (see ping_underlay); a missing mesh is reported, not fatal."""
+        hvs = list(self.hypervisors.values())
+        deadline = time.monotonic() + timeout
+        while any(not tunnel_ports(hv, INTEGRATION_BRIDGE) for hv in hvs):
+            if time.monotonic() > deadline:
+                self.progress("tunnels: the controller made no tunnel ports (yet)")
+                return
+            time.sleep(0.1)
+        ping_underlay(hvs)
+        counts = ", ".join(f"{hv.name} {len(tunnel_ports(hv, INTEGRATION_BRIDGE))}"
+                           for hv in hvs)
+        self.progress(f"tunnels on {INTEGRATION_BRIDGE}: {counts}; tunnel neighbours primed")
+
+    def _timing(self, what: str, since: float) -> None:
+        self.state.data["timings"][what] = round(time.monotonic() - since, 2)
+        self.state.save()
+
+    def _failed(self, exc: BaseException, keep: bool) -> None:
+        self.progress(f"up failed: {type(exc).__name__}: {exc}")
+        if self.controller is not None:
+            self.progress("controller log tail:\n" + self.controller.log_tail(20))
+        if keep:
+            self.state.data["phase"] = "failed"
+            self.state.save()
+            self.progress(f"left as it is for inspection; remove with: "
+                          f"python -m topologies.lab down {self.name}")
+            return
+        problems = teardown(self.state, self.progress, keep_workdir=True)
+        self.progress(f"removed what was made; logs kept in {self.state.workdir}"
+                      + (f"; problems: {problems}" if problems else ""))
+
+    # -- controller -----------------------------------------------------------------
+    def chassis_remotes(self) -> list[str]:
+        """The --chassis flags: every hypervisor not added through the API."""
+        return [str(h["db_remote"]) for h in self.state.data["hypervisors"].values()
+                if h.get("chassis_source") == "command-line"]
+
+    def _start_controller(self) -> None:
+        """Start `python -m controller` (as ControllerProcess would) and record its pid
+        the moment it exists, so a crash of this process never orphans it."""
+        rec = self.state.data["controller"]
+        spec_ctl = self.spec.controller if self.spec else None
+        host = self.state.data["mgmt"]["host_ip"]
+        state_dir = Path(rec.get("state_dir") or self.state.workdir / "controller")
+        ctl = ControllerProcess(
+            state_dir, self.chassis_remotes(), of_host=host,
+            rest_port=rec.get("rest_port") or (spec_ctl and spec_ctl.rest_port) or free_port(),
+            of_port=rec.get("of_port") or (spec_ctl and spec_ctl.of_port) or free_port(host))
+        rec.update(state_dir=str(state_dir), rest_port=ctl.rest_port, of_port=ctl.of_port,
+                   of_target=ctl.of_target, rest_url=ctl.api.base_url, chassis=ctl.chassis,
+                   log=str(ctl.log_path), pid=None)
+        self.state.save()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(ctl.log_path, "ab") as log:
+            ctl.proc = subprocess.Popen(ctl.argv(), cwd=ROOT, stdout=log,
+                                        stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+        self.state.set("controller", "pid", ctl.proc.pid)
+        self.controller = ctl
+        deadline = time.monotonic() + 30
+        while True:
+            if ctl.proc.poll() is not None:
+                raise LabError(f"controller exited {ctl.proc.returncode}: {ctl.log_tail()}")
+            try:
+                if ctl.api.get("/v1/health").status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise LabError(f"controller not healthy in 30s: {ctl.log_tail()}")
+            time.sleep(0.1)
+        self.progress(f"controller pid {ctl.proc.pid}: REST {ctl.api.base_url}, OpenFlow "
+                      f"{ctl.of_target}, {len(ctl.chassis)} chassis, log {ctl.log_path}")
+
+    def _restart_controller(self) -> None:
+        stop_controller(self.state.data["controller"])
+        self.controller = None
+        self._start_controller()
+
+    def _wait_integration_bridges(self, hvs: Iterable[Hypervisor], timeout: float = 30) -> None:
+        for hv in hvs:
+            dpid = hv.ovs.wait_for_bridge(INTEGRATION_BRIDGE, timeout)
+            self.progress(f"hypervisor {hv.name}: {INTEGRATION_BRIDGE} made by the controller "
+                          f"(dpid {dpid:016x})")
+        self._wait_switches(len(self.state.data["hypervisors"]), timeout)
+
+    def _wait_switches(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        ready: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            resp = self.api.get("/v1/switches")
+            if resp.status == 200:
+                ready = [s for s in resp.body.get("switches", [])
+                         if s.get("connected") and s.get("synced_generation") is not None]
+                if len(ready) >= n:
+                    self.progress(f"{len(ready)} switch(es) connected to the controller and synced")
+                    return
+            time.sleep(0.1)
+        raise LabError(f"only {len(ready)} of {n} switches connected and synced in {timeout}s")
+
+    # ---------------------------------------------------------------------------------
+    # CHASSIS REGISTRATION: the one place that tells the controller about chassis.
+    # Chassis of `up` are --chassis flags (source "command-line"); hypervisors added
+    # later go through POST /v1/chassis (source "api", stored in the controller's
+    # northbound db). DELETE /v1/chassis refuses a command-line chassis (409
+    # ChassisFromCommandLine): the controller is then restarted without its flag, with
+    # the same state dir (so the same intent) and ports; flows stay installed on the
+    # switches meanwhile (fail_mode secure).
+    # ---------------------------------------------------------------------------------
+    def register_chassis(self, hv: Hypervisor) -> str:
+        resp = self.api.post("/v1/chassis", {"chassis": {"name": hv.name,
+                                                         "remote": hv.db_remote}})
+        if not 200 <= resp.status < 300:
+            raise LabError(f"POST /v1/chassis {hv.name}: HTTP {resp.status}: {resp.body}")
+        self.state.data["hypervisors"][hv.name]["chassis_source"] = "api"
+        self.state.save()
+        return "registered with POST /v1/chassis"
+
+    def unregister_chassis(self, name: str) -> str:
+        resp = self.api.delete(f"/v1/chassis/{name}")
+        if 200 <= resp.status < 300:
+            return f"removed with DELETE /v1/chassis/{name}"
+        if resp.status == 409 and _error_type(resp.body) == "ChassisFromCommandLine":
+            self.state.data["hypervisors"][name]["chassis_source"] = "removed"
+            self._restart_controller()
+            return "controller restarted without its --chassis (given on the command line)"
+        raise LabError(f"DELETE /v1/chassis/{name}: HTTP {resp.status}: {resp.body}")
+
+    # -- API objects and guests -------------------------------------------------------
+    def _create_api_objects(self) -> dict[str, dict[str, Any]]:
+        """Networks, subnets and one port per guest, through the REST API as admin."""
+        assert self.spec is not None
+        api, rec = self.api, self.state.data["api"]
+        ports: dict[str, dict[str, Any]] = {}
+        for project in self.spec.projects:
+            for net in project.networks:
+                key = f"{project.name}/{net.name}"
+                body: dict[str, Any] = {"name": net.name, "project_id": project.name,
+                                        "provider:network_type": net.type}
+                if net.segmentation_id is not None:
+                    body["provider:segmentation_id"] = net.segmentation_id
+                n = api.create("network", **body)
+                rec["networks"][key] = {"id": n["id"], "type": n["provider:network_type"],
+                                        "segmentation_id": n["provider:segmentation_id"],
+                                        "mtu": n["mtu"]}
+                self.state.save()
+                subnet_ids = {}
+                for sub in net.subnets:
+                    version = sub.network.version
+                    s = api.create("subnet", network_id=n["id"], cidr=sub.cidr,
+                                   ip_version=version, project_id=project.name,
+                                   name=f"{net.name}-v{version}")
+                    rec["subnets"][f"{key}/{sub.cidr}"] = s["id"]
+                    subnet_ids[sub.cidr] = s["id"]
+                    self.state.save()
+                self.progress(f"network {key}: {n['provider:network_type']} "
+                              f"{n['provider:segmentation_id']}, "
+                              f"{', '.join(s.cidr for s in net.subnets)}, id {n['id']}")
+                for g in net.guests:
+                    body = {"network_id": n["id"], "project_id": project.name, "name": g.name,
+                            "binding:host_id": g.hypervisor}
+                    if g.ip:
+                        cidr = next(s.cidr for s in net.subnets
+                                    if ipaddress.ip_address(g.ip) in s.network)
+                        body["fixed_ips"] = [{"subnet_id": subnet_ids[cidr], "ip_address": g.ip}]
+                    port = api.create("port", **body)
+                    rec["ports"][g.name] = port["id"]
+                    self.state.save()
+                    ports[g.name] = port
+        self.progress(f"API: {len(rec['networks'])} network(s), {len(rec['subnets'])} "
+                      f"subnet(s), {len(ports)} port(s)")
+        return ports
+
+    def _make_guest(self, pg: PlacedGuest, port: dict[str, Any]) -> Guest:
+        assert self.spec is not None
+        net = self.spec.network(pg.project, pg.network)
+        hv = self.hypervisor(pg.spec.hypervisor)
+        cidrs: dict[int, str] = {}
+        for fixed in port["fixed_ips"]:
+            ip = ipaddress.ip_address(fixed["ip_address"])
+            sub = next(s.network for s in net.subnets if ip in s.network)
+            cidrs.setdefault(ip.version, f"{ip}/{sub.prefixlen}")
+        mtu = int(self.state.data["api"]["networks"][f"{pg.project}/{pg.network}"]["mtu"])
+        g = Guest(pg.name, port["mac_address"], cidrs.get(4), cidrs.get(6), sandbox=self.sandbox,
+                  ovs=hv.ovs, bridge=INTEGRATION_BRIDGE, port_id=port["id"], mtu=mtu)
+        self.guests[pg.name] = g
+        self.state.set("guests", pg.name, {
+            "project": pg.project, "network": pg.network, "hypervisor": hv.name,
+            "netns": g.netns, "mac": g.mac, "ip_cidr": g.ip_cidr, "ipv6_cidr": g.ipv6_cidr,
+            "port_id": g.port_id, "port_name": g.port_name, "mtu": mtu})
+        self.progress(f"guest {pg.name}: {pg.project}/{pg.network} on {hv.name}, "
+                      f"{g.ip_cidr or g.ipv6_cidr}, {g.mac}, netns {g.netns}")
+        return g
+
+    def wait_ports_active(self, port_ids: list[str], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(port_ids)
+        while pending:
+            pending = [p for p in pending
+                       if self.api.get(f"/v2.0/ports/{p}").ok()["port"]["status"] != "ACTIVE"]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"{len(pending)} port(s) not ACTIVE in {timeout}s: {pending}")
+            time.sleep(0.2)
+        self.progress(f"{len(port_ids)} port(s) ACTIVE")
+
+    # -- attach, change, down -----------------------------------------------------------
+    @classmethod
+    def load(cls, name: str, progress: Progress | None = None) -> Lab:
+        """Attach to a lab another process brought up (nothing is created)."""
+        state = LabState.load(name)
+        lab = cls(state, None, progress or _printer())
+        for hv_name, rec in state.data["hypervisors"].items():
+            if rec.get("workdir"):
+                lab.hypervisors[hv_name] = adopt_hypervisor(lab.sandbox, hv_name, rec)
+        for g_name, g in state.data["guests"].items():
+            hv = lab.hypervisors.get(g["hypervisor"])
+            lab.guests[g_name] = Guest.existing(
+                g_name, g["netns"], g["mac"], g["ip_cidr"], g.get("ipv6_cidr"),
+                sandbox=lab.sandbox, port_id=g["port_id"], ovs=hv.ovs if hv else None,
+                bridge=INTEGRATION_BRIDGE, port_name=g.get("port_name"), mtu=g.get("mtu", 1500))
+        ctl = state.data["controller"]
+        if ctl.get("state_dir"):
+            lab.controller = ControllerProcess(
+                Path(ctl["state_dir"]), list(ctl.get("chassis", [])),
+                of_host=state.data["mgmt"]["host_ip"], rest_port=ctl["rest_port"],
+                of_port=ctl["of_port"], log_path=Path(ctl["log"]))
+        return lab
+
+    def add_hypervisor(self, name: str) -> Hypervisor:
+        """A new, empty hypervisor in the running lab, made known to the controller."""
+        with lab_lock(self.name):
+            if name in self.state.data["hypervisors"] or name in self.state.data["guests"]:
+                raise LabError(f"lab {self.name} already has a {name!r}")
+            hv = make_hypervisor(self.sandbox, self.state, name, self.progress)
+            self.hypervisors[name] = hv
+            self._warm_up(list(self.hypervisors.values()))
+            if self.state.data["controller"].get("state_dir"):
+                self.progress(f"chassis {name}: {self.register_chassis(hv)}")
+                self._wait_integration_bridges([hv])
+                if self.state.data["guests"]:
+                    self._prime_tunnels()
+        return hv
+
+    def remove_hypervisor(self, name: str) -> None:
+        """Remove a hypervisor and its guests (their ports are deleted through the API)."""
+        with lab_lock(self.name):
+            if name not in self.state.data["hypervisors"]:
+                raise LabError(f"lab {self.name} has no hypervisor {name!r}")
+            has_ctl = bool(self.state.data["controller"].get("state_dir"))
+            for g_name, g in list(self.state.data["guests"].items()):
+                if g["hypervisor"] != name:
+                    continue
+                if has_ctl:
+                    self.api.delete(f"/v2.0/ports/{g['port_id']}")
+                    self.state.data["api"]["ports"].pop(g_name, None)
+                if g["netns"] in self.sandbox.netns:
+                    self.sandbox.delete_netns(g["netns"])
+                self.guests.pop(g_name, None)
+                self.state.drop("guests", g_name)
+                self.progress(f"guest {g_name}: port deleted, namespace removed")
+            if has_ctl:
+                self.progress(f"chassis {name}: {self.unregister_chassis(name)}")
+            remove_hypervisor(self.sandbox, self.state, name)
+            self.hypervisors.pop(name, None)
+            self.progress(f"hypervisor {name}: removed")
+
+    def down(self, keep_workdir: bool = False) -> list[str]:
+        """Remove everything the state file lists; return problems (empty: all gone)."""
+        with lab_lock(self.name):
+            return down_state(self.state, self.progress, keep_workdir)
+
+
+def _error_type(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("NeutronError"), dict):
+        return str(body["NeutronError"].get("type"))
+    return None
+
+
+def down_state(state: LabState, progress: Progress, keep_workdir: bool = False) -> list[str]:
+    owner = int(state.data.get("owner_pid", 0))
+    if state.data.get("phase") == "creating" and owner != os.getpid() and pid_alive(owner):
+        raise LabError(f"lab {state.name} is being brought up by pid {owner}; "
+                       "wait for it, or stop that process first")
+    problems = teardown(state, progress, keep_workdir)
+    progress(f"lab {state.name}: " + (f"problems: {problems}" if problems else "down"))
+    return problems
+
+
+# -- status ---------------------------------------------------------------------------
+def status_text(state: LabState) -> str:
+    d = state.data
+    lines = [f"lab {state.name}: {d.get('phase')}, prefix {d['prefix']}, state {state.path}"]
+    if d.get("timings"):
+        lines.append("  timings: " + ", ".join(f"{k} {v}s" for k, v in d["timings"].items()))
+    ctl, mgmt, ul = d.get("controller", {}), d.get("mgmt", {}), d.get("underlay", {})
+    if mgmt:
+        lines.append(f"  management: bridge {mgmt['bridge']} {mgmt['host_ip']} ({mgmt['subnet']})")
+    if ul:
+        lines.append(f"  underlay: netns {ul['netns']}, bridge {ul['bridge']}, {ul['subnet']}")
+    api = None
+    if ctl.get("state_dir"):
+        alive = pid_alive(ctl.get("pid"), ctl["state_dir"])
+        lines.append(f"  controller: pid {ctl.get('pid')} {'running' if alive else 'NOT RUNNING'}"
+                     f", REST {ctl.get('rest_url')}, OpenFlow {ctl.get('of_target')}, "
+                     f"log {ctl.get('log')}")
+        api = ApiClient(ctl["rest_url"], timeout=3) if alive else None
+    for name, h in d.get("hypervisors", {}).items():
+        alive = pid_alive(h.get("vswitchd_pid"), str(h.get("workdir")))
+        lines.append(f"  hypervisor {name}: netns {h.get('netns')}, mgmt {h.get('mgmt_ip')}, "
+                     f"encap {h.get('encap_ip')}, ovs-vswitchd "
+                     f"{'running' if alive else 'NOT RUNNING'}, db {h.get('db_remote')}")
+    for name, g in d.get("guests", {}).items():
+        status = "?"
+        if api is not None:
+            try:
+                resp = api.get(f"/v2.0/ports/{g['port_id']}")
+                status = resp.body["port"]["status"] if resp.status == 200 else str(resp.status)
+            except (OSError, KeyError, TypeError):
+                status = "?"
+        lines.append(f"  guest {name}: {g['project']}/{g['network']} on {g['hypervisor']}, "
+                     f"{g.get('ip_cidr') or g.get('ipv6_cidr')}, {g['mac']}, port "
+                     f"{g['port_id']} {status}, netns {g['netns']}")
+    return "\n".join(lines)
+
+
+# -- CLI ------------------------------------------------------------------------------
+def _lab_name(arg: str) -> str:
+    """SPEC (a YAML file: its name) or a lab name."""
+    if arg.endswith((".yaml", ".yml")) or Path(arg).is_file():
+        return load_spec(arg).name
+    return arg
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m topologies.lab",
+                                description="Multi-host Loom lab in network namespaces")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="bring a lab up from a YAML spec")
+    up.add_argument("spec")
+    up.add_argument("--name", help="lab name (default: the spec's name or file stem)")
+    up.add_argument("--no-controller", action="store_true",
+                    help="hypervisors, management and underlay only")
+    up.add_argument("--keep-on-error", action="store_true",
+                    help="leave a failed lab as it is for inspection")
+    down = sub.add_parser("down", help="remove everything a lab's state file lists")
+    down.add_argument("lab", help="SPEC file or lab name")
+    down.add_argument("--keep-logs", action="store_true", help="keep the workdir (logs, dbs)")
+    st = sub.add_parser("status", help="what is up")
+    st.add_argument("lab", nargs="?", help="SPEC file or lab name (default: every lab)")
+    st.add_argument("--json", action="store_true", help="print the state file(s)")
+    for cmd in ("add-hypervisor", "remove-hypervisor"):
+        c = sub.add_parser(cmd, help=f"{cmd.split('-')[0]} one hypervisor of a running lab")
+        c.add_argument("lab", help="SPEC file or lab name")
+        c.add_argument("hypervisor")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if os.geteuid() != 0:
+        print("lab: needs root (network namespaces, OVS): run with sudo", file=sys.stderr)
+        return 2
+    try:
+        return _run(args)
+    except (LabError, SpecError) as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.cmd == "up":
+        Lab.up(args.spec, name=args.name, controller=not args.no_controller,
+               keep_on_error=args.keep_on_error)
+        return 0
+    if args.cmd == "status":
+        names = [_lab_name(args.lab)] if args.lab else lab_names()
+        if not names:
+            print("no lab is up")
+        for name in names:
+            state = LabState.load(name)
+            print(json.dumps(state.data, indent=1) if args.json else status_text(state))
+        return 0
+    name = _lab_name(args.lab)
+    if args.cmd == "down":
+        if not state_path(name).exists():
+            print(f"lab {name}: not up (no {state_path(name)})")
+            return 0
+        with lab_lock(name):
+            return 1 if down_state(LabState.load(name), _printer(), args.keep_logs) else 0
+    lab = Lab.load(name)
+    if args.cmd == "add-hypervisor":
+        lab.add_hypervisor(args.hypervisor)
+    else:
+        lab.remove_hypervisor(args.hypervisor)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

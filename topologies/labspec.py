@@ -1,0 +1,377 @@
+"""The lab's YAML spec: dataclasses, and validation that reports every problem at once.
+
+    name: demo                      # optional; default: the file's stem
+    hypervisors: [{name: hv1}, {name: hv2}]
+    controller: {rest_port: 9696, of_port: 6653}      # both optional (default: free ports)
+    projects:
+      - name: alpha                 # a project_id; the lab calls the API as admin
+        networks:
+          - name: web
+            type: vxlan             # vxlan | gre | geneve | vlan
+            segmentation_id: 1001   # optional (the API picks the lowest free one)
+            subnets: [{cidr: 10.0.0.0/24}]
+            guests:
+              - {name: a1, hypervisor: hv1, ip: 10.0.0.11}   # ip optional (IPAM picks)
+
+Names of hypervisors and guests become namespace and interface names
+(``<prefix>-<name>``, and ``<prefix>-t<guest>`` for a guest's switch port), so they
+are short: 1-8 characters of ``a-z 0-9 -``, starting with a letter, unique together.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NETWORK_TYPES = ("vxlan", "gre", "geneve", "vlan")
+SEGMENT_RANGES = {
+    "vlan": (1, 4094),
+    "vxlan": (1, (1 << 24) - 1),
+    "geneve": (1, (1 << 24) - 1),
+    "gre": (1, (1 << 32) - 1),
+}
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,7}$")
+LAB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SpecError(ValueError):
+    """The spec is invalid; `problems` lists every problem as ``where: what``."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid lab spec {source}: {len(problems)} problem(s)\n{lines}")
+
+
+@dataclass(frozen=True)
+class HypervisorSpec:
+    name: str
+
+
+@dataclass(frozen=True)
+class SubnetSpec:
+    cidr: str
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.cidr)
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    name: str
+    hypervisor: str
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    type: str
+    segmentation_id: int | None
+    subnets: tuple[SubnetSpec, ...]
+    guests: tuple[GuestSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    name: str
+    networks: tuple[NetworkSpec, ...]
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    rest_port: int | None = None
+    of_port: int | None = None
+
+
+@dataclass(frozen=True)
+class PlacedGuest:
+    """A guest with where it lives in the spec."""
+
+    spec: GuestSpec
+    project: str
+    network: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class LabSpec:
+    name: str
+    hypervisors: tuple[HypervisorSpec, ...]
+    projects: tuple[ProjectSpec, ...] = ()
+    controller: ControllerSpec = field(default_factory=ControllerSpec)
+    source: str = "<dict>"
+
+    def guests(self) -> list[PlacedGuest]:
+        return [
+            PlacedGuest(g, p.name, n.name) for p in self.projects for n in p.networks
+            for g in n.guests
+        ]
+
+    def network(self, project: str, network: str) -> NetworkSpec:
+        for p in self.projects:
+            for n in p.networks:
+                if p.name == project and n.name == network:
+                    return n
+        raise KeyError(f"{project}/{network}")
+
+
+class _Checker:
+    """Collects problems with their location instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, where: str, what: str) -> None:
+        self.problems.append(f"{where}: {what}")
+
+    def mapping(self, value: Any, where: str, allowed: set[str], required: set[str]) -> bool:
+        if not isinstance(value, dict):
+            self.fail(where, f"expected a mapping, got {type(value).__name__}")
+            return False
+        for key in sorted(set(value) - allowed, key=str):
+            self.fail(where, f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required - set(value)):
+            self.fail(where, f"missing required key {key!r}")
+        return True
+
+    def items(self, value: Any, where: str, *, required: bool) -> list[Any]:
+        if value is None:
+            if required:
+                self.fail(where, "must be a non-empty list")
+            return []
+        if not isinstance(value, list):
+            self.fail(where, f"expected a list, got {type(value).__name__}")
+            return []
+        if required and not value:
+            self.fail(where, "must be a non-empty list")
+        return value
+
+    def name(self, value: Any, where: str, pattern: re.Pattern[str], hint: str) -> str | None:
+        if not isinstance(value, str) or not pattern.match(value):
+            self.fail(where, f"{value!r} is not a valid name ({hint})")
+            return None
+        return value
+
+    def port(self, value: Any, where: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            self.fail(where, f"{value!r} is not a TCP port (1-65535)")
+            return None
+        return value
+
+
+_SHORT = "1-8 chars of a-z 0-9 -, starting with a letter"
+
+
+def parse_spec(data: Any, source: str = "<dict>", name: str | None = None) -> LabSpec:
+    """Validate a spec already loaded from YAML; raise SpecError listing every problem."""
+    c = _Checker()
+    if not c.mapping(data, "spec", {"name", "hypervisors", "projects", "controller"},
+                     {"hypervisors"}):
+        raise SpecError(source, c.problems)
+    lab_name = name or data.get("name") or Path(source).stem
+    c.name(lab_name, "name", LAB_NAME_RE, "1-64 chars of A-Z a-z 0-9 _ . -")
+    hypervisors = _hypervisors(c, data.get("hypervisors"))
+    controller = _controller(c, data.get("controller"))
+    hv_names = {h.name for h in hypervisors}
+    projects = _projects(c, data.get("projects"), hv_names)
+    _check_global(c, hypervisors, projects)
+    if c.problems:
+        raise SpecError(source, c.problems)
+    return LabSpec(str(lab_name), tuple(hypervisors), tuple(projects), controller, source)
+
+
+def load_spec(path: str | Path, name: str | None = None) -> LabSpec:
+    """Read and validate a YAML spec file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [f"not valid YAML: {exc}"]) from None
+    return parse_spec(data, str(path), name)
+
+
+def _hypervisors(c: _Checker, raw: Any) -> list[HypervisorSpec]:
+    out = []
+    for i, item in enumerate(c.items(raw, "hypervisors", required=True)):
+        where = f"hypervisors[{i}]"
+        if c.mapping(item, where, {"name"}, {"name"}) and "name" in item:
+            hv = c.name(item["name"], f"{where}.name", NAME_RE, _SHORT)
+            if hv:
+                out.append(HypervisorSpec(hv))
+    return out
+
+
+def _controller(c: _Checker, raw: Any) -> ControllerSpec:
+    if raw is None:
+        return ControllerSpec()
+    if not c.mapping(raw, "controller", {"rest_port", "of_port"}, set()):
+        return ControllerSpec()
+    return ControllerSpec(c.port(raw.get("rest_port"), "controller.rest_port"),
+                          c.port(raw.get("of_port"), "controller.of_port"))
+
+
+def _projects(c: _Checker, raw: Any, hv_names: set[str]) -> list[ProjectSpec]:
+    out = []
+    for i, item in enumerate(c.items(raw, "projects", required=False)):
+        where = f"projects[{i}]"
+        if not c.mapping(item, where, {"name", "networks"}, {"name", "networks"}):
+            continue
+        pname = c.name(item.get("name"), f"{where}.name", PROJECT_RE,
+                       "1-64 chars of A-Z a-z 0-9 _ . -")
+        nets = [
+            _network(c, n, f"{where}.networks[{j}]", hv_names)
+            for j, n in enumerate(c.items(item.get("networks"), f"{where}.networks",
+                                          required=True))
+        ]
+        if pname:
+            out.append(ProjectSpec(pname, tuple(n for n in nets if n is not None)))
+    return out
+
+
+def _network(c: _Checker, raw: Any, where: str, hv_names: set[str]) -> NetworkSpec | None:
+    keys = {"name", "type", "segmentation_id", "subnets", "guests"}
+    if not c.mapping(raw, where, keys, {"name", "type", "subnets"}):
+        return None
+    nname = c.name(raw.get("name"), f"{where}.name", PROJECT_RE, "1-64 chars of A-Z a-z 0-9 _ . -")
+    ntype = raw.get("type")
+    if ntype not in NETWORK_TYPES:
+        c.fail(f"{where}.type", f"{ntype!r} is not one of {', '.join(NETWORK_TYPES)}")
+        ntype = None
+    seg = raw.get("segmentation_id")
+    if seg is not None:
+        if isinstance(seg, bool) or not isinstance(seg, int):
+            c.fail(f"{where}.segmentation_id", f"{seg!r} is not an integer")
+            seg = None
+        elif ntype is not None:
+            low, high = SEGMENT_RANGES[ntype]
+            if not low <= seg <= high:
+                c.fail(f"{where}.segmentation_id", f"{seg} out of range {low}-{high} for {ntype}")
+    subnets = _subnets(c, raw.get("subnets"), f"{where}.subnets")
+    guests = _guests(c, raw.get("guests"), f"{where}.guests", hv_names, subnets)
+    if nname is None or ntype is None:
+        return None
+    return NetworkSpec(nname, ntype, seg, tuple(subnets), tuple(guests))
+
+
+def _subnets(c: _Checker, raw: Any, where: str) -> list[SubnetSpec]:
+    out: list[SubnetSpec] = []
+    versions: set[int] = set()
+    for k, item in enumerate(c.items(raw, where, required=True)):
+        here = f"{where}[{k}]"
+        if not c.mapping(item, here, {"cidr"}, {"cidr"}) or "cidr" not in item:
+            continue
+        try:
+            net = ipaddress.ip_network(str(item["cidr"]), strict=True)
+        except ValueError as exc:
+            c.fail(f"{here}.cidr", f"{item['cidr']!r} is not a network address/prefix ({exc})")
+            continue
+        if net.num_addresses < 4:
+            c.fail(f"{here}.cidr", f"{net} is too small for guests")
+            continue
+        if net.version in versions:
+            c.fail(f"{here}.cidr", f"a network has at most one IPv{net.version} subnet here")
+            continue
+        versions.add(net.version)
+        out.append(SubnetSpec(str(net)))
+    return out
+
+
+def _guests(
+    c: _Checker, raw: Any, where: str, hv_names: set[str], subnets: list[SubnetSpec]
+) -> list[GuestSpec]:
+    out = []
+    for k, item in enumerate(c.items(raw, where, required=False)):
+        here = f"{where}[{k}]"
+        if not c.mapping(item, here, {"name", "hypervisor", "ip"}, {"name", "hypervisor"}):
+            continue
+        gname = c.name(item.get("name"), f"{here}.name", NAME_RE, _SHORT)
+        hv = item.get("hypervisor")
+        if hv not in hv_names:
+            known = ", ".join(sorted(hv_names)) or "none"
+            c.fail(f"{here}.hypervisor", f"{hv!r} is not a hypervisor of this lab (known: {known})")
+        ip = _guest_ip(c, item.get("ip"), f"{here}.ip", subnets)
+        if gname and hv in hv_names:
+            out.append(GuestSpec(gname, str(hv), ip))
+    return out
+
+
+def _guest_ip(c: _Checker, raw: Any, where: str, subnets: list[SubnetSpec]) -> str | None:
+    if raw is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(str(raw))
+    except ValueError:
+        c.fail(where, f"{raw!r} is not an IP address")
+        return None
+    owner = next((s.network for s in subnets if ip in s.network), None)
+    if owner is None:
+        c.fail(where, f"{ip} is in none of the network's subnets")
+        return None
+    if owner.version == 4 and ip in (owner.network_address, owner.broadcast_address):
+        c.fail(where, f"{ip} is the network or broadcast address of {owner}")
+        return None
+    if ip == next(owner.hosts()):
+        c.fail(where, f"{ip} is reserved for {owner}'s gateway (the first address)")
+        return None
+    return str(ip)
+
+
+def _check_global(c: _Checker, hvs: list[HypervisorSpec], projects: list[ProjectSpec]) -> None:
+    """Uniqueness across the whole lab: names, segmentation ids, guest IPs per network."""
+    seen: dict[str, str] = {}
+    for i, hv in enumerate(hvs):
+        _unique(c, seen, hv.name, f"hypervisors[{i}].name")
+    segs: dict[tuple[str, int], str] = {}
+    pnames: set[str] = set()
+    for i, p in enumerate(projects):
+        if p.name in pnames:
+            c.fail(f"projects[{i}].name", f"duplicate project {p.name!r}")
+        pnames.add(p.name)
+        nnames: set[str] = set()
+        for j, n in enumerate(p.networks):
+            where = f"projects[{i}].networks[{j}]"
+            if n.name in nnames:
+                c.fail(f"{where}.name", f"duplicate network {n.name!r} in project {p.name!r}")
+            nnames.add(n.name)
+            if n.segmentation_id is not None:
+                key = (n.type, n.segmentation_id)
+                if key in segs:
+                    c.fail(f"{where}.segmentation_id",
+                           f"{n.type} {n.segmentation_id} already used by {segs[key]}")
+                segs.setdefault(key, f"{p.name}/{n.name}")
+            ips: set[str] = set()
+            for k, g in enumerate(n.guests):
+                _unique(c, seen, g.name, f"{where}.guests[{k}].name")
+                if g.ip is not None:
+                    if g.ip in ips:
+                        c.fail(f"{where}.guests[{k}].ip", f"{g.ip} used twice in {n.name!r}")
+                    ips.add(g.ip)
+
+
+RESERVED_NAMES = {"ul": "the underlay namespace"}
+
+
+def _unique(c: _Checker, seen: dict[str, str], name: str, where: str) -> None:
+    """Hypervisor and guest names share one namespace (they name network namespaces)."""
+    if name in RESERVED_NAMES:
+        c.fail(where, f"name {name!r} is reserved for {RESERVED_NAMES[name]}")
+    elif name in seen:
+        c.fail(where, f"name {name!r} already used at {seen[name]}")
+    else:
+        seen[name] = where
