@@ -14,6 +14,8 @@ would. One network (/16) with one bound guest, then:
       keep-alive connection). That is: ovs-vswitchd assigns an ofport, the
       controller's chassis IDL sees it, the topology and compiler run, the
       reconciler commits the port's flows.
+  For comparison, 2 x 25 more ports are then created alternately with and without
+  `?wait`, each once the engine is idle again.
   (c) baseline: one `ovs-ofctl -O OpenFlow13 --bundle add-flows` of one bound port's
       flows (as `GET /v1/switches/<dpid>/flows` prints them) into a like bridge of
       the same ovs-vswitchd, median of 20; process start-up included.
@@ -105,7 +107,7 @@ def wait_active(api: KeepAlive, port_id: str, timeout: float) -> float:
         time.sleep(POLL_S)
 
 
-def run(n_ports: int, n_bind: int, ofctl_repeat: int) -> dict[str, Any]:
+def run(n_ports: int, n_bind: int, ofctl_repeat: int, n_nowait: int = 25) -> dict[str, Any]:
     sandbox = Sandbox()
     workdir = DEFAULT_BASE / f"{sandbox.prefix}-lat"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -170,6 +172,20 @@ def run(n_ports: int, n_bind: int, ofctl_repeat: int) -> dict[str, Any]:
             vsctl_s.append(committed - started)
             bind_s.append(wait_active(api, port["id"], BIND_TIMEOUT_S) - committed)
 
+        # for the reading: POST with and without ?wait, alternating, each sent on an idle
+        # engine (the previous port's flow is on the switch and 20 ms have passed)
+        paired: dict[bool, list[float]] = {True: [], False: []}
+        for i in range(2 * n_nowait):
+            wait = i % 2 == 0
+            body = {"port": {"network_id": net["id"], "name": f"cmp{i}"}}
+            started = time.perf_counter()
+            resp = api.ok("POST", "/v2.0/ports?wait=true" if wait else "/v2.0/ports", body, 201)
+            paired[wait].append(time.perf_counter() - started)
+            tpa = resp["port"]["fixed_ips"][0]["ip_address"]
+            while not hv.dump_flows("br-int", f"table=20,arp,arp_tpa={tpa}", stats=False):
+                time.sleep(POLL_S)
+            time.sleep(0.02)
+
         # (c) baseline: one port's flows through ovs-ofctl --bundle
         listing = api.ok("GET", f"/v1/switches/{dpid}/flows")["flows"]
         own = [f["flow"] for f in listing if f["owner"]["id"] == created[0]["id"]]
@@ -182,14 +198,19 @@ def run(n_ports: int, n_bind: int, ofctl_repeat: int) -> dict[str, Any]:
             started = time.perf_counter()
             hv.ofctl("--bundle", "add-flows", "br-base", str(flow_file))
             ofctl_s.append(time.perf_counter() - started)
+        compiles = ctl.api.metric("loom_compile_seconds_count")
+        compile_mean = ctl.api.metric("loom_compile_seconds_sum") / max(1.0, compiles)
         installed = len(hv.dump_flows("br-base", stats=False))
         assert installed == len(own), f"br-base holds {installed} flows, expected {len(own)}"
         ok = True
         return {
             "create": summary(create_s), "bind": summary(bind_s),
+            "idle_wait": summary(paired[True]) if n_nowait else None,
+            "idle_nowait": summary(paired[False]) if n_nowait else None,
             "vsctl_median": statistics.median(vsctl_s),
             "ofctl_median": statistics.median(ofctl_s), "ofctl_n": ofctl_repeat,
             "port_flows": len(own), "switch_flows": len(listing),
+            "compiles": int(compiles), "compile_mean": compile_mean,
         }
     finally:
         if api is not None:
@@ -214,25 +235,36 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--ports", type=int, default=500, help="ports created with ?wait=true")
     parser.add_argument("--bind", type=int, default=100, help="of those, ports bound")
     parser.add_argument("--ofctl-repeat", type=int, default=20)
+    parser.add_argument("--nowait", type=int, default=25,
+                        help="after (b), this many ports created with and as many without "
+                             "?wait, alternating, on an idle engine (0: none)")
     args = parser.parse_args(argv)
     if not 0 < args.bind <= args.ports:
         parser.error("--bind must be between 1 and --ports")
     started = time.monotonic()
-    r = run(args.ports, args.bind, args.ofctl_repeat)
+    r = run(args.ports, args.bind, args.ofctl_repeat, args.nowait)
     print(f"command: sudo .venv/bin/python -m bench.bench_rest_latency --ports {args.ports} "
-          f"--bind {args.bind} --ofctl-repeat {args.ofctl_repeat}")
+          f"--bind {args.bind} --ofctl-repeat {args.ofctl_repeat} --nowait {args.nowait}")
     print(f"{'':44} {'n':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for label, key in (("(a) POST /v2.0/ports?wait=true", "create"),
                        ("(b) ovs-vsctl commit -> port status ACTIVE", "bind")):
         s = r[key]
         print(f"{label:44} {s['n']:>4} {ms(s['p50'])} {ms(s['p90'])} {ms(s['p99'])} "
               f"{ms(s['max'])}")
+    for label, key in (("    after (b), idle engine: POST ?wait=true", "idle_wait"),
+                       ("    after (b), idle engine: POST, no wait", "idle_nowait")):
+        s = r[key]
+        if s is not None:
+            print(f"{label:44} {s['n']:>4} {ms(s['p50'])} {ms(s['p90'])} {ms(s['p99'])} "
+                  f"{ms(s['max'])}")
     print(f"{'(c) ovs-ofctl --bundle add-flows, 1 port':44} {r['ofctl_n']:>4} "
           f"{ms(r['ofctl_median'])}   (median; {r['port_flows']} flows, process start "
           "included)")
     print(f"ovs-vsctl --no-wait add-port (pair) itself: median {r['vsctl_median'] * 1000:.1f} "
           f"ms, not in (b); switch held {r['switch_flows']} flows at the end; "
           f"total run {time.monotonic() - started:.0f} s")
+    print(f"controller compiles: {r['compiles']}, mean {r['compile_mean'] * 1000:.1f} ms "
+          "(loom_compile_seconds, whole switch, runs beside the requests)")
     return 0
 
 

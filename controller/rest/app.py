@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Optional, Protocol
 
 from webob import Request, Response
 
 from controller import intent as model
+from controller.explain.tracer import TraceError
 from controller.rest import chassis as chassis_api
 from controller.rest import v1, versions
 from controller.rest.auth import Authenticator, NoAuth, Principal
@@ -83,6 +84,12 @@ class Store(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
+class TraceSource(Protocol):
+    """GET /v1/trace (controller.explain.Tracer); absent: 501."""
+
+    def trace_query(self, params: Mapping[str, str]) -> dict[str, Any]: ...
+
+
 def json_response(body: Any, status: int = 200, generation: Optional[int] = None) -> Response:
     resp = Response(
         status=status,
@@ -126,11 +133,13 @@ class LoomApi:
         auth: Optional[Authenticator] = None,
         *,
         write_timeout: float = 10.0,
+        tracer: Optional[TraceSource] = None,
     ) -> None:
         self.store = store
         self.runtime = runtime
         self.auth: Authenticator = auth or NoAuth()
         self.write_timeout = write_timeout
+        self.tracer = tracer
         # Keyed by URL collection: security_groups is served at /v2.0/security-groups.
         self.resources: dict[str, Resource] = {
             r.plural.replace("_", "-"): r
@@ -223,6 +232,25 @@ class LoomApi:
             resource.list_view(request, self._ctx(snap, principal)), generation=snap.generation
         )
 
+    def set_tracer(self, tracer: Optional[TraceSource]) -> None:
+        """Serve GET /v1/trace with `tracer` (None: answer 501)."""
+        self.tracer = tracer
+
+    def _trace(self, request: Request) -> Response:
+        if self.tracer is None:
+            raise NeutronError(
+                "Tracing is not available in this controller: it was started without a "
+                "tracer (controller.explain.Tracer).",
+                type="TraceNotSupported",
+                status=501,
+            )
+        try:
+            return json_response(self.tracer.trace_query(dict(request.GET)))
+        except TraceError as exc:
+            raise NeutronError(
+                exc.message, type=exc.type, status=exc.status, detail=exc.detail
+            ) from exc
+
     def _v1(self, request: Request, parts: list[str]) -> Response:
         principal = self.auth.authenticate(request)
         if parts and parts[0] == "chassis":
@@ -239,6 +267,8 @@ class LoomApi:
             raise NotFound("The resource could not be found.")
         if parts == ["switches"]:
             return json_response(v1.switches(self.runtime))
+        if parts == ["trace"]:
+            return self._trace(request)
         if len(parts) == 3 and parts[0] == "switches" and parts[2] == "flows":
             return json_response(v1.flows(self.runtime, parts[1]))
         raise NotFound("The resource could not be found.")
