@@ -199,14 +199,16 @@ class Engine:
             workers = dict(self._workers)
         started = time.perf_counter()
         placement = Placement(intent, topo)
-        for dpid, worker in workers.items():
-            if dpid not in topo.switches:
-                # Not (yet) known from its chassis' OVSDB: pushing now could delete
-                # the flows of ports we simply have not read yet.
-                continue
-            worker.offer(compile_switch(intent, topo, dpid, placement))
+        shaping: dict[str, dict] = {}
+        for dpid, switch in topo.switches.items():
+            desired = compile_switch(intent, topo, dpid, placement)
+            shaping.setdefault(switch.chassis, {}).update(desired.shaping)
+            worker = workers.get(dpid)
+            if worker is not None:
+                worker.offer(desired)
         if self.registry is not None:
             self.registry.set_tunnels(desired_tunnels(intent, topo))
+            self.registry.set_shaping(shaping)
         COMPILE_SECONDS.observe(time.perf_counter() - started)
         with self._synced:
             self._compiled_generation = intent.generation

@@ -173,7 +173,9 @@ class Controller:
         self._stops.append(engine.stop)
         self._stops.append(registry.stop)
 
-        app = make_app(store, engine, auth)
+        from controller.explain import Tracer
+
+        app = make_app(store, engine, auth, tracer=Tracer(store, topology))
         if auth is None:
             LOG.warning("no --auth-tokens: authentication is OFF, API on loopback only")
         server = serve(_with_metrics(app), *o.rest_listen)

@@ -21,7 +21,8 @@ from controller.compiler.overlay import (
     tunnel_in_flow,
     zones_for,
 )
-from controller.compiler.ports import port_flows
+from controller.compiler.ports import NO_QOS, port_flows
+from controller.compiler.qos import PolicyIndex, Shaping, switch_qos
 from controller.flows import Flow, Group, Match, Meter
 from controller.intent import Intent, Port
 from controller.topology import TUNNEL_TYPES, Binding, TopologyView
@@ -40,6 +41,8 @@ class DesiredSwitch:
     groups: Mapping[int, Group] = field(default_factory=lambda: MappingProxyType({}))
     meters: Mapping[int, Meter] = field(default_factory=lambda: MappingProxyType({}))
     port_keys: frozenset[int] = frozenset()  # intent ports whose flows are in `flows`
+    # linux-htb per interface, applied through the chassis' OVSDB, not OpenFlow
+    shaping: Mapping[str, Shaping] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class CompileError(RuntimeError):
@@ -63,6 +66,7 @@ class Placement:
             self.by_network[network.id][binding.datapath_id].append((port, binding))
             self.by_switch[binding.datapath_id].append((port, binding))
         self.groups = GroupIndex(intent)
+        self.policies = PolicyIndex(intent)
 
 
 def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
@@ -84,9 +88,12 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
     here = placement.by_switch.get(datapath_id, [])
     zones = zones_for([intent.networks[nid] for nid in {p.network_id for p, _ in here}])
     local_ports: dict[int, Port] = {}
+    qos = switch_qos([(p, intent.networks[p.network_id], b.interface) for p, b in here],
+                     placement.policies)
     for port, binding in here:
         network = intent.networks[port.network_id]
-        for f in port_flows(port, network, binding.ofport, zones[network.id]):
+        for f in port_flows(port, network, binding.ofport, zones[network.id],
+                            qos.per_port.get(port.id, NO_QOS)):
             add(f)
         local_by_net[network.id].append(binding.ofport)
         local_ports[binding.ofport] = port
@@ -142,7 +149,9 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         topology_version=topo.version,
         flows=MappingProxyType(flows),
         groups=MappingProxyType(groups),
+        meters=MappingProxyType(qos.meters),
         port_keys=frozenset(port_keys),
+        shaping=MappingProxyType(qos.shaping),
     )
 
 

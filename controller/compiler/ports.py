@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from typing import Optional
 
 from controller import pipeline as pl
-from controller.flows import Flow, Output, SetField, ip4, ip6, mac, match
+from controller.compiler.qos import PortQos
+from controller.flows import Action, Flow, Output, SetField, SetQueue, ip4, ip6, mac, match
 from controller.intent import Network, Port
 
 ETH_ARP = 0x0806
@@ -21,6 +23,7 @@ ICMPV6_NS = 135
 ICMPV6_RS = 133
 ICMPV6_NA = 136
 _ALL_ONES_64 = (1 << 64) - 1
+NO_QOS = PortQos()
 
 
 def link_local_of(mac_address: str) -> str:
@@ -41,17 +44,23 @@ def split_ips(port: Port) -> tuple[list[str], list[str]]:
 
 
 @lru_cache(maxsize=65536)
-def port_flows(port: Port, network: Network, ofport: int, zone: int) -> tuple[Flow, ...]:
+def port_flows(port: Port, network: Network, ofport: int, zone: int,
+               qos: PortQos = NO_QOS) -> tuple[Flow, ...]:
     """Everything one local port needs on the switch it is bound to.
 
-    `zone` is the network's conntrack zone on this switch, carried in REG_CT_ZONE.
+    `zone` is the network's conntrack zone on this switch, carried in REG_CT_ZONE;
+    `qos` what the port's QoS policy asks of its flows (meter, queue, DSCP).
     """
     owner = pl.cookie(pl.Owner.PORT, port.key)
+    classify_actions: list[Action] = [SetField(pl.REG_CT_ZONE, zone)]
+    if qos.queue_id is not None:
+        classify_actions.append(SetQueue(qos.queue_id))
     flows = [
         pl.CLASSIFY.flow(
             "port", match(in_port=ofport),
-            actions=(SetField(pl.REG_CT_ZONE, zone),),
+            actions=tuple(classify_actions),
             write_metadata=(network.key, _ALL_ONES_64),
+            meter=qos.meter_id,
             goto="port_security", cookie=owner),
         pl.L2_LOOKUP.flow(
             "known_mac", match(metadata=network.key, eth_dst=mac(port.mac_address)),
@@ -60,15 +69,20 @@ def port_flows(port: Port, network: Network, ofport: int, zone: int) -> tuple[Fl
             "deliver", match(**{pl.REG_OUT_PORT: ofport}),
             actions=(Output(ofport),), cookie=owner),
     ]
-    flows.extend(_port_security(port, ofport, owner))
+    flows.extend(_port_security(port, ofport, owner, qos.dscp))
     return tuple(flows)
 
 
-def _port_security(port: Port, ofport: int, owner: int) -> list[Flow]:
+def _port_security(port: Port, ofport: int, owner: int, dscp: Optional[int]) -> list[Flow]:
     table = pl.PORT_SECURITY
     nxt = "arp_responder"
+    mark: tuple[Action, ...] = () if dscp is None else (SetField("ip_dscp", dscp),)
     if not port.port_security_enabled:
-        return [table.flow("exempt", match(in_port=ofport), goto=nxt, cookie=owner)]
+        out = [table.flow("exempt", match(in_port=ofport), goto=nxt, cookie=owner)]
+        if mark:  # still mark IP traffic: DSCP is QoS, not security
+            out += [table.flow("allow", match(in_port=ofport, eth_type=eth), actions=mark,
+                               goto=nxt, cookie=owner) for eth in (ETH_IPV4, ETH_IPV6)]
+        return out
     src = mac(port.mac_address)
     v4, v6 = split_ips(port)
     flows = [table.flow("drop", match(in_port=ofport), cookie=owner)]
@@ -78,13 +92,13 @@ def _port_security(port: Port, ofport: int, owner: int) -> list[Flow]:
                            arp_spa=ip4(addr)), goto=nxt, cookie=owner))
         flows.append(table.flow(
             "allow", match(in_port=ofport, eth_src=src, eth_type=ETH_IPV4, ipv4_src=ip4(addr)),
-            goto=nxt, cookie=owner))
+            actions=mark, goto=nxt, cookie=owner))
     # IPv6: the port's own addresses and the link-local one its MAC implies, plus
     # the unspecified source that duplicate address detection must use.
     for addr in [*v6, link_local_of(port.mac_address)]:
         flows.append(table.flow(
             "allow", match(in_port=ofport, eth_src=src, eth_type=ETH_IPV6, ipv6_src=ip6(addr)),
-            goto=nxt, cookie=owner))
+            actions=mark, goto=nxt, cookie=owner))
     flows.append(table.flow(
         "allow", match(in_port=ofport, eth_src=src, eth_type=ETH_IPV6, ipv6_src=0,
                        ip_proto=IPPROTO_ICMPV6, icmpv6_type=ICMPV6_NS),

@@ -22,7 +22,7 @@ from webob import Request, Response
 from controller import intent as model
 from controller.explain.tracer import TraceError
 from controller.rest import chassis as chassis_api
-from controller.rest import v1, versions
+from controller.rest import qos, v1, versions
 from controller.rest.auth import Authenticator, NoAuth, Principal
 from controller.rest.errors import (
     Conflict,
@@ -66,6 +66,7 @@ _INDEX_CONFLICTS = {
     "Port": ("MacAddressInUse", "The mac address is in use on this network"),
     "Network": ("SegmentationIdInUse", "The segmentation id is in use"),
     "Chassis": ("ChassisNameInUse", "The chassis name is in use"),
+    "QoS_Rule": ("QoSRulesConflict", "The QoS policy already has a rule of this type"),
 }
 
 
@@ -193,7 +194,10 @@ class LoomApi:
             return json_response(
                 versions.extensions() if len(parts) == 1 else versions.extension(parts[1])
             )
-        resource = self.resources.get(parts[0])
+        if parts[0] == "qos":  # /v2.0/qos/policies[/<id>[/<type>_rules[/<id>]]], rule-types
+            resource, parts = qos.route(request.method, parts[1:])
+        else:
+            resource = self.resources.get(parts[0])
         if resource is None or len(parts) > 2:
             raise NotFound("The resource could not be found.")
         if len(parts) == 1:

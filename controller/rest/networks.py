@@ -8,9 +8,10 @@ from typing import Any
 from controller import intent as model
 from controller.rest import segments
 from controller.rest.auth import Principal
-from controller.rest.errors import InvalidInput, NeutronError, conflict, not_found
+from controller.rest.errors import InvalidInput, NeutronError, conflict
 from controller.rest.index import index_of
 from controller.rest.policy import check_admin_only, network_visible, owner_for_create, owns
+from controller.rest.qos import check_qos_change, check_qos_policy, default_policy_id
 from controller.rest.resource import Resource, ViewContext, now
 from controller.rest.validate import Attr, boolean, enum, integer, optional, string, uuid_str
 from controller.store.txn import TxnHelper
@@ -64,14 +65,6 @@ def check_mtu(network_type: str, mtu: int) -> int:
             f"for a {network_type} network"
         )
     return mtu
-
-
-def check_qos_policy(principal: Principal, intent: model.Intent, policy_id: str | None) -> None:
-    if policy_id is None:
-        return
-    policy = intent.qos_policies.get(policy_id)
-    if policy is None or not (owns(principal, policy) or policy.shared):
-        raise not_found("QosPolicy", policy_id)
 
 
 class Networks(Resource):
@@ -145,7 +138,11 @@ class Networks(Resource):
         elif seg in used:
             raise segment_in_use(ntype, seg, physnet)
         mtu = check_mtu(ntype, item["mtu"]) if "mtu" in item else segments.DEFAULT_MTU[ntype]
-        check_qos_policy(principal, intent, item.get("qos_policy_id"))
+        qos_policy_id = item.get("qos_policy_id")
+        if qos_policy_id is None:  # Neutron: the project's default QoS policy, if it has one
+            qos_policy_id = default_policy_id(intent, project)
+        else:
+            check_qos_policy(principal, intent, qos_policy_id)
         stamp = now()
         net = model.Network(
             id=helper.new_id(),
@@ -157,7 +154,7 @@ class Networks(Resource):
             admin_state_up=item.get("admin_state_up", True),
             shared=item.get("shared", False),
             mtu=mtu,
-            qos_policy_id=item.get("qos_policy_id"),
+            qos_policy_id=qos_policy_id,
             description=item.get("description", ""),
             created_at=stamp,
             updated_at=stamp,
@@ -174,7 +171,7 @@ class Networks(Resource):
         intent = helper.current()
         check_admin_only(principal, changes, self.attrs, "update_network")
         if "qos_policy_id" in changes:
-            check_qos_policy(principal, intent, changes["qos_policy_id"])
+            check_qos_change(principal, intent, net.qos_policy_id, changes["qos_policy_id"])
         if changes.get("shared") is False and net.shared:
             foreign = [
                 p for p in index_of(intent).ports_of(net.id) if p.project_id != net.project_id

@@ -18,7 +18,6 @@ from controller.rest.errors import (
     not_found,
 )
 from controller.rest.index import IntentIndex, index_of
-from controller.rest.networks import check_qos_policy
 from controller.rest.policy import (
     check_admin_only,
     network_owner,
@@ -26,6 +25,7 @@ from controller.rest.policy import (
     owner_for_create,
     owns,
 )
+from controller.rest.qos import check_qos_change, check_qos_policy
 from controller.rest.resource import Resource, ViewContext, now
 from controller.rest.security_groups import ensure_default_group
 from controller.rest.validate import (
@@ -62,6 +62,7 @@ ATTRS = {
         A("port_security_enabled", boolean),
         A("security_groups", optional(list_of(uuid_str))),
         A("qos_policy_id", optional(uuid_str)),
+        A("qos_network_policy_id", optional(uuid_str), post=False, put=False),
         A("device_id", string(), default=""),
         A("device_owner", string(), default=""),
         A("binding:host_id", string(), admin_only=True, default=""),
@@ -187,6 +188,7 @@ class Ports(Resource):
 
     def view(self, p: model.Port, ctx: ViewContext) -> dict[str, Any]:
         binding = ctx.runtime.port_binding(p.id)
+        network = ctx.intent.networks.get(p.network_id)
         bound = bool(p.host_id) or binding is not None
         details: dict[str, Any] = {}
         if bound:
@@ -211,6 +213,7 @@ class Ports(Resource):
             "device_id": p.device_id,
             "device_owner": p.device_owner,
             "qos_policy_id": p.qos_policy_id,
+            "qos_network_policy_id": network.qos_policy_id if network else None,
             "binding:host_id": p.host_id,
             "binding:profile": dict(p.binding_profile),
             "binding:vif_type": "ovs" if bound else "unbound",
@@ -375,7 +378,7 @@ class Ports(Resource):
                     "address until security group is removed.",
                 )
         if "qos_policy_id" in changes:
-            check_qos_policy(principal, intent, changes["qos_policy_id"])
+            check_qos_change(principal, intent, port.qos_policy_id, changes["qos_policy_id"])
         updated = dataclasses.replace(
             port,
             name=changes.get("name", port.name),

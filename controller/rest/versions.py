@@ -14,6 +14,8 @@ COLLECTIONS = (
     ("port", "ports"),
     ("security_group", "security-groups"),
     ("security_group_rule", "security-group-rules"),
+    ("policy", "qos/policies"),
+    ("rule_type", "qos/rule-types"),
 )
 
 EXTENSIONS = (
@@ -46,6 +48,23 @@ EXTENSIONS = (
         "standard-attr-timestamp",
         "Resource timestamps",
         "Adds created_at and updated_at fields to all Neutron resources.",
+    ),
+    ("qos", "Quality of Service", "The Quality of Service extension."),
+    (
+        "qos-bw-limit-direction",
+        "Direction for QoS bandwidth limit rule",
+        "Allow to configure QoS bandwidth limit rule with specific direction: ingress or egress",
+    ),
+    ("qos-default", "QoS default policy", "Expose the QoS default policy per project"),
+    (
+        "qos-rule-type-details",
+        "QoS rule type details",
+        "Expose details about QoS rule types supported by loaded backend drivers",
+    ),
+    (
+        "qos-port-network-policy",
+        "QoS port network policy ID",
+        "Adds a the QoS network ID to the port definition",
     ),
     ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
     ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),

@@ -19,6 +19,7 @@ from typing import Any, Optional
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.open_vswitch import impl_idl
 
+from controller.compiler.qos import Shaping
 from controller.compiler.tunnels import TunnelPort
 from controller.topology import BridgeState, ChassisState, InterfaceState
 
@@ -26,6 +27,7 @@ LOG = logging.getLogger(__name__)
 
 REMOTE_CHASSIS_KEY = "loom-remote-chassis"
 PHYSNET_KEY = "loom-physnet"
+QOS_OWNER_KEY = "loom-owner"  # on QoS rows Loom made
 BRIDGE_MAPPINGS_KEY = "loom-bridge-mappings"  # like ovn-bridge-mappings: physnet1:br-phys,...
 CONTROLLER_MAX_BACKOFF_MS = 1000  # DESIGN.md: otherwise a reconnect waits 5-8 s
 CONTROLLER_INACTIVITY_PROBE_MS = 5000
@@ -80,6 +82,16 @@ class _BridgeConfig:
     physnet_ports: frozenset[tuple[str, str]] = frozenset()  # (bridge, port name) ours
     bridges: frozenset[str] = frozenset()
     mappings: tuple[tuple[str, str], ...] = ()
+    # port name -> (max bps, ((queue id, min bps, max bps), ...)) for QoS rows Loom owns
+    shaping: tuple[tuple[str, tuple[int, tuple[tuple[int, int, int], ...]]], ...] = ()
+    foreign_qos: frozenset[str] = frozenset()  # ports whose QoS someone else set
+
+
+def _rate(other_config: Any, key: str) -> int:
+    try:
+        return int(dict(other_config).get(key, 0))
+    except ValueError:
+        return 0
 
 
 def parse_bridge_mappings(text: str) -> tuple[tuple[str, str], ...]:
@@ -107,6 +119,8 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
     bridges = []
     config = _BridgeConfig(exists=False)
     physnet_ports = set()
+    shaping: list[tuple[str, tuple[int, tuple[tuple[int, int, int], ...]]]] = []
+    foreign: set[str] = set()
     for br in idl.tables["Bridge"].rows.values():
         dpid_text = _single(br.datapath_id)
         interfaces = []
@@ -124,6 +138,18 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
                     physnet=ext_ids.get(PHYSNET_KEY),
                 ))
         physnet_ports |= {(br.name, i.name) for i in interfaces if i.physnet}
+        if br.name == bridge_name:
+            for port in br.ports:
+                qos = _single(port.qos)
+                if qos is None:
+                    continue
+                if dict(qos.external_ids).get(QOS_OWNER_KEY) != "loom":
+                    foreign.add(port.name)
+                    continue
+                queues = tuple(sorted(
+                    (int(qid), _rate(q.other_config, "min-rate"), _rate(q.other_config, "max-rate"))
+                    for qid, q in dict(qos.queues).items() if int(qid) != 0))
+                shaping.append((port.name, (_rate(qos.other_config, "max-rate"), queues)))
         bridges.append(BridgeState(
             name=br.name,
             datapath_id=int(dpid_text, 16) if dpid_text else None,
@@ -151,7 +177,9 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
     )
     config = dataclasses.replace(config, physnet_ports=frozenset(physnet_ports),
                                  bridges=frozenset(b.name for b in bridges),
-                                 mappings=state.bridge_mappings)
+                                 mappings=state.bridge_mappings,
+                                 shaping=tuple(sorted(shaping)),
+                                 foreign_qos=frozenset(foreign))
     return state, config
 
 
@@ -171,6 +199,7 @@ class ChassisSession:
         self._stopping = threading.Event()
         self._latest: Optional[tuple[ChassisState, _BridgeConfig]] = None
         self._tunnels: Optional[frozenset[TunnelPort]] = None
+        self._shaping: Optional[dict[str, Shaping]] = None
         self._lock = threading.Lock()
         self.state: Optional[ChassisState] = None
         self._thread = threading.Thread(target=self._run, name=f"chassis {remote}",
@@ -194,6 +223,14 @@ class ChassisSession:
             if tunnels == self._tunnels:
                 return
             self._tunnels = tunnels
+        self._wake.set()
+
+    def set_shaping(self, shaping: dict[str, Shaping]) -> None:
+        """linux-htb per interface name; applied by the session thread."""
+        with self._lock:
+            if shaping == self._shaping:
+                return
+            self._shaping = dict(shaping)
         self._wake.set()
 
     def _connect(self) -> impl_idl.OvsdbIdl:
@@ -239,6 +276,7 @@ class ChassisSession:
                     self._ensure_bridge(config)
                     self._ensure_tunnels(config)
                     self._ensure_provider_patches(config)
+                    self._ensure_shaping(config)
                 except Exception:
                     LOG.exception("configuring %s on %s failed", self.settings.name, self.remote)
                     self._stopping.wait(1.0)
@@ -297,6 +335,50 @@ class ChassisSession:
                 txn.add(api.db_set("Interface", name, ("type", "patch"),
                                    ("options", {"peer": peer}),
                                    ("external_ids", {PHYSNET_KEY: physnet})))
+
+    def _ensure_shaping(self, config: _BridgeConfig) -> None:
+        """QoS linux-htb rows on guest ports: create, update, or remove what Loom made."""
+        with self._lock:
+            wanted = self._shaping
+        if wanted is None or not config.exists:
+            return
+        want = {name: (sh.max_bps, sh.queues) for name, sh in wanted.items()
+                if name not in config.foreign_qos}
+        have = dict(config.shaping)
+        if want == have:
+            return
+        api = self._api
+        assert api is not None
+        LOG.info("chassis %s: shaping on %d ports (was %d)", self.remote, len(want), len(have))
+        with api.transaction(check_error=True) as txn:
+            for name in sorted(set(have) - set(want)) + sorted(
+                    n for n in set(have) & set(want) if have[n] != want[n]):
+                self._clear_qos(txn, api, name)
+            for name in sorted(n for n in want if have.get(n) != want[n]):
+                max_bps, queues = want[name]
+                queue_rows = {0: txn.add(api.db_create(
+                    "Queue", other_config={"max-rate": str(max_bps)},
+                    external_ids={QOS_OWNER_KEY: "loom"}))}
+                for qid, min_bps, qmax in queues:
+                    queue_rows[qid] = txn.add(api.db_create(
+                        "Queue", other_config={"min-rate": str(min_bps), "max-rate": str(qmax)},
+                        external_ids={QOS_OWNER_KEY: "loom"}))
+                qos = txn.add(api.db_create(
+                    "QoS", type="linux-htb", other_config={"max-rate": str(max_bps)},
+                    queues=queue_rows, external_ids={QOS_OWNER_KEY: "loom",
+                                                     "loom-port": wanted[name].port_id}))
+                txn.add(api.db_set("Port", name, ("qos", qos)))
+
+    @staticmethod
+    def _clear_qos(txn: Any, api: Any, port_name: str) -> None:
+        """Detach and destroy the QoS row Loom put on a port, and its queues."""
+        port = api.lookup("Port", port_name, default=None)
+        qos = _single(port.qos) if port is not None else None
+        txn.add(api.db_clear("Port", port_name, "qos"))
+        if qos is not None:
+            txn.add(api.db_destroy("QoS", qos.uuid))
+            for queue in dict(qos.queues).values():
+                txn.add(api.db_destroy("Queue", queue.uuid))
 
     def _ensure_bridge(self, config: _BridgeConfig) -> None:
         """Correct only what differs, in one transaction."""

@@ -7,10 +7,12 @@ removed chassis takes its tunnels off every other chassis on the next compile.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
 
+from controller.compiler.qos import Shaping
 from controller.compiler.tunnels import TunnelPort
 from controller.intent import Intent
 from controller.southbound.chassis import BridgeSettings, ChassisSession
@@ -29,8 +31,14 @@ class ChassisRegistry:
         self._sessions: dict[str, ChassisSession] = {}
         self._lock = threading.Lock()
 
-    def _state_changed(self, state: ChassisState) -> None:
-        if self._topology.update_chassis(state):
+    def _state_changed(self, remote: str, state: ChassisState) -> None:
+        # Under the lock, so a session being removed cannot put its chassis back
+        # into the topology with a last update racing the removal.
+        with self._lock:
+            if remote not in self._sessions:
+                return
+            changed = self._topology.update_chassis(state)
+        if changed:
             self._on_change()
 
     def sync(self, intent: Intent) -> None:
@@ -41,17 +49,21 @@ class ChassisRegistry:
             for remote in wanted:
                 if remote not in self._sessions:
                     LOG.info("chassis %s: opening session", remote)
-                    session = ChassisSession(remote, self._settings, self._state_changed)
+                    session = ChassisSession(remote, self._settings,
+                                             functools.partial(self._state_changed, remote))
                     self._sessions[remote] = session
                     session.start()
             gone = [r for r in self._sessions if r not in wanted]
             stopped = [self._sessions.pop(r) for r in gone]
+            removed = False
+            for session in stopped:
+                name = session.state.name if session.state else session.remote
+                removed |= self._topology.remove_chassis(name)
         for session in stopped:
             LOG.info("chassis %s: removed", session.remote)
             session.stop()
-            name = session.state.name if session.state else session.remote
-            if self._topology.remove_chassis(name):
-                self._on_change()
+        if removed:
+            self._on_change()
 
     def all_reported(self) -> bool:
         """Has every chassis been read at least once since this process started?
@@ -69,6 +81,13 @@ class ChassisRegistry:
         for session in sessions:
             if session.state is not None and session.state.name in tunnels:
                 session.set_tunnels(tunnels[session.state.name])
+
+    def set_shaping(self, per_chassis: Mapping[str, dict[str, Shaping]]) -> None:
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            if session.state is not None:
+                session.set_shaping(per_chassis.get(session.state.name, {}))
 
     def stop(self) -> None:
         with self._lock:

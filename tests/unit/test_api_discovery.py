@@ -36,13 +36,14 @@ def test_v2_lists_resources(env: Env) -> None:
     for path in ("/v2.0", "/v2.0/"):
         body = env.ok("GET", path)
         assert {r["collection"] for r in body["resources"]} == {
-            "networks", "subnets", "ports", "security-groups", "security-group-rules"}
+            "networks", "subnets", "ports", "security-groups", "security-group-rules",
+            "qos/policies", "qos/rule-types"}
         assert body["resources"][0]["links"][0]["href"].startswith("http://localhost/v2.0/")
 
 
 def test_extensions(env: Env) -> None:
     aliases = {e["alias"] for e in env.ok("GET", "/v2.0/extensions")["extensions"]}
-    assert {"provider", "binding", "port-security"} <= aliases
+    assert {"provider", "binding", "port-security", "qos", "qos-default"} <= aliases
     assert env.ok("GET", "/v2.0/extensions/provider")["extension"]["alias"] == "provider"
     env.rejected("GET", "/v2.0/extensions/nope", status=404, type="ExtensionNotFound")
 

@@ -1,0 +1,666 @@
+"""Pure: the flow to trace, the parse of `ovs-appctl ofproto/trace`, and its meaning.
+
+Nothing here does I/O. `parse_trace` turns the text ovs-vswitchd prints into passes
+(the first one, then one per conntrack recirculation) of table entries, each with
+the registers that matter (in_port, reg7 = the output port chosen by l2_lookup,
+tun_id) as they were when the entry was hit. `explain_hop` maps every entry's
+cookie back to the intent object that made it and names each decision the ACL
+ladder took; `judge` turns the hops of one trace into a verdict and its reason.
+
+The text format is OVS 3.1's; tests/unit/test_trace_parse.py holds real captures.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from controller import pipeline as pl
+from controller.intent import Intent
+
+PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6")
+ICMP_ECHO_REQUEST = 8
+ICMPV6_ECHO_REQUEST = 128
+DEFAULT_SRC_PORT = 33000
+CT_ASSUMPTIONS = {
+    "new": ("trk,new", "the first packet of a new connection: every conntrack lookup "
+                       "(one per ACL table and chassis) reports +trk+new"),
+    "est": ("trk,est", "a packet of a connection conntrack already holds, in the "
+                       "original direction: every conntrack lookup reports +trk+est"),
+}
+
+
+# ---------------------------------------------------------------- the packet
+@dataclass(frozen=True)
+class Packet:
+    """The first packet of the connection to trace, as the source guest would send it."""
+
+    protocol: str  # tcp | udp | icmp | icmpv6 (icmp towards an IPv6 address is icmpv6)
+    src_mac: str
+    dst_mac: str
+    src_ip: str
+    dst_ip: str
+    src_port: Optional[int] = None  # tcp/udp only
+    dst_port: Optional[int] = None
+
+    @property
+    def ipv6(self) -> bool:
+        return ipaddress.ip_address(self.dst_ip).version == 6
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "protocol": self.protocol, "ethertype": "IPv6" if self.ipv6 else "IPv4",
+            "src_mac": self.src_mac, "dst_mac": self.dst_mac,
+            "src_ip": self.src_ip, "dst_ip": self.dst_ip,
+        }
+        if self.protocol in ("tcp", "udp"):
+            out["src_port"], out["dst_port"] = self.src_port, self.dst_port
+        else:
+            out["icmp_type"] = ICMPV6_ECHO_REQUEST if self.ipv6 else ICMP_ECHO_REQUEST
+            out["icmp_code"] = 0
+        return out
+
+
+def trace_flow(packet: Packet, in_port: int, tun_id: Optional[int] = None) -> str:
+    """The ofproto/trace flow for `packet` entering a bridge at `in_port`."""
+    v6 = packet.ipv6
+    proto = {"tcp": "tcp6" if v6 else "tcp", "udp": "udp6" if v6 else "udp",
+             "icmp": "icmp6" if v6 else "icmp", "icmpv6": "icmp6"}[packet.protocol]
+    parts = [f"in_port={in_port}"]
+    if tun_id is not None:
+        parts.append(f"tun_id={tun_id:#x}")
+    parts += [proto, f"dl_src={packet.src_mac}", f"dl_dst={packet.dst_mac}"]
+    if v6:
+        parts += [f"ipv6_src={packet.src_ip}", f"ipv6_dst={packet.dst_ip}"]
+    else:
+        parts += [f"nw_src={packet.src_ip}", f"nw_dst={packet.dst_ip}"]
+    parts.append("nw_ttl=64")
+    if packet.protocol in ("tcp", "udp"):
+        # OVS 3.1 refuses tp_src/tp_dst after `udp` ("prerequisites not met")
+        p = packet.protocol
+        parts += [f"{p}_src={packet.src_port}", f"{p}_dst={packet.dst_port}"]
+        if packet.protocol == "tcp":
+            parts.append("tcp_flags=0x002")  # SYN: the first packet
+    elif v6:
+        parts += [f"icmpv6_type={ICMPV6_ECHO_REQUEST}", "icmpv6_code=0"]
+    else:
+        parts += [f"icmp_type={ICMP_ECHO_REQUEST}", "icmp_code=0"]
+    return ",".join(parts)
+
+
+# ---------------------------------------------------------------- parsing
+@dataclass
+class Output:
+    """An OpenFlow output action the trace executed."""
+
+    ofport: int
+    tun_id: Optional[int]  # the tunnel key set before it, if any
+    skipped: bool = False  # "skipping output to input port"
+    tunnel: bool = False  # "output to native tunnel"
+    failed: Optional[str] = None  # a note saying the output could not happen
+
+
+@dataclass
+class Entry:
+    """One flow hit: `table. match, priority N, cookie C` and what it did."""
+
+    pass_index: int
+    bridge: str
+    table: int
+    match: str
+    priority: Optional[int]  # None: "No match."
+    cookie: Optional[int]
+    depth: int  # 0 for the pipeline, 1 inside a resubmit, ...
+    in_port: Optional[int]
+    reg7: Optional[int]  # at the time of the hit
+    ct_state: Optional[str]  # of the pass: None before the first conntrack lookup
+    actions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+
+
+@dataclass
+class Pass:
+    """The trace before any recirculation, or one `recirc(0xN)` resumed after conntrack."""
+
+    index: int
+    recirc_id: Optional[str]
+    ct_state: Optional[str]
+    ct_defaulted: bool  # OVS ran out of --ct-next flags and assumed trk|new
+    flow: dict[str, str] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+    final_flow: str = ""
+    megaflow: str = ""
+    datapath_actions: str = ""
+
+
+@dataclass
+class ParsedTrace:
+    passes: list[Pass]
+
+    @property
+    def entries(self) -> list[Entry]:
+        return [e for p in self.passes for e in p.entries]
+
+    @property
+    def outputs(self) -> list[Output]:
+        return [o for e in self.entries for o in e.outputs]
+
+    @property
+    def datapath_actions(self) -> list[str]:
+        return [p.datapath_actions for p in self.passes]
+
+
+class TraceParseError(ValueError):
+    """The text is not ofproto/trace output we understand."""
+
+
+_ENTRY = re.compile(r"^(?P<indent> *)(?P<table>\d+)\. (?P<rest>.*)$")
+_ENTRY_REST = re.compile(
+    r"^(?:(?P<match>.*), )?priority (?P<prio>\d+)(?:, cookie (?P<cookie>0x[0-9a-fA-F]+))?$")
+_BRIDGE = re.compile(r'^(?P<indent> *)bridge\("(?P<name>[^"]+)"\)$')
+_RECIRC = re.compile(r"^(?P<id>recirc\(0x[0-9a-f]+\)) - resume conntrack with "
+                     r"(?P<default>default )?ct_state=(?P<state>[a-z|]+)")
+_SET_FIELD = re.compile(r"^set_field:(?P<value>0x[0-9a-fA-F]+|\d+)->(?P<field>\w+)$")
+_LOAD = re.compile(r"^load:(?P<value>0x[0-9a-fA-F]+|\d+)->NXM_NX_(?P<field>REG7|TUN_ID)\[\]$")
+_OUTPUT = re.compile(r"^output:(?P<port>\d+)$")
+
+
+def _int(text: str) -> int:
+    return int(text, 16) if text.lower().startswith("0x") else int(text)
+
+
+def parse_flow_fields(text: str) -> dict[str, str]:
+    """'tcp,in_port=2,reg7=0x3,...' -> {'tcp': '', 'in_port': '2', 'reg7': '0x3', ...}."""
+    out: dict[str, str] = {}
+    for token in text.split(","):
+        token = token.strip()
+        if not token:
+            continue
+        key, _, value = token.partition("=")
+        out[key] = value
+    return out
+
+
+class _PassParser:
+    def __init__(self, p: Pass) -> None:
+        self.p = p
+        self.entries: list[tuple[Entry, int]] = []  # open entries and levels, innermost last
+        self.bridges: list[tuple[str, int]] = []  # (name, indent), innermost last
+        self.in_port: Optional[int] = None
+        self.reg7: Optional[int] = None
+        self.tun_id: Optional[int] = None
+
+    def start(self, flow_text: str) -> None:
+        self.p.flow = parse_flow_fields(flow_text)
+        if "in_port" in self.p.flow and self.p.flow["in_port"].isdigit():
+            self.in_port = int(self.p.flow["in_port"])
+        if "reg7" in self.p.flow:
+            self.reg7 = _int(self.p.flow["reg7"])
+        if "tun_id" in self.p.flow:
+            self.tun_id = _int(self.p.flow["tun_id"])
+
+    def line(self, raw: str) -> None:
+        text = raw.rstrip()
+        if not text.strip() or set(text.strip()) == {"-"}:
+            return
+        indent = len(text) - len(text.lstrip(" "))
+        m = _BRIDGE.match(text)
+        if m:
+            self._close(indent)
+            self.bridges = [b for b in self.bridges if b[1] < indent]
+            self.bridges.append((m["name"], indent))
+            return
+        m = _ENTRY.match(text)
+        if m:
+            # tables are right-aligned in two columns: " 0." and "10." are one level
+            level = len(m["indent"]) + len(m["table"]) - 2
+            self._close(level)
+            self._entry(int(m["table"]), m["rest"], level)
+            return
+        self._close(indent)
+        body = text.strip()
+        current = self.entries[-1][0] if self.entries else None
+        if current is None:
+            return  # "thaw", "Resuming from table N": before the first entry of a pass
+        if body.startswith(("->", ">>")):
+            note = body[2:].strip()
+            current.notes.append(note)
+            if current.outputs and current.actions and _OUTPUT.match(current.actions[-1]):
+                out = current.outputs[-1]
+                if "skipping output to input port" in note:
+                    out.skipped = True
+                elif "output to native tunnel" in note:
+                    out.tunnel = True
+                elif "fail" in note or "no route" in note.lower():
+                    out.failed = note
+            return
+        current.actions.append(body)
+        self._action(current, body)
+
+    def _close(self, indent: int) -> None:
+        while self.entries and self.entries[-1][1] >= indent:
+            self.entries.pop()
+        self.bridges = [b for b in self.bridges if b[1] <= indent]
+
+    def _entry(self, table: int, rest: str, level: int) -> None:
+        if rest.strip() == "No match.":
+            match, prio, cookie = "", None, None
+        else:
+            m = _ENTRY_REST.match(rest)
+            if m is None:
+                raise TraceParseError(f"unexpected table line: {rest!r}")
+            match = m["match"] or ""
+            prio = int(m["prio"])
+            cookie = int(m["cookie"], 16) if m["cookie"] else None
+        bridge = self.bridges[-1][0] if self.bridges else ""
+        entry = Entry(self.p.index, bridge, table, match, prio, cookie, level // 4,
+                      self.in_port, self.reg7, self.p.flow.get("ct_state"))
+        self.p.entries.append(entry)
+        self.entries.append((entry, level))
+
+    def _action(self, entry: Entry, body: str) -> None:
+        m = _SET_FIELD.match(body) or _LOAD.match(body)
+        if m:
+            name = m["field"].lower()
+            if name == "reg7":
+                self.reg7 = _int(m["value"])
+            elif name == "tun_id":
+                self.tun_id = _int(m["value"])
+            return
+        m = _OUTPUT.match(body)
+        if m:
+            entry.outputs.append(Output(int(m["port"]), self.tun_id))
+
+
+def parse_trace(text: str) -> ParsedTrace:
+    """Parse the full output of `ovs-appctl ofproto/trace BRIDGE FLOW [--ct-next ...]`."""
+    passes: list[Pass] = []
+    parser: Optional[_PassParser] = None
+    pending: Optional[Pass] = None
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped.startswith("====="):
+            continue
+        m = _RECIRC.match(stripped)
+        if m:
+            pending = Pass(len(passes), m["id"], m["state"], bool(m["default"]))
+            continue
+        if raw.startswith("Flow: "):
+            current = pending or Pass(len(passes), None, None, False)
+            pending = None
+            passes.append(current)
+            parser = _PassParser(current)
+            parser.start(raw[len("Flow: "):])
+            continue
+        if parser is None:
+            continue
+        if raw.startswith("Final flow: "):
+            parser.p.final_flow = raw[len("Final flow: "):].strip()
+        elif raw.startswith("Megaflow: "):
+            parser.p.megaflow = raw[len("Megaflow: "):].strip()
+        elif raw.startswith("Datapath actions: "):
+            parser.p.datapath_actions = raw[len("Datapath actions: "):].strip()
+        else:
+            parser.line(raw)
+    if not passes:
+        raise TraceParseError("no 'Flow:' line: not ofproto/trace output")
+    for p in passes:
+        if p.ct_state is None and "ct_state" in p.flow:
+            p.ct_state = p.flow["ct_state"]
+    return ParsedTrace(passes)
+
+
+# ---------------------------------------------------------------- owners
+def owner_index(intent: Intent) -> dict[tuple[str, int], dict[str, Any]]:
+    """(cookie kind name, 48-bit key) -> the intent object it names, as JSON.
+
+    The engine's `_owner_index` idea, extended to every kind a cookie can name.
+    """
+    idx: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def put(kind: str, object_id: str, **extra: Any) -> None:
+        from controller.intent import object_key
+
+        try:
+            key = object_key(object_id)
+        except ValueError:
+            return
+        idx[(kind, key)] = {"kind": kind, "id": object_id, **extra}
+
+    for n in intent.networks.values():
+        put("network", n.id, name=n.name, project_id=n.project_id)
+    for p in intent.ports.values():
+        put("port", p.id, name=p.name, network_id=p.network_id, project_id=p.project_id)
+    for r in intent.security_group_rules.values():
+        put("security_group_rule", r.id, security_group_id=r.security_group_id,
+            direction=r.direction, ethertype=r.ethertype, protocol=r.protocol,
+            port_range_min=r.port_range_min, port_range_max=r.port_range_max,
+            remote_ip_prefix=r.remote_ip_prefix, remote_group_id=r.remote_group_id,
+            project_id=r.project_id)
+    for rt in intent.routers.values():
+        put("router", rt.id, name=rt.name)
+    for f in intent.floating_ips.values():
+        put("floating_ip", f.id, floating_ip_address=f.floating_ip_address)
+    for q in intent.qos_policies.values():
+        put("qos_policy", q.id, name=q.name)
+    return idx
+
+
+def owner_of(cookie: Optional[int], owners: Mapping[tuple[str, int], Mapping[str, Any]]
+             ) -> Optional[dict[str, Any]]:
+    if cookie is None:
+        return None
+    kind, key = pl.cookie_owner(cookie)
+    if kind == "unknown":
+        return {"kind": "unknown", "id": None}
+    if kind == "pipeline":
+        return {"kind": "pipeline", "id": None, "what": _pipeline_owner(key)}
+    found = owners.get((kind, key))
+    if found is None:  # a flow of an object no longer in the intent (not yet removed)
+        return {"kind": kind, "id": None, "stale": True}
+    return dict(found)
+
+
+def _pipeline_owner(key: int) -> str:
+    if key == 0xAC1:
+        return "security-group ladder (conntrack, replies, invalid)"
+    name = pl.TABLE_NAMES.get(key)
+    return f"miss of table {name}" if name else "pipeline"
+
+
+def priority_name(table: str, priority: Optional[int], entry: Optional[Entry] = None
+                  ) -> Optional[str]:
+    """The pipeline's name for a priority; `entry` tells apart names sharing a value."""
+    if priority is None:
+        return None
+    if priority == 0:
+        return "miss"
+    t = pl.TABLES.get(table)
+    if t is None:
+        return None
+    names = sorted(n for n, v in t.priorities.items() if v == priority)
+    if len(names) > 1 and entry is not None:
+        if table == "classify":
+            pick = ("tunnel" if "tun_id=" in entry.match else
+                    "vlan" if "vlan" in entry.match else "port")
+            names = [pick] if pick in names else names
+        elif table == "l2_lookup" and {"known_mac", "remote_mac"} <= set(names):
+            names = ["known_mac" if any(a.startswith("set_field:") and a.endswith("->reg7")
+                                        for a in entry.actions) else "remote_mac"]
+    return "|".join(names) or None
+
+
+# ---------------------------------------------------------------- one hop
+@dataclass(frozen=True)
+class HopContext:
+    """What the controller knows of the switch a trace ran on."""
+
+    chassis: str
+    bridge: str
+    datapath_id: int
+    ports: Mapping[int, str]  # ofport -> intent port id bound there
+    tunnels: Mapping[int, tuple[str, str]]  # ofport -> (remote chassis, tunnel type)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A verdict one flow gave on the packet: allow or deny, and why."""
+
+    allow: bool
+    kind: str
+    direction: Optional[str]  # egress | ingress | None (not an ACL)
+    port_id: Optional[str]
+    chassis: str
+    table: str
+    priority: int
+    cookie: Optional[int]
+    owner: Optional[Mapping[str, Any]]
+    detail: str = ""
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "security_group_rule" and self.owner:
+            out.update(id=self.owner.get("id"),
+                       security_group_id=self.owner.get("security_group_id"),
+                       direction=self.direction,
+                       rule={k: self.owner.get(k) for k in (
+                           "ethertype", "protocol", "port_range_min", "port_range_max",
+                           "remote_ip_prefix", "remote_group_id")})
+        else:
+            out["direction"] = self.direction
+        out["port"] = self.port_id
+        out.update(chassis=self.chassis, table=self.table, priority=self.priority,
+                   cookie=None if self.cookie is None else f"{self.cookie:#x}")
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+_ACL = {"egress_acl": "egress", "ingress_acl": "ingress"}
+_ACL_DECISIONS = {  # ladder name -> (allow, kind, detail)
+    "exempt": (True, "port_security_disabled", "port security is off: no filtering"),
+    "neighbor": (True, "neighbor_discovery", "ARP and IPv6 neighbour discovery always pass"),
+    "reply": (True, "conntrack_reply", "reply or related packet of an allowed connection"),
+    "rule": (True, "security_group_rule", ""),
+    "rule_conj": (True, "security_group_rule", ""),
+    "invalid": (False, "conntrack_invalid", "conntrack marks the packet invalid"),
+    "revoke": (False, "connection_revoked",
+               "an established connection that no rule allows any more"),
+    "default_deny": (False, "default_deny", "no security-group rule of the port allows it"),
+}
+
+
+def decisions_of(parsed: ParsedTrace, ctx: HopContext,
+                 owners: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[Decision]:
+    """Every allow/deny the integration bridge's flows took, in trace order."""
+    out: list[Decision] = []
+    for e in parsed.entries:
+        if e.bridge != ctx.bridge or e.priority is None:
+            continue
+        table = pl.TABLE_NAMES.get(e.table)
+        if table is None:
+            continue
+        pname = priority_name(table, e.priority)
+        owner = owner_of(e.cookie, owners)
+        if table in _ACL and pname in _ACL_DECISIONS:
+            allow, kind, detail = _ACL_DECISIONS[pname]
+            if pname == "invalid" and "ct_mark" in e.match:
+                kind, detail = "connection_revoked", "the connection was revoked (ct_mark)"
+            if kind == "security_group_rule" and (owner or {}).get("kind") != kind:
+                continue  # a conjunctive clause, not the rule's own flow
+            direction = _ACL[table]
+            ofport = e.in_port if direction == "egress" else e.reg7
+            out.append(Decision(allow, kind, direction, _port(ctx, ofport), ctx.chassis, table,
+                                e.priority, e.cookie, owner, detail))
+        elif pname == "miss" and pl.TABLES[table].miss_drops:
+            kind, detail = {
+                "classify": ("unclassified", "the in_port and tunnel key match no network"),
+                "port_security": ("port_security", "no flow allows this source"),
+                "l2_lookup": ("no_l2_destination", "no port or tunnel for this MAC"),
+                "output": ("no_output", "no delivery flow for the chosen port"),
+            }.get(table, ("dropped", f"miss in {table}"))
+            ofport = e.reg7 if table == "output" else e.in_port
+            out.append(Decision(False, kind, None, _port(ctx, ofport), ctx.chassis, table,
+                                e.priority, e.cookie, owner, detail))
+        elif table == "port_security" and pname == "drop":
+            out.append(Decision(False, "port_security", "egress", _port(ctx, e.in_port),
+                                ctx.chassis, table, e.priority, e.cookie, owner,
+                                "source MAC or IP is not one of the port's own"))
+    return out
+
+
+def _port(ctx: HopContext, ofport: Optional[int]) -> Optional[str]:
+    return None if ofport is None else ctx.ports.get(ofport)
+
+
+def entry_view(e: Entry, owners: Mapping[tuple[str, int], Mapping[str, Any]],
+               integration_bridge: str) -> dict[str, Any]:
+    ours = e.bridge == integration_bridge
+    name = pl.TABLE_NAMES.get(e.table) if ours else None
+    out: dict[str, Any] = {
+        "bridge": e.bridge,
+        "table": e.table,
+        "table_name": name,
+        "priority": e.priority,
+        "priority_name": priority_name(name, e.priority, e) if name else None,
+        "cookie": None if e.cookie is None else f"{e.cookie:#x}",
+        "owner": owner_of(e.cookie, owners) if ours else None,
+        "match": e.match,
+        "actions": list(e.actions),
+        "ct_state": e.ct_state,
+        "depth": e.depth,
+    }
+    if e.notes:
+        out["notes"] = list(e.notes)
+    if e.priority is None:
+        out["no_match"] = True
+    return out
+
+
+@dataclass
+class Hop:
+    """One switch the packet crossed: what ran there, and where copies went."""
+
+    ctx: HopContext
+    flow: str
+    in_port: int
+    tun_id: Optional[int]
+    parsed: ParsedTrace
+    decisions: list[Decision]
+    raw: str = ""
+
+    def deliveries(self) -> list[tuple[int, Optional[str]]]:
+        """(ofport, port id) of every local port a copy was output to."""
+        return [(o.ofport, self.ctx.ports.get(o.ofport)) for o in self.parsed.outputs
+                if not o.skipped and not o.failed and o.ofport not in self.ctx.tunnels]
+
+    def tunnel_outputs(self) -> list[Output]:
+        return [o for o in self.parsed.outputs
+                if o.ofport in self.ctx.tunnels and not o.skipped]
+
+    def view(self, owners: Mapping[tuple[str, int], Mapping[str, Any]],
+             raw: bool = False) -> dict[str, Any]:
+        in_remote = self.ctx.tunnels.get(self.in_port)
+        outputs: list[dict[str, Any]] = []
+        for o in self.parsed.outputs:
+            item: dict[str, Any] = {"ofport": o.ofport}
+            tunnel = self.ctx.tunnels.get(o.ofport)
+            if tunnel is not None:
+                item.update(kind="tunnel", remote_chassis=tunnel[0], tunnel_type=tunnel[1],
+                            tun_id=o.tun_id)
+            else:
+                item.update(kind="port", port=self.ctx.ports.get(o.ofport))
+            if o.skipped:
+                item["skipped"] = "output to the input port"
+            if o.failed:
+                item["failed"] = o.failed
+            outputs.append(item)
+        out: dict[str, Any] = {
+            "chassis": self.ctx.chassis,
+            "bridge": self.ctx.bridge,
+            "datapath_id": f"{self.ctx.datapath_id:016x}",
+            "in_port": ({"ofport": self.in_port, "kind": "tunnel", "remote_chassis": in_remote[0],
+                         "tunnel_type": in_remote[1]} if in_remote else
+                        {"ofport": self.in_port, "kind": "port",
+                         "port": self.ctx.ports.get(self.in_port)}),
+            "tun_id": self.tun_id,
+            "flow": self.flow,
+            "tables": [entry_view(e, owners, self.ctx.bridge) for e in self.parsed.entries],
+            "conntrack": [{"recirculation": p.recirc_id, "ct_state": p.ct_state,
+                           "defaulted": p.ct_defaulted}
+                          for p in self.parsed.passes if p.recirc_id],
+            "datapath_actions": self.parsed.datapath_actions,
+            "outputs": outputs,
+        }
+        if raw:
+            out["ofproto_trace"] = self.raw
+            out["context"] = {
+                "ports": {str(k): v for k, v in sorted(self.ctx.ports.items())},
+                "tunnels": {str(k): list(v) for k, v in sorted(self.ctx.tunnels.items())},
+            }
+        return out
+
+
+# ---------------------------------------------------------------- the verdict
+@dataclass(frozen=True)
+class Endpoint:
+    port_id: str
+    network_id: str
+    chassis: Optional[str]  # None: not bound
+    ofport: Optional[int]
+
+
+def judge(hops: Sequence[Hop], src: Endpoint, dst: Optional[Endpoint],
+          unreachable: Optional[dict[str, Any]] = None) -> tuple[str, dict[str, Any]]:
+    """("allowed" | "dropped", reason) for a trace that ran through `hops`.
+
+    Allowed means a copy was output to the destination port on its chassis; the
+    reason is then the decision that let it into that port (normally the ingress
+    security-group rule). Dropped names the first decision that stopped it.
+    """
+    if unreachable is not None:
+        return "dropped", unreachable
+    if dst is None:
+        return "dropped", {"kind": "unknown_destination"}
+    for hop in hops:
+        if hop.ctx.chassis != dst.chassis:
+            continue
+        if any(ofport == dst.ofport for ofport, _ in hop.deliveries()):
+            ingress = _last(hop.decisions, "ingress", dst.port_id, allow=True)
+            egress = _last(hops[0].decisions, "egress", src.port_id, allow=True)
+            chosen = ingress or egress
+            if chosen is not None:
+                return "allowed", chosen.view()
+            return "allowed", {"kind": "delivered", "port": dst.port_id}
+    first = hops[0].decisions if hops else []
+    for d in first:
+        if not d.allow and d.port_id == src.port_id and d.direction in ("egress", None):
+            return "dropped", d.view()
+    for hop in hops:
+        for d in hop.decisions:
+            if not d.allow and d.direction == "ingress" and d.port_id == dst.port_id:
+                return "dropped", d.view()
+    if dst.network_id != src.network_id:
+        return "dropped", {"kind": "isolation", "port": dst.port_id,
+                           "network": dst.network_id, "source_network": src.network_id,
+                           "detail": "the destination is on another network; no router joins "
+                                     "them, so no flow ever delivers to it"}
+    if dst.chassis is None:
+        return "dropped", {"kind": "destination_not_bound", "port": dst.port_id,
+                           "detail": "the destination port is bound to no chassis"}
+    for hop in hops:
+        for o in hop.parsed.outputs:
+            if o.failed:
+                return "dropped", {"kind": "tunnel_failure", "chassis": hop.ctx.chassis,
+                                   "ofport": o.ofport, "detail": o.failed}
+    for hop in reversed(hops):
+        for d in reversed(hop.decisions):
+            if not d.allow:
+                return "dropped", d.view()
+    return "dropped", {"kind": "not_delivered", "port": dst.port_id,
+                       "detail": "no flow output the packet to the destination port"}
+
+
+def _last(decisions: Iterable[Decision], direction: str, port_id: str,
+          allow: bool) -> Optional[Decision]:
+    found = None
+    for d in decisions:
+        if d.direction == direction and d.port_id == port_id and d.allow == allow:
+            found = d
+    return found
+
+
+def acl_summary(hops: Sequence[Hop], src: Endpoint, dst: Optional[Endpoint]
+                ) -> list[dict[str, Any]]:
+    """The ACL decisions about the source (egress) and the destination (ingress)."""
+    out = []
+    for hop in hops:
+        for d in hop.decisions:
+            if (d.direction == "egress" and d.port_id == src.port_id) or (
+                    dst is not None and d.direction == "ingress" and d.port_id == dst.port_id):
+                out.append({"allow": d.allow, **d.view()})
+    return out

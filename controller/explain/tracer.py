@@ -1,0 +1,294 @@
+"""GET /v1/trace: follow one packet through the flows installed on the real bridges.
+
+The tracer resolves the query against the intent (source port, its MAC and IP;
+the destination port that holds `dst_ip`) and the topology (where each is bound),
+runs `ofproto/trace` on the source chassis' integration bridge, and, for every copy
+that leaves through a tunnel, again on the remote chassis with in_port = its tunnel
+port towards the source chassis and tun_id = the key the copy was sent with. Every
+flow hit is mapped back to its owner through its cookie; the verdict and its
+reason come from what the installed flows did, never from the intent alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any, Optional, Protocol
+
+from controller.compiler.ports import link_local_of
+from controller.explain.runner import Runner, TraceUnavailable, TraceUnsupported
+from controller.explain.trace import (
+    CT_ASSUMPTIONS,
+    DEFAULT_SRC_PORT,
+    PROTOCOLS,
+    Endpoint,
+    Hop,
+    HopContext,
+    Packet,
+    TraceParseError,
+    acl_summary,
+    decisions_of,
+    judge,
+    owner_index,
+    parse_trace,
+    trace_flow,
+)
+from controller.intent import Intent, Port
+from controller.topology import Topology, TopologyView
+
+QUERY_PARAMS = ("port", "dst_ip", "protocol", "dst_port", "src_port", "src_ip", "ct_state", "raw")
+TRUE = ("1", "true", "yes", "on")
+
+
+class TraceError(Exception):
+    """A trace that cannot be answered; carries the HTTP status and Neutron error type."""
+
+    def __init__(self, message: str, status: int = 400, type: str = "HTTPBadRequest",
+                 detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.detail = detail
+
+
+class IntentSource(Protocol):
+    def latest(self) -> Intent: ...
+
+
+class Tracer:
+    """What the REST layer calls for /v1/trace: `Tracer(store, topology).trace_query(...)`."""
+
+    def __init__(self, store: IntentSource, topology: Topology,
+                 runner: Optional[Runner] = None) -> None:
+        self.store = store
+        self.topology = topology
+        self.runner = runner or Runner()
+
+    # ---- the REST entry point
+    def trace_query(self, params: Mapping[str, str]) -> dict[str, Any]:
+        unknown = sorted(set(params) - set(QUERY_PARAMS))
+        if unknown:
+            raise TraceError(f"Invalid input for operation: unknown query parameter(s) "
+                             f"{', '.join(unknown)}; accepted: {', '.join(QUERY_PARAMS)}",
+                             type="InvalidInput")
+        port = params.get("port")
+        dst_ip = params.get("dst_ip")
+        if not port or not dst_ip:
+            raise TraceError("Invalid input for operation: port and dst_ip are required",
+                             type="InvalidInput")
+        return self.trace(
+            port, dst_ip, protocol=params.get("protocol") or "icmp",
+            dst_port=_tp_port(params.get("dst_port"), "dst_port"),
+            src_port=_tp_port(params.get("src_port"), "src_port"),
+            src_ip=params.get("src_ip") or None,
+            ct_state=params.get("ct_state") or "new",
+            raw=(params.get("raw") or "").lower() in TRUE)
+
+    # ---- the trace
+    def trace(self, port_id: str, dst_ip: str, protocol: str = "icmp",
+              dst_port: Optional[int] = None, src_port: Optional[int] = None,
+              src_ip: Optional[str] = None, ct_state: str = "new",
+              raw: bool = False) -> dict[str, Any]:
+        intent = self.store.latest()
+        topo = self.topology.view()
+        port = intent.ports.get(port_id)
+        if port is None:
+            raise TraceError(f"Port {port_id} could not be found.", 404, "PortNotFound")
+        dst_addr = _address(dst_ip, "dst_ip")
+        protocol = _protocol(protocol, dst_addr.version)
+        if ct_state not in CT_ASSUMPTIONS:
+            raise TraceError(f"Invalid input for operation: ct_state must be one of "
+                             f"{', '.join(CT_ASSUMPTIONS)}", type="InvalidInput")
+        if protocol in ("tcp", "udp"):
+            if dst_port is None:
+                raise TraceError(f"Invalid input for operation: dst_port is required for "
+                                 f"{protocol}", type="InvalidInput")
+            src_port = src_port or DEFAULT_SRC_PORT
+        elif dst_port is not None or src_port is not None:
+            raise TraceError(f"Invalid input for operation: {protocol} has no ports",
+                             type="InvalidInput")
+        source_ip = self._source_ip(port, dst_addr, src_ip)
+        dst = _destination(intent, port, str(dst_addr))
+        packet = Packet(protocol, port.mac_address,
+                        dst.mac_address if dst is not None else "ff:ff:ff:ff:ff:ff",
+                        source_ip, str(dst_addr), src_port, dst_port)
+        binding = topo.bindings.get(port.id)
+        if binding is None:
+            raise TraceError(f"Port {port.id} is not bound to any chassis: there is no switch "
+                             "to trace on.", 409, "PortNotBound")
+        src = Endpoint(port.id, port.network_id, binding.chassis, binding.ofport)
+        dst_end = None
+        if dst is not None:
+            b = topo.bindings.get(dst.id)
+            dst_end = Endpoint(dst.id, dst.network_id, b.chassis if b else None,
+                               b.ofport if b else None)
+        ct_next, meaning = CT_ASSUMPTIONS[ct_state]
+        hops: list[Hop] = []
+        owners = owner_index(intent)
+        unreachable = None
+        if dst is None:
+            unreachable = self._no_destination(intent, port, dst_addr)
+        else:
+            hops = self._follow(topo, packet, binding.datapath_id, binding.ofport, ct_next,
+                                owners)
+        verdict, reason = judge(hops, src, dst_end, unreachable)
+        return {
+            "verdict": verdict,
+            "reason": reason,
+            "packet": packet.view(),
+            "source": {"port": port.id, "network": port.network_id,
+                       "chassis": binding.chassis, "ofport": binding.ofport},
+            "destination": None if dst_end is None else {
+                "port": dst_end.port_id, "network": dst_end.network_id,
+                "chassis": dst_end.chassis, "ofport": dst_end.ofport},
+            "conntrack": {"assumed": ct_next, "meaning": meaning},
+            "acl": acl_summary(hops, src, dst_end),
+            "delivered_to": [{"chassis": h.ctx.chassis, "ofport": ofport, "port": pid}
+                             for h in hops for ofport, pid in h.deliveries()],
+            "hops": [h.view(owners, raw) for h in hops],
+            "intent_generation": intent.generation,
+        }
+
+    # ---- helpers
+    def _source_ip(self, port: Port, dst: Any, src_ip: Optional[str]) -> str:
+        if src_ip:
+            addr = _address(src_ip, "src_ip")
+            if addr.version != dst.version:
+                raise TraceError("Invalid input for operation: src_ip and dst_ip are of "
+                                 "different IP versions", type="InvalidInput")
+            return str(addr)
+        for fip in port.fixed_ips:
+            if ipaddress.ip_address(fip.ip_address).version == dst.version:
+                return fip.ip_address
+        if dst.version == 6:
+            return link_local_of(port.mac_address)
+        raise TraceError(f"Invalid input for operation: port {port.id} has no IPv4 address "
+                         "to send from (give src_ip)", type="InvalidInput")
+
+    def _no_destination(self, intent: Intent, port: Port, dst: Any) -> dict[str, Any]:
+        for subnet in intent.subnets_of(port.network_id):
+            if dst in ipaddress.ip_network(subnet.cidr, strict=False):
+                return {"kind": "unknown_destination", "ip": str(dst), "subnet": subnet.id,
+                        "detail": "no port holds this address: its ARP/ND is never answered, "
+                                  "so the guest sends nothing"}
+        return {"kind": "no_route", "ip": str(dst), "network": port.network_id,
+                "detail": "the address is on none of the network's subnets and no router "
+                          "serves the network"}
+
+    def _context(self, topo: TopologyView, dpid: int) -> HopContext:
+        switch = topo.switches.get(dpid)
+        if switch is None:
+            raise TraceError(f"Switch {dpid:016x} is not known from any chassis.", 503,
+                             "TraceUnavailable")
+        return HopContext(
+            chassis=switch.chassis, bridge=switch.bridge, datapath_id=dpid,
+            ports={b.ofport: b.port_id for b in topo.bindings_on(dpid)},
+            tunnels={t.ofport: (t.remote_chassis, t.tunnel_type) for t in topo.tunnels_on(dpid)})
+
+    def _remote_of(self, chassis: str) -> str:
+        for state in self.topology.chassis_states():
+            if state.name == chassis:
+                return state.remote
+        raise TraceError(f"Chassis {chassis} is not connected.", 503, "TraceUnavailable")
+
+    def _run(self, ctx: HopContext, flow: str, ct_next: str) -> str:
+        remote = self._remote_of(ctx.chassis)
+        try:
+            socket = self.runner.socket_for(remote)
+            return self.runner.trace(socket, ctx.bridge, flow, ct_next)
+        except TraceUnsupported as exc:
+            raise TraceError(
+                f"Cannot trace on chassis {ctx.chassis}: {exc}", 501, "TraceNotSupported",
+                detail="Tracing runs ovs-appctl ofproto/trace, which needs ovs-vswitchd's "
+                       "local control socket; chassis reached over tcp: or ssl: have none "
+                       "the controller can open.") from None
+        except TraceUnavailable as exc:
+            raise TraceError(f"Cannot trace on chassis {ctx.chassis}: {exc}", 503,
+                             "TraceUnavailable") from None
+
+    def _follow(self, topo: TopologyView, packet: Packet, dpid: int, in_port: int,
+                ct_next: str, owners: Mapping[tuple[str, int], Mapping[str, Any]]
+                ) -> list[Hop]:
+        """The source hop, then one hop per remote chassis a copy was tunnelled to."""
+        hops: list[Hop] = []
+        queue: list[tuple[int, int, Optional[int]]] = [(dpid, in_port, None)]
+        seen: set[int] = set()
+        while queue:
+            here, port, tun_id = queue.pop(0)
+            if here in seen:
+                continue
+            seen.add(here)
+            ctx = self._context(topo, here)
+            flow = trace_flow(packet, port, tun_id)
+            text = self._run(ctx, flow, ct_next)
+            try:
+                parsed = parse_trace(text)
+            except TraceParseError as exc:
+                raise TraceError(f"Unexpected ofproto/trace output on {ctx.chassis}: {exc}",
+                                 500, "TraceParseError", detail=text[:2000]) from None
+            hop = Hop(ctx, flow, port, tun_id, parsed, decisions_of(parsed, ctx, owners), text)
+            hops.append(hop)
+            for out in hop.tunnel_outputs():
+                if out.failed:
+                    continue
+                remote, ttype = ctx.tunnels[out.ofport]
+                view = topo.chassis.get(remote)
+                if view is None or view.datapath_id is None or view.datapath_id in seen:
+                    continue
+                back = topo.tunnels.get((view.datapath_id, ctx.chassis, ttype))
+                if back is None:
+                    continue  # the remote has no tunnel back to us yet: nothing would classify
+                queue.append((view.datapath_id, back.ofport, out.tun_id))
+        return hops
+
+
+def _destination(intent: Intent, source: Port, ip: str) -> Optional[Port]:
+    """The port holding `ip`, preferring the source's own network (addresses overlap)."""
+    found: Optional[Port] = None
+    for p in sorted(intent.ports.values(), key=lambda p: p.id):
+        if p.id == source.id or not any(_same_ip(f.ip_address, ip) for f in p.fixed_ips):
+            continue
+        if p.network_id == source.network_id:
+            return p
+        found = found or p
+    return found
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+def _address(text: str, name: str) -> Any:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise TraceError(f"Invalid input for operation: {name} '{text}' is not an IP address",
+                         type="InvalidInput") from None
+
+
+def _protocol(protocol: str, version: int) -> str:
+    proto = protocol.lower()
+    if proto == "ipv6-icmp":
+        proto = "icmpv6"
+    if proto not in PROTOCOLS:
+        raise TraceError(f"Invalid input for operation: protocol must be one of "
+                         f"{', '.join(PROTOCOLS)}", type="InvalidInput")
+    if proto == "icmp" and version == 6:
+        return "icmpv6"  # as Neutron does for IPv6 rules
+    if proto == "icmpv6" and version == 4:
+        raise TraceError("Invalid input for operation: icmpv6 towards an IPv4 address",
+                         type="InvalidInput")
+    return proto
+
+
+def _tp_port(text: Optional[str], name: str) -> Optional[int]:
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise TraceError(f"Invalid input for operation: {name} must be 1-65535, got '{text}'",
+                         type="InvalidInput")
+    return int(text)
