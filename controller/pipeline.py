@@ -171,7 +171,6 @@ CLASSIFY = Table(
 CT_MARK_REVOKED = 0x1
 CT_ZONE_SPAN = 65000  # zones 1..65000 for networks; 0 and the top are left alone
 METER_ID_SPAN = 60000  # per-port egress meters 1..60000
-QUEUE_ID_SPAN = 60000  # guaranteed-rate queues 1..60000 (0 is a shaped port's default)
 # Flood groups (one per network and switch) live in their own id space; groups have
 # no cookie in OpenFlow 1.3, so the id is derived from the owning network's key.
 GROUP_ID_MASK = 0x7FFFFFFF
@@ -230,11 +229,11 @@ INGRESS_ACL = Table(
 )
 QOS = Table(
     "qos", 70,
-    "meters and queues",
+    "meters sharing a limited port between guaranteed senders",
     _NET | frozenset({REG_OUT_PORT, "in_port"}),
     ("output",),
     miss_drops=False,
-    priorities={"port": 100},
+    priorities={"guarantee": 100, "shared": 50},
 )
 OUTPUT = Table(
     "output", 80,

@@ -22,7 +22,7 @@ from controller.compiler.overlay import (
     zones_for,
 )
 from controller.compiler.ports import NO_QOS, port_flows
-from controller.compiler.qos import PolicyIndex, Shaping, switch_qos
+from controller.compiler.qos import PolicyIndex, Shaping, share_cap_flows, switch_qos
 from controller.flows import Flow, Group, Match, Meter
 from controller.intent import Intent, Port
 from controller.topology import TUNNEL_TYPES, Binding, TopologyView
@@ -88,8 +88,10 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
     here = placement.by_switch.get(datapath_id, [])
     zones = zones_for([intent.networks[nid] for nid in {p.network_id for p, _ in here}])
     local_ports: dict[int, Port] = {}
-    qos = switch_qos([(p, intent.networks[p.network_id], b.interface) for p, b in here],
-                     placement.policies)
+    qos = switch_qos([(p, intent.networks[p.network_id], b.interface, b.ofport)
+                      for p, b in here], placement.policies)
+    for f in share_cap_flows(qos.caps, {b.ofport: p.key for p, b in here}):
+        add(f)
     for port, binding in here:
         network = intent.networks[port.network_id]
         for f in port_flows(port, network, binding.ofport, zones[network.id],

@@ -2,11 +2,16 @@
 
 - Egress limit (from the VM): an OpenFlow meter with one drop band, applied by the
   port's classify flow, so every frame the guest sends is policed once.
-- Minimum egress guarantee: the port's packets are put in a queue of their own
-  (set_queue at classify); every shaped port on the chassis gets that queue with
-  the guaranteed min-rate, so senders sharing a limited link each get their share.
 - Ingress limit (to the VM): OVSDB QoS linux-htb on the port's interface, with
   max-rate; ingress_policing_rate does not work on the userspace datapath.
+- Minimum egress guarantee: on the userspace datapath `set_queue` never reaches
+  the HTB classes (ovs-vswitchd sends through AF_PACKET, which carries no per-packet
+  priority: measured, the guaranteed classes saw 0 bytes), so guarantees are kept
+  with meters instead. Where a limited port (ingress limit L) is shared, each
+  guaranteed sender S is capped at L minus the other senders' guarantees, and all
+  other traffic to the port at L minus all guarantees. With two guaranteed senders
+  this guarantees both minimums exactly; with more it is close, and unlike a strict
+  split it still lets a lone sender use most of the link.
 - DSCP: set on the port's IP traffic as it passes port security.
 A port's own policy overrides its network's, as in Neutron.
 """
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from controller import pipeline as pl
-from controller.flows import Meter
+from controller.flows import Meter, match
 from controller.intent import Intent, Network, Port, QosRule
 
 BURST_SHARE_OF_RATE = 0.8  # Neutron's OVS agent default when max_burst_kbps is 0
@@ -30,16 +35,25 @@ class PortQos:
 
     meter_id: Optional[int] = None
     dscp: Optional[int] = None
-    queue_id: Optional[int] = None
+    queue_id: Optional[int] = None  # kept for kernel datapaths; unused on netdev
 
 
 @dataclass(frozen=True)
 class Shaping:
-    """linux-htb on one interface: its ceiling and the guaranteed queues of senders."""
+    """linux-htb on one interface: its ceiling (and queues, none on netdev)."""
 
     port_id: str
     max_bps: int
-    queues: tuple[tuple[int, int, int], ...]  # (queue id, min bps, max bps)
+    queues: tuple[tuple[int, int, int], ...] = ()  # (queue id, min bps, max bps)
+
+
+@dataclass(frozen=True)
+class ShareCap:
+    """A meter on traffic into a limited port: from one sender, or (sender None) the rest."""
+
+    dst_ofport: int
+    src_ofport: Optional[int]
+    meter_id: int
 
 
 class PolicyIndex:
@@ -73,17 +87,17 @@ class SwitchQos:
     per_port: dict[str, PortQos]
     meters: dict[int, Meter]
     shaping: dict[str, Shaping]  # interface name -> shaping
+    caps: tuple[ShareCap, ...] = ()
 
 
-def switch_qos(local: list[tuple[Port, Network, str]], index: PolicyIndex) -> SwitchQos:
-    """`local`: (port, network, interface name) for each port bound on the switch."""
+def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex) -> SwitchQos:
+    """`local`: (port, network, interface name, ofport) for each port bound on the switch."""
     per_port: dict[str, PortQos] = {}
     meters: dict[int, Meter] = {}
     meter_ids: set[int] = set()
-    queue_ids: set[int] = set()
-    guarantees: list[tuple[int, int]] = []  # (queue id, min bps)
-    limited: list[tuple[Port, str, int]] = []
-    for port, network, _iface in sorted(local, key=lambda t: t[0].id):
+    guarantees: list[tuple[Port, int, int]] = []  # (sender, its ofport, min kbps)
+    limited: list[tuple[Port, str, int, int]] = []  # (port, iface, ofport, max kbps)
+    for port, network, _iface, ofport in sorted(local, key=lambda t: t[0].id):
         rules = index.rules_for(port, network)
         if not rules:
             continue
@@ -99,15 +113,48 @@ def switch_qos(local: list[tuple[Port, Network, str]], index: PolicyIndex) -> Sw
             dscp = mark.dscp_mark
         minimum = _find(rules, "minimum_bandwidth", "egress")
         if minimum is not None and minimum.min_kbps:
-            queue_id = _stable_id(port.key, pl.QUEUE_ID_SPAN, queue_ids)
-            guarantees.append((queue_id, minimum.min_kbps * 1000))
+            guarantees.append((port, ofport, minimum.min_kbps))
         ingress = _find(rules, "bandwidth_limit", "ingress")
         if ingress is not None and ingress.max_kbps:
-            limited.append((port, _iface, ingress.max_kbps * 1000))
+            limited.append((port, _iface, ofport, ingress.max_kbps))
         per_port[port.id] = PortQos(meter_id, dscp, queue_id)
     shaping = {}
-    for port, iface, max_bps in limited:
-        queues = tuple(sorted((qid, min(min_bps, max_bps), max_bps)
-                              for qid, min_bps in guarantees))
-        shaping[iface] = Shaping(port.id, max_bps, queues)
-    return SwitchQos(per_port, meters, shaping)
+    caps: list[ShareCap] = []
+    for port, iface, ofport, max_kbps in limited:
+        shaping[iface] = Shaping(port.id, max_kbps * 1000)
+        senders = [(s, sp, g) for s, sp, g in guarantees if sp != ofport]
+        if not senders:
+            continue
+        total = sum(g for _, _, g in senders)
+        for sender, sender_ofport, _g in senders:
+            others = total - _g
+            cap = max(1, max_kbps - others)
+            mid = _stable_id(sender.key ^ (port.key << 1), pl.METER_ID_SPAN, meter_ids)
+            meters[mid] = Meter(mid, cap, max(1, int(cap * BURST_SHARE_OF_RATE)),
+                                owner=pl.cookie(pl.Owner.QOS_POLICY, sender.key))
+            caps.append(ShareCap(ofport, sender_ofport, mid))
+        rest = max(1, max_kbps - total)
+        mid = _stable_id(port.key ^ 0x5EED, pl.METER_ID_SPAN, meter_ids)
+        meters[mid] = Meter(mid, rest, max(1, int(rest * BURST_SHARE_OF_RATE)),
+                            owner=pl.cookie(pl.Owner.QOS_POLICY, port.key))
+        caps.append(ShareCap(ofport, None, mid))
+    return SwitchQos(per_port, meters, shaping, tuple(caps))
+
+
+def share_cap_flows(caps: tuple[ShareCap, ...], owners: dict[int, int]) -> list:
+    """qos-table flows metering traffic into a limited port, per guaranteed sender.
+
+    `owners` maps a destination ofport to its port key (the flows' owner).
+    """
+    out = []
+    for cap in caps:
+        owner = pl.cookie(pl.Owner.PORT, owners[cap.dst_ofport])
+        if cap.src_ofport is None:
+            m = match(**{pl.REG_OUT_PORT: cap.dst_ofport})
+            out.append(pl.QOS.flow("shared", m, meter=cap.meter_id, goto="output",
+                                   cookie=owner))
+        else:
+            m = match(in_port=cap.src_ofport, **{pl.REG_OUT_PORT: cap.dst_ofport})
+            out.append(pl.QOS.flow("guarantee", m, meter=cap.meter_id, goto="output",
+                                   cookie=owner))
+    return out
