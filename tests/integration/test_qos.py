@@ -81,7 +81,7 @@ def _parallel_iperf(env: Env, pairs: list[tuple[str, str, int]], seconds: int = 
     """Several senders at once; Mbit/s each received."""
     servers, clients = [], {}
     try:
-        for src, dst, port in pairs:
+        for _src, dst, port in pairs:
             servers.append(subprocess.Popen(
                 ["ip", "netns", "exec", env.host.guests[dst].netns, "iperf3", "-s", "-1",
                  "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
