@@ -84,7 +84,7 @@ def _port_flows(net: int, port: int, ofport: int) -> Iterator[Flow]:
     yield pl.L2_LOOKUP.flow("known_mac", match(metadata=net, eth_dst=mac),
                             actions=(SetField(pl.REG_OUT_PORT, ofport),), goto="ingress_acl",
                             cookie=owner)
-    yield pl.QOS.flow("port", match(reg7=ofport), meter=1 + port % 8, goto="output",
+    yield pl.QOS.flow("shared", match(reg7=ofport), meter=1 + port % 8, goto="output",
                       cookie=owner)
     yield pl.OUTPUT.flow("deliver", match(reg7=ofport), actions=(Output(ofport),),
                          cookie=owner)
