@@ -20,6 +20,7 @@ from controller import pipeline as pl
 from controller.compiler import DesiredSwitch, compile_switch
 from controller.compiler.core import Placement
 from controller.compiler.tunnels import desired_tunnels
+from controller.discovery import Discovery
 from controller.intent import Intent
 from controller.reconciler import Channel, FlowDiff, SwitchSync
 from controller.southbound.registry import ChassisRegistry
@@ -108,10 +109,12 @@ class Engine:
     """Implements controller.runtime.Runtime for the REST layer."""
 
     def __init__(self, store: Any, topology: Topology,
-                 registry: Optional[ChassisRegistry] = None) -> None:
+                 registry: Optional[ChassisRegistry] = None, fast_failover: bool = True) -> None:
         self.store = store
         self.topology = topology
         self.registry = registry
+        self.fast_failover = fast_failover
+        self.discovery = Discovery(topology, self.kick)
         self._workers: dict[int, SwitchWorker] = {}
         self._lock = threading.Lock()
         self._synced = threading.Condition()
@@ -162,6 +165,32 @@ class Engine:
         SWITCHES.set(len(self._workers))
         self.notify_synced()
 
+    # ---- fabric events from the OpenFlow app (never block: os-ken's event thread)
+    def of_switch_up(self, datapath_id: int, ports: dict[int, tuple[str, bool]]) -> None:
+        if self.topology.switch_up(datapath_id, ports):
+            self.kick()
+
+    def of_switch_down(self, datapath_id: int) -> None:
+        self.discovery.switch_gone(datapath_id)
+        if self.topology.switch_down(datapath_id):
+            self.kick()
+
+    def of_port(self, datapath_id: int, port_no: int, name: str, up: Optional[bool]) -> None:
+        if not up:
+            self.discovery.port_down(datapath_id, port_no)
+        if self.topology.port_changed(datapath_id, port_no, name, up):
+            self.kick()
+
+    def lldp_in(self, datapath_id: int, in_port: int, data: bytes) -> bool:
+        return self.discovery.lldp_in(datapath_id, in_port, data, time.monotonic())
+
+    def probe_targets(self) -> list[tuple[int, int]]:
+        """(dpid, port) pairs to send an LLDP probe out of: up ports of fabric switches."""
+        view = self.topology.view()
+        self.discovery.expire(time.monotonic())
+        return sorted((d, no) for (d, no), up in view.port_state.items()
+                      if up and d in view.fabric_switches and no < 0xFFFFFF00)
+
     def notify_synced(self) -> None:
         with self._synced:
             self._synced.notify_all()
@@ -198,11 +227,13 @@ class Engine:
         with self._lock:
             workers = dict(self._workers)
         started = time.perf_counter()
-        placement = Placement(intent, topo)
+        placement = Placement(intent, topo, self.fast_failover)
         shaping: dict[str, dict] = {}
-        for dpid, switch in topo.switches.items():
+        for dpid in sorted(set(topo.switches) | topo.fabric_switches):
             desired = compile_switch(intent, topo, dpid, placement)
-            shaping.setdefault(switch.chassis, {}).update(desired.shaping)
+            switch = topo.switches.get(dpid)
+            if switch is not None:
+                shaping.setdefault(switch.chassis, {}).update(desired.shaping)
             worker = workers.get(dpid)
             if worker is not None:
                 worker.offer(desired)
@@ -221,7 +252,7 @@ class Engine:
             workers = list(self._workers.values())
         pending = []
         for w in workers:
-            if w.datapath_id not in topo.switches:
+            if w.datapath_id not in topo.switches and w.datapath_id not in topo.fabric_switches:
                 continue
             synced = w.sync.synced
             if synced is None or synced.generation < generation \

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datapath-type", default="netdev", choices=["netdev", "system"])
     p.add_argument("--auth-tokens", type=Path, default=None, metavar="FILE",
                    help="YAML/JSON map of token -> {project_id, role}")
+    p.add_argument("--no-fast-failover", action="store_true",
+                   help="fabric: plain next hops without watched buckets (for comparison)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -92,6 +94,7 @@ class Options:
     integration_bridge: str
     datapath_type: str
     auth_tokens: Optional[Path]
+    no_fast_failover: bool
     log_level: str
 
 
@@ -166,7 +169,7 @@ class Controller:
                                   controller_target=target)
         kick = _Kick()
         registry = ChassisRegistry(o.chassis, settings, topology, kick)
-        engine = Engine(store, topology, registry)
+        engine = Engine(store, topology, registry, fast_failover=not o.no_fast_failover)
         kick.target = engine.kick
         store.subscribe(engine.kick)
         engine.start()

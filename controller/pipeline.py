@@ -161,11 +161,14 @@ _ACL_PRIORITIES = {
 CLASSIFY = Table(
     "classify", 0,
     "in_port / VLAN tag / tunnel key -> network in metadata; unknown -> drop",
-    frozenset({"in_port", "vlan_vid", "tunnel_id"}),
+    frozenset({"in_port", "vlan_vid", "tunnel_id", "eth_type"}),
     ("port_security", "l2_lookup"),
     miss_drops=True,
-    priorities={"port": 100, "tunnel": 100, "vlan": 100},
+    priorities={"lldp": 500, "port": 100, "tunnel": 100, "vlan": 100, "fabric": 100},
 )
+# Fabric next-hop groups (one per destination switch) live above the flood groups.
+FABRIC_GROUP_BASE = 0x40000000
+OFPP_CONTROLLER = 0xFFFFFFFD
 # A connection allowed by a rule that has since been removed is marked in conntrack
 # (as the Neutron OVS firewall does) so neither direction passes any more.
 CT_MARK_REVOKED = 0x1
@@ -173,7 +176,7 @@ CT_ZONE_SPAN = 65000  # zones 1..65000 for networks; 0 and the top are left alon
 METER_ID_SPAN = 60000  # per-port egress meters 1..60000
 # Flood groups (one per network and switch) live in their own id space; groups have
 # no cookie in OpenFlow 1.3, so the id is derived from the owning network's key.
-GROUP_ID_MASK = 0x7FFFFFFF
+GROUP_ID_MASK = 0x3FFFFFFF
 PORT_SECURITY = Table(
     "port_security", 10,
     "source MAC and IPs must be the port's own, ARP and ND included",

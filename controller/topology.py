@@ -67,6 +67,12 @@ class TopologyView:
     tunnels: Mapping[tuple[int, str, str], TunnelView] = field(default_factory=_empty)
     # (datapath_id, physical network) -> ofport of the patch port to its provider bridge
     provider_ports: Mapping[tuple[int, str], int] = field(default_factory=_empty)
+    # Fabric: OpenFlow switches that are not a chassis' integration bridge, their
+    # ports (from OpenFlow port descriptions) and the links LLDP found between them.
+    fabric_switches: frozenset[int] = frozenset()
+    switch_ports: Mapping[int, Mapping[str, int]] = field(default_factory=_empty)
+    port_state: Mapping[tuple[int, int], bool] = field(default_factory=_empty)
+    links: Mapping[tuple[int, int], tuple[int, int]] = field(default_factory=_empty)
 
     def bindings_on(self, datapath_id: int) -> list[Binding]:
         return [b for b in self.bindings.values() if b.datapath_id == datapath_id]
@@ -119,6 +125,9 @@ class Topology:
         self._lock = threading.Lock()
         self._graph = nx.MultiDiGraph()
         self._chassis: dict[str, ChassisState] = {}
+        self._of_switches: set[int] = set()
+        self._ports: dict[int, dict[int, tuple[str, bool]]] = {}  # dpid -> no -> (name, up)
+        self._links: dict[tuple[int, int], tuple[int, int]] = {}
         self._version = 0
         self._view = TopologyView()
         self._integration_bridge = integration_bridge
@@ -140,6 +149,43 @@ class Topology:
             if self._chassis.pop(name, None) is None:
                 return False
             return self._rebuild()
+
+    # ---- fabric (OpenFlow side)
+    def switch_up(self, datapath_id: int, ports: dict[int, tuple[str, bool]]) -> bool:
+        with self._lock:
+            self._of_switches.add(datapath_id)
+            self._ports[datapath_id] = dict(ports)
+            return self._rebuild()
+
+    def switch_down(self, datapath_id: int) -> bool:
+        with self._lock:
+            self._of_switches.discard(datapath_id)
+            self._ports.pop(datapath_id, None)
+            self._links = {a: b for a, b in self._links.items()
+                           if a[0] != datapath_id and b[0] != datapath_id}
+            return self._rebuild()
+
+    def port_changed(self, datapath_id: int, port_no: int, name: str, up: Optional[bool]
+                     ) -> bool:
+        """up=None: the port was deleted."""
+        with self._lock:
+            ports = self._ports.setdefault(datapath_id, {})
+            if up is None:
+                ports.pop(port_no, None)
+            else:
+                ports[port_no] = (name, up)
+            return self._rebuild()
+
+    def set_links(self, links: dict[tuple[int, int], tuple[int, int]]) -> bool:
+        with self._lock:
+            if links == self._links:
+                return False
+            self._links = dict(links)
+            return self._rebuild()
+
+    def is_fabric(self, datapath_id: int) -> bool:
+        view = self.view()
+        return datapath_id in view.fabric_switches
 
     def chassis_states(self) -> list[ChassisState]:
         with self._lock:
@@ -188,7 +234,24 @@ class Topology:
                     graph.add_node(("port", iface.iface_id), kind="port")
                     graph.add_edge(("switch", dpid), ("port", iface.iface_id),
                                    kind="has", ofport=iface.ofport)
-        changed = (switches != dict(self._view.switches)
+        fabric = frozenset(self._of_switches - set(switches))
+        switch_ports = {d: MappingProxyType({name: no for no, (name, _) in ports.items()})
+                        for d, ports in self._ports.items()}
+        port_state = {(d, no): up for d, ports in self._ports.items()
+                      for no, (_, up) in ports.items()}
+        links = {a: b for a, b in self._links.items()
+                 if port_state.get(a, False) and port_state.get(b, False)}
+        for d in fabric:
+            graph.add_node(("switch", d), kind="switch", fabric=True)
+        for (a, pa), (b, pb) in links.items():
+            graph.add_edge(("switch", a), ("switch", b), kind="fabric", src_port=pa,
+                           dst_port=pb)
+        changed = (fabric != self._view.fabric_switches
+                   or links != dict(self._view.links)
+                   or port_state != dict(self._view.port_state)
+                   or {d: dict(p) for d, p in switch_ports.items()}
+                   != {d: dict(p) for d, p in self._view.switch_ports.items()}
+                   or switches != dict(self._view.switches)
                    or bindings != dict(self._view.bindings)
                    or chassis != dict(self._view.chassis)
                    or tunnels != dict(self._view.tunnels)
@@ -199,5 +262,7 @@ class Topology:
             self._view = TopologyView(self._version, MappingProxyType(switches),
                                       MappingProxyType(bindings), MappingProxyType(chassis),
                                       MappingProxyType(tunnels),
-                                      MappingProxyType(provider_ports))
+                                      MappingProxyType(provider_ports),
+                                      fabric, MappingProxyType(switch_ports),
+                                      MappingProxyType(port_state), MappingProxyType(links))
         return changed

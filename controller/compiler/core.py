@@ -10,6 +10,8 @@ from typing import Optional
 
 from controller import pipeline as pl
 from controller.compiler.acl import GroupIndex, switch_acl_flows
+from controller.compiler.fabric import FabricPlan, fabric_bindings, fabric_switch_state
+from controller.compiler.fabric import plan as plan_fabric
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
 from controller.compiler.overlay import (
     flood_group,
@@ -52,11 +54,15 @@ class CompileError(RuntimeError):
 class Placement:
     """Where each live port of each network is bound, indexed once per compile."""
 
-    def __init__(self, intent: Intent, topo: TopologyView) -> None:
+    def __init__(self, intent: Intent, topo: TopologyView, fast_failover: bool = True) -> None:
+        self.fast_failover = fast_failover
         self.by_network: dict[str, dict[int, list[tuple[Port, Binding]]]] = defaultdict(
             lambda: defaultdict(list))
         self.by_switch: dict[int, list[tuple[Port, Binding]]] = defaultdict(list)
-        for binding in sorted(topo.bindings.values(), key=lambda b: b.port_id):
+        bindings = dict(topo.bindings)
+        for fport, dpid, ofport, name in fabric_bindings(intent, topo):
+            bindings.setdefault(fport.id, Binding(fport.id, "fabric", name, dpid, ofport, name))
+        for binding in sorted(bindings.values(), key=lambda b: b.port_id):
             port = intent.ports.get(binding.port_id)
             if port is None or not port.admin_state_up:
                 continue
@@ -67,10 +73,16 @@ class Placement:
             self.by_switch[binding.datapath_id].append((port, binding))
         self.groups = GroupIndex(intent)
         self.policies = PolicyIndex(intent)
+        self.fabric: Optional[FabricPlan] = None
+        if topo.fabric_switches:
+            members = {nid: {d for d in by_dpid if d in topo.fabric_switches}
+                       for nid, by_dpid in self.by_network.items()}
+            self.fabric = plan_fabric(intent, topo, {k: v for k, v in members.items() if v})
 
 
 def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
                    placement: Optional[Placement] = None) -> DesiredSwitch:
+    """The desired state of one switch: a chassis' integration bridge or a fabric switch."""
     placement = placement or Placement(intent, topo)
     flows: dict[FlowKey, Flow] = {}
     groups: dict[int, Group] = {}
@@ -86,7 +98,9 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
     local_by_net: dict[str, list[int]] = defaultdict(list)
     port_keys = set()
     here = placement.by_switch.get(datapath_id, [])
-    zones = zones_for([intent.networks[nid] for nid in {p.network_id for p, _ in here}])
+    fabric = placement.fabric if datapath_id in topo.fabric_switches else None
+    zone_nets = {p.network_id for p, _ in here} | (set(fabric.members) if fabric else set())
+    zones = zones_for([intent.networks[nid] for nid in zone_nets])
     local_ports: dict[int, Port] = {}
     qos = switch_qos([(p, intent.networks[p.network_id], b.interface, b.ofport)
                       for p, b in here], placement.policies)
@@ -105,7 +119,26 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
 
     switch = topo.switches.get(datapath_id)
     taken_group_ids: set[int] = set()
+    fabric_floods: dict[str, Optional[int]] = {}
+    if fabric is not None:
+        fflows, fgroups, fabric_floods = fabric_switch_state(
+            intent, fabric, datapath_id, placement.by_network, local_by_net, zones,
+            taken_group_ids, fast_failover=placement.fast_failover)
+        for f in fflows:
+            add(f)
+        for g in fgroups:
+            groups[g.group_id] = g
+        for net_id, gid in sorted(fabric_floods.items()):
+            add(flood_flow(intent.networks[net_id], tuple(sorted(local_by_net.get(net_id, ()))),
+                           gid))
+            if net_id not in local_by_net:
+                continue
+            for port in intent.ports_on_network(net_id):
+                for f in arp_reply_flows(port, intent.networks[net_id]):
+                    add(f)
     for net_id in sorted(local_by_net):
+        if net_id in fabric_floods:
+            continue
         network = intent.networks[net_id]
         local = tuple(sorted(local_by_net[net_id]))
         group_id = None
@@ -157,6 +190,8 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
     )
 
 
-def compile_all(intent: Intent, topo: TopologyView) -> dict[int, DesiredSwitch]:
-    placement = Placement(intent, topo)
-    return {dpid: compile_switch(intent, topo, dpid, placement) for dpid in sorted(topo.switches)}
+def compile_all(intent: Intent, topo: TopologyView, fast_failover: bool = True
+                ) -> dict[int, DesiredSwitch]:
+    placement = Placement(intent, topo, fast_failover)
+    dpids = sorted(set(topo.switches) | set(topo.fabric_switches))
+    return {dpid: compile_switch(intent, topo, dpid, placement) for dpid in dpids}

@@ -227,7 +227,7 @@ def test_priority_names() -> None:
     assert priority_name("ingress_acl", 10) == "default_deny"
     assert priority_name("egress_acl", 90) == "rule_conj"
     assert priority_name("output", 0) == "miss"
-    assert priority_name("classify", 100) == "port|tunnel|vlan"
+    assert priority_name("classify", 100) == "fabric|port|tunnel|vlan"
 
 
 def test_judge_without_destination_or_hops() -> None:
