@@ -19,12 +19,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from controller import pipeline as pl
 from controller.compiler import DesiredSwitch, compile_switch
 from controller.compiler.core import Placement
+from controller.compiler.fabric import fabric_bindings
 from controller.compiler.tunnels import desired_tunnels
 from controller.discovery import Discovery
 from controller.intent import Intent
 from controller.reconciler import Channel, FlowDiff, SwitchSync
 from controller.southbound.registry import ChassisRegistry
 from controller.topology import Topology
+from controller.topoview import model as topoview
 
 LOG = logging.getLogger(__name__)
 
@@ -280,15 +282,21 @@ class Engine:
                 "datapath_id": f"{b.datapath_id:016x}", "interface": b.interface}
 
     def port_status(self, port_id: str) -> str:
-        b = self.topology.view().bindings.get(port_id)
-        if b is None:
-            return "DOWN"
-        with self._lock:
-            worker = self._workers.get(b.datapath_id)
+        """ACTIVE once the port's own flows are installed on a switch it is bound to."""
         port = self.store.latest().ports.get(port_id)
-        if worker is None or port is None or not worker.sync.has_port(port.key):
+        if port is None:
             return "DOWN"
-        return "ACTIVE"
+        view = self.topology.view()
+        b = view.bindings.get(port_id)
+        if b is not None:
+            candidates = [b.datapath_id]
+        else:  # bound by binding:profile on a fabric switch?
+            candidates = [dpid for p, dpid, _, _ in fabric_bindings(
+                self.store.latest(), view) if p.id == port_id]
+        with self._lock:
+            workers = [self._workers.get(d) for d in candidates]
+        return "ACTIVE" if any(w is not None and w.sync.has_port(port.key)
+                               for w in workers) else "DOWN"
 
     def switches(self) -> list[dict[str, Any]]:
         topo = self.topology.view()
@@ -323,6 +331,10 @@ class Engine:
                                       if b.chassis == ch.name),
             })
         return out
+
+    def topology_document(self) -> dict[str, Any]:
+        return topoview.build(self.topology.view(), self.store.latest(), self.switches(),
+                              self.chassis(), self.port_status)
 
     def health(self) -> dict[str, Any]:
         return {"switches": self.switches(), "chassis": self.chassis()}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Optional, Protocol
 
+from controller.topoview import model as topoview_model
+
 
 class Runtime(Protocol):
     def port_status(self, port_id: str) -> str:
@@ -32,6 +34,12 @@ class Runtime(Protocol):
 
     def chassis(self) -> list[dict[str, Any]]:
         """Known chassis and their state for GET /v1/chassis."""
+
+    def topology_document(self) -> dict[str, Any]:
+        """Switches, chassis, ports and the links between them for GET /v1/topology.
+
+        The document of `controller.topoview.model.build` (shape in docs/ARCHITECTURE.md).
+        """
 
 
 class Detached:
@@ -57,3 +65,6 @@ class Detached:
 
     def chassis(self) -> list[dict[str, Any]]:
         return []
+
+    def topology_document(self) -> dict[str, Any]:
+        return topoview_model.empty()

@@ -23,7 +23,7 @@ from controller import intent as model
 from controller.explain.tracer import TraceError
 from controller.rest import chassis as chassis_api
 from controller.rest import qos, v1, versions
-from controller.rest.auth import Authenticator, NoAuth, Principal
+from controller.rest.auth import Authenticator, NoAuth, Principal, request_token
 from controller.rest.errors import (
     Conflict,
     InvalidInput,
@@ -103,6 +103,18 @@ def json_response(body: Any, status: int = 200, generation: Optional[int] = None
     return resp
 
 
+def text_response(text: str, content_type: str, status: int = 200) -> Response:
+    return Response(
+        status=status, content_type=content_type, charset="utf-8", body=text.encode()
+    )
+
+
+def no_store(resp: Response) -> Response:
+    """Live state: never served from a cache."""
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
 def expected_revision(request: Request) -> Optional[int]:
     """Neutron's compare-and-swap: `If-Match: revision_number=N` on PUT/DELETE."""
     header = request.headers.get("If-Match", "").strip()
@@ -174,6 +186,8 @@ class LoomApi:
             return self._v2(request, parts[1:])
         if parts[0] == "v1":
             return self._v1(request, parts[1:])
+        if parts == ["topology"] and not request.path_info.rstrip("/").endswith(".json"):
+            return self._topology_page(request)
         raise NotFound("The resource could not be found.")
 
     @staticmethod
@@ -271,11 +285,39 @@ class LoomApi:
             raise NotFound("The resource could not be found.")
         if parts == ["switches"]:
             return json_response(v1.switches(self.runtime))
+        if parts == ["topology"]:
+            return no_store(json_response(v1.topology(self.runtime)))
+        if parts == ["topology.svg"]:
+            return no_store(text_response(v1.topology_svg(self.runtime), "image/svg+xml"))
         if parts == ["trace"]:
             return self._trace(request)
         if len(parts) == 3 and parts[0] == "switches" and parts[2] == "flows":
             return json_response(v1.flows(self.runtime, parts[1]))
         raise NotFound("The resource could not be found.")
+
+    def _topology_page(self, request: Request) -> Response:
+        """GET /topology: the picture in a page that refreshes itself; admin only.
+
+        A browser cannot set X-Auth-Token on a page it navigates to, so this one URL
+        also takes the token as `?token=` (the page's script sends it back as a header
+        when it refreshes the picture). Keep such URLs out of shared logs and history.
+        """
+        self._allow(request, "GET")
+        token = request.GET.get("token")
+        if token and request_token(request) is None:
+            request.headers["X-Auth-Token"] = token
+        if not self.auth.authenticate(request).is_admin:
+            raise NotFound("The resource could not be found.")
+        resp = text_response(
+            v1.topology_page(self.runtime, request.GET.get("refresh")), "text/html"
+        )
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+            "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
+        )
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return no_store(resp)
 
     def _chassis(self, request: Request, parts: list[str]) -> Response:
         """/v1/chassis[/<name>]; a name may hold slashes (a unix: remote)."""

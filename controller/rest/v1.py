@@ -1,4 +1,4 @@
-"""/v1: what Neutron has no word for (health, pipeline, switches, installed flows).
+"""/v1: what Neutron has no word for (health, pipeline, switches, installed flows, topology).
 
 Chassis (stored and live) are served by controller.rest.chassis.
 
@@ -8,11 +8,12 @@ answer the same with or without a southbound (Detached: empty lists).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 from controller import pipeline as pl
 from controller.rest.errors import NotFound
 from controller.runtime import Runtime
+from controller.topoview import render
 
 
 class HealthSource(Protocol):
@@ -69,3 +70,25 @@ def flows(runtime: Runtime, dpid_text: str) -> dict[str, Any]:
     if installed is None:
         raise NotFound(f"Switch {dpid_text} could not be found.", type="SwitchNotFound")
     return {"datapath_id": f"{dpid:016x}", "flows": installed}
+
+
+def topology(runtime: Runtime) -> dict[str, Any]:
+    """GET /v1/topology: nodes, links and the (topology, intent) versions they come from."""
+    return runtime.topology_document()
+
+
+def topology_svg(runtime: Runtime) -> str:
+    """GET /v1/topology.svg: the same document, drawn."""
+    return render.svg(runtime.topology_document())
+
+
+DEFAULT_REFRESH_SECONDS = 5
+
+
+def topology_page(runtime: Runtime, refresh: Optional[str]) -> str:
+    """GET /topology: an HTML page around the SVG that refreshes itself (`?refresh=` s, 0: off)."""
+    try:
+        seconds = int(refresh) if refresh else DEFAULT_REFRESH_SECONDS
+    except ValueError:
+        seconds = DEFAULT_REFRESH_SECONDS
+    return render.html_page(runtime.topology_document(), min(max(seconds, 0), 3600))
