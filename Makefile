@@ -23,14 +23,14 @@ SANDBOX_DIR := /tmp/loom-sandbox
 SANDBOX_STATE := /run/loom-sandbox
 
 # One line and exit 2 when a target that needs root is asked for without it.
-ROOT_GOALS := test demo bench
+ROOT_GOALS := test demo bench fabric-demo
 ifneq ($(filter $(ROOT_GOALS),$(MAKECMDGOALS)),)
 ifneq ($(shell id -u),0)
 $(error needs root for network namespaces and OVS: run sudo make $(MAKECMDGOALS))
 endif
 endif
 
-.PHONY: help deps apt-deps pydeps require-root test unit lint demo bench clean distclean
+.PHONY: help deps apt-deps pydeps require-root test unit lint demo bench clean distclean fabric-demo
 
 help:
 	@echo "make deps    install system packages (apt) and the Python venv ($(VENV))"
@@ -122,3 +122,9 @@ clean:
 
 distclean: clean
 	rm -rf "$(VENV)"
+
+# A Mininet fabric (private OVS, userspace datapath) run by Loom: pingall and iperf.
+FABRIC_TOPO ?= leafspine 2 3 2
+FABRIC_ARGS ?= --start-controller --split --pingall --iperf h1,h5
+fabric-demo: require-root deps
+	"$(PY)" -m topologies.fabric run $(FABRIC_TOPO) $(FABRIC_ARGS)
