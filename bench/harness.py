@@ -41,6 +41,22 @@ class ChannelCatcher:
     def kick(self, *_: Any) -> None:
         pass
 
+    # The fabric side of the engine: a bench switch is not part of any fabric.
+    def of_switch_up(self, *_: Any) -> None:
+        pass
+
+    def of_switch_down(self, *_: Any) -> None:
+        pass
+
+    def of_port(self, *_: Any) -> None:
+        pass
+
+    def lldp_in(self, *_: Any) -> bool:
+        return False
+
+    def probe_targets(self) -> list[tuple[int, int]]:
+        return []
+
     def wait(self, dpid: int, timeout: float = 30.0) -> OpenFlowChannel:
         deadline = time.monotonic() + timeout
         with self._cond:
