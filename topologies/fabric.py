@@ -238,13 +238,6 @@ def _root_links() -> dict[str, dict[str, Any]]:
     return {item["ifname"]: item for item in json.loads(out or "[]")}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def _netns_id(pid: int) -> str | None:
@@ -476,14 +469,14 @@ class Fabric:
         left: list[str] = []
         existing = set(_root_links())
         left += [f"link {n}" for n in self._names if n in existing]
-        left += [f"process {p} ({n})" for n, p in self._shells.items() if _pid_alive(p)]
+        left += [f"process {p} ({n})" for n, p in self._shells.items() if nsutil.pid_alive(p)]
         if self._host_netns:
             left += [f"process {p} in a host namespace" for p in _pids_in_netns(self._host_netns)]
         if self.ovs is not None:
             for pidfile in ("ovsdb-server.pid", "ovs-vswitchd.pid"):
                 with contextlib.suppress(OSError, ValueError):
                     pid = int((self.ovs.rundir / pidfile).read_text())
-                    if _pid_alive(pid):
+                    if nsutil.pid_alive(pid):
                         left.append(f"{pidfile[:-4]} {pid}")
         return left
 

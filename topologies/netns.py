@@ -201,7 +201,7 @@ def disable_offloads(ifname: str, netns: str | None = None) -> None:
             raise CommandError(argv, 1, out, f"tx checksumming still on for {ifname}")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True for a live process; a zombie counts as dead."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -221,13 +221,13 @@ def _cmdline(pid: int) -> str:
 
 def kill_pids(pids: Sequence[int], grace: float = 2.0) -> None:
     """SIGTERM, then SIGKILL whatever is still alive after `grace` seconds."""
-    live = [p for p in pids if _pid_alive(p)]
+    live = [p for p in pids if pid_alive(p)]
     for pid in live:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while live and time.monotonic() < deadline:
-        live = [p for p in live if _pid_alive(p)]
+        live = [p for p in live if pid_alive(p)]
         if live:
             time.sleep(0.05)
     for pid in live:
@@ -514,7 +514,7 @@ def sweep_stale() -> list[str]:
                 data = json.loads(path.read_text())
             except (OSError, ValueError):
                 continue
-            if _pid_alive(int(data.get("owner_pid", 0))):
+            if pid_alive(int(data.get("owner_pid", 0))):
                 continue
             _remove_objects(data.get("processes", []), data.get("links", []), data.get("netns", []))
             path.unlink(missing_ok=True)
@@ -544,3 +544,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -9,7 +9,6 @@ is what a tenant would notice: who can ping whom, whose TCP payload arrives.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.harness import single_host, wait_active
 from topologies.api_client import ApiClient
 from topologies.controller_process import ControllerProcess
 from topologies.guest import Guest
 from topologies.netns import Sandbox
-from topologies.ovs_instance import DEFAULT_BASE, OvsInstance
+from topologies.ovs_instance import OvsInstance
 
 pytestmark = pytest.mark.integration
 
@@ -37,35 +37,10 @@ class Lab:
     ports: dict[str, dict]
 
 
-def _wait_active(api: ApiClient, port_id: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    status = None
-    while time.monotonic() < deadline:
-        status = api.get(f"/v2.0/ports/{port_id}").ok()["port"]["status"]
-        if status == "ACTIVE":
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"port {port_id} still {status}")
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    sandbox = Sandbox()
-    workdir = DEFAULT_BASE / f"{sandbox.prefix}-hv1"
-    shutil.rmtree(workdir, ignore_errors=True)
-    hv = OvsInstance("hv1", netns=sandbox.add_netns("hv1"), workdir=workdir, sandbox=sandbox,
-                     system_id="hv1")
-    ctl = None
-    guests: dict[str, Guest] = {}
-    try:
-        hv.start()
-        host_ip, _ = hv.add_mgmt_link()
-        state = tmp_path_factory.mktemp("loom-state")
-        ctl = ControllerProcess(state, [hv.db_remote], of_host=host_ip)
-        ctl.start()
-        hv.wait_for_bridge("br-int", timeout=20)
-        ctl.wait_switches(1)
-        api = ctl.api
+    with single_host(tmp_path_factory.mktemp("loom-state")) as host:
+        api = host.api
         ports: dict[str, dict] = {}
         # Two projects, both 10.0.0.0/24, the same guest IPs in each.
         for project, suffix in (("project-a", "a"), ("project-b", "b")):
@@ -81,20 +56,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                                  project_id="project-b",
                                  fixed_ips=[{"ip_address": "10.0.0.13"}])
         for name, port in ports.items():
-            ip = port["fixed_ips"][0]["ip_address"]
-            guests[name] = Guest(name, port["mac_address"], f"{ip}/24", sandbox=sandbox,
-                                 ovs=hv, bridge="br-int", port_id=port["id"])
-        for port in ports.values():
-            _wait_active(api, port["id"])
-        yield Lab(sandbox, hv, ctl, api, guests, ports)
-    finally:
-        for g in guests.values():
-            g.close()
-        if ctl is not None:
-            ctl.stop()
-            print("controller log tail:\n" + ctl.log_tail(60))
-        hv.close(remove_workdir=True)
-        sandbox.cleanup()
+            host.guest_for(name, port)
+        yield Lab(host.sandbox, host.hv, host.ctl, api, host.guests, ports)
 
 
 def test_guests_on_one_network_ping_and_talk_tcp(lab: Lab) -> None:
@@ -205,7 +168,7 @@ def test_status_follows_binding_and_delete_removes_exactly_the_ports_flows(lab: 
     g = Guest("a9", port["mac_address"], f"{ip}/24", sandbox=lab.sandbox, ovs=hv,
               bridge="br-int", port_id=port["id"])
     try:
-        _wait_active(api, port["id"])
+        wait_active(api, port["id"])
         assert g.ping("10.0.0.11", count=2, interval=0.2)[1] == 2
         before = _flows(hv)
         cookie = _cookie_of(api, port["id"])
