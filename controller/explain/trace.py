@@ -198,8 +198,8 @@ class _PassParser:
         self.p.flow = parse_flow_fields(flow_text)
         if "in_port" in self.p.flow and self.p.flow["in_port"].isdigit():
             self.in_port = int(self.p.flow["in_port"])
-        if "reg7" in self.p.flow:
-            self.reg7 = _int(self.p.flow["reg7"])
+        if pl.REG_OUT_PORT in self.p.flow:
+            self.reg7 = _int(self.p.flow[pl.REG_OUT_PORT])
         if "tun_id" in self.p.flow:
             self.tun_id = _int(self.p.flow["tun_id"])
 
@@ -266,7 +266,7 @@ class _PassParser:
         m = _SET_FIELD.match(body) or _LOAD.match(body)
         if m:
             name = m["field"].lower()
-            if name == "reg7":
+            if name == pl.REG_OUT_PORT:
                 self.reg7 = _int(m["value"])
             elif name == "tun_id":
                 self.tun_id = _int(m["value"])
@@ -389,7 +389,8 @@ def priority_name(table: str, priority: Optional[int], entry: Optional[Entry] = 
                     "vlan" if "vlan" in entry.match else "port")
             names = [pick] if pick in names else names
         elif table == "l2_lookup" and {"known_mac", "remote_mac"} <= set(names):
-            names = ["known_mac" if any(a.startswith("set_field:") and a.endswith("->reg7")
+            sets_out = f"->{pl.REG_OUT_PORT}"
+            names = ["known_mac" if any(a.startswith("set_field:") and a.endswith(sets_out)
                                         for a in entry.actions) else "remote_mac"]
     return "|".join(names) or None
 
