@@ -23,6 +23,9 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("encode", "bench.bench_encode", (), False),
     ("flow_push", "bench.bench_flow_push", ("--sizes", "10000", "100000", "--repeat", "3"), True),
     ("rest_latency", "bench.bench_rest_latency", ("--ports", "500", "--bind", "100"), True),
+    ("security_groups", "bench.bench_security_groups", (), True),
+    ("overlay_scale", "bench.bench_overlay_scale", ("--sizes", "3", "6", "10"), True),
+    ("fabric", "bench.bench_fabric", ("--k", "4", "6"), True),
 )
 
 
