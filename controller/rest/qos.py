@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -41,6 +40,7 @@ from controller.rest.errors import (
 )
 from controller.rest.policy import check_admin_only, owner_for_create, owns
 from controller.rest.resource import Resource, ViewContext, now, select_fields
+from controller.rest.snapshot_index import per_snapshot
 from controller.rest.validate import (
     Attr,
     boolean,
@@ -120,24 +120,14 @@ def default_policy_id(intent: model.Intent, project_id: str) -> Optional[str]:
     return None
 
 
-_lock = threading.Lock()
-_cache: list[tuple[model.Intent, dict[str, list[model.QosRule]]]] = []
-
-
+@per_snapshot
 def rules_by_policy(intent: model.Intent) -> dict[str, list[model.QosRule]]:
     """Rules per policy in Neutron's order (by type), built once per snapshot."""
-    with _lock:
-        for known, cached in _cache:
-            if known is intent:
-                return cached
     out: dict[str, list[model.QosRule]] = {}
     for rule in intent.qos_rules.values():
         out.setdefault(rule.policy_id, []).append(rule)
     for rules in out.values():
         rules.sort(key=lambda r: (RULE_TYPES.index(r.type), r.direction, r.id))
-    with _lock:
-        _cache.insert(0, (intent, out))
-        del _cache[4:]
     return out
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import threading
 import uuid as uuidlib
 from typing import Any, Optional
 
@@ -38,6 +37,7 @@ from controller.rest.errors import (
 )
 from controller.rest.policy import owner_for_create, owns
 from controller.rest.resource import Resource, ViewContext, now
+from controller.rest.snapshot_index import per_snapshot
 from controller.rest.validate import (
     Attr,
     boolean,
@@ -199,23 +199,13 @@ def default_group_needed(
 
 
 # -- per-snapshot index: rules by group ------------------------------------------------
-_lock = threading.Lock()
-_cache: list[tuple[model.Intent, dict[str, list[model.SecurityGroupRule]]]] = []
-
-
+@per_snapshot
 def rules_by_group(intent: model.Intent) -> dict[str, list[model.SecurityGroupRule]]:
-    with _lock:
-        for known, cached in _cache:
-            if known is intent:
-                return cached
     out: dict[str, list[model.SecurityGroupRule]] = {}
     for rule in intent.security_group_rules.values():
         out.setdefault(rule.security_group_id, []).append(rule)
     for rules in out.values():
         rules.sort(key=lambda r: (r.created_at, r.id))
-    with _lock:
-        _cache.insert(0, (intent, out))
-        del _cache[4:]
     return out
 
 
