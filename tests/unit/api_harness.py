@@ -8,7 +8,11 @@ schema's indexes and strong references are exercised for real.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -133,3 +137,35 @@ def start_env(state_dir: Path, *, tokens: bool = False, runtime: Any = None) -> 
     db = EmbeddedOvsdb(state_dir).start()
     store = NorthboundStore(db.remote).connect(10)
     return Env(state_dir, db, store, runtime or Detached(), TokenAuth(TOKENS) if tokens else None)
+
+
+@contextmanager
+def openstack_cli(env: Env) -> Iterator[Callable[..., str]]:
+    """The stock `openstack` CLI (from requirements.txt) pointed at this env's API.
+
+    Yields `osc(*args) -> stdout`, which fails the test on a non-zero exit.
+    """
+    from controller.rest.server import serve
+
+    cli = Path(sys.executable).parent / "openstack"
+    assert cli.exists(), "python-openstackclient is pinned in requirements.txt: run make deps"
+    serving = serve(env.app, "127.0.0.1", 0)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    environ.update(
+        OS_AUTH_TYPE="none",
+        OS_ENDPOINT=serving.url,
+        OS_NETWORK_ENDPOINT_OVERRIDE=serving.url + "/v2.0/",
+        PYTHONWARNINGS="ignore",
+    )
+
+    def osc(*args: str) -> str:
+        done = subprocess.run(
+            [str(cli), *args], env=environ, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        yield osc
+    finally:
+        serving.close()

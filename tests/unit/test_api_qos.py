@@ -9,15 +9,12 @@ and stock clients (openstacksdk, the `openstack` CLI) against it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from api_harness import ADMIN, ALICE, BOB, Env, start_env
+from api_harness import ADMIN, ALICE, BOB, Env, openstack_cli, start_env
 
 from controller.rest.server import serve
 
@@ -661,26 +658,7 @@ def test_openstacksdk_manages_policies_and_rules(env: Env) -> None:
 
 
 def test_openstack_cli_qos_policy_and_rule_create(env: Env) -> None:
-    cli = Path(sys.executable).parent / "openstack"
-    if not cli.exists():
-        pytest.skip("python-openstackclient is not installed in this venv")
-    serving = serve(env.app, "127.0.0.1", 0)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    environ.update(
-        OS_AUTH_TYPE="none",
-        OS_ENDPOINT=serving.url,
-        OS_NETWORK_ENDPOINT_OVERRIDE=serving.url + "/v2.0/",
-        PYTHONWARNINGS="ignore",
-    )
-
-    def osc(*args: str) -> str:
-        done = subprocess.run(
-            [str(cli), *args], env=environ, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    try:
+    with openstack_cli(env) as osc:
         osc("network", "qos", "policy", "create", "gold")
         created = json.loads(
             osc(
@@ -717,8 +695,6 @@ def test_openstack_cli_qos_policy_and_rule_create(env: Env) -> None:
         osc("network", "qos", "rule", "set", "--max-kbps", "3000", "gold", created["id"])
         shown = json.loads(osc("network", "qos", "policy", "show", "gold", "-f", "json"))
         assert shown["name"] == "gold" and len(shown["rules"]) == 2
-    finally:
-        serving.close()
     (gold,) = env.store.latest().qos_policies.values()
     limits = [r for r in env.store.latest().qos_rules.values() if r.type == "bandwidth_limit"]
     assert [(r.policy_id, r.max_kbps, r.max_burst_kbps, r.direction) for r in limits] == [

@@ -7,16 +7,13 @@ port security, and stock clients (openstacksdk, the `openstack` CLI) against it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from api_harness import ADMIN, ALICE, BOB, Env, start_env
+from api_harness import ADMIN, ALICE, BOB, Env, openstack_cli, start_env
 
 from controller import intent as model
 from controller.rest.server import serve
@@ -789,26 +786,7 @@ def test_openstacksdk_manages_groups_and_rules(env: Env) -> None:
 
 
 def test_openstack_cli_security_group_and_rule_create(env: Env) -> None:
-    cli = Path(sys.executable).parent / "openstack"
-    if not cli.exists():
-        pytest.skip("python-openstackclient is not installed in this venv")
-    serving = serve(env.app, "127.0.0.1", 0)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    environ.update(
-        OS_AUTH_TYPE="none",
-        OS_ENDPOINT=serving.url,
-        OS_NETWORK_ENDPOINT_OVERRIDE=serving.url + "/v2.0/",
-        PYTHONWARNINGS="ignore",
-    )
-
-    def osc(*args: str) -> str:
-        done = subprocess.run(
-            [str(cli), *args], env=environ, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    try:
+    with openstack_cli(env) as osc:
         osc("security", "group", "create", "web")
         osc(
             "security",
@@ -838,8 +816,6 @@ def test_openstack_cli_security_group_and_rule_create(env: Env) -> None:
             "Direction",
         )
         assert "tcp 22:22 ingress" in out.splitlines()
-    finally:
-        serving.close()
     (web,) = [g for g in env.store.latest().security_groups.values() if g.name == "web"]
     rules = [
         r
