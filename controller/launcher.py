@@ -50,6 +50,12 @@ def host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def ovsdb_remote(text: str) -> str:
     if not (text.startswith(("unix:", "tcp:", "ssl:"))):
         raise argparse.ArgumentTypeError(
@@ -63,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the embedded northbound database and logs live")
     p.add_argument("--rest-listen", default=("127.0.0.1", 9696), type=host_port,
                    metavar="HOST:PORT", help="northbound REST API (default 127.0.0.1:9696)")
+    p.add_argument("--rest-max-connections", type=positive_int, default=None, metavar="N",
+                   help="REST connections held at once; past it the least recently active "
+                        "idle one makes room (default 4096)")
+    p.add_argument("--rest-max-per-peer", type=positive_int, default=None, metavar="N",
+                   help="REST connections one client address (IPv6: /64) may hold "
+                        "(default 64; raise it behind a proxy or NAT)")
     p.add_argument("--of-listen", default=("0.0.0.0", 6653), type=host_port,
                    metavar="HOST:PORT", help="OpenFlow listener (default 0.0.0.0:6653)")
     p.add_argument("--of-target", default=None,
@@ -87,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 class Options:
     state_dir: Path
     rest_listen: tuple[str, int]
+    rest_max_connections: Optional[int]
+    rest_max_per_peer: Optional[int]
     of_listen: tuple[str, int]
     of_target: Optional[str]
     nb_db: Optional[str]
@@ -148,6 +162,7 @@ class Controller:
             raise StartupError(f"--state-dir {o.state_dir}: {exc.strerror}") from None
 
         remote = o.nb_db
+        supervisor = None
         if remote is None:
             embedded = EmbeddedOvsdb(o.state_dir)
             try:
@@ -155,12 +170,15 @@ class Controller:
             except Exception as exc:
                 raise StartupError(f"embedded northbound database: {exc}") from None
             self._stops.append(embedded.stop)
+            supervisor = embedded.watch()  # restarts it if it dies; health says how it went
+            self._stops.append(supervisor.stop)
             remote = embedded.remote
-        store = NorthboundStore(remote)
+        store = NorthboundStore(remote, server=supervisor)
         try:
-            store.connect(timeout=5.0)
+            # 5 s to reach the server; once connected, up to 120 s for a large first load.
+            store.connect(timeout=5.0, load_timeout=120.0)
         except Exception as exc:
-            raise StartupError(f"northbound database {remote} unreachable: {exc}") from None
+            raise StartupError(f"northbound database {remote}: {exc}") from None
         self._stops.append(store.stop)
 
         topology = Topology(o.integration_bridge)
@@ -181,7 +199,7 @@ class Controller:
         app = make_app(store, engine, auth, tracer=Tracer(store, topology))
         if auth is None:
             LOG.warning("no --auth-tokens: authentication is OFF, API on loopback only")
-        server = serve(_with_metrics(app), *o.rest_listen)
+        server = serve(_with_metrics(app), *o.rest_listen, policy=_connection_policy(o))
         self._stops.append(server.close)
         LOG.info("REST API on http://%s:%d, OpenFlow on %s:%d", *o.rest_listen, *o.of_listen)
         self.engine = engine
@@ -195,6 +213,25 @@ class Controller:
                 stop()
             except Exception:
                 LOG.debug("stop %s", stop, exc_info=True)
+
+
+def _connection_policy(o: Options) -> Any:
+    """The REST server's connection caps: limits.py's defaults unless a flag says more."""
+    from controller.rest.server import ConnectionPolicy
+
+    defaults = ConnectionPolicy()
+    return ConnectionPolicy(
+        max_connections=o.rest_max_connections or defaults.max_connections,
+        max_per_peer=o.rest_max_per_peer or defaults.max_per_peer,
+    )
+
+
+def _raise_open_files() -> None:
+    """Before anything opens a socket: the usual soft limit (1024) is less than the REST
+    server's connection cap alone; raised towards the hard limit (see limits.py)."""
+    from controller.rest.server import raise_nofile_limit
+
+    LOG.debug("open files limit: %d", raise_nofile_limit())
 
 
 class _Kick:
@@ -246,6 +283,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for noisy in ("os_ken.controller.controller", "os_ken.base.app_manager",
                   "ovsdbapp.backend.ovs_idl.vlog"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _raise_open_files()
     ctl = Controller(opts)
     try:
         ctl.start()

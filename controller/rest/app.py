@@ -22,7 +22,7 @@ from webob import Request, Response
 from controller import intent as model
 from controller.explain.tracer import TraceError
 from controller.rest import chassis as chassis_api
-from controller.rest import qos, v1, versions
+from controller.rest import qos, v1, validate, versions
 from controller.rest.auth import Authenticator, NoAuth, Principal, request_token
 from controller.rest.errors import (
     Conflict,
@@ -92,11 +92,12 @@ class TraceSource(Protocol):
 
 
 def json_response(body: Any, status: int = 200, generation: Optional[int] = None) -> Response:
+    """A JSON answer; NaN or Infinity in `body` is a bug (500), never invalid JSON sent out."""
     resp = Response(
         status=status,
         content_type="application/json",
         charset="utf-8",
-        body=json.dumps(body).encode(),
+        body=json.dumps(body, allow_nan=False).encode(),
     )
     if generation is not None:
         resp.headers["X-Loom-Generation"] = str(generation)
@@ -176,6 +177,7 @@ class LoomApi:
 
     # -- routing ----------------------------------------------------------------
     def handle(self, request: Request) -> Response:
+        self._check_edge(request)
         parts = [p for p in request.path_info.split("/") if p]
         if parts and parts[-1].endswith(".json"):
             parts[-1] = parts[-1][: -len(".json")]
@@ -277,7 +279,10 @@ class LoomApi:
             return self._chassis(request, parts[1:])
         self._allow(request, "GET")
         if parts == ["health"]:
-            status, body = v1.health(self.store, self.runtime)
+            if principal.is_admin:
+                status, body = v1.health(self.store, self.runtime)
+            else:
+                status, body = v1.health_summary(self.store)
             return json_response(body, status=status)
         if parts == ["pipeline"]:
             return json_response(v1.pipeline())
@@ -446,6 +451,16 @@ class LoomApi:
             raise InvalidInput(str(exc)) from exc
         return generation, after[0]
 
+    @staticmethod
+    def _check_edge(request: Request) -> None:
+        """What a request brings, refused before routing and so before any write.
+
+        The wait timeout is checked here too: `_maybe_wait` runs after the commit,
+        too late for a 400 that must leave the store untouched.
+        """
+        validate.check_request(request)
+        _wait_timeout(request)
+
     def _maybe_wait(self, request: Request, generation: int, what: str) -> None:
         wanted = (
             request.GET.get("wait", "").lower() in TRUE
@@ -453,11 +468,7 @@ class LoomApi:
         )
         if not wanted:
             return
-        raw = request.GET.get("wait_timeout") or request.headers.get("X-Loom-Wait-Timeout")
-        try:
-            timeout = min(float(raw), MAX_WAIT_TIMEOUT) if raw else DEFAULT_WAIT_TIMEOUT
-        except ValueError:
-            timeout = DEFAULT_WAIT_TIMEOUT
+        timeout = _wait_timeout(request)
         if not self.runtime.wait_installed(generation, timeout):
             raise WaitTimeout(
                 f"The change is committed (generation {generation}) but was not installed on "
@@ -466,6 +477,20 @@ class LoomApi:
                 detail=what,
                 headers={"X-Loom-Generation": str(generation)},
             )
+
+
+def _wait_timeout(request: Request) -> float:
+    """`wait_timeout` (query) or `X-Loom-Wait-Timeout` (header), 0 < t <= MAX_WAIT_TIMEOUT.
+
+    Anything else (-1, nan, inf, garbage, too long) is 400: silently waiting the
+    default instead is not what the client asked for.
+    """
+    raw = request.GET.get("wait_timeout")
+    if raw is None:
+        raw = request.headers.get("X-Loom-Wait-Timeout")
+    if raw is None:
+        return DEFAULT_WAIT_TIMEOUT
+    return validate.positive_seconds(raw.strip(), "wait_timeout", MAX_WAIT_TIMEOUT)
 
 
 def make_app(

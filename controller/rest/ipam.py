@@ -29,8 +29,13 @@ def usable_range(net: IPNetwork) -> tuple[int, int]:
 
 
 def default_gateway(net: IPNetwork) -> Optional[str]:
+    """The first host address, in the subnet's own family.
+
+    Never `ipaddress.ip_address(int)`: it picks the family from the integer, so the
+    first host of `::/64` (the integer 1) would come out as IPv4 `0.0.0.1`.
+    """
     first, last = usable_range(net)
-    return str(ipaddress.ip_address(first)) if first <= last and net.num_addresses > 2 else None
+    return _addr(first, net.version) if first <= last and net.num_addresses > 2 else None
 
 
 def _addr(value: int, version: int) -> str:

@@ -67,6 +67,13 @@ def check_mtu(network_type: str, mtu: int) -> int:
     return mtu
 
 
+PROVIDER_ATTRS = (
+    "provider:network_type",
+    "provider:segmentation_id",
+    "provider:physical_network",
+)
+
+
 class Networks(Resource):
     kind, singular, plural, intent_attr = "Network", "network", "networks", "networks"
     attrs = ATTRS
@@ -78,7 +85,13 @@ class Networks(Resource):
         return owns(principal, obj)
 
     def view(self, n: model.Network, ctx: ViewContext) -> dict[str, Any]:
-        return {
+        """Neutron's shape; `provider:*` only for admins, as Neutron's policy has it.
+
+        Segmentation ids and physical networks describe the operator's fabric, not
+        the tenant's network, and would let one tenant map another's traffic on the
+        underlay.
+        """
+        body = {
             "id": n.id,
             "name": n.name,
             "description": n.description,
@@ -105,6 +118,10 @@ class Networks(Resource):
             "updated_at": n.updated_at,
             "revision_number": n.revision_number,
         }
+        if not ctx.principal.is_admin:
+            for key in PROVIDER_ATTRS:
+                del body[key]
+        return body
 
     def create(
         self, principal: Principal, item: dict[str, Any], helper: TxnHelper

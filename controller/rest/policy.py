@@ -46,6 +46,14 @@ def network_visible(principal: Principal, network: model.Network) -> bool:
     return owns(principal, network) or network.shared
 
 
+def subnet_visible(principal: Principal, intent: model.Intent, subnet: model.Subnet) -> bool:
+    """Own subnets, and the subnets of networks one owns or that are shared."""
+    if owns(principal, subnet):
+        return True
+    net = intent.networks.get(subnet.network_id)
+    return net is not None and network_visible(principal, net)
+
+
 def network_owner(principal: Principal, intent: model.Intent, network_id: str) -> bool:
     net = intent.networks.get(network_id)
     return net is not None and owns(principal, net)

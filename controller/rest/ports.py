@@ -24,6 +24,7 @@ from controller.rest.policy import (
     network_visible,
     owner_for_create,
     owns,
+    subnet_visible,
 )
 from controller.rest.qos import check_qos_change, check_qos_policy
 from controller.rest.resource import Resource, ViewContext, now
@@ -89,6 +90,7 @@ def resolve_fixed_ips(
     network: model.Network,
     requested: Optional[list[dict[str, str]]],
     idx: IntentIndex,
+    principal: Principal,
     *,
     port_id: str = "",
     existing: tuple[model.FixedIP, ...] = (),
@@ -98,6 +100,8 @@ def resolve_fixed_ips(
 
     With nothing requested, one IPv4 address from each IPv4 subnet of the network.
     On update, a {subnet_id}-only entry keeps the address the port already has there.
+    A subnet the caller cannot see answers 404 exactly as an unknown id does, so the
+    answer never tells a tenant that another tenant's subnet exists.
     """
     intent = idx.intent
     subnets = idx.subnets_of(network.id)
@@ -113,7 +117,7 @@ def resolve_fixed_ips(
         if "subnet_id" not in entry:
             return None
         subnet = intent.subnets.get(entry["subnet_id"])
-        if subnet is None:
+        if subnet is None or not subnet_visible(principal, intent, subnet):
             raise not_found("Subnet", entry["subnet_id"])
         if subnet.network_id != network.id:
             raise InvalidInput(
@@ -184,7 +188,14 @@ class Ports(Resource):
         return owns(principal, obj) or network_owner(principal, intent, obj.network_id)
 
     def may_modify(self, principal: Principal, obj: model.Port, intent: model.Intent) -> bool:
-        return self.visible(principal, obj, intent)
+        """The port's own project or an admin; never merely the network's owner.
+
+        A shared network's owner sees the ports others put on it (Neutron's
+        network-owner read rule), but changing one (`security_groups: []`,
+        `port_security_enabled: false`) would switch off another tenant's
+        protection, so writes stay with the port's project.
+        """
+        return owns(principal, obj)
 
     def view(self, p: model.Port, ctx: ViewContext) -> dict[str, Any]:
         binding = ctx.runtime.port_binding(p.id)
@@ -294,7 +305,12 @@ class Ports(Resource):
             mac = ipam.random_mac(set(idx.macs.get(network.id, {})))
         device_owner = item.get("device_owner", "")
         fixed_ips = resolve_fixed_ips(
-            network, item.get("fixed_ips"), idx, port_id=port_id, device_owner=device_owner
+            network,
+            item.get("fixed_ips"),
+            idx,
+            principal,
+            port_id=port_id,
+            device_owner=device_owner,
         )
         port_security = item.get("port_security_enabled", network.port_security_enabled)
         default_group = ensure_default_group(helper, project)  # Neutron: on every port create
@@ -358,6 +374,7 @@ class Ports(Resource):
                 network,
                 changes["fixed_ips"],
                 idx,
+                principal,
                 port_id=port.id,
                 existing=port.fixed_ips,
                 device_owner=device_owner,

@@ -9,7 +9,6 @@ single store transaction whose validation reads the newest snapshot.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from controller import intent as model
 from controller.rest.auth import Principal
 from controller.rest.errors import InvalidInput, PolicyNotAuthorized, not_found
 from controller.rest.index import IntentIndex
-from controller.rest.validate import Attr, check_item, resource_items
+from controller.rest.validate import Attr, check_item, parse_ip, resource_items
 from controller.runtime import Runtime
 from controller.store.txn import TxnHelper
 
@@ -44,7 +43,8 @@ def now() -> str:
 
 
 def canonical_ip(value: str) -> str:
-    return str(ipaddress.ip_address(value))
+    """Canonical text of an address; zone suffixes refused (validate.parse_ip)."""
+    return str(parse_ip(value))
 
 
 @dataclass

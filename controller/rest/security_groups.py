@@ -46,6 +46,7 @@ from controller.rest.validate import (
     in_range,
     integer,
     optional,
+    parse_network,
     resource_items,
     string,
     uuid_str,
@@ -109,12 +110,7 @@ def ethertype(value: Any) -> str:
 
 def ip_prefix(value: Any) -> str:
     """A CIDR or a bare address (a /32 or /128), normalised to its network address."""
-    if not isinstance(value, str):
-        raise InvalidInput(f"'{value}' is not a valid IP prefix")
-    try:
-        return str(ipaddress.ip_network(value.strip(), strict=False))
-    except ValueError:
-        raise InvalidInput(f"'{value}' is not a valid IP prefix") from None
+    return str(parse_network(value, strict=False, what="IP prefix"))
 
 
 def protocol_number(name: Optional[str]) -> Optional[int]:

@@ -11,7 +11,7 @@ from controller.rest import ipam
 from controller.rest.auth import Principal
 from controller.rest.errors import InvalidInput, PolicyNotAuthorized, conflict, not_found
 from controller.rest.index import index_of
-from controller.rest.policy import network_owner, owner_for_create, owns
+from controller.rest.policy import network_owner, owner_for_create, owns, subnet_visible
 from controller.rest.resource import Resource, ViewContext, now
 from controller.rest.validate import (
     Attr,
@@ -87,10 +87,7 @@ class Subnets(Resource):
     attrs = ATTRS
 
     def visible(self, principal: Principal, obj: model.Subnet, intent: model.Intent) -> bool:
-        if owns(principal, obj):
-            return True
-        net = intent.networks.get(obj.network_id)
-        return net is not None and (net.shared or owns(principal, net))
+        return subnet_visible(principal, intent, obj)
 
     def may_modify(self, principal: Principal, obj: model.Subnet, intent: model.Intent) -> bool:
         return owns(principal, obj) or network_owner(principal, intent, obj.network_id)
@@ -160,7 +157,7 @@ class Subnets(Resource):
             cidr=str(net),
             gateway_ip=gateway,
             allocation_pools=pools,
-            enable_dhcp=item.get("enable_dhcp", True),
+            enable_dhcp=item.get("enable_dhcp", model.ENABLE_DHCP_DEFAULT),
             dns_nameservers=tuple(dns),
             description=item.get("description", ""),
             host_routes=_routes(routes),

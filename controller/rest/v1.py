@@ -24,11 +24,25 @@ class HealthSource(Protocol):
 
 
 def health(store: HealthSource, runtime: Runtime) -> tuple[int, dict[str, Any]]:
-    """Store state merged with the runtime's; 200 while the store is connected, else 503."""
-    body: dict[str, Any] = {"switches": [], "chassis": []}
+    """For admins: store state merged with the runtime's; 200 while the store is connected."""
+    body: dict[str, Any] = {"status": _status(store), "switches": [], "chassis": []}
     body.update(runtime.health())
     body["store"] = {**store.health(), "connected": store.connected}
     return (200 if store.connected else 503), body
+
+
+def health_summary(store: HealthSource) -> tuple[int, dict[str, Any]]:
+    """For members: whether the API can take writes, and nothing about the fleet.
+
+    The full document names every project's bound ports, chassis addresses and
+    switch ids; a tenant needs only to know whether to retry.
+    """
+    body = {"status": _status(store), "store": {"connected": store.connected}}
+    return (200 if store.connected else 503), body
+
+
+def _status(store: HealthSource) -> str:
+    return "ok" if store.connected else "unavailable"
 
 
 def switches(runtime: Runtime) -> dict[str, Any]:

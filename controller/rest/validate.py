@@ -4,12 +4,17 @@ Each resource declares its attributes once (`Attr`): who may set them, when, and
 how a wire value becomes a domain value. Converters raise `InvalidInput` with a
 message that names the attribute and the bad value, before anything reaches the
 store, so a rejected request never writes.
+
+Before any converter runs, the edge (`check_request`, `json_body`) refuses what no
+attribute may hold: bodies over the size or depth limits (limits.py), non-finite
+numbers, and text the store cannot carry, in any string of the body or query.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
@@ -18,7 +23,8 @@ from typing import Any, Optional
 
 from webob import Request
 
-from controller.rest.errors import BadRequest, InvalidInput
+from controller.rest import limits
+from controller.rest.errors import BadRequest, InvalidInput, NeutronError
 
 Converter = Callable[[Any], Any]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -113,28 +119,50 @@ def ip_address(value: Any) -> str:
     return str(parse_ip(value))
 
 
+def _refuse_zone(value: str, what: str) -> None:
+    """IPv6 zone (scope) suffixes, `fe80::1%eth0`, are refused wherever an address is parsed.
+
+    Python's ipaddress accepts them (3.9+) and keeps the suffix in both `str()` and
+    equality, so `2001:db8::5%eth0` != `2001:db8::5`: accepted, a zone defeats the
+    duplicate-address check and ends up in flows and the store. A zone names an
+    interface of one host, which means nothing in a tenant's address plan.
+    """
+    if "%" in value:
+        raise InvalidInput(f"'{value}' is not a valid {what}: zone suffixes (%...) are not allowed")
+
+
 def parse_ip(value: Any) -> IPAddress:
     if not isinstance(value, str):
         raise InvalidInput(f"'{value}' is not a valid IP address")
+    _refuse_zone(value, "IP address")
     try:
         return ipaddress.ip_address(value.strip())
     except ValueError:
         raise InvalidInput(f"'{value}' is not a valid IP address") from None
 
 
+def parse_network(value: Any, *, strict: bool, what: str = "IP subnet") -> IPNetwork:
+    """`ipaddress.ip_network` without zone suffixes; InvalidInput naming `what` on failure."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"'{value}' is not a valid {what}")
+    _refuse_zone(value, what)
+    try:
+        return ipaddress.ip_network(value.strip(), strict=strict)
+    except ValueError:
+        raise InvalidInput(f"'{value}' is not a valid {what}") from None
+
+
 def cidr(value: Any) -> str:
     """A network CIDR with no host bits set, in canonical form."""
     if not isinstance(value, str) or "/" not in value:
         raise InvalidInput(f"'{value}' is not a valid IP subnet")
+    loose = parse_network(value, strict=False)
     try:
         return str(ipaddress.ip_network(value.strip(), strict=True))
-    except ValueError:
-        pass
-    try:
-        loose = ipaddress.ip_network(value.strip(), strict=False)
-    except ValueError:
-        raise InvalidInput(f"'{value}' is not a valid IP subnet") from None
-    raise InvalidInput(f"'{value}' isn't a recognized IP subnet cidr, '{loose}' is recommended")
+    except ValueError:  # host bits set
+        raise InvalidInput(
+            f"'{value}' isn't a recognized IP subnet cidr, '{loose}' is recommended"
+        ) from None
 
 
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
@@ -203,13 +231,177 @@ def in_range(conv: Converter, low: int, high: int) -> Converter:
     return wrapped
 
 
+# -- the edge: what any request may bring ------------------------------------------------
+# Text the northbound store cannot carry, found by sending hand-built JSON-RPC
+# `transact` requests to ovsdb-server 3.1 (the version this project runs):
+# - U+0000, escaped (\u0000) or raw: the server's JSON parser fails and it closes the
+#   client's connection, so every write in flight on that session fails (503) and one
+#   member's request starves every project;
+# - a high surrogate (U+D800-U+DBFF) not followed by a low one: same, connection closed;
+# - a lone low surrogate (U+DC00-U+DFFF): the transaction fails ("not a valid UTF-8
+#   string"). Surrogates are not Unicode scalar values at all: no UTF-8 can encode
+#   them, so they are refused whatever their order.
+# Carried and read back intact (so accepted): the noncharacters U+FFFE/U+FFFF/U+FDD0,
+# C0 controls other than NUL (JSON-escaped on the wire), DEL, C1 controls,
+# U+2028/U+2029, U+FEFF and astral characters.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# A JSON string, or one bracket: strings are skipped so their brackets do not count.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(?P<open>[\[{])|(?P<close>[\]}])', re.S)
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# (key, parent): a path through a parsed body, rendered only when it names an error.
+Trail = Optional[tuple[Any, Any]]
+
+
+def check_request(request: Request) -> None:
+    """Everything a request carries besides its body, checked before it is routed.
+
+    The body is refused by its declared length (it is parsed later, by `json_body`);
+    the path and query string must decode as UTF-8 (webob raises, which was a 500)
+    and hold no text the store cannot carry, as bodies may not.
+    """
+    check_body_size(request)
+    try:
+        path = request.path_info
+        params = list(request.GET.items())
+    except UnicodeDecodeError:
+        raise InvalidInput("The URL is not valid UTF-8") from None
+    check_text(path, "the URL path")
+    for key, value in params:
+        check_text(key, "a query parameter name")
+        check_text(value, f"query parameter '{_show(key)}'")
+
+
+def request_too_large(size: int) -> NeutronError:
+    """Neutron's answer to a body over oslo.middleware's max_request_body_size."""
+    return NeutronError(
+        "Request is too large.",
+        type="RequestEntityTooLarge",
+        status=413,
+        detail=f"The body is {size} bytes; at most {limits.MAX_BODY_BYTES} bytes are accepted.",
+    )
+
+
+def check_body_size(request: Request) -> None:
+    """Refuse a body by its Content-Length, before a byte of it is read or buffered."""
+    declared = (request.environ.get("CONTENT_LENGTH") or "").strip()
+    if not declared:
+        return
+    if not re.fullmatch(r"[0-9]+", declared):
+        raise BadRequest(f"Invalid Content-Length '{_show(declared)}'")
+    if int(declared) > limits.MAX_BODY_BYTES:
+        raise request_too_large(int(declared))
+
+
+def check_text(text: str, where: str) -> None:
+    """400 if `text` holds a character the store cannot carry (see `_UNSTORABLE`)."""
+    bad = _UNSTORABLE.search(text)
+    if bad is not None:
+        raise _unstorable(bad, where)
+
+
+def _unstorable(bad: re.Match[str], where: str) -> InvalidInput:
+    return InvalidInput(
+        f"{where} holds U+{ord(bad.group()):04X} at position {bad.start()}, which cannot "
+        "be stored: NUL and UTF-16 surrogates are not accepted in any string"
+    )
+
+
+def check_json_depth(text: str, limit: int = limits.MAX_JSON_DEPTH) -> None:
+    """400 if the JSON document `text` nests deeper than `limit`: one linear scan, no recursion.
+
+    Run before parsing, because Python's parser recurses once per level and a 100k-level
+    body exhausts the interpreter's stack; the scan stops at the first level too many.
+    """
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        if token.lastgroup == "open":
+            depth += 1
+            if depth > limit:
+                raise InvalidInput(f"The request body nests deeper than {limit} levels")
+        elif token.lastgroup == "close":
+            depth -= 1
+
+
+def check_json(body: Any) -> None:
+    """Walk a parsed body (iteratively) and refuse what the store cannot hold.
+
+    Every string, dictionary keys included, at any depth, goes through `check_text`;
+    every float must be finite. One check here covers every resource and every
+    attribute, present and future, including free-form ones such as binding:profile.
+    """
+    stack: list[tuple[Any, Trail]] = [(body, None)]
+    while stack:
+        value, trail = stack.pop()
+        if isinstance(value, str):
+            if bad := _UNSTORABLE.search(value):
+                raise _unstorable(bad, f"The string at '{_path(trail)}'")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"The number at '{_path(trail)}' is not finite ({value})")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if bad := _UNSTORABLE.search(key):
+                    raise _unstorable(bad, f"The key '{_show(key)}' in '{_path(trail)}'")
+                stack.append((item, (key, trail)))
+        elif isinstance(value, list):
+            stack.extend((item, (i, trail)) for i, item in enumerate(value))
+
+
+def _refuse_constant(name: str) -> Any:
+    """json.loads calls this for NaN, Infinity and -Infinity, which JSON does not have."""
+    raise InvalidInput(f"'{name}' is not a valid JSON number: non-finite numbers are refused")
+
+
+def _path(trail: Trail) -> str:
+    parts: list[str] = []
+    while trail is not None:
+        key, trail = trail
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{_show(key)}")
+    return "".join(reversed(parts)).lstrip(".") or "(body)"
+
+
+def _show(text: str, limit: int = 40) -> str:
+    """`text` safe to echo in a message: escaped to ASCII, and short."""
+    shown = text.encode("ascii", "backslashreplace").decode("ascii")
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+def positive_seconds(raw: str, name: str, maximum: float) -> float:
+    """A duration in seconds written as a plain decimal, 0 < t <= `maximum`; else 400.
+
+    Plain decimals only: float() would also take "nan", "inf", "1e9" and "1_0".
+    """
+    value = float(raw) if _DECIMAL.fullmatch(raw) else math.nan
+    if not 0 < value <= maximum:  # False for nan
+        raise InvalidInput(
+            f"{name} must be a number of seconds greater than 0 and at most {maximum:g}, "
+            f"got '{_show(raw)}'"
+        )
+    return value
+
+
 # -- request bodies ----------------------------------------------------------------
 def json_body(request: Request) -> Any:
+    """The parsed body; refused unless every part of it is something the store can carry.
+
+    The one place request bodies are read: size (again, for bodies that came without
+    a Content-Length), UTF-8, depth before parsing, then `check_json` on the result.
+    """
+    raw = request.body
+    if len(raw) > limits.MAX_BODY_BYTES:
+        raise request_too_large(len(raw))
     try:
-        text = request.body.decode("utf-8")
-        return json.loads(text) if text.strip() else None
-    except (UnicodeDecodeError, ValueError):
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("Malformed JSON in request body: not UTF-8") from None
+    if not text.strip():
+        return None
+    check_json_depth(text)
+    try:
+        body = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError:
         raise InvalidInput("Malformed JSON in request body") from None
+    check_json(body)
+    return body
 
 
 def resource_items(

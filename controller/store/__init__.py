@@ -1,7 +1,8 @@
 """Northbound store: Loom's OVSDB database, its embedded server and its IDL client."""
 
-from controller.store.embedded import SCHEMA_PATH, EmbeddedOvsdb
+from controller.store.embedded import SCHEMA_PATH, EmbeddedOvsdb, RestartPolicy, Supervisor
 from controller.store.errors import (
+    CommitOutcomeUnknown,
     ConstraintViolation,
     EmbeddedDbError,
     ReferentialIntegrity,
@@ -17,11 +18,14 @@ from controller.store.txn import TxnHelper
 __all__ = [
     "SCHEMA_PATH",
     "EmbeddedOvsdb",
+    "RestartPolicy",
+    "Supervisor",
     "NorthboundStore",
     "TxnHelper",
     "StoreError",
     "StoreUnavailable",
     "StoreTimeout",
+    "CommitOutcomeUnknown",
     "EmbeddedDbError",
     "TransactionFailed",
     "ConstraintViolation",

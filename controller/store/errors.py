@@ -1,7 +1,8 @@
 """Typed store failures, so the REST layer can map each one to the right HTTP status.
 
 Every failure of `NorthboundStore.transact` leaves the database unchanged (OVSDB
-transactions are atomic), except `StoreTimeout`, whose outcome is unknown.
+transactions are atomic), except `StoreTimeout` (and its `CommitOutcomeUnknown`),
+whose outcome is unknown. A `StoreUnavailable` write was never sent: nothing was written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ class StoreUnavailable(StoreError):
 
 class StoreTimeout(StoreError):
     """The write did not complete in time; it may or may not have been committed."""
+
+
+class CommitOutcomeUnknown(StoreTimeout):
+    """The connection dropped after the write was sent and before the server answered.
+
+    The server may have committed it (and died before replying) or not: the caller
+    must read back before retrying. A `StoreTimeout`, so whoever maps "outcome
+    unknown" (the REST layer: 503) handles both the same.
+    """
 
 
 class EmbeddedDbError(StoreError):

@@ -7,10 +7,16 @@ or submit a job and wait on its future. Because jobs run serially against the
 newest snapshot, "validate, then write" in the REST layer is atomic as far as this
 controller is concerned; the schema's indexes and strong references catch what a
 second controller on the same database could still race in.
+
+When the server goes away, python-ovs keeps reconnecting by itself; this module
+records why each connection or attempt failed (python-ovs logs it and forgets), so
+/v1/health and the 503 of every write refused meanwhile can name the cause. Reads
+keep serving the last snapshot, marked stale, until the replica is whole again.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -22,16 +28,24 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import ovs.db.idl
 import ovs.poller
+import ovs.reconnect
+import ovs.util
 
 from controller import intent as model
 from controller.store import _ovs_compat
 from controller.store.codec import CODECS
-from controller.store.embedded import SCHEMA_PATH
-from controller.store.errors import StoreError, StoreTimeout, StoreUnavailable, from_ovsdb_error
+from controller.store.embedded import SCHEMA_PATH, iso_time
+from controller.store.errors import (
+    CommitOutcomeUnknown,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+    from_ovsdb_error,
+)
 from controller.store.snapshot import SnapshotBuilder, row_values
 from controller.store.txn import TxnHelper
 
@@ -50,6 +64,75 @@ class _Idl(ovs.db.idl.Idl):
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         if self.builder is not None:
             self.builder.note(row._table.name, row.uuid)
+
+
+class ServerStatus(Protocol):
+    """A server this store depends on and can report about (the embedded one's Supervisor)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def problem(self) -> Optional[str]: ...
+
+
+class _LinkWatch:
+    """Why the session to the server last failed; python-ovs acts on it but keeps no record.
+
+    Every dropped connection and every failed connect attempt goes through the
+    reconnect FSM's `disconnected(now, error)` (`connect_failed` calls it too), with
+    an errno, `ovs.util.EOF` (closed by the peer) or 0 (probe or connect timeout).
+    Wrapping that one method of this session's FSM records the cause without
+    changing what python-ovs does. Written by the store thread only.
+    """
+
+    def __init__(self, fsm: ovs.reconnect.Reconnect) -> None:
+        self.events = 0  # bumps on every recorded failure, so readers see a new one
+        # Established sessions that ended, however briefly: python-ovs may drop and
+        # re-establish one inside a single run(), unseen by a connected/not check.
+        self.losses = 0
+        self.error: Optional[int] = None
+        self.lost = False  # the last failure ended an established session
+        self.at: Optional[float] = None  # wall time of the last failure
+        inner = fsm.disconnected
+
+        def disconnected(now: int, error: int) -> None:
+            state = fsm.state
+            if state not in (ovs.reconnect.Reconnect.Backoff, ovs.reconnect.Reconnect.Void):
+                # RECONNECT: we dropped a live session ourselves (a commit timed out)
+                self.error = _FORCED if state is ovs.reconnect.Reconnect.Reconnect else error
+                self.lost = bool(state.is_connected) or self.error == _FORCED
+                if state.is_connected:
+                    self.losses += 1
+                self.at = time.time()
+                self.events += 1
+            inner(now, error)
+
+        fsm.disconnected = disconnected  # type: ignore[method-assign]
+
+
+_FORCED = -1000  # not an errno: Loom itself reset a session whose commit hung
+
+
+def describe_attempt(error: Optional[int], remote: str) -> str:
+    """A failed connect attempt in words: `connection refused to unix:/x`."""
+    kind, _, where = remote.partition(":")
+    if error == errno.ENOENT and kind == "unix":
+        return f"socket {where} does not exist (is ovsdb-server running?)"
+    if error == errno.ECONNREFUSED:
+        return f"connection refused to {remote}"
+    if not error or error == ovs.util.EOF:
+        return f"no answer from {remote} (timed out)"
+    return f"cannot reach {remote}: {os.strerror(error)}"
+
+
+def describe_loss(error: Optional[int]) -> str:
+    """Why an established session ended, in words: `closed by the server`."""
+    if error == ovs.util.EOF:
+        return "closed by the server"
+    if error == _FORCED:
+        return "reset by Loom after a commit went unanswered"
+    if not error:
+        return "the server stopped answering"
+    return os.strerror(error)
 
 
 @dataclass
@@ -76,8 +159,11 @@ class NorthboundStore:
         schema: Path = SCHEMA_PATH,
         probe_interval_ms: int = 5000,
         max_backoff_ms: int = 2000,
+        server: Optional[ServerStatus] = None,
     ) -> None:
+        """`server`: the embedded server's supervisor, so health can say why it is down."""
         self.remote = remote
+        self._server = server
         self._helper = ovs.db.idl.SchemaHelper(location=str(schema))
         self._helper.register_all()
         self._idl: Optional[_Idl] = None
@@ -94,6 +180,15 @@ class NorthboundStore:
         self._connected = False
         self._last_change: Optional[float] = None
         self._last_error: Optional[str] = None
+        # The current outage (wall time it began; None while connected or before the
+        # first load), the last finished one (kept as history once healthy again:
+        # `last_error` itself is cleared, so "non-null" always means "a problem now").
+        self._down_since: Optional[float] = None
+        self._last_outage: Optional[dict[str, Any]] = None
+        self._outage_cause: Optional[str] = None  # the reason as worded when it began
+        self._link: Optional[_LinkWatch] = None
+        self._link_seen = (-1, False)  # (events, session up) the reason was computed from
+        self._session_up_since: Optional[float] = None  # monotonic; None while the socket is down
         self._subs: list[_Subscription] = []
         self._subs_lock = threading.Lock()
         self._notices: queue.SimpleQueue[Optional[tuple[model.Intent, Optional[_Subscription]]]] = (
@@ -102,12 +197,19 @@ class NorthboundStore:
         self._notifier: Optional[threading.Thread] = None
 
     # -- lifecycle --------------------------------------------------------------
-    def connect(self, timeout: float = 10.0) -> NorthboundStore:
-        """Start the store thread and wait for the first full copy of the database."""
+    def connect(self, timeout: float = 10.0, *, load_timeout: float = 120.0) -> NorthboundStore:
+        """Start the store thread and wait for the first full copy of the database.
+
+        `timeout` bounds reaching the server, so a wrong or dead remote fails fast.
+        Once the socket is connected, the wait stretches to `load_timeout` from then
+        for the initial monitor reply: a large database takes far longer to serialise,
+        send and parse than a connect, and giving up on it means never starting.
+        """
         if self._thread is not None:
             return self
         idl = _Idl(self.remote, self._helper, probe_interval=self._probe)
         idl._session.reconnect.set_backoff(250, self._max_backoff)  # default 8 s is slow to heal
+        self._link = _LinkWatch(idl._session.reconnect)
         idl.builder = SnapshotBuilder(idl)
         self._idl = idl
         self._thread = threading.Thread(target=self._run, name="loom-store", daemon=True)
@@ -117,13 +219,20 @@ class NorthboundStore:
         self._thread.start()
         self._notifier.start()
         deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.05):
+        while not (self._ready.wait(0.05) and self._connected):
             thread = self._thread
             if thread is None or not thread.is_alive():
                 reason = self._last_error or "store thread stopped"
                 self.close()
                 raise StoreUnavailable(f"northbound store {self.remote}: {reason}")
-            if time.monotonic() > deadline:
+            up_since = self._session_up_since
+            if up_since is not None and time.monotonic() > up_since + load_timeout:
+                self.close()
+                raise StoreUnavailable(
+                    f"northbound store {self.remote}: connected, but the database did not "
+                    f"finish loading within {load_timeout:g}s"
+                )
+            if up_since is None and time.monotonic() > deadline:
                 reason = self._unreachable_reason()
                 self.close()
                 raise StoreUnavailable(
@@ -179,18 +288,46 @@ class NorthboundStore:
     def connected(self) -> bool:
         return self._connected
 
+    def outage_reason(self) -> Optional[str]:
+        """Why the store cannot take writes now, or None while it can.
+
+        The embedded server's supervisor knows more than the socket does ("killed by
+        SIGKILL; restarting it", "gave up after 6 attempts: <its last log line>"),
+        so its word comes first; otherwise the last connection failure.
+        """
+        if self._connected:
+            return None
+        problem = self._server.problem() if self._server is not None else None
+        return problem or self._last_error or f"not connected to {self.remote}"
+
     def health(self) -> dict[str, Any]:
+        """The store's part of /v1/health.
+
+        While disconnected: `last_error` names the cause (never null), `stale` says
+        reads come from the last snapshot, `since` when the outage began. Once
+        connected again `last_error` is null and `last_outage` keeps the story
+        ({reason, from, to}) until the next one.
+        """
         snap = self._snapshot
-        return {
-            "connected": self._connected,
+        connected = self._connected
+        down_since = self._down_since
+        out: dict[str, Any] = {
+            "connected": connected,
             "remote": self.remote,
             "generation": snap.generation,
             "last_change_age_s": None
             if self._last_change is None
             else round(time.monotonic() - self._last_change, 3),
-            "last_error": self._last_error,
+            "last_error": self._last_error if connected else self.outage_reason(),
+            "stale": not connected,
+            "since": None if connected or down_since is None else iso_time(down_since),
+            "connection_losses": self._link.losses if self._link else 0,
+            "last_outage": self._last_outage,
             "counts": {c.intent_attr: len(getattr(snap, c.intent_attr)) for c in CODECS},
         }
+        if self._server is not None:
+            out["server"] = self._server.status()
+        return out
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(intent)` with the current snapshot, then with every newer one, in order.
@@ -280,9 +417,10 @@ class NorthboundStore:
                     session_seqno = seqno
                     assert idl.builder is not None
                     idl.builder.invalidate()
-                self._connected = idl._session.is_connected() and idl.state == idl.IDL_S_MONITORING
-                if self._connected:
+                whole = idl._session.is_connected() and idl.state == idl.IDL_S_MONITORING
+                if whole:  # publish first: once `connected` says so, reads are fresh
                     self._publish()
+                self._track_link(idl, whole)
                 self._run_jobs()
                 poller = ovs.poller.Poller()
                 idl.wait(poller)
@@ -300,6 +438,64 @@ class NorthboundStore:
             self._connected = False
             idl.close()
             self._fail_pending(StoreUnavailable(f"northbound store {self.remote} closed"))
+
+    def _track_link(self, idl: _Idl, whole: bool) -> None:
+        """Keep `connected`, the outage record and its reason in step with the session.
+
+        `whole`: the session is up and the replica complete (the IDL is monitoring).
+        """
+        session_up = idl._session.is_connected()
+        if not session_up:
+            self._session_up_since = None
+        elif self._session_up_since is None:
+            self._session_up_since = time.monotonic()
+        was_connected = self._connected
+        self._connected = whole
+        if was_connected and not self._connected:
+            self._down_since = time.time()
+        elif self._connected and not was_connected:
+            if self._down_since is not None:
+                now = time.time()
+                self._last_outage = {
+                    "reason": self._outage_cause,
+                    "from": iso_time(self._down_since),
+                    "to": iso_time(now),
+                }
+                log.warning(
+                    "northbound store %s: connected again after %.1fs",
+                    self.remote, now - self._down_since,
+                )
+            self._down_since = None
+            self._last_error = None
+            self._link_seen = (-1, False)
+        if not self._connected:
+            self._note_reason(session_up, lost_now=was_connected)
+
+    def _note_reason(self, session_up: bool, *, lost_now: bool) -> None:
+        """Word the current failure into `_last_error` (only when something changed)."""
+        link = self._link
+        assert link is not None
+        seen = (link.events, session_up)
+        if seen == self._link_seen and not lost_now:
+            return
+        self._link_seen = seen
+        lost_at = "" if self._down_since is None else f" (lost at {iso_time(self._down_since)})"
+        if session_up:
+            reason = f"connected to {self.remote}, waiting for the database's contents{lost_at}"
+        elif link.at is None:
+            reason = f"connecting to {self.remote}"
+        elif link.lost:
+            cause = f"{describe_loss(link.error)}; reconnecting"
+            reason = f"connection to {self.remote} lost at {iso_time(link.at)}: {cause}"
+        else:
+            reason = describe_attempt(link.error, self.remote) + lost_at
+        if lost_now:
+            log.warning("northbound store %s: connection lost: %s", self.remote, reason)
+        elif reason != self._last_error and link.at is not None:
+            log.info("northbound store %s still unavailable: %s", self.remote, reason)
+        self._last_error = reason
+        if lost_now:
+            self._outage_cause = reason
 
     def _fail_pending(self, exc: StoreError) -> None:
         while True:
@@ -341,7 +537,7 @@ class NorthboundStore:
         idl = self._idl
         assert idl is not None and idl.builder is not None
         if not self._connected:
-            raise StoreUnavailable(f"northbound store {self.remote} is not connected")
+            raise self._unavailable("nothing was written")
         txn = _ovs_compat.Transaction(idl)
         helper = TxnHelper(idl, txn, self._snapshot, idl.builder)
         try:
@@ -352,27 +548,42 @@ class NorthboundStore:
         if not job.commit:
             txn.abort()
             return result
-        status = self._commit(txn, job.deadline)
+        status, sent = self._commit(txn, job.deadline)
         if status == txn.UNCHANGED:
             return self._generation
         if status != txn.SUCCESS:
             if status == txn.ERROR:
                 raise from_ovsdb_error(txn.get_error())
-            raise StoreUnavailable(
-                f"commit failed ({txn.get_error()}); connection to {self.remote} lost, "
-                "outcome unknown"
-            )
+            if sent:  # TRY_AGAIN after sending: python-ovs aborts in-flight txns on a drop
+                raise CommitOutcomeUnknown(
+                    f"connection to {self.remote} lost before the server confirmed the "
+                    "commit; it may or may not be committed"
+                )
+            raise self._unavailable("the commit could not be sent, nothing was written")
         self._await_visible(helper, job.deadline)
         self._publish()
         return self._generation
 
-    def _commit(self, txn: Any, deadline: float) -> Any:
+    def _unavailable(self, outcome: str) -> StoreUnavailable:
+        """The error for a write refused because the server is out of reach, naming why."""
+        reason = self.outage_reason() or f"connection to {self.remote} lost"
+        return StoreUnavailable(f"{reason}; {outcome}")
+
+    def _commit(self, txn: Any, deadline: float) -> tuple[Any, bool]:
+        """Commit and wait for the server's answer: (final status, whether it was sent).
+
+        The first `commit()` sends the request (INCOMPLETE) or fails without sending
+        (TRY_AGAIN: not connected, or the socket refused it); the difference decides
+        whether a failure wrote nothing or has an unknown outcome.
+        """
         idl = self._idl
         assert idl is not None
+        sent = False
         while True:
             status = txn.commit()
             if status != txn.INCOMPLETE:
-                return status
+                return status, sent
+            sent = True
             if time.monotonic() > deadline:
                 idl.force_reconnect()  # aborts the in-flight txn; caller gets StoreTimeout
                 raise StoreTimeout("commit not confirmed in time; it may or may not be committed")

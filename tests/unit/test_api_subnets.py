@@ -26,7 +26,8 @@ def test_defaults_follow_neutron(env: Env, net: dict[str, Any]) -> None:
     s = env.subnet(net["id"], "10.0.0.0/24", name="s", dns_nameservers=["10.0.0.53", "8.8.8.8"])
     assert s["gateway_ip"] == "10.0.0.1"
     assert s["allocation_pools"] == [{"start": "10.0.0.2", "end": "10.0.0.254"}]
-    assert s["ip_version"] == 4 and s["enable_dhcp"] is True and s["network_id"] == net["id"]
+    # no DHCP server runs: the default says so (true is accepted and stored as asked)
+    assert s["ip_version"] == 4 and s["enable_dhcp"] is False and s["network_id"] == net["id"]
     assert s["dns_nameservers"] == ["10.0.0.53", "8.8.8.8"]  # order kept
     stored = env.store.latest().subnets[s["id"]]
     assert stored.cidr == "10.0.0.0/24" and stored.gateway_ip == "10.0.0.1"
@@ -210,3 +211,11 @@ def test_filter_by_network_and_cidr(env: Env, net: dict[str, Any]) -> None:
     assert [s["id"] for s in got] == [a["id"]]
     got = env.ok("GET", "/v2.0/subnets?cidr=10.0.0.0/24&fields=id")["subnets"]
     assert sorted(s["id"] for s in got) == sorted([a["id"], b["id"]])
+
+
+def test_enable_dhcp_true_is_accepted_and_stored_as_asked(env: Env, net: dict[str, Any]) -> None:
+    """Neutron clients may send enable_dhcp=true: accepted and shown as asked, although
+    Loom runs no DHCP server yet (README)."""
+    s = env.subnet(net["id"], "10.0.9.0/24", enable_dhcp=True)
+    assert s["enable_dhcp"] is True
+    assert env.store.latest().subnets[s["id"]].enable_dhcp is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -183,6 +184,71 @@ def test_unreachable_store_fails_with_reason(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="does not exist"):
         NorthboundStore(f"unix:{tmp_path}/nothing.sock").connect(1)
     assert time.monotonic() - started < 3
+
+
+class _SlowServer:
+    """A unix-socket proxy to a real server that holds the server's first bytes back.
+
+    Stands in for a database too large to serialise and send within the reach
+    timeout: the socket connects at once, the first reply comes `hold` s later.
+    """
+
+    def __init__(self, path: Path, target: Path, hold: float) -> None:
+        self.path, self.target, self.hold = path, target, hold
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(str(path))
+        self.listener.listen()
+        self.held: list[socket.socket] = []  # open until close(), even when silent
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.listener.accept()
+        except OSError:
+            return
+        self.held.append(client)
+        if self.target == Path():  # silent: accept and never answer
+            return
+        server = socket.socket(socket.AF_UNIX)
+        server.connect(str(self.target))
+        threading.Thread(target=self._pump, args=(client, server, 0.0), daemon=True).start()
+        threading.Thread(target=self._pump, args=(server, client, self.hold), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, hold: float) -> None:
+        try:
+            while data := src.recv(65536):
+                if hold:
+                    time.sleep(hold)
+                    hold = 0.0
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in (self.listener, *self.held):
+            sock.close()
+
+
+def test_first_load_may_outlast_the_reach_timeout(db: EmbeddedOvsdb, tmp_path: Path) -> None:
+    """Issue 11: a large database used to fail the start after a fixed 5 s."""
+    slow = _SlowServer(tmp_path / "slow.sock", db.socket_path, hold=2.0)
+    store = NorthboundStore(f"unix:{slow.path}")
+    try:
+        store.connect(0.5, load_timeout=60)
+        assert store.connected
+    finally:
+        store.close()
+        slow.close()
+
+
+def test_a_connected_server_that_never_answers_fails_with_reason(tmp_path: Path) -> None:
+    silent = _SlowServer(tmp_path / "silent.sock", Path(), hold=0.0)
+    try:
+        with pytest.raises(StoreUnavailable, match="did not finish loading within 1s"):
+            NorthboundStore(f"unix:{silent.path}").connect(0.5, load_timeout=1.0)
+    finally:
+        silent.close()
 
 
 # -- transactions ------------------------------------------------------------------
@@ -421,3 +487,28 @@ def test_a_write_on_a_large_store_stays_cheap(store: NorthboundStore) -> None:
         store.transact(lambda h, i, n=n: h.put(port(n, f"10.0.0.{n + 2}")))
     per_write = (time.monotonic() - started) / 10
     assert per_write < 0.25, f"{per_write * 1000:.0f} ms per write with 3000 ports"
+
+
+def test_connection_losses_count_a_session_the_server_dropped(store: NorthboundStore) -> None:
+    """The counter hostile-input tests watch must see a drop, even one healed in one run().
+
+    ovsdb-server closes the session on a NUL in a string (the REST edge refuses it;
+    this writes straight through the store to prove the counter would notice).
+    """
+    seed(store)
+    assert store.health()["connection_losses"] == 0
+    bad = m.Network(id=uid(9), project_id="p", name="a\x00b", network_type="vxlan",
+                    segmentation_id=9)
+
+    def write(h: TxnHelper, intent: m.Intent) -> None:
+        h.put(bad)
+
+    with pytest.raises(Exception):  # noqa: B017 (the exact failure is python-ovs's)
+        store.transact(write, timeout=5)
+    deadline = time.monotonic() + 30
+    while store.health()["connection_losses"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.health()["connection_losses"] >= 1
+    while not store.connected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert NET.id in store.latest().networks and uid(9) not in store.latest().networks
