@@ -113,7 +113,7 @@ bench: require-root deps
 clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
-	@if [ "$$(id -u)" -eq 0 ]; then $(SYS_PYTHON) -m topologies.netns sweep; fi
+	@if [ "$$(id -u)" -eq 0 ]; then $(SYS_PYTHON) -m topologies.netns sweep; $(SYS_PYTHON) -m topologies.neigh sweep; fi
 	@for d in $(SANDBOX_DIR)/*-*; do \
 	  [ -d "$$d" ] || continue; \
 	  prefix=$$(basename "$$d"); prefix=$${prefix%%-*}; \

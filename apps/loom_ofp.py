@@ -7,6 +7,11 @@ module, because os-ken instantiates apps itself.
 from __future__ import annotations
 
 import logging
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Optional
 
 from os_ken.base import app_manager
@@ -21,10 +26,13 @@ from os_ken.lib import hub
 from os_ken.ofproto import ofproto_v1_3
 
 from apps.guard import guarded
-from controller.discovery import PROBE_INTERVAL, lldp_frame
+from controller.discovery import PROBE_INTERVAL, lldp_frame, restamp
 from controller.southbound.openflow import OpenFlowChannel
 
 LOG = logging.getLogger(__name__)
+
+PROBE_TICK = 0.05  # the probe loop wakes at least this often (urgent probes, timeouts)
+GIL_SWITCH_INTERVAL = 0.001  # seconds; Python's default is 0.005
 
 ENGINE: Optional[Any] = None  # controller.engine.Engine, set by the launcher
 
@@ -35,6 +43,7 @@ _REPLY_EVENTS = [
     ofp_event.EventOFPGroupDescStatsReply,
     ofp_event.EventOFPMeterConfigStatsReply,
     ofp_event.EventONFBundleCtrlMsg,
+    ofp_event.EventOFPPortStatsReply,
 ]
 
 
@@ -43,9 +52,15 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Every reply a push waits for (barrier, bundle commit) crosses three threads
+        # (the switch's reader, this app's event loop, the switch's worker), each of
+        # which must win the GIL from whatever compiles meanwhile; at the default 5 ms
+        # switch interval a reroute after a cut spent most of its time in those waits.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.channels: dict[int, OpenFlowChannel] = {}
         self._probes: dict[tuple[int, int], bytes] = {}
         self.threads.append(hub.spawn(self._probe_loop))
+        self.threads.append(hub.spawn(self._liveness_loop))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @guarded
@@ -91,6 +106,8 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
         if ENGINE is None:
             return
         up = None if msg.reason == dp.ofproto.OFPPR_DELETE else _is_up(dp, desc)
+        LOG.debug("switch %#x port %s (%d): %s", dp.id, _name(desc), desc.port_no,
+                  "deleted" if up is None else "up" if up else "down")
         ENGINE.of_port(dp.id, desc.port_no, _name(desc), up)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -103,23 +120,115 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
             LOG.warning("unexpected packet-in from %#x", msg.datapath.id)
 
     def _probe_loop(self) -> None:
-        """Send LLDP out of every up fabric port, every PROBE_INTERVAL."""
+        """Send LLDP out of every up fabric port once per PROBE_INTERVAL, spread out.
+
+        Each switch gets its probes in one send, at its own moment of the interval
+        (not hundreds of packet-outs at once, queued behind each other and behind a
+        push); ports that just came up are probed at once; and between sends the
+        engine's discovery clock ticks (timeouts, hold-downs, rollout steps)."""
         while True:
             try:
-                if ENGINE is not None:
-                    for dpid, port_no in ENGINE.probe_targets():
-                        channel = self.channels.get(dpid)
-                        if channel is None:
-                            continue
-                        data = self._probes.get((dpid, port_no))
-                        if data is None:
-                            data = _packet_out(channel.datapath, port_no,
-                                               lldp_frame(dpid, port_no))
-                            self._probes[(dpid, port_no)] = data
-                        channel.datapath.send(data)
+                self._probe_round()
             except Exception:
                 LOG.exception("LLDP probe round failed")
-            hub.sleep(PROBE_INTERVAL)
+                hub.sleep(PROBE_TICK)
+
+    def _probe_round(self) -> None:
+        start = time.monotonic()
+        if ENGINE is None:
+            hub.sleep(PROBE_TICK)
+            return
+        by_switch: dict[int, list[int]] = defaultdict(list)
+        for dpid, port_no in ENGINE.probe_targets():
+            by_switch[dpid].append(port_no)
+        dpids = sorted(by_switch)
+        spacing = PROBE_INTERVAL / max(len(dpids), 1)
+        i = 0
+        while True:
+            now = time.monotonic()
+            while i < len(dpids) and now >= start + i * spacing:
+                self._send_probes(dpids[i], by_switch[dpids[i]])
+                i += 1
+            urgent: dict[int, list[int]] = defaultdict(list)
+            for dpid, port_no in _hook("urgent_probes", list)():
+                urgent[dpid].append(port_no)
+            for dpid, ports in sorted(urgent.items()):
+                self._send_probes(dpid, ports)
+            _hook("discovery_tick", lambda: None)()
+            end = start + PROBE_INTERVAL
+            if now >= end:
+                return
+            due = start + i * spacing if i < len(dpids) else end
+            hub.sleep(max(0.0, min(PROBE_TICK, due - time.monotonic())))
+
+    def _liveness_loop(self) -> None:
+        """Read the rx counters of ports whose links' probes went missing (a few switches
+        at most, and only then), so that discovery can tell a congested link, which
+        still delivers frames, from a cut one. Its own thread: it waits for replies."""
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="rx-counters") as pool:
+            while True:
+                started = time.monotonic()
+                try:
+                    if ENGINE is not None:
+                        # every suspect switch at once: one slow switch delays no other
+                        jobs = [pool.submit(self._read_rx, dpid, set(ports))
+                                for dpid, ports in sorted(_hook("lldp_suspects", dict)().items())]
+                        wait(jobs, timeout=2 * PROBE_INTERVAL)
+                except Exception:
+                    LOG.exception("port counter round failed")
+                hub.sleep(max(0.0, PROBE_INTERVAL - (time.monotonic() - started)))
+
+    def _read_rx(self, dpid: int, ports: set[int]) -> None:
+        channel = self.channels.get(dpid)
+        if channel is None or channel.closed.is_set() or ENGINE is None:
+            return
+        xid = channel.reserve_xids(1)
+        try:
+            replies = channel.call(_port_stats_request(channel.datapath, xid), xid,
+                                   timeout=PROBE_INTERVAL * 2)
+        except Exception as exc:  # a busy or departing switch: next round
+            LOG.debug("switch %#x: port counters unavailable: %s", dpid, exc)
+            return
+        rx = {st.port_no: st.rx_packets for r in replies for st in r.body
+              if st.port_no in ports}
+        _hook("port_counters", lambda *_: None)(dpid, rx)
+
+    def _send_probes(self, dpid: int, ports: list[int]) -> None:
+        """One send with a packet-out per port. Skipped, not queued, when the switch's
+        send queue is full (a push in progress): the probe loop must never wait on one
+        busy switch, and discovery only counts probes that really went out."""
+        channel = self.channels.get(dpid)
+        if channel is None or channel.closed.is_set():
+            return
+        dp = channel.datapath
+        queue = getattr(dp, "send_q", None)
+        if queue is None or queue.full():
+            LOG.debug("switch %#x: send queue full, LLDP probes skipped this round", dpid)
+            return
+        frames = []
+        now = time.monotonic()  # the engine's discovery clock: it compares these stamps
+        for port_no in ports:
+            data = self._probes.get((dpid, port_no))
+            if data is None:
+                data = _packet_out(dp, port_no, lldp_frame(dpid, port_no))
+                self._probes[(dpid, port_no)] = data
+            frames.append(restamp(data, now))
+        if dp.send(b"".join(frames)):
+            _hook("probe_sent", lambda *_: None)(dpid, ports)
+
+
+def _hook(name: str, default: Callable[..., Any]) -> Callable[..., Any]:
+    """The engine's discovery hook `name`, or `default` for an engine without one (a
+    benchmark's stand-in that manages no fabric)."""
+    return getattr(ENGINE, name, None) or default
+
+
+def _port_stats_request(dp: Any, xid: int) -> bytes:
+    ofp, parser = dp.ofproto, dp.ofproto_parser
+    msg = parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY)
+    msg.set_xid(xid)
+    msg.serialize()
+    return bytes(msg.buf)
 
 
 def _name(desc: Any) -> str:

@@ -26,6 +26,9 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("security_groups", "bench.bench_security_groups", (), True),
     ("overlay_scale", "bench.bench_overlay_scale", ("--sizes", "3", "6", "10"), True),
     ("fabric", "bench.bench_fabric", ("--k", "4", "6"), True),
+    ("fabric_failover", "bench.bench_fabric_failover", (), True),
+    ("idle_connections", "bench.bench_idle_connections", ("--crowd", "1000", "--requests", "200"),
+     False),
 )
 
 

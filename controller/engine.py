@@ -9,9 +9,13 @@ engine also answers the REST layer's runtime questions (port status, waits).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Optional
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -19,11 +23,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from controller import pipeline as pl
 from controller.compiler import DesiredSwitch, compile_switch
 from controller.compiler.core import Placement
-from controller.compiler.fabric import fabric_bindings
+from controller.compiler.fabric import fabric_bindings, regroup, repair_patches, routing_plan
 from controller.compiler.tunnels import desired_tunnels
 from controller.discovery import Discovery
 from controller.intent import Intent
-from controller.reconciler import Channel, FlowDiff, SwitchSync
+from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
+from controller.southbound.chassis import ControllerLink
 from controller.southbound.registry import ChassisRegistry
 from controller.topology import Topology
 from controller.topoview import model as topoview
@@ -32,8 +37,36 @@ LOG = logging.getLogger(__name__)
 
 # How long to wait at startup for every chassis' first read before compiling anyway.
 STARTUP_GRACE_SECONDS = 15.0
+# How long one step of a fabric rollout (controller.topology.FabricStage) waits for
+# every fabric switch to confirm it before the next step goes out anyway.
+FABRIC_STAGE_TIMEOUT = 3.0
+# After a link loss, the switches whose routes must change are compiled and pushed
+# first; the rest of the fabric waits this long at most for them to confirm.
+URGENT_WAVE_WAIT = 0.5
+# The reroute for the loss of each link is worked out ahead (`Protection`) once the
+# fabric has been still this long; between two links the worker yields the CPU.
+PROTECTION_QUIET = 2.0
+PROTECTION_YIELD = 0.002
 
-FLOW_MODS = Counter("loom_flow_mods_total", "Flow mods sent to switches", ["datapath_id"])
+
+@dataclass(frozen=True)
+class Protection:
+    """The repair of each link's loss, worked out ahead (`fabric.repair_patches`): per
+    link (by its lower end), per switch that must reroute, the next-hop groups it will
+    get. Valid only while the links, the topology version and the intent generation
+    are the ones it was computed from."""
+
+    links: Mapping[tuple[int, int], tuple[int, int]]
+    version: int
+    generation: int
+    patches: Mapping[tuple[int, int], Mapping[int, Mapping[int, Any]]]
+# How long a chassis' integration bridge may go without an OpenFlow connection to
+# this controller before a warning says why (a reconnect takes about 1 s: the
+# Controller row's max_backoff; a loaded machine a few more).
+OF_CONNECT_GRACE_SECONDS = 10.0
+
+FLOW_MODS = Counter("loom_flow_mods_total",
+                    "Flow, group and meter mods sent to switches", ["datapath_id"])
 BUNDLES = Counter("loom_bundles_total", "ONF bundles committed", ["datapath_id"])
 PUSH_FAILURES = Counter("loom_push_failures_total", "Pushes a switch rejected or lost",
                         ["datapath_id"])
@@ -42,13 +75,55 @@ SWITCHES = Gauge("loom_switches_connected", "OpenFlow switches connected")
 INSTALLED_FLOWS = Gauge("loom_installed_flows", "Flows installed per switch", ["datapath_id"])
 
 
+def _label(datapath_id: int) -> str:
+    return f"{datapath_id:016x}"
+
+
+@dataclass
+class SwitchCounters:
+    """One datapath id's counters, kept for the life of the process.
+
+    Every OpenFlow connection gets a new SwitchWorker and SwitchSync; they carry on
+    with these counts instead of starting again from 0, so `flow_mods_sent` in
+    /v1/switches survives a reconnect. Prometheus is fed from the same numbers
+    (`export`), so /metrics and /v1/switches never disagree, and its samples exist,
+    at 0, from the moment the switch is first known rather than from its first push.
+    """
+
+    datapath_id: int
+    stats: SyncStats = field(default_factory=SyncStats)
+    connections: int = 0
+    _exported_mods: int = 0
+    _exported_bundles: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        label = _label(self.datapath_id)
+        for metric in (FLOW_MODS, BUNDLES, PUSH_FAILURES):
+            metric.labels(label)  # a sample at 0, so rate() and alerts see the switch
+
+    def export(self) -> None:
+        """Add to the Prometheus counters what the stats gained since the last export."""
+        with self._lock:
+            mods, bundles = self.stats.flow_mods, self.stats.bundles
+            label = _label(self.datapath_id)
+            if mods > self._exported_mods:
+                FLOW_MODS.labels(label).inc(mods - self._exported_mods)
+            if bundles > self._exported_bundles:
+                BUNDLES.labels(label).inc(bundles - self._exported_bundles)
+            self._exported_mods = max(self._exported_mods, mods)
+            self._exported_bundles = max(self._exported_bundles, bundles)
+
+
 class SwitchWorker:
     """Pushes the newest desired state to one switch, in its own thread."""
 
-    def __init__(self, engine: Engine, channel: Channel) -> None:
+    def __init__(self, engine: Engine, channel: Channel,
+                 counters: Optional[SwitchCounters] = None) -> None:
         self.engine = engine
         self.channel = channel
-        self.sync = SwitchSync(channel, on_pushed=self._pushed)
+        self.counters = counters or SwitchCounters(channel.datapath_id)
+        self.sync = SwitchSync(channel, on_pushed=self._pushed, stats=self.counters.stats)
         self._desired: Optional[DesiredSwitch] = None
         self._wake = threading.Event()
         self.connected_at = time.time()
@@ -63,6 +138,10 @@ class SwitchWorker:
     def start(self) -> None:
         self._thread.start()
 
+    def pending(self) -> Optional[DesiredSwitch]:
+        """The newest desired state handed to this worker (pushed or not yet)."""
+        return self._desired
+
     def offer(self, desired: DesiredSwitch) -> None:
         self._desired = desired
         self._wake.set()
@@ -71,9 +150,6 @@ class SwitchWorker:
         self._wake.set()
 
     def _pushed(self, dpid: int, diff: FlowDiff, seconds: float) -> None:
-        label = f"{dpid:016x}"
-        FLOW_MODS.labels(label).inc(diff.size)
-        BUNDLES.labels(label).inc()
         LOG.info("switch %#x: +%d -%d flows, %d group changes in %.3f s", dpid,
                  len(diff.adds), len(diff.deletes), diff.size - len(diff.adds) - len(diff.deletes),
                  seconds)
@@ -90,12 +166,14 @@ class SwitchWorker:
                 continue
             try:
                 self.sync.push(desired)
+                self.counters.export()
                 self.error = None
                 backoff = 0.2
                 INSTALLED_FLOWS.labels(f"{self.datapath_id:016x}").set(
                     len(self.sync.installed or ()))
                 self.engine.notify_synced()
             except Exception as exc:
+                self.counters.export()  # what was sent before the failure was sent
                 if self.channel.closed.is_set():
                     break
                 self.error = str(exc)
@@ -116,7 +194,8 @@ class Engine:
         self.topology = topology
         self.registry = registry
         self.fast_failover = fast_failover
-        self.discovery = Discovery(topology, self.kick)
+        self.discovery = Discovery(topology, self.kick, installed=self._fabric_installed)
+        self._stage_since: Optional[tuple[int, float]] = None  # (topology version, since)
         self._workers: dict[int, SwitchWorker] = {}
         self._lock = threading.Lock()
         self._synced = threading.Condition()
@@ -124,11 +203,19 @@ class Engine:
         self._stopping = threading.Event()
         self._compiled_generation = -1
         self._started = time.monotonic()
+        self._counters: dict[int, SwitchCounters] = {}
+        # integration bridges without an OpenFlow connection: (chassis, bridge) -> since
+        self._of_waiting: dict[tuple[str, str], float] = {}
+        self._of_warned: dict[tuple[str, str], bool] = {}  # -> connected since the warning
         self._thread = threading.Thread(target=self._run, daemon=True, name="compile")
+        self._protection: Optional[Protection] = None
+        self._protector = threading.Thread(target=self._protect_loop, daemon=True,
+                                           name="fabric protection")
 
     # ---- inputs
     def start(self) -> None:
         self._thread.start()
+        self._protector.start()
         self.kick()
 
     def stop(self) -> None:
@@ -142,8 +229,18 @@ class Engine:
         """Something changed (intent, topology, a switch): recompile soon."""
         self._dirty.set()
 
+    def counters(self, datapath_id: int) -> SwitchCounters:
+        """The switch's counters, made (with Prometheus samples at 0) on first use."""
+        with self._lock:
+            counters = self._counters.get(datapath_id)
+            if counters is None:
+                counters = self._counters[datapath_id] = SwitchCounters(datapath_id)
+            return counters
+
     def switch_connected(self, channel: Channel) -> None:
-        worker = SwitchWorker(self, channel)
+        counters = self.counters(channel.datapath_id)
+        counters.connections += 1
+        worker = SwitchWorker(self, channel, counters)
         with self._lock:
             old = self._workers.get(channel.datapath_id)
             self._workers[channel.datapath_id] = worker
@@ -171,17 +268,24 @@ class Engine:
     def of_switch_up(self, datapath_id: int, ports: dict[int, tuple[str, bool]]) -> None:
         if self.topology.switch_up(datapath_id, ports):
             self.kick()
+        self.discovery.switch_up(datapath_id, [no for no, (_, up) in ports.items() if up])
 
     def of_switch_down(self, datapath_id: int) -> None:
-        self.discovery.switch_gone(datapath_id)
+        self.discovery.switch_gone(datapath_id, time.monotonic())
         if self.topology.switch_down(datapath_id):
             self.kick()
 
     def of_port(self, datapath_id: int, port_no: int, name: str, up: Optional[bool]) -> None:
-        if not up:
-            self.discovery.port_down(datapath_id, port_no)
+        """Port status: the fast path for a cut. The port's state goes into the topology
+        first (links over a down port leave the view with it, in one recompile), then
+        discovery forgets its links; a port that came up is probed at once."""
         if self.topology.port_changed(datapath_id, port_no, name, up):
             self.kick()
+        if up:
+            self.discovery.port_up(datapath_id, port_no)
+        else:
+            self.discovery.port_down(datapath_id, port_no, time.monotonic(),
+                                     "port deleted" if up is None else "port down")
 
     def lldp_in(self, datapath_id: int, in_port: int, data: bytes) -> bool:
         return self.discovery.lldp_in(datapath_id, in_port, data, time.monotonic())
@@ -189,18 +293,78 @@ class Engine:
     def probe_targets(self) -> list[tuple[int, int]]:
         """(dpid, port) pairs to send an LLDP probe out of: up ports of fabric switches."""
         view = self.topology.view()
-        self.discovery.expire(time.monotonic())
         return sorted((d, no) for (d, no), up in view.port_state.items()
                       if up and d in view.fabric_switches and no < 0xFFFFFF00)
+
+    def urgent_probes(self) -> list[tuple[int, int]]:
+        """Probes to send now, out of turn: ports that just came up, switches that just
+        connected (so a restored link is heard in milliseconds, not a round later)."""
+        view = self.topology.view()
+        return [(d, no) for d, no in self.discovery.take_urgent()
+                if d in view.fabric_switches and no < 0xFFFFFF00
+                and view.port_state.get((d, no), False)]
+
+    def probe_sent(self, datapath_id: int, ports: list[int]) -> None:
+        self.discovery.probe_sent(datapath_id, ports, time.monotonic())
+
+    def lldp_suspects(self) -> dict[int, list[int]]:
+        """Switch -> ports whose links' probes went missing: the OpenFlow app reads
+        their rx counters (`port_counters`) before discovery may blame the links."""
+        return self.discovery.suspects(time.monotonic())
+
+    def port_counters(self, datapath_id: int, rx_packets: dict[int, int]) -> None:
+        self.discovery.rx_counters(datapath_id, rx_packets, time.monotonic())
+
+    def discovery_tick(self) -> None:
+        """LLDP timeouts, hold-downs and the fabric rollout's next step; the probe loop
+        calls it many times a second."""
+        self.discovery.tick(time.monotonic())
+        self._advance_fabric_stage()
+
+    def _fabric_installed(self, dpids: Any, version: int) -> bool:
+        """Every switch in `dpids` is connected and runs topology `version` or later."""
+        with self._lock:
+            workers = [self._workers.get(d) for d in dpids]
+        return all(w is not None and not w.channel.closed.is_set()
+                   and w.sync.synced is not None and w.sync.synced.topology_version >= version
+                   for w in workers)
+
+    def _advance_fabric_stage(self) -> None:
+        """Next step of a fabric rollout once every connected fabric switch runs this one
+        (or FABRIC_STAGE_TIMEOUT passed: a switch that cannot take it holds nobody up)."""
+        view = self.topology.view()
+        stage = view.fabric_stage
+        if stage is None:
+            return
+        now = time.monotonic()
+        since = self._stage_since
+        if since is None or since[0] != view.version:
+            since = self._stage_since = (view.version, now)
+        with self._lock:
+            workers = [w for d, w in self._workers.items()
+                       if d in view.fabric_switches and not w.channel.closed.is_set()]
+        lagging = [w.datapath_id for w in workers if w.sync.synced is None
+                   or w.sync.synced.topology_version < view.version]
+        if lagging and now - since[1] < FABRIC_STAGE_TIMEOUT:
+            return
+        if lagging:
+            LOG.warning("fabric rollout %s: %d switches (%s) not confirmed after %.1f s; "
+                        "going on", stage.describe(), len(lagging),
+                        ", ".join(f"{d:#x}" for d in sorted(lagging)[:5]), now - since[1])
+        if self.topology.advance_stage(view.version):
+            LOG.info("fabric rollout %s installed in %.3f s", stage.describe(), now - since[1])
+            self.kick()
 
     def notify_synced(self) -> None:
         with self._synced:
             self._synced.notify_all()
+        self._advance_fabric_stage()
 
     # ---- the compile loop
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._dirty.wait(timeout=1.0)
+            self._watch_openflow()
             if not self._dirty.is_set():
                 waiting = (self.registry is not None and not self.registry.all_reported()
                            and time.monotonic() - self._started < STARTUP_GRACE_SECONDS + 2)
@@ -231,7 +395,22 @@ class Engine:
         started = time.perf_counter()
         placement = Placement(intent, topo, self.fast_failover)
         shaping: dict[str, dict] = {}
-        for dpid in sorted(set(topo.switches) | topo.fabric_switches):
+        links_lost = self.topology.links_lost
+        order = self._compile_order(topo)
+        stage = topo.fabric_stage
+        urgent = [d for d in order if stage is not None and d in stage.urgent]
+        if urgent and placement.fabric is not None:
+            self._regroup_urgent(urgent, placement.fabric, workers)
+        for n, dpid in enumerate(order):
+            if urgent and n == len(urgent):
+                self._wait_urgent_wave(urgent, topo.version, workers)
+            if self.topology.links_lost != links_lost:
+                # A link was lost meanwhile: what is left of this compile is stale, and
+                # the switches that must route around the loss should not wait for it.
+                LOG.debug("compile: a link was lost; restarting after %d of %d switches",
+                          n, len(order))
+                self._dirty.set()
+                return
             desired = compile_switch(intent, topo, dpid, placement)
             switch = topo.switches.get(dpid)
             if switch is not None:
@@ -243,9 +422,229 @@ class Engine:
             self.registry.set_tunnels(desired_tunnels(intent, topo))
             self.registry.set_shaping(shaping)
         COMPILE_SECONDS.observe(time.perf_counter() - started)
+        LOG.debug("compiled %d switches for topology %d in %.3f s%s", len(order), topo.version,
+                  time.perf_counter() - started,
+                  f" ({topo.fabric_stage.describe()})" if topo.fabric_stage else "")
         with self._synced:
             self._compiled_generation = intent.generation
             self._synced.notify_all()
+
+    def _regroup_urgent(self, urgent: list[int], plan: Any,
+                        workers: dict[int, SwitchWorker]) -> None:
+        """After a loss, before compiling anything: give each switch that must reroute its
+        last desired state with the next-hop groups recomputed (`fabric.regroup`), a few
+        times cheaper than compiling it. The compile that follows confirms (and owns the
+        topology version: this one keeps the old, so no rollout step counts it done)."""
+        started = time.perf_counter()
+        patched: list[tuple[SwitchWorker, DesiredSwitch]] = []
+        ahead = self._protection_for(self.topology.view())
+        for dpid in urgent:
+            worker = workers.get(dpid)
+            desired = worker.pending() if worker is not None else None
+            if worker is None or desired is None:
+                continue
+            if ahead is not None and desired.topology_version == ahead[0] \
+                    and desired.generation == ahead[1]:
+                groups = dict(desired.groups)
+                groups.update(ahead[2].get(dpid, {}))  # worked out before the cut
+            else:
+                groups = regroup(plan, dpid, desired.groups, self.fast_failover)
+            if groups != dict(desired.groups):
+                patched.append((worker, dataclasses.replace(
+                    desired, groups=MappingProxyType(groups))))
+        computed = time.perf_counter() - started
+        # All computed first, then handed out at once: a push started early would take
+        # the CPU from computing the others, and the last switch of a path is as urgent
+        # as the first.
+        for worker, desired in patched:
+            worker.offer(desired)
+        # ...and installed before the compile takes the CPU back (URGENT_WAVE_WAIT at most)
+        with self._synced:
+            self._synced.wait_for(lambda: all(w.sync.synced is d or w.channel.closed.is_set()
+                                              for w, d in patched), URGENT_WAVE_WAIT)
+        LOG.debug("repair: %d of %d urgent switches regrouped in %.3f s%s, installed in "
+                  "%.3f s", len(patched), len(urgent), computed,
+                  " (worked out ahead)" if ahead is not None else "",
+                  time.perf_counter() - started - computed)
+
+    def _protection_for(self, topo: Any
+                        ) -> Optional[tuple[int, int, Mapping[int, Mapping[int, Any]]]]:
+        """(version, generation, patches) worked out ahead for the loss being repaired in
+        `topo`'s stage, if there are any: one link lost, from the links they assumed."""
+        prot, stage = self._protection, topo.fabric_stage
+        if prot is None or stage is None or not stage.repair \
+                or dict(stage.prev_links) != dict(prot.links):
+            return None
+        lost = [a for a, b in stage.prev_links.items() if topo.links.get(a) != b]
+        if len(lost) != 2:  # one link: its two ends
+            return None
+        patches = prot.patches.get(min(lost))
+        return None if patches is None else (prot.version, prot.generation, patches)
+
+    def _protect_loop(self) -> None:
+        """Keep `Protection` current: once the fabric has been still for
+        PROTECTION_QUIET seconds (no rollout step, every switch on the same topology
+        version), work out the repair of each link's loss from what the switches hold."""
+        still: Optional[tuple[int, float]] = None
+        while not self._stopping.is_set():
+            time.sleep(0.5)
+            try:
+                view = self.topology.view()
+                if view.fabric_stage is not None or not view.links:
+                    still = None
+                    continue
+                if still is None or still[0] != view.version:
+                    still = (view.version, time.monotonic())
+                prot = self._protection
+                if time.monotonic() - still[1] < PROTECTION_QUIET or (
+                        prot is not None and prot.version == view.version
+                        and prot.generation == self.store.latest().generation):
+                    continue
+                self._protection = self._work_out_protection(view)
+            except Exception:
+                LOG.exception("working out the fabric's protection failed")
+
+    def _work_out_protection(self, view: Any) -> Optional[Protection]:
+        generation = self.store.latest().generation
+        with self._lock:
+            workers = [w for d, w in self._workers.items() if d in view.fabric_switches]
+        groups = {}
+        for w in workers:
+            desired = w.pending()
+            if desired is None or desired.topology_version != view.version \
+                    or desired.generation != generation:
+                return None  # a compile is on its way: next round
+            groups[w.datapath_id] = desired.groups
+        started = time.perf_counter()
+        current = routing_plan(view.fabric_switches, view.links)
+        patches = {}
+        for end, peer in sorted(view.links.items()):
+            if end > peer:
+                continue
+            if self.topology.view().version != view.version or self._stopping.is_set():
+                return None  # the fabric moved: start again when it is still
+            patches[end] = MappingProxyType(repair_patches(
+                view.fabric_switches, view.links, end, groups, self.fast_failover, current))
+            time.sleep(PROTECTION_YIELD)  # background work: let everything else run
+        LOG.debug("protection: the loss of each of %d links worked out in %.2f s",
+                  len(patches), time.perf_counter() - started)
+        return Protection(view.links, view.version, generation, MappingProxyType(patches))
+
+    def _wait_urgent_wave(self, urgent: list[int], version: int,
+                          workers: dict[int, SwitchWorker]) -> None:
+        """Let the switches that route around a loss finish their push before the rest
+        of the fabric is compiled: they then have the CPU (and ovs-vswitchd) to
+        themselves instead of sharing it with every backup and flood group update."""
+        started = time.monotonic()
+        live = [d for d in urgent if d in workers and not workers[d].channel.closed.is_set()]
+        with self._synced:
+            done = self._synced.wait_for(lambda: self._fabric_installed(live, version),
+                                         URGENT_WAVE_WAIT)
+        LOG.debug("urgent wave: %d switches %s in %.3f s", len(live),
+                  "installed" if done else "not all installed", time.monotonic() - started)
+
+    def _compile_order(self, topo: Any) -> list[int]:
+        """Every switch: those a loss forces onto new routes first (`FabricStage.urgent`),
+        then by distance from the links that just changed.
+
+        Each switch is handed to its worker as soon as it is compiled, so after a cut
+        the switches that must turn traffic around are pushed while the rest of the
+        fabric still compiles."""
+        dpids = sorted(set(topo.switches) | topo.fabric_switches)
+        stage = topo.fabric_stage
+        urgent = stage.urgent if stage is not None else frozenset()
+        touched = self.topology.take_touched() & set(topo.fabric_switches)
+        if not touched:
+            return sorted(dpids, key=lambda d: (d not in urgent, d))
+        adjacent: dict[int, set[int]] = {}
+        for (a, _), (b, _) in topo.links.items():
+            adjacent.setdefault(a, set()).add(b)
+        dist = dict.fromkeys(touched, 0)
+        frontier = sorted(touched)
+        while frontier:
+            nxt = []
+            for d in frontier:
+                for n in sorted(adjacent.get(d, ())):
+                    if n not in dist:
+                        dist[n] = dist[d] + 1
+                        nxt.append(n)
+            frontier = nxt
+        return sorted(dpids, key=lambda d: (d not in urgent, dist.get(d, len(dpids)), d))
+
+    # ---- integration bridges that never reach us
+    def _connected_dpids(self) -> set[int]:
+        with self._lock:
+            return {d for d, w in self._workers.items() if not w.channel.closed.is_set()}
+
+    def _watch_openflow(self, now: Optional[float] = None) -> None:
+        """Warn, once per bridge, when a chassis' integration bridge has opened no
+        OpenFlow connection to this controller OF_CONNECT_GRACE_SECONDS after it was
+        first seen.
+
+        Nothing else would say so: the chassis shows as connected (that is its OVSDB)
+        while /v1/switches stays empty. The usual cause is a controller target the
+        chassis cannot reach, typically the default tcp:127.0.0.1:6653 on a chassis
+        that is another host or namespace (--of-target forgotten). Runs on the
+        compile thread, about once a second; never raises.
+        """
+        if self.registry is None:
+            return
+        try:
+            now = time.monotonic() if now is None else now
+            connected = self._connected_dpids()
+            by_bridge: dict[tuple[str, str], list[ControllerLink]] = {}
+            for link in self.registry.controller_links():
+                if link.datapath_id is not None:
+                    by_bridge.setdefault((link.chassis, link.bridge), []).append(link)
+            for key, links in by_bridge.items():
+                dpid = links[0].datapath_id
+                assert dpid is not None
+                self.counters(dpid)
+                if dpid in connected:
+                    self._of_waiting.pop(key, None)
+                    if self._of_warned.get(key) is False:
+                        self._of_warned[key] = True
+                        LOG.info("chassis %s: bridge %s is now connected to this controller "
+                                 "over OpenFlow", *key)
+                    continue
+                since = self._of_waiting.setdefault(key, now)
+                if now - since >= OF_CONNECT_GRACE_SECONDS and key not in self._of_warned:
+                    self._of_warned[key] = False
+                    LOG.warning("%s", self._not_connected_message(links, now - since))
+            for key in set(self._of_waiting) - set(by_bridge):
+                del self._of_waiting[key]
+        except Exception:
+            LOG.exception("checking the switches' OpenFlow connections failed")
+
+    def _not_connected_message(self, links: list[ControllerLink], waited: float) -> str:
+        """What is wrong and what to do, in the words an operator will search for."""
+        assert self.registry is not None
+        ours = self.registry.controller_target
+        first = links[0]
+        seen = "; ".join(
+            f"{link.target} ({'connected' if link.is_connected else 'not connected'}"
+            + (f", state {link.state}" if link.state else "")
+            + (f", last error \"{link.last_error}\"" if link.last_error else "") + ")"
+            for link in links)
+        text = (f"chassis {first.chassis}: bridge {first.bridge} (datapath "
+                f"{_label(first.datapath_id or 0)}) has made no OpenFlow connection to this "
+                f"controller in {waited:.0f} s, so Loom cannot program it (/v1/switches "
+                f"will not list it). ovs-vswitchd reports its controller target(s): {seen}. ")
+        if any(link.is_connected for link in links):
+            text += ("The switch is connected to something else at that address: another "
+                     "controller listens there. ")
+        else:
+            text += "The chassis cannot reach the controller at that address"
+            host = first.target.split(":")[1] if first.target.count(":") >= 2 else ""
+            if host.startswith("127.") or host in ("localhost", "[::1]"):
+                text += (f" ({host} is the chassis' own loopback: it is this controller "
+                         "only when the chassis is this host, in this network namespace)")
+            text += ". "
+        port = ours.rsplit(":", 1)[-1]
+        text += (f"Fix: start the controller with --of-target tcp:<an address of this "
+                 f"controller that the chassis can reach>:{port} (it listens on "
+                 f"--of-listen), or check the route/firewall between them.")
+        return text
 
     # ---- Runtime protocol
     def _pending_switches(self, generation: int) -> list[int]:
@@ -315,20 +714,36 @@ class Engine:
                 "synced_generation": synced.generation if synced else None,
                 "flow_mods_sent": w.sync.stats.flow_mods,
                 "bundles": w.sync.stats.bundles,
+                "connections": w.counters.connections,
                 "last_error": w.error,
             })
         return sorted(out, key=lambda s: s["datapath_id"])
 
     def chassis(self) -> list[dict[str, Any]]:
         topo = self.topology.view()
+        connected = self._connected_dpids()
+        links: dict[str, list[ControllerLink]] = {}
+        ours = self.registry.controller_target if self.registry is not None else None
+        for row in self.registry.controller_links() if self.registry is not None else []:
+            links.setdefault(row.chassis, []).append(row)
         out = []
         for ch in self.topology.chassis_states():
+            dpids = [d for d, sv in topo.switches.items() if sv.chassis == ch.name]
+            mine = sorted(links.get(ch.name, []), key=lambda row: row.target != ours)
+            link: Optional[ControllerLink] = mine[0] if mine else None
             out.append({
                 "name": ch.name, "remote": ch.remote, "connected": ch.connected,
                 "encap_ip": ch.encap_ip,
                 "bridges": [b.name for b in ch.bridges],
                 "ports_bound": sorted(b.port_id for b in topo.bindings.values()
                                       if b.chassis == ch.name),
+                # OVSDB connected is not enough: the integration bridge must also have
+                # opened an OpenFlow connection to this controller
+                "openflow_connected": any(d in connected for d in dpids),
+                "controller_target": link.target if link else None,
+                "controller_status": None if link is None else {
+                    "is_connected": link.is_connected, "state": link.state,
+                    "last_error": link.last_error},
             })
         return out
 

@@ -60,6 +60,12 @@ class AllocationPool:
     end: str
 
 
+# Loom serves no DHCP yet, so a subnet says `enable_dhcp: false` unless a client asks
+# for true; that is accepted and stored as asked (Neutron clients may send it) but
+# nothing answers DHCP (README). The REST API's default is this one.
+ENABLE_DHCP_DEFAULT = False
+
+
 @dataclass(frozen=True)
 class Subnet:
     id: str
@@ -70,7 +76,7 @@ class Subnet:
     cidr: str
     gateway_ip: Optional[str]
     allocation_pools: tuple[AllocationPool, ...] = ()
-    enable_dhcp: bool = False
+    enable_dhcp: bool = ENABLE_DHCP_DEFAULT
     dns_nameservers: tuple[str, ...] = ()
     description: str = ""
     host_routes: tuple[tuple[str, str], ...] = ()  # (destination, nexthop)

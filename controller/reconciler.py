@@ -84,6 +84,11 @@ def diff_flows(installed: Mapping[FlowKey, Flow], desired: Mapping[FlowKey, Flow
 
 @dataclass
 class SyncStats:
+    """What was sent to one switch. The engine hands the same object to every
+    SwitchSync of a datapath id, so the counts survive reconnects.
+
+    `flow_mods` counts every modification message: flow, group and meter mods."""
+
     flow_mods: int = 0
     bundles: int = 0
     last_push_seconds: float = 0.0
@@ -98,14 +103,16 @@ class SwitchSync:
     REPLY_TIMEOUT = 60.0
 
     def __init__(self, channel: Channel,
-                 on_pushed: Optional[Callable[[int, FlowDiff, float], None]] = None) -> None:
+                 on_pushed: Optional[Callable[[int, FlowDiff, float], None]] = None,
+                 stats: Optional[SyncStats] = None) -> None:
         self.channel = channel
         self.installed: Optional[dict[FlowKey, Flow]] = None
         self.installed_groups: dict[int, Group] = {}
         self.installed_meters: dict[int, Meter] = {}
         self.cookie_counts: Counter[int] = Counter()
         self.synced: Optional[DesiredSwitch] = None
-        self.stats = SyncStats()
+        # counts carried on from the switch's earlier connections, if any
+        self.stats = stats if stats is not None else SyncStats()
         self._bundle_ids = 0
         self._on_pushed = on_pushed
 
@@ -157,7 +164,7 @@ class SwitchSync:
             started = time.perf_counter()
             self._send_bundle(diff)
             elapsed = time.perf_counter() - started
-            self.stats.flow_mods += len(diff.adds) + len(diff.deletes)
+            self.stats.flow_mods += diff.size  # flow and group mods
             self.stats.bundles += 1
             self.stats.last_push_seconds = elapsed
             self.stats.last_push_flows = len(diff.adds) + len(diff.deletes)

@@ -58,6 +58,45 @@ def _empty() -> Mapping:
 
 
 @dataclass(frozen=True)
+class FabricStage:
+    """One step of a staged change of the fabric's links (`compiler.fabric.rollout_stages`).
+
+    A change of links is not installed on every switch at the same instant, and a
+    mix of old and new forwarding state can loop or drop. So the topology hands the
+    compiler the change a step at a time, and the engine moves to the next step only
+    once every switch runs the current one:
+    - `rank` (links added): routes to a destination D from switches at most `rank`
+      hops from D (in the new graph) use the new links; the others keep the routes
+      of `prev_links`. Raising the rank one hop at a time means a switch turns to a
+      new path only once every switch down that path is on it already: no loop, no
+      black hole. None: every route is new (links removed: the old routes are dead).
+    - `tree`: "prev" floods on the old flood tree (what is left of it), "meet" only
+      on the edges the old and new trees share (a forest; any mix of it and either
+      tree has no cycle).
+    - `repair` (links lost, the first step): every route is new, but a switch whose
+      route to D is the old one minus the dead ports keeps its old group (the switch
+      already skips the dead buckets). The urgent push after a cut then carries only
+      the groups that must change; new backups and trimmed buckets follow a step later.
+      `urgent`: the switches whose routes that step changes (the engine compiles and
+      pushes them first, and lets them finish before the rest of the fabric).
+    """
+
+    prev_links: Mapping[tuple[int, int], tuple[int, int]]
+    rank: Optional[int]
+    tree: str  # "prev" | "meet" | "new"
+    step: int = 1
+    steps: int = 1
+    repair: bool = False
+    urgent: frozenset[int] = frozenset()
+
+    def describe(self) -> str:
+        routes = "all routes new" if self.rank is None else f"new routes up to {self.rank} hops"
+        if self.repair:
+            routes = "repair (only broken routes change)"
+        return f"step {self.step}/{self.steps}: {routes}, flood tree {self.tree}"
+
+
+@dataclass(frozen=True)
 class TopologyView:
     version: int = 0
     switches: Mapping[int, SwitchView] = field(default_factory=_empty)
@@ -73,6 +112,11 @@ class TopologyView:
     switch_ports: Mapping[int, Mapping[str, int]] = field(default_factory=_empty)
     port_state: Mapping[tuple[int, int], bool] = field(default_factory=_empty)
     links: Mapping[tuple[int, int], tuple[int, int]] = field(default_factory=_empty)
+    # Links heard both ways but held down (see controller.discovery): their ports
+    # accept fabric traffic so that switching paths onto them is make-before-break.
+    standby_links: Mapping[tuple[int, int], tuple[int, int]] = field(default_factory=_empty)
+    # A change of `links` being rolled out in steps; None once every switch has it.
+    fabric_stage: Optional[FabricStage] = None
 
     def bindings_on(self, datapath_id: int) -> list[Binding]:
         return [b for b in self.bindings.values() if b.datapath_id == datapath_id]
@@ -128,6 +172,12 @@ class Topology:
         self._of_switches: set[int] = set()
         self._ports: dict[int, dict[int, tuple[str, bool]]] = {}  # dpid -> no -> (name, up)
         self._links: dict[tuple[int, int], tuple[int, int]] = {}
+        self._standby: dict[tuple[int, int], tuple[int, int]] = {}
+        self._stage: Optional[FabricStage] = None
+        self._next_stages: list[FabricStage] = []
+        self._touched: set[int] = set()  # switches at the ends of links that changed
+        self._staged = True  # plan steps for the next change of links (set_links)
+        self.links_lost = 0  # grows each time links in use are lost: a compile may restart
         self._version = 0
         self._view = TopologyView()
         self._integration_bridge = integration_bridge
@@ -176,12 +226,41 @@ class Topology:
                 ports[port_no] = (name, up)
             return self._rebuild()
 
-    def set_links(self, links: dict[tuple[int, int], tuple[int, int]]) -> bool:
+    def set_links(self, links: dict[tuple[int, int], tuple[int, int]],
+                  standby: Optional[dict[tuple[int, int], tuple[int, int]]] = None,
+                  staged: bool = True) -> bool:
+        """Links in use and links held down (symmetric maps); True if the view changed.
+
+        `staged`: roll a change of the links in use out in steps (`FabricStage`);
+        False for links heard for the first time (a fabric coming up wants its paths
+        at once, and there is no traffic on them to protect)."""
+        standby = {} if standby is None else standby
         with self._lock:
-            if links == self._links:
+            if links == self._links and standby == self._standby:
                 return False
             self._links = dict(links)
+            self._standby = dict(standby)
+            self._staged = staged
+            try:
+                return self._rebuild()
+            finally:
+                self._staged = True
+
+    def advance_stage(self, version: int) -> bool:
+        """Go to the next step of the fabric rollout if the view is still `version`
+        (every switch runs it: the caller checked). True if the view changed."""
+        with self._lock:
+            if self._stage is None or self._view.version != version:
+                return False
+            self._stage = self._next_stages.pop(0) if self._next_stages else None
             return self._rebuild()
+
+    def take_touched(self) -> set[int]:
+        """Switches at the ends of links that changed since the last call: the compile
+        starts nearest them."""
+        with self._lock:
+            touched, self._touched = self._touched, set()
+        return touched
 
     def is_fabric(self, datapath_id: int) -> bool:
         view = self.view()
@@ -241,6 +320,11 @@ class Topology:
                       for no, (_, up) in ports.items()}
         links = {a: b for a, b in self._links.items()
                  if port_state.get(a, False) and port_state.get(b, False)}
+        standby = {a: b for a, b in self._standby.items()
+                   if port_state.get(a, False) and port_state.get(b, False) and a not in links
+                   and b not in links}
+        if links != dict(self._view.links):
+            self._stage_links(fabric, dict(self._view.links), links)
         for d in fabric:
             graph.add_node(("switch", d), kind="switch", fabric=True)
         for (a, pa), (b, pb) in links.items():
@@ -248,6 +332,8 @@ class Topology:
                            dst_port=pb)
         changed = (fabric != self._view.fabric_switches
                    or links != dict(self._view.links)
+                   or standby != dict(self._view.standby_links)
+                   or self._stage != self._view.fabric_stage
                    or port_state != dict(self._view.port_state)
                    or {d: dict(p) for d, p in switch_ports.items()}
                    != {d: dict(p) for d, p in self._view.switch_ports.items()}
@@ -264,5 +350,23 @@ class Topology:
                                       MappingProxyType(tunnels),
                                       MappingProxyType(provider_ports),
                                       fabric, MappingProxyType(switch_ports),
-                                      MappingProxyType(port_state), MappingProxyType(links))
+                                      MappingProxyType(port_state), MappingProxyType(links),
+                                      MappingProxyType(standby), self._stage)
         return changed
+
+    def _stage_links(self, fabric: frozenset[int],
+                     before: dict[tuple[int, int], tuple[int, int]],
+                     after: dict[tuple[int, int], tuple[int, int]]) -> None:
+        """The links in use change: plan the steps from `before` to `after`.
+
+        A change arriving mid-rollout starts again from the last target (`before` is
+        always the previous view's links, never a half-applied step)."""
+        from controller.compiler.fabric import rollout_stages  # the compiler plans them
+
+        for a, b in set(before.items()) ^ set(after.items()):
+            self._touched.update((a[0], b[0]))
+        if any(after.get(a) != b for a, b in before.items()):
+            self.links_lost += 1
+        stages = list(rollout_stages(fabric, before, after)) if self._staged else []
+        self._stage = stages.pop(0) if stages else None
+        self._next_stages = stages

@@ -25,7 +25,14 @@ What it does (see docs/FABRIC.md):
   one port per host interface through Loom's REST API (binding:profile
   local_link_information, and ``external_ids:iface-id`` on the switch port);
 - standalone mode (no controller): ``failMode='standalone'`` (OVS NORMAL learning)
-  and RSTP on every bridge when the topology has loops;
+  and RSTP on every bridge when the topology has loops, its timers derived from the
+  switch graph (`topologies.graphtopo.rstp_timers`: a fixed Max Age of 6 never
+  converges on a network 7 hops deep);
+- the kernel's neighbour table limits (shared by every namespace on the machine) are
+  raised for the run and restored after it (`topologies.neigh`), and the entries the
+  kernel refused meanwhile are counted: `Fabric.neigh_report()`;
+- the topology is a built-in one (`topologies.mininet_topos`), a graph file (GraphML
+  or networkx node-link JSON: `topologies.graphtopo`) or a ``mn --custom`` file;
 - cleanup scoped to what it made: ``net.stop()``, then the private OVS, then anything
   of its own still left (recorded in a `Sandbox`, so a SIGKILLed run is swept by the
   next one), then it checks that nothing of its own is left. ``mn -c`` is never used:
@@ -64,7 +71,9 @@ from mininet.node import Host, OVSSwitch, RemoteController
 from topologies import netns as nsutil
 from topologies.api_client import ApiClient
 from topologies.controller_process import ControllerProcess
-from topologies.mininet_topos import TOPOLOGIES, FabricTopo, host_mac, make_topo
+from topologies.graphtopo import GraphError, RstpTimers, graph_topo, rstp_timers
+from topologies.mininet_topos import TOPOLOGIES, FabricTopo, custom_topo, host_mac, make_topo
+from topologies.neigh import NeighLimits, Overflows, overflows, wanted_limits
 from topologies.netns import STATE_DIR, Sandbox
 from topologies.ovs_instance import DEFAULT_BASE, OvsInstance
 
@@ -75,10 +84,25 @@ LOCK_PATH = STATE_DIR / "fabric.lock"
 # hosts of different networks share a subnet and only Loom's isolation keeps them apart.
 LOOM_SUBNETS = ("10.10.0.0/16", "10.11.0.0/16")
 FIRST_VLAN = 101
-# RSTP timers for standalone runs: fast enough for tests, valid per 802.1D-2004.
-# (OVS's RSTP keeps a 2 s hello time whatever other_config says.) The first core/spine
-# switch gets the best priority, so the spanning tree's root is deterministic.
-RSTP_BRIDGE_OPTS = "rstp_enable=true other_config:rstp-forward-delay=4 other_config:rstp-max-age=6"
+ZOO_DIR = Path(__file__).resolve().parent / "zoo"
+GRAPH_SUFFIXES = (".graphml", ".xml", ".json")
+# RSTP for standalone runs: timers from the switch graph (`rstp_timers`: Max Age covers
+# the tree's depth, Forward Delay as short as 802.1D allows with it; OVS's RSTP keeps a
+# 2 s hello time whatever other_config says). The topology's preferred root (first
+# core/spine, a graph's centre) gets the best priority, so the tree is deterministic.
+RSTP_ROOT_PRIORITY, RSTP_BACKUP_PRIORITY = 4096, 8192
+# OVS applies Max Age before Forward Delay and refuses a Max Age above
+# 2 x (Forward Delay - 1) with the Forward Delay it has then (15 s on a new bridge).
+# And a bridge keeps the times it recorded from the root until the root's information
+# becomes superior: raising the root's Max Age alone reaches nobody.
+OVS_FIRST_PASS_MAX_AGE = 28
+
+
+def rstp_bridge_opts(timers: RstpTimers) -> str:
+    """``ovs-vsctl`` bridge options enabling RSTP with `timers` (a Max Age above 28 is
+    set to 28 here and raised once the bridge exists: see `Fabric._apply_rstp_max_age`)."""
+    return (f"rstp_enable=true other_config:rstp-forward-delay={timers.forward_delay} "
+            f"other_config:rstp-max-age={min(timers.max_age, OVS_FIRST_PASS_MAX_AGE)}")
 
 
 # Run inside each host by `Fabric.pingall`: COUNT TIMEOUT INTERVAL GAP IP...; prints
@@ -201,7 +225,7 @@ class FabricSwitch(OVSSwitch):
     """OVSSwitch on the userspace datapath; RSTP (fast timers) when asked, with
     host-facing ports declared edge ports so they forward at once."""
 
-    def __init__(self, name: str, on_shell: Any = None, rstp: bool = False,
+    def __init__(self, name: str, on_shell: Any = None, rstp: RstpTimers | None = None,
                  rstp_priorities: Mapping[str, int] | None = None, **params: Any) -> None:
         self._on_shell = on_shell
         self.rstp = rstp
@@ -215,8 +239,8 @@ class FabricSwitch(OVSSwitch):
 
     def bridgeOpts(self) -> str:  # noqa: N802 (Mininet's name)
         opts = str(super().bridgeOpts())
-        if self.rstp:
-            opts += " " + RSTP_BRIDGE_OPTS
+        if self.rstp is not None:
+            opts += " " + rstp_bridge_opts(self.rstp)
             if self.rstp_priority is not None:
                 opts += f" other_config:rstp-priority={self.rstp_priority}"
         return opts
@@ -224,7 +248,7 @@ class FabricSwitch(OVSSwitch):
     def intfOpts(self, intf: Any) -> str:  # noqa: N802 (Mininet's name)
         opts = str(super().intfOpts(intf))
         link = getattr(intf, "link", None)
-        if self.rstp and link is not None:
+        if self.rstp is not None and link is not None:
             peer = link.intf2 if link.intf1 is intf else link.intf1
             if not isinstance(peer.node, OVSSwitch):
                 opts += f" -- set Port {intf} other_config:rstp-port-admin-edge=true"
@@ -303,6 +327,7 @@ class Fabric:
         stp: bool | None = None,
         lock_timeout: float = 120.0,
         log: TextIO | None = None,
+        raise_neigh_limits: bool = True,
     ) -> None:
         if controller and start_controller:
             raise ValueError("give a controller address or start_controller, not both")
@@ -313,6 +338,17 @@ class Fabric:
         self.stp = (self.standalone and topo.has_loops) if stp is None else stp
         if self.stp and not self.standalone:
             raise ValueError("STP needs standalone switches (no controller)")
+        self.rstp_root = topo.rstp_roots()[0] if self.stp and topo.rstp_roots() else None
+        self.rstp_timers: RstpTimers | None = None
+        if self.stp:
+            try:
+                self.rstp_timers = rstp_timers(topo.switch_graph(),
+                                               self.rstp_root or next(iter(topo.tiers)))
+            except GraphError as exc:
+                raise FabricError(str(exc)) from None
+        self.raise_neigh_limits = raise_neigh_limits
+        self.neigh: NeighLimits | None = None
+        self._overflows_at_start: Overflows | None = None
         self.lock_timeout = lock_timeout
         self.log = log
         self.net: Any = None  # mininet.net.Mininet once started
@@ -329,6 +365,7 @@ class Fabric:
         self._shells: dict[str, int] = {}  # node -> shell pid
         self._host_netns: set[str] = set()
         self._side: list[subprocess.Popen[bytes]] = []  # background helpers (iperf)
+        self.pingall_rounds: list[int] = []  # wrong pairs per round of the last wait_pingall
         self._stopped = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -363,6 +400,12 @@ class Fabric:
             )
         self._names = names
         _raise_nofile_limit()
+        self._overflows_at_start = overflows()
+        if self.raise_neigh_limits:
+            planes = max((len(v) for v in self.topo.host_links.values()), default=1)
+            self.neigh = NeighLimits(wanted_limits(len(self.topo.host_links), planes))
+            self.neigh.acquire()
+            self._say(self.neigh.describe())
         self.sandbox = box = Sandbox()
         box.links.extend((name, None) for name in self._names)  # deleted only if present
         box._save()  # noqa: SLF001 (recorded before creation so a crash mid-build is swept)
@@ -388,7 +431,7 @@ class Fabric:
         switch_opts: dict[str, Any] = dict(
             on_shell=self._record_shell, datapath="user", protocols="OpenFlow13",
             failMode="standalone" if self.standalone else "secure", batch=True,
-            rstp=self.stp, rstp_priorities=self._rstp_priorities(),
+            rstp=self.rstp_timers, rstp_priorities=self._rstp_priorities(),
         )
         self.net = net = Mininet(
             topo=self.topo, switch=functools.partial(FabricSwitch, **switch_opts),
@@ -409,7 +452,10 @@ class Fabric:
             self.ovs.wait_for_bridge(sw.name, timeout=30)
             if nsutil.link_exists(sw.name):
                 _quiet_root_interface(sw.name)  # the bridge's own tap (down, but still)
+        self._apply_rstp_max_age()
         self.timings["switches"] = time.monotonic() - t
+        if self.rstp_timers is not None:
+            self._say(f"RSTP root {self.rstp_root}: {self.rstp_timers.describe()}")
         mode = ("standalone" + (" + RSTP" if self.stp else "")) if self.standalone else target
         up = self.timings["build"] + self.timings["switches"]
         self._say(f"{self.topo.describe()} up in {up:.1f}s ({mode})")
@@ -450,6 +496,11 @@ class Fabric:
             self._saved_env = None
         if self.sandbox is not None:
             problems += self.sandbox.cleanup()
+        if self.neigh is not None:
+            try:
+                self.neigh.release()
+            except OSError as exc:
+                problems.append(f"neighbour table limits: {exc!r}")
         left = self.leftovers()
         self.timings["stop"] = time.monotonic() - t0
         if self.ovs is not None:
@@ -490,11 +541,42 @@ class Fabric:
         return names
 
     def _rstp_priorities(self) -> dict[str, int]:
-        """Root bridge: the first switch (by dpid) of the top tier; its tier-mates next."""
-        tiers = self.topo.tiers
-        top = min((t for t in tiers.values() if t > 0), default=0)
-        tops = sorted((s for s, t in tiers.items() if t == top), key=self.topo.dpid)
-        return {s: 4096 if i == 0 else 8192 for i, s in enumerate(tops)}
+        """Root bridge: the topology's first preferred root (first core/spine by dpid, a
+        graph's centre); the other preferred roots next. With a two-pass Max Age (see
+        `_apply_rstp_max_age`) the root starts among the others and wins in pass two."""
+        two_pass = self.rstp_timers is not None and \
+            self.rstp_timers.max_age > OVS_FIRST_PASS_MAX_AGE
+        return {s: RSTP_ROOT_PRIORITY if i == 0 and not two_pass else RSTP_BACKUP_PRIORITY
+                for i, s in enumerate(self.topo.rstp_roots())}
+
+    def _apply_rstp_max_age(self) -> None:
+        """Max Age past 28, in a second pass: OVS refused it in the bridges' first
+        transaction (their Forward Delay was still 15 s: OVS_FIRST_PASS_MAX_AGE). Every
+        bridge gets it now, and the intended root its root priority in the same
+        transaction: its information turns superior, so every bridge records the root's
+        new times (a mere change of times would be ignored as repeated information)."""
+        timers = self.rstp_timers
+        if timers is None or timers.max_age <= OVS_FIRST_PASS_MAX_AGE or self.ovs is None:
+            return
+        args: list[str] = []
+        for sw in self.topo.tiers:
+            args += ["--", "set", "Bridge", sw, f"other_config:rstp-max-age={timers.max_age}"]
+        if self.rstp_root is not None:
+            args += ["--", "set", "Bridge", self.rstp_root,
+                     f"other_config:rstp-priority={RSTP_ROOT_PRIORITY}"]
+        self.ovs.vsctl(*args[1:])
+
+    def neigh_overflows(self) -> Overflows:
+        """Neighbour entries the kernel refused since this run started (machine-wide:
+        every namespace shares the table, so another lab's overflow counts too)."""
+        start = self._overflows_at_start or Overflows(0, 0)
+        return overflows() - start
+
+    def neigh_report(self) -> str:
+        """One line for next to an all-pairs figure: limits in force, overflows."""
+        limits = self.neigh.describe() if self.neigh is not None else \
+            "neighbour table limits: not raised (raise_neigh_limits=False)"
+        return f"{limits}; {self.neigh_overflows().describe()} during the run"
 
     def _record_shell(self, node: Any) -> None:
         self._shells[node.name] = node.pid
@@ -528,6 +610,10 @@ class Fabric:
 
     def dpid(self, switch: str) -> str:
         return self.topo.dpid(switch)
+
+    def host_no(self, host: str) -> int:
+        """N of host `host`'s addresses (hN -> N; any name for custom topologies)."""
+        return self.topo.host_number(host)
 
     def host_ip(self, host: str, iface: int = 0) -> str:
         return str(self.node(host).intf(f"{host}-eth{iface}").IP())
@@ -610,12 +696,17 @@ class Fabric:
                      expect: Mapping[tuple[str, str], float] | None = None
                      ) -> dict[tuple[str, str], float]:
         """Repeat `pingall` until every pair has no loss (or the loss in `expect`);
-        returns the last result. Records how long it took in timings['pingall']."""
+        returns the last result. Records how long it took in timings['pingall'] and the
+        pairs wrong in each round in `pingall_rounds` (the first round is the honest
+        first-packet figure; later rounds find warm ARP caches and learned MACs)."""
         t0 = time.monotonic()
+        self.pingall_rounds = []
         while True:
             res = self.pingall(timeout)
             want = expect or {}
-            if all(loss == want.get(pair, 0.0) for pair, loss in res.items()):
+            wrong = sum(1 for pair, loss in res.items() if loss != want.get(pair, 0.0))
+            self.pingall_rounds.append(wrong)
+            if not wrong:
                 break
             if time.monotonic() - t0 > deadline:
                 break
@@ -757,7 +848,7 @@ class Fabric:
         hosts = self.hosts
         if networks is None:
             if split:
-                networks = {h: f"net{1 + (_host_no(h) + 1) % 2}" for h in hosts}
+                networks = {h: f"net{1 + (self.host_no(h) + 1) % 2}" for h in hosts}
             else:
                 networks = {h: "net1" for h in hosts}
         self.host_network.update(networks)
@@ -779,7 +870,7 @@ class Fabric:
                     sbody["project_id"] = project
                 subnets.append(api.create("subnet", **sbody))
             for host in [h for h in hosts if networks.get(h) == net_name]:
-                n = _host_no(host)
+                n = self.host_no(host)
                 node = self.node(host)
                 for intf in node.intfList():
                     if intf.name not in edge:
@@ -811,10 +902,6 @@ class Fabric:
         return dict(self.bindings)
 
 
-def _host_no(host: str) -> int:
-    return int(host[1:])
-
-
 def _raise_nofile_limit(want: int = 16384) -> None:
     """Mininet keeps a pty per node; raise this process's own fd limit (not the
     machine's sysctls, which Mininet.init() would change)."""
@@ -826,6 +913,16 @@ def _raise_nofile_limit(want: int = 16384) -> None:
 
 # -- command line ------------------------------------------------------------------------
 
+def _value(text: str) -> Any:
+    """A topology parameter as ``mn --topo`` reads it: int, else float, else text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _topo_args(values: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
@@ -835,20 +932,78 @@ def _topo_args(values: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
                 continue
             if "=" in part:
                 key, _, val = part.partition("=")
-                kwargs[key] = int(val)
+                kwargs[key] = _value(val)
             else:
-                args.append(int(part))
+                args.append(_value(part))
     return args, kwargs
+
+
+def zoo_graphs() -> dict[str, Path]:
+    """The graph files shipped in topologies/zoo, by name (``Abilene``)."""
+    return {p.stem: p for p in sorted(ZOO_DIR.glob("*.graphml"))}
+
+
+def resolve_topo(spec: str, params: Sequence[str] = (), custom: Sequence[str] = ()
+                 ) -> FabricTopo:
+    """The runner's topology argument: with `custom` files, a name from their `topos`
+    (``mn --custom FILE --topo NAME,ARGS``); else a built-in name, a graph file
+    (.graphml/.xml/.json), or the name of a shipped zoo graph (case-insensitive).
+    ``NAME,ARG,...`` works as with ``mn --topo``. Graphs take one parameter,
+    hosts_per_switch (positional or ``hosts_per_switch=N``)."""
+    name, values = spec, list(params)
+    if not Path(spec).exists() and "," in spec:
+        name, _, rest = spec.partition(",")
+        values.insert(0, rest)
+    targs, tkwargs = _topo_args(values)
+    if custom:
+        return custom_topo(custom, name, *targs, **tkwargs)
+    if name in TOPOLOGIES:
+        return make_topo(name, *targs, **tkwargs)
+    zoo = {k.lower(): v for k, v in zoo_graphs().items()}
+    path = Path(name)
+    if not path.exists() and name.lower() in zoo:
+        path = zoo[name.lower()]
+    if path.exists() or path.suffix.lower() in GRAPH_SUFFIXES:
+        unknown = set(tkwargs) - {"hosts_per_switch"}
+        if len(targs) > 1 or unknown or (targs and tkwargs):
+            raise ValueError("a graph takes one parameter: hosts_per_switch (e.g. 2 or "
+                             "hosts_per_switch=2)")
+        per = targs[0] if targs else tkwargs.get("hosts_per_switch", 1)
+        return graph_topo(path, hosts_per_switch=int(per))
+    raise ValueError(f"unknown topology {name!r}: not one of {', '.join(TOPOLOGIES)}, not a "
+                     f"graph file, not a zoo graph ({', '.join(zoo_graphs())}); a name from a "
+                     "Mininet custom file needs --custom FILE")
+
+
+def _print_list() -> None:
+    for name, cls in TOPOLOGIES.items():
+        print(f"{name:12} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    for name, path in zoo_graphs().items():
+        try:
+            topo = graph_topo(path, hosts_per_switch=0)
+            desc = (f"{topo.name} (Topology Zoo): {len(topo.tiers)} switches, "
+                    f"{len(topo.switch_links())} links")
+        except GraphError as exc:
+            desc = str(exc)
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        print(f"{name:12} {desc} [{shown}]")
+    print("any GraphML or node-link JSON file: run FILE [hosts_per_switch]; "
+          "a Mininet custom topology: run --custom FILE NAME [ARGS]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m topologies.fabric", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="list the topologies")
+    sub.add_parser("list", help="list the topologies and shipped graphs")
     r = sub.add_parser("run", help="run a topology")
-    r.add_argument("topo", choices=sorted(TOPOLOGIES))
+    r.add_argument("topo", help="a built-in name (see `list`), a graph file (.graphml, "
+                   "node-link .json) or shipped zoo graph name, or with --custom a name "
+                   "from the file's `topos`; NAME,ARGS like mn --topo")
     r.add_argument("params", nargs="*", help="topology parameters: 4, or k=4, or 2,3,2")
+    r.add_argument("--custom", action="append", default=[], metavar="FILE",
+                   help="Mininet custom topology file defining `topos` (as mn --custom); "
+                   "it is run as Python")
     mode = r.add_mutually_exclusive_group()
     mode.add_argument("--controller", metavar="tcp:IP:PORT", help="use a running Loom")
     mode.add_argument("--start-controller", action="store_true", help="start Loom itself")
@@ -860,18 +1015,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--cli", action="store_true", help="Mininet's CLI (no `mn`)")
     r.add_argument("--hold", action="store_true", help="keep running until Ctrl-C")
     r.add_argument("--deadline", type=float, default=60.0, help="pingall deadline (s)")
+    r.add_argument("--lock-timeout", type=float, default=120.0,
+                   help="wait this long (s) for another fabric run on this machine to end")
+    r.add_argument("--keep-neigh-limits", action="store_true",
+                   help="do not raise the kernel's neighbour table limits (shared by every "
+                   "namespace on the machine: big fabrics then overflow them)")
     r.add_argument("-v", "--verbose", action="store_true", help="Mininet's info log")
     args = p.parse_args(argv)
     if args.cmd == "list":
-        for name, cls in TOPOLOGIES.items():
-            print(f"{name:10} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        _print_list()
         return 0
     setLogLevel("info" if args.verbose else "output")
-    targs, tkwargs = _topo_args(args.params)
-    topo = make_topo(args.topo, *targs, **tkwargs)
+    try:
+        topo = resolve_topo(args.topo, args.params, args.custom)
+    except (ValueError, TypeError) as exc:
+        p.error(str(exc))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` runs
     fabric = Fabric(topo, controller=args.controller, start_controller=args.start_controller,
-                    stp=False if args.no_stp else None, log=sys.stdout)
+                    stp=False if args.no_stp else None, log=sys.stdout,
+                    raise_neigh_limits=not args.keep_neigh_limits,
+                    lock_timeout=args.lock_timeout)
     with fabric:
         if args.rest:
             fabric.api = ApiClient(args.rest)
@@ -891,9 +1054,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             res = fabric.wait_pingall(args.deadline, expect=want)
             bad = sorted(pair for pair, loss in res.items() if loss != want[pair])
             isolated = sum(1 for loss in want.values() if loss)
+            rounds = fabric.pingall_rounds
             print(f"[fabric] pingall: {len(res) - len(bad)}/{len(res)} pairs as expected "
-                  f"({isolated} isolated by design) in {fabric.timings['pingall']:.1f}s"
+                  f"({isolated} isolated by design) in {fabric.timings['pingall']:.1f}s, "
+                  f"{len(rounds)} round(s), first round {rounds[0]} wrong"
                   + (f"; wrong: {bad[:20]}" if bad else ""))
+            print(f"[fabric] {fabric.neigh_report()}")
             rc = 1 if bad else 0
         if args.iperf:
             h1, h2 = args.iperf.split(",")

@@ -21,6 +21,7 @@ import argparse
 import ipaddress
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -28,20 +29,24 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from topologies import netns as nsutil
 from topologies.api_client import ApiClient
 from topologies.controller_process import ROOT, ControllerProcess, free_port
 from topologies.guest import Guest
 from topologies.labnet import (
+    PHYS_BRIDGE,
+    UNDERLAY_IF,
     Hypervisor,
     adopt_hypervisor,
     make_hypervisor,
     make_mgmt,
     make_underlay,
-    ping_underlay,
     remove_hypervisor,
     tunnel_ports,
 )
-from topologies.labspec import LabSpec, PlacedGuest, SpecError, load_spec
+from topologies.labspec import ControllerSpec, LabSpec, PlacedGuest, SpecError, load_spec
 from topologies.labstate import (
     LabError,
     LabSandbox,
@@ -57,6 +62,104 @@ from topologies.labstate import (
 from topologies.netns import Sandbox
 
 INTEGRATION_BRIDGE = "br-int"
+# How long the underlay may take to answer, and OVS's tunnel neighbour cache to hold
+# every peer: conditions waited on with a deadline, because one 2 s ping failed whole
+# bring-ups on a loaded machine.
+UNDERLAY_TIMEOUT = 30.0
+NEIGHBOUR_TIMEOUT = 15.0
+# Only the interface that holds an address answers ARP for it (arp_ignore=1), and ARP
+# requests use the outgoing interface's own address (arp_announce=2). With the
+# defaults (0, 0) the kernel also answers for the encap IP from eth1, the underlay
+# NIC inside br-phy, with eth1's MAC: a peer that caches that MAC sends its tunnel
+# packets where OVS's br-phy never takes them in, and the tunnel drops everything.
+ARP_SYSCTLS = (("arp_ignore", 1), ("arp_announce", 2))
+ARP_SYSCTL_SCOPES = ("all", "default", UNDERLAY_IF, PHYS_BRIDGE)
+
+
+def harden_arp(hv: Hypervisor) -> None:
+    """One ARP answer per encap IP, from br-phy (see ARP_SYSCTLS)."""
+    for scope in ARP_SYSCTL_SCOPES:
+        for key, value in ARP_SYSCTLS:
+            nsutil.sysctl(f"net.ipv4.conf.{scope}.{key}", value, netns=hv.netns)
+
+
+def _pings(hv: Hypervisor, ip: str, timeout: float = 1.0) -> bool:
+    argv = ["ping", "-n", "-q", "-c", "1", "-W", str(max(1, int(timeout))), ip]
+    return nsutil.run(argv, netns=hv.netns, check=False).returncode == 0
+
+
+def wait_underlay(hvs: list[Hypervisor], timeout: float = UNDERLAY_TIMEOUT) -> int:
+    """Wait until every hypervisor's kernel pings every other's encap IP through br-phy.
+
+    Pairs are retried until the deadline, not tried once: on a loaded machine a fresh
+    ovs-vswitchd can take seconds to forward its first frames. Returns the number of
+    rounds it took; raises LabError naming the pairs still silent at the deadline.
+    """
+    pending = [(a, b) for a in hvs for b in hvs if a is not b]
+    deadline = time.monotonic() + timeout
+    rounds = 0
+    while pending:
+        rounds += 1
+        pending = [(a, b) for a, b in pending if not _pings(a, b.encap_ip)]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            pairs = ", ".join(f"{a.name}->{b.name} ({b.encap_ip})" for a, b in pending)
+            raise LabError(f"underlay: no answer in {timeout:.0f}s for {pairs}")
+        time.sleep(0.2)
+    return rounds
+
+
+def bridge_mac(hv: Hypervisor, ifname: str = PHYS_BRIDGE) -> str:
+    """The MAC of an interface in a hypervisor's namespace (br-phy: the encap IP's)."""
+    out = nsutil.run(["ip", "-j", "link", "show", "dev", ifname], netns=hv.netns).stdout
+    return str(json.loads(out)[0]["address"]).lower()
+
+
+def tunnel_neighbours(hv: Hypervisor) -> dict[str, tuple[str, str]]:
+    """OVS's tunnel neighbour cache (`tnl/neigh/show`): IP -> (MAC, bridge), live
+    entries only (an entry marked STALE is not used for the next packet)."""
+    out: dict[str, tuple[str, str]] = {}
+    for line in hv.ovs.appctl("tnl/neigh/show").splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1].count(":") == 5:
+            out[fields[0]] = (fields[1].lower(), fields[2])
+    return out
+
+
+def prime_tunnel_neighbours(hvs: list[Hypervisor],
+                            timeout: float = NEIGHBOUR_TIMEOUT) -> dict[str, str]:
+    """Put every peer's encap IP -> br-phy MAC into each OVS's tunnel neighbour cache,
+    and check with `tnl/neigh/show` that it holds exactly that.
+
+    Without an entry, OVS drops the first packet into a tunnel while it ARPs for the
+    remote endpoint. Snooping cannot be relied on to fill it: the warm-up pings ran
+    before any tunnel port existed (OVS snoops only once native tunnelling is on),
+    and afterwards the kernel's own neighbour entries mean no ARP is sent at all.
+    `tnl/neigh/set` entries age like snooped ones (15 min unused; every tunnelled
+    packet refreshes them). Returns encap IP -> MAC; raises LabError if a cache still
+    lacks a peer, or holds another MAC for it, at the deadline.
+    """
+    macs = {hv.encap_ip: bridge_mac(hv) for hv in hvs}
+    deadline = time.monotonic() + timeout
+    while True:
+        wrong: list[str] = []
+        for hv in hvs:
+            held = tunnel_neighbours(hv)
+            for peer in hvs:
+                if peer is hv:
+                    continue
+                want = macs[peer.encap_ip]
+                if held.get(peer.encap_ip) != (want, PHYS_BRIDGE):
+                    hv.ovs.appctl("tnl/neigh/set", PHYS_BRIDGE, peer.encap_ip, want)
+                    wrong.append(f"{hv.name}: {peer.encap_ip} is "
+                                 f"{held.get(peer.encap_ip, ('nothing',))[0]}, want {want}")
+        if not wrong:
+            return macs
+        if time.monotonic() > deadline:
+            raise LabError("tunnel neighbours: OVS does not hold the peers' br-phy MACs: "
+                           + "; ".join(wrong))
+        time.sleep(0.1)
 
 
 def _printer() -> Progress:
@@ -94,7 +197,7 @@ class Lab:
         url = self.state.data["controller"].get("rest_url")
         if not url:
             raise LabError(f"lab {self.name} has no controller")
-        return ApiClient(url)
+        return ApiClient(url, token=admin_token(self.state.data["controller"]))
 
     def guest(self, name: str) -> Guest:
         try:
@@ -167,8 +270,9 @@ class Lab:
         ul = make_underlay(self.sandbox, self.state)
         self.progress(f"underlay: netns {ul['netns']}, bridge {ul['bridge']}, {ul['subnet']}")
         for hv in self.spec.hypervisors:
-            self.hypervisors[hv.name] = make_hypervisor(self.sandbox, self.state, hv.name,
-                                                        self.progress)
+            self.hypervisors[hv.name] = made = make_hypervisor(self.sandbox, self.state,
+                                                               hv.name, self.progress)
+            harden_arp(made)
         self._warm_up(list(self.hypervisors.values()))
         self._timing("plumbing", t0)
         if with_controller:
@@ -197,25 +301,33 @@ class Lab:
                       f"tear down: python -m topologies.lab down {self.name}")
 
     def _warm_up(self, hvs: list[Hypervisor]) -> None:
-        failed = ping_underlay(hvs)
-        if failed:
-            raise LabError(f"underlay: no answer for {', '.join(failed)}")
-        self.progress(f"underlay: {len(hvs)} encap IP(s) reach each other")
+        """The underlay answers everywhere, and OVS knows every peer's MAC."""
+        rounds = wait_underlay(hvs)
+        self.progress(f"underlay: {len(hvs)} encap IP(s) reach each other"
+                      + (f" (after {rounds} rounds)" if rounds > 1 else ""))
+        if len(hvs) > 1:
+            prime_tunnel_neighbours(hvs)
+            self.progress(f"tunnel neighbours: each OVS holds the {len(hvs) - 1} other "
+                          f"encap IP(s) with their {PHYS_BRIDGE} MACs (tnl/neigh/show)")
 
     def _prime_tunnels(self, timeout: float = 15) -> None:
-        """Wait for the controller's tunnel mesh, then prime OVS's tunnel neighbour
-        caches (see ping_underlay); a missing mesh is reported, not fatal."""
+        """Wait for the controller's tunnel mesh, then check (and re-prime where
+        needed) OVS's tunnel neighbour caches, so the first packet into each tunnel
+        is not dropped. A missing mesh is reported, not fatal; a cache that cannot
+        be made right is fatal (the first packets would be lost)."""
         hvs = list(self.hypervisors.values())
         deadline = time.monotonic() + timeout
         while any(not tunnel_ports(hv, INTEGRATION_BRIDGE) for hv in hvs):
             if time.monotonic() > deadline:
                 self.progress("tunnels: the controller made no tunnel ports (yet)")
-                return
+                break
             time.sleep(0.1)
-        ping_underlay(hvs)
+        macs = prime_tunnel_neighbours(hvs)
         counts = ", ".join(f"{hv.name} {len(tunnel_ports(hv, INTEGRATION_BRIDGE))}"
                            for hv in hvs)
-        self.progress(f"tunnels on {INTEGRATION_BRIDGE}: {counts}; tunnel neighbours primed")
+        held = ", ".join(f"{ip} {mac}" for ip, mac in sorted(macs.items()))
+        self.progress(f"tunnels on {INTEGRATION_BRIDGE}: {counts}; tunnel neighbours "
+                      f"primed and verified with tnl/neigh/show: {held}")
 
     def _timing(self, what: str, since: float) -> None:
         self.state.data["timings"][what] = round(time.monotonic() - since, 2)
@@ -248,10 +360,17 @@ class Lab:
         spec_ctl = self.spec.controller if self.spec else None
         host = self.state.data["mgmt"]["host_ip"]
         state_dir = Path(rec.get("state_dir") or self.state.workdir / "controller")
+        extra: tuple[str, ...] = ()
+        if not rec.get("auth_tokens_file") and spec_ctl is not None and spec_ctl.auth_tokens:
+            rec.update(self._write_tokens(spec_ctl, state_dir))
+        if rec.get("auth_tokens_file"):  # also on a restart, when the spec is not at hand
+            extra = ("--auth-tokens", str(rec["auth_tokens_file"]))
         ctl = ControllerProcess(
             state_dir, self.chassis_remotes(), of_host=host,
             rest_port=rec.get("rest_port") or (spec_ctl and spec_ctl.rest_port) or free_port(),
-            of_port=rec.get("of_port") or (spec_ctl and spec_ctl.of_port) or free_port(host))
+            of_port=rec.get("of_port") or (spec_ctl and spec_ctl.of_port) or free_port(host),
+            extra_args=extra)
+        ctl.api.token = admin_token(rec)
         rec.update(state_dir=str(state_dir), rest_port=ctl.rest_port, of_port=ctl.of_port,
                    of_target=ctl.of_target, rest_url=ctl.api.base_url, chassis=ctl.chassis,
                    log=str(ctl.log_path), pid=None)
@@ -278,6 +397,27 @@ class Lab:
             time.sleep(0.1)
         self.progress(f"controller pid {ctl.proc.pid}: REST {ctl.api.base_url}, OpenFlow "
                       f"{ctl.of_target}, {len(ctl.chassis)} chassis, log {ctl.log_path}")
+
+    def _write_tokens(self, spec_ctl: ControllerSpec, state_dir: Path) -> dict[str, str]:
+        """The spec's tokens as the controller's --auth-tokens file, in the lab's state
+        dir. The lab itself needs an admin token for the API: the spec's first one,
+        else one it adds (`lab-admin-<random>`, project admin). Both files are 0600 and
+        only their paths go into the state file, which any local user may read."""
+        tokens = spec_ctl.tokens_file_data()
+        admin = spec_ctl.admin_token
+        note = "the spec's first admin token"
+        if admin is None:
+            admin = f"lab-admin-{secrets.token_hex(8)}"
+            tokens[admin] = {"project_id": "admin", "role": "admin"}
+            note = "lab-admin-..., added for the lab itself (the spec has no admin token)"
+        path, admin_path = state_dir / "auth-tokens.yaml", state_dir / "lab-admin-token"
+        _write_private(path, "# Written by `python -m topologies.lab up` from the spec's "
+                       "controller.auth_tokens.\n"
+                       + yaml.safe_dump(tokens, default_flow_style=False, sort_keys=False))
+        _write_private(admin_path, admin + "\n")
+        self.progress(f"auth tokens: {len(tokens)} in {path}; the lab calls the API with {note}"
+                      f" (in {admin_path})")
+        return {"auth_tokens_file": str(path), "admin_token_file": str(admin_path)}
 
     def _restart_controller(self) -> None:
         stop_controller(self.state.data["controller"])
@@ -433,6 +573,7 @@ class Lab:
                 Path(ctl["state_dir"]), list(ctl.get("chassis", [])),
                 of_host=state.data["mgmt"]["host_ip"], rest_port=ctl["rest_port"],
                 of_port=ctl["of_port"], log_path=Path(ctl["log"]))
+            lab.controller.api.token = admin_token(ctl)
         return lab
 
     def add_hypervisor(self, name: str) -> Hypervisor:
@@ -442,6 +583,7 @@ class Lab:
                 raise LabError(f"lab {self.name} already has a {name!r}")
             hv = make_hypervisor(self.sandbox, self.state, name, self.progress)
             self.hypervisors[name] = hv
+            harden_arp(hv)
             self._warm_up(list(self.hypervisors.values()))
             if self.state.data["controller"].get("state_dir"):
                 self.progress(f"chassis {name}: {self.register_chassis(hv)}")
@@ -479,6 +621,26 @@ class Lab:
             return down_state(self.state, self.progress, keep_workdir)
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner (root) may read: tokens are secrets."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)  # an older file kept its mode through O_TRUNC
+
+
+def admin_token(ctl: dict[str, Any]) -> str | None:
+    """The token the lab calls its controller's API with (None: no --auth-tokens)."""
+    path = ctl.get("admin_token_file")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _error_type(body: Any) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("NeutronError"), dict):
         return str(body["NeutronError"].get("type"))
@@ -512,7 +674,9 @@ def status_text(state: LabState) -> str:
         lines.append(f"  controller: pid {ctl.get('pid')} {'running' if alive else 'NOT RUNNING'}"
                      f", REST {ctl.get('rest_url')}, OpenFlow {ctl.get('of_target')}, "
                      f"log {ctl.get('log')}")
-        api = ApiClient(ctl["rest_url"], timeout=3) if alive else None
+        api = ApiClient(ctl["rest_url"], token=admin_token(ctl), timeout=3) if alive else None
+        if ctl.get("auth_tokens_file"):
+            lines.append(f"  auth tokens: {ctl['auth_tokens_file']}")
     for name, h in d.get("hypervisors", {}).items():
         alive = pid_alive(h.get("vswitchd_pid"), str(h.get("workdir")))
         lines.append(f"  hypervisor {name}: netns {h.get('netns')}, mgmt {h.get('mgmt_ip')}, "

@@ -2,7 +2,10 @@
 
     name: demo                      # optional; default: the file's stem
     hypervisors: [{name: hv1}, {name: hv2}]
-    controller: {rest_port: 9696, of_port: 6653}      # both optional (default: free ports)
+    controller:                     # optional
+      rest_port: 9696               # optional (default: a free port); of_port likewise
+      auth_tokens:                  # optional: start the controller with --auth-tokens
+        alpha-token: {project_id: alpha, role: member}   # role: member (default) | admin
     projects:
       - name: alpha                 # a project_id; the lab calls the API as admin
         networks:
@@ -12,6 +15,11 @@
             subnets: [{cidr: 10.0.0.0/24}]
             guests:
               - {name: a1, hypervisor: hv1, ip: 10.0.0.11}   # ip optional (IPAM picks)
+
+With `auth_tokens` the API needs a token, so the lab writes them to
+``<workdir>/controller/auth-tokens.yaml`` and calls the API with the first admin
+token of the list, or, if there is none, with one it adds (``lab-admin-<random>``,
+project ``admin``), recorded in the lab's state file.
 
 Names of hypervisors and guests become namespace and interface names
 (``<prefix>-<name>``, and ``<prefix>-t<guest>`` for a guest's switch port), so they
@@ -86,10 +94,34 @@ class ProjectSpec:
     networks: tuple[NetworkSpec, ...]
 
 
+ROLES = ("admin", "member")
+MIN_TOKEN_LENGTH = 8  # as the controller's --auth-tokens loader requires
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One static API token, as in the controller's --auth-tokens file."""
+
+    token: str
+    project_id: str
+    role: str = "member"
+
+
 @dataclass(frozen=True)
 class ControllerSpec:
     rest_port: int | None = None
     of_port: int | None = None
+    auth_tokens: tuple[TokenSpec, ...] = ()
+
+    @property
+    def admin_token(self) -> str | None:
+        """The first admin token given, which the lab then uses itself."""
+        return next((t.token for t in self.auth_tokens if t.role == "admin"), None)
+
+    def tokens_file_data(self) -> dict[str, dict[str, str]]:
+        """The tokens as the controller's --auth-tokens file maps them."""
+        return {t.token: {"project_id": t.project_id, "role": t.role}
+                for t in self.auth_tokens}
 
 
 @dataclass(frozen=True)
@@ -220,10 +252,44 @@ def _hypervisors(c: _Checker, raw: Any) -> list[HypervisorSpec]:
 def _controller(c: _Checker, raw: Any) -> ControllerSpec:
     if raw is None:
         return ControllerSpec()
-    if not c.mapping(raw, "controller", {"rest_port", "of_port"}, set()):
+    if not c.mapping(raw, "controller", {"rest_port", "of_port", "auth_tokens"}, set()):
         return ControllerSpec()
     return ControllerSpec(c.port(raw.get("rest_port"), "controller.rest_port"),
-                          c.port(raw.get("of_port"), "controller.of_port"))
+                          c.port(raw.get("of_port"), "controller.of_port"),
+                          _tokens(c, raw.get("auth_tokens"), "controller.auth_tokens"))
+
+
+def _tokens(c: _Checker, raw: Any, where: str) -> tuple[TokenSpec, ...]:
+    """token -> {project_id, role}: the controller's rules, every problem reported.
+
+    Problems name a token by its first 4 characters only (tokens are secrets)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not raw:
+        c.fail(where, "expected a non-empty mapping of token -> {project_id, role}")
+        return ()
+    out = []
+    for token, entry in raw.items():
+        here = f"{where}[{str(token)[:4]}…]"
+        if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH \
+                or any(ch.isspace() for ch in token):
+            c.fail(here, f"a token is a string of at least {MIN_TOKEN_LENGTH} characters "
+                         "without spaces")
+            continue
+        if not c.mapping(entry, here, {"project_id", "role"}, {"project_id"}):
+            continue
+        project, role = entry.get("project_id"), entry.get("role", "member")
+        ok = True
+        if not isinstance(project, str) or not PROJECT_RE.match(project):
+            c.fail(f"{here}.project_id", f"{project!r} is not a valid project id "
+                                         "(1-64 chars of A-Z a-z 0-9 _ . -)")
+            ok = False
+        if role not in ROLES:
+            c.fail(f"{here}.role", f"{role!r} is not one of {', '.join(ROLES)}")
+            ok = False
+        if ok:
+            out.append(TokenSpec(token, str(project), str(role)))
+    return tuple(out)
 
 
 def _projects(c: _Checker, raw: Any, hv_names: set[str]) -> list[ProjectSpec]:

@@ -9,6 +9,11 @@ Usable three ways:
   every OVS bridge and kills every controller on the machine, and it talks to the
   system OVS. Loom's own tooling never runs it; see docs/FABRIC.md.
 
+Other people's topologies come in too: `custom_topo` loads a ``mn --custom`` file's
+`topos` and replays a plain Mininet Topo as an `AdoptedTopo` (the runner needs the
+switch set, host numbers and declared ports that FabricTopo keeps), and
+`topologies.graphtopo` turns GraphML / node-link JSON graphs into a `FabricTopo`.
+
 Naming (stable, so tests can refer to nodes by name):
 
 ============  ==========================================  ==============================
@@ -43,8 +48,13 @@ each is its own port for Loom (`topologies.fabric` binds both).
 
 from __future__ import annotations
 
+import re
+import runpy
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import networkx as nx
 from mininet.topo import Topo
 
 TIER_PLAIN = 0
@@ -93,6 +103,7 @@ class FabricTopo(Topo):
         self.declared: list[tuple[str, int, str, int]] = []
         self._next_port: dict[str, int] = {}
         self._hosts = 0
+        self.host_numbers: dict[str, int] = {}  # host -> N of its MAC/IP (hN -> N)
         self.args = args
         self.kwargs = dict(params)
         super().__init__(*args, **params)
@@ -112,6 +123,7 @@ class FabricTopo(Topo):
         n = self._hosts
         name = f"h{n}"
         self.addHost(name, ip=f"{host_ip(n)}/16", mac=host_mac(n))
+        self.host_numbers[name] = n
         self._next_port[name] = 0
         self.host_links[name] = []
         for i, sw in enumerate(switches):
@@ -132,6 +144,23 @@ class FabricTopo(Topo):
     # -- queries ------------------------------------------------------------------
     def dpid(self, switch: str) -> str:
         return str(self.nodeInfo(switch)["dpid"])
+
+    def host_number(self, host: str) -> int:
+        """The N in host `host`'s MAC ``02:00:00:00:HH:LL`` and Loom address (hN -> N)."""
+        return self.host_numbers[host]
+
+    def switch_graph(self) -> nx.Graph:
+        """The switches and the links between them (parallel links as one edge)."""
+        graph = nx.Graph()
+        graph.add_nodes_from(self.tiers)
+        graph.add_edges_from((a, b) for a, _, b, _ in self.switch_links())
+        return graph
+
+    def rstp_roots(self) -> list[str]:
+        """Switches to prefer as RSTP root bridge, best first: the top tier (cores,
+        spines) by dpid, or every switch by dpid where all share one tier."""
+        top = min((t for t in self.tiers.values() if t > 0), default=0)
+        return sorted((s for s, t in self.tiers.items() if t == top), key=self.dpid)
 
     def switch_links(self) -> list[tuple[str, str, str, str]]:
         """Inter-switch links as ``(sw1, sw1-ethN, sw2, sw2-ethM)``, as declared."""
@@ -295,6 +324,79 @@ class ThreeTierTopo(FabricTopo):
                     self.link(agg, core)
 
 
+class AdoptedTopo(FabricTopo):
+    """Any Mininet `Topo` (e.g. from a ``mn --custom`` file) in FabricTopo's shape.
+
+    The runner needs what FabricTopo keeps (switch set, host numbers, declared ports,
+    16-digit dpids); a plain Topo has none of it. Nodes, port numbers and link order
+    are replayed as the source declared them. Switches: ``dpid`` as given, else the
+    first number in the name as Mininet derives it (``s12`` -> 12), else (no number,
+    or taken) the lowest free one. Hosts are numbered 1.. in declaration order and
+    keep a given ``ip``/``mac`` (else 10.0.HH.LL/16, 02:00:00:00:HH:LL). Link options
+    the runner cannot honour (``cls``, TCLink shaping such as ``bw``/``delay``, custom
+    interface names) are dropped and listed in `ignored`.
+    """
+
+    kind = "custom"
+    LINK_KEEP = ("addr1", "addr2", "params1", "params2")
+
+    def build(self, source: Topo, name: str = "custom") -> None:  # type: ignore[override]
+        self.name = name
+        self.ignored: list[str] = []
+        explicit: dict[str, int] = {}
+        for sw in source.nodes(sort=False):
+            if source.isSwitch(sw) and source.nodeInfo(sw).get("dpid"):
+                explicit[sw] = int(str(source.nodeInfo(sw)["dpid"]).replace(":", ""), 16)
+        used = set(explicit.values())
+        for sw in source.nodes(sort=False):
+            if not source.isSwitch(sw):
+                continue
+            if len(sw) + len("-eth99") > 15:
+                raise ValueError(f"switch name {sw!r} too long for interface names")
+            dpid = explicit.get(sw)
+            if dpid is None:
+                nums = re.findall(r"\d+", sw)
+                dpid = int(nums[0]) if nums and int(nums[0]) not in used else None
+                while dpid is None or dpid in used or dpid == 0:
+                    dpid = (dpid or 0) + 1
+                used.add(dpid)
+            self.tiers[sw] = TIER_PLAIN
+            self.addSwitch(sw, dpid=f"{dpid:016x}")
+        for host in source.nodes(sort=False):
+            if source.isSwitch(host):
+                continue
+            self._hosts += 1
+            n = self._hosts
+            opts = {k: v for k, v in source.nodeInfo(host).items() if k != "cls"}
+            opts.setdefault("ip", f"{host_ip(n)}/16")
+            opts.setdefault("mac", host_mac(n))
+            self.addHost(host, **opts)
+            self.host_numbers[host] = n
+            self.host_links[host] = []
+        for _a, _b, info in source.links(sort=False, withInfo=True):
+            a, b = info["node1"], info["node2"]
+            pa, pb = int(info["port1"]), int(info["port2"])
+            opts = {k: v for k, v in info.items() if k in self.LINK_KEEP}
+            dropped = sorted(set(info) - set(self.LINK_KEEP)
+                             - {"node1", "node2", "port1", "port2"})
+            if dropped:
+                self.ignored.append(f"{a}-{b}: {', '.join(dropped)}")
+            self.addLink(a, b, port1=pa, port2=pb, **opts)
+            self.declared.append((a, pa, b, pb))
+            for node, port, peer in ((a, pa, b), (b, pb, a)):
+                if node in self.host_links and peer in self.tiers:
+                    self.host_links[node].append((f"{node}-eth{port}", peer))
+        for node in (*self.tiers, *self.host_links):
+            ports = [pa for a, pa, _, _ in self.declared if a == node]
+            ports += [pb for _, _, b, pb in self.declared if b == node]
+            self._next_port[node] = max(ports, default=0) + 1
+
+    def describe(self) -> str:
+        return (f"{self.name} (custom): {len(self.tiers)} switches, {len(self.host_links)} "
+                f"hosts, {len(self.declared)} links"
+                + (f"; ignored link options: {'; '.join(self.ignored)}" if self.ignored else ""))
+
+
 TOPOLOGIES: dict[str, type[FabricTopo]] = {
     "linear": LinearTopo,
     "tree": TreeTopo,
@@ -314,3 +416,40 @@ def make_topo(name: str, *args: Any, **kwargs: Any) -> FabricTopo:
     except KeyError:
         raise ValueError(f"unknown topology {name!r}; known: {', '.join(TOPOLOGIES)}") from None
     return cls(*args, **kwargs)
+
+
+def load_custom(files: Sequence[str | Path]) -> dict[str, Callable[..., Topo]]:
+    """The `topos` dicts of ``mn --custom`` files, merged in order (later files win).
+
+    Each file is run as Python, as ``mn --custom`` does: only give it files you trust.
+    This module itself is recognised and not re-run, so its classes stay FabricTopos."""
+    found: dict[str, Callable[..., Topo]] = {}
+    for file in files:
+        path = Path(file)
+        if not path.is_file():
+            raise ValueError(f"--custom {path}: no such file")
+        if path.resolve() == Path(__file__).resolve():
+            found.update(TOPOLOGIES)
+            continue
+        namespace = runpy.run_path(str(path), run_name="__mininet_custom__")
+        topos = namespace.get("topos")
+        if not isinstance(topos, dict):
+            raise ValueError(f"--custom {path}: defines no `topos` dict (name -> Topo class)")
+        found.update(topos)
+    return found
+
+
+def custom_topo(files: Sequence[str | Path], name: str, *args: Any, **kwargs: Any
+                ) -> FabricTopo:
+    """``mn --custom FILE --topo NAME,ARGS`` for the runner: the topology `name` of the
+    files' `topos`, built with `args`, as a FabricTopo (`AdoptedTopo` unless it is one)."""
+    topos = load_custom(files)
+    if name not in topos:
+        raise ValueError(f"topology {name!r} is not in the --custom file(s); they define: "
+                         f"{', '.join(sorted(topos)) or 'nothing'}")
+    built = topos[name](*args, **kwargs)
+    if isinstance(built, FabricTopo):
+        return built
+    if not isinstance(built, Topo):
+        raise ValueError(f"topos[{name!r}] returned {type(built).__name__}, not a Mininet Topo")
+    return AdoptedTopo(source=built, name=name)

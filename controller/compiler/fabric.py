@@ -11,13 +11,23 @@ graph with networkx:
 Broadcast and unknown unicast follow one loop-free tree (a BFS tree of the
 fabric), pruned to the switches that have ports on the network: loops in the
 cabling never storm, and no STP is needed.
+
+A change of links reaches the switches one at a time, and a mix of old and new
+state can loop. So `rollout_stages` cuts a change into steps (`FabricStage`, which
+the topology hands over one by one, each once every switch runs the previous):
+links added move routes to the new links nearest-the-destination first, so a
+switch only turns onto a path every switch down it already follows; a flood tree
+that changes shape goes through the forest both trees share. The ports of a link
+held down (`standby_links`) accept fabric traffic before any path uses it.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Optional
 
 import networkx as nx
@@ -36,7 +46,7 @@ from controller.flows import (
     match,
 )
 from controller.intent import Intent, Network, Port
-from controller.topology import TopologyView
+from controller.topology import FabricStage, TopologyView
 
 Members = Sequence[tuple[Port, Any]]
 OFPVID_PRESENT = 0x1000
@@ -56,6 +66,20 @@ class FabricPlan:
     vlan: dict[str, int]  # network id -> fabric VLAN
     members: dict[str, set[int]]  # network id -> fabric switches with its ports
     dist: dict[int, dict[int, int]] = field(default_factory=dict)  # D -> S -> hops
+    # Mid-rollout (FabricStage.rank): routes from switches more than `rank` hops from
+    # their destination still follow `prev`, the plan of the links before the change.
+    prev: Optional[FabricPlan] = None
+    rank: Optional[int] = None
+    # Repair step after a loss (FabricStage.repair): keep the old group where the new
+    # route is the old one minus the dead ports (S -> its ports whose links are gone).
+    repair: bool = False
+    dead_ports: dict[int, set[int]] = field(default_factory=dict)
+    # Per compile, shared by every switch: a remote MAC's flow is the same on every
+    # switch that reaches its switch through the same group id, and a network's
+    # pruned flood tree the same everywhere (cheaper compiles: a cut's reroute waits
+    # on them).
+    remote_macs: dict[tuple[str, str, int, int], Flow] = field(default_factory=dict)
+    pruned: dict[str, set[frozenset[int]]] = field(default_factory=dict)
 
     def distance(self, src: int, dst: int) -> Optional[int]:
         if dst not in self.dist:
@@ -80,25 +104,151 @@ def fabric_vlans(intent: Intent, network_ids: set[str]) -> dict[str, int]:
     return out
 
 
-def plan(intent: Intent, topo: TopologyView, members: dict[str, set[int]]) -> FabricPlan:
+Links = Mapping[tuple[int, int], tuple[int, int]]
+
+
+def _links_graph(switches: frozenset[int], links: Links
+                 ) -> tuple[nx.Graph, dict[int, dict[int, list[int]]]]:
+    """The switch graph of `links` and each switch's ports towards each neighbour."""
     graph = nx.Graph()
-    graph.add_nodes_from(sorted(topo.fabric_switches))
+    graph.add_nodes_from(sorted(switches))
     ports_to: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
-    link_ports: dict[int, list[int]] = defaultdict(list)
-    for (a, pa), (b, _pb) in sorted(topo.links.items()):
-        if a not in topo.fabric_switches or b not in topo.fabric_switches:
+    for (a, pa), (b, _pb) in sorted(links.items()):
+        if a not in switches or b not in switches:
             continue
         graph.add_edge(a, b)
         ports_to[a][b].append(pa)
-        link_ports[a].append(pa)
+    return graph, {k: {n: sorted(p) for n, p in v.items()} for k, v in ports_to.items()}
+
+
+def flood_tree(graph: nx.Graph) -> set[frozenset[int]]:
+    """A BFS tree per connected component, rooted at its lowest datapath id."""
     tree_edges: set[frozenset[int]] = set()
     for component in sorted(nx.connected_components(graph), key=min):
         root = min(component)
         tree = nx.bfs_tree(graph, root, sort_neighbors=sorted)
         tree_edges |= {frozenset(e) for e in tree.edges}
-    return FabricPlan(graph, {k: dict(v) for k, v in ports_to.items()},
-                      {k: sorted(v) for k, v in link_ports.items()}, tree_edges,
-                      fabric_vlans(intent, set(members)), members)
+    return tree_edges
+
+
+def plan(intent: Intent, topo: TopologyView, members: dict[str, set[int]]) -> FabricPlan:
+    graph, ports_to = _links_graph(topo.fabric_switches, topo.links)
+    link_ports: dict[int, list[int]] = defaultdict(list)
+    for (a, pa), (b, _pb) in topo.links.items():
+        if a in topo.fabric_switches and b in topo.fabric_switches:
+            link_ports[a].append(pa)
+    for (a, pa), (b, _pb) in topo.standby_links.items():
+        if a in topo.fabric_switches and b in topo.fabric_switches:
+            link_ports[a].append(pa)  # accept before use: make before break
+    tree_edges = flood_tree(graph)
+    prev: Optional[FabricPlan] = None
+    dead: dict[int, set[int]] = defaultdict(set)
+    stage = topo.fabric_stage
+    if stage is not None:
+        prev_graph, prev_ports = _links_graph(topo.fabric_switches, stage.prev_links)
+        prev_tree = {e for e in flood_tree(prev_graph) if graph.has_edge(*e)}
+        tree_edges = prev_tree if stage.tree == "prev" else \
+            tree_edges & prev_tree if stage.tree == "meet" else tree_edges
+        if stage.rank is not None or stage.repair:
+            prev = FabricPlan(prev_graph, prev_ports, {}, set(), {}, {})
+        for end, peer in stage.prev_links.items():
+            if topo.links.get(end) != peer:
+                dead[end[0]].add(end[1])
+    return FabricPlan(graph, ports_to, {k: sorted(set(v)) for k, v in link_ports.items()},
+                      tree_edges, fabric_vlans(intent, set(members)), members,
+                      prev=prev, rank=stage.rank if stage is not None else None,
+                      repair=stage is not None and stage.repair, dead_ports=dict(dead))
+
+
+def _next_ports(graph: nx.Graph, ports_to: dict[int, dict[int, list[int]]],
+                dist: Mapping[int, int], src: int) -> frozenset[int]:
+    here = dist[src]
+    return frozenset(p for n in graph[src] if dist.get(n) == here - 1
+                     for p in ports_to[src][n])
+
+
+_STAGES: OrderedDict[tuple[frozenset, frozenset, frozenset], tuple[FabricStage, ...]] = \
+    OrderedDict()
+_STAGES_LOCK = threading.Lock()
+_STAGES_KEPT = 512
+
+
+def rollout_stages(switches: frozenset[int], before: Links, after: Links
+                   ) -> tuple[FabricStage, ...]:
+    """`_rollout_stages`, remembered: the engine works out the loss of each link ahead
+    of time (`repair_patches`), so when one is cut its plan is a lookup, not ~15 ms
+    of shortest paths on the event thread before the reroute can start."""
+    key = (frozenset(switches), frozenset(before.items()), frozenset(after.items()))
+    with _STAGES_LOCK:
+        stages = _STAGES.get(key)
+        if stages is not None:
+            _STAGES.move_to_end(key)
+            return stages
+    stages = _rollout_stages(switches, before, after)
+    with _STAGES_LOCK:
+        _STAGES[key] = stages
+        while len(_STAGES) > _STAGES_KEPT:
+            _STAGES.popitem(last=False)
+    return stages
+
+
+def _rollout_stages(switches: frozenset[int], before: Links, after: Links
+                    ) -> tuple[FabricStage, ...]:
+    """The steps from the links `before` to the links `after` (the last step, every
+    route and the tree new, is implied: no stage).
+
+    Links only added: one step per distance d at which some switch's next hops to
+    some destination change, in increasing d (a switch d hops from D turns to its new
+    next hops, all d-1 hops from D, once those already have), flooding on the old
+    tree. Links removed: routes change at once (the old ones cross a dead link; the
+    watched buckets carried the traffic meanwhile). Either way, when the flood tree
+    changes shape (edges leave it and others join), a step floods only on the edges
+    the two trees share, so no mix of old and new flood groups has a cycle."""
+    if not before:
+        return ()  # nothing was forwarded: nothing to protect
+    old_graph, old_ports = _links_graph(switches, before)
+    new_graph, new_ports = _links_graph(switches, after)
+    removed = any(after.get(a) != b for a, b in before.items())
+    steps: list[tuple[Optional[int], str]] = []
+    urgent: set[int] = set()
+    if removed:
+        steps.append((None, "prev"))  # the repair: broken routes only, the tree as it was
+        dead: dict[int, set[int]] = defaultdict(set)
+        for a, b in before.items():
+            if after.get(a) != b:
+                dead[a[0]].add(a[1])
+        urgent = set(dead)
+        for dst in sorted(new_graph):
+            new_dist = nx.single_source_shortest_path_length(new_graph, dst)
+            old_dist = nx.single_source_shortest_path_length(old_graph, dst)
+            for src in new_dist:
+                if src == dst or src in urgent or src not in old_dist:
+                    continue
+                if _next_ports(old_graph, old_ports, old_dist, src) - dead.get(src, set()) \
+                        != _next_ports(new_graph, new_ports, new_dist, src):
+                    urgent.add(src)
+    else:
+        ranks: set[int] = set()
+        for dst in sorted(new_graph):
+            new_dist = nx.single_source_shortest_path_length(new_graph, dst)
+            old_dist = nx.single_source_shortest_path_length(old_graph, dst)
+            for src, d in new_dist.items():
+                if src == dst or src not in old_dist or d in ranks:
+                    continue
+                if _next_ports(old_graph, old_ports, old_dist, src) != \
+                        _next_ports(new_graph, new_ports, new_dist, src):
+                    ranks.add(d)
+        # The last distance needs no step of its own: every route is new after it,
+        # which is the step that follows (the tree's, or the final state).
+        steps += [(rank, "prev") for rank in sorted(ranks)[:-1]]
+    old_tree = {e for e in flood_tree(old_graph) if new_graph.has_edge(*e)}
+    new_tree = flood_tree(new_graph)
+    if old_tree - new_tree and new_tree - old_tree:
+        steps.append((None, "meet"))
+    prev = MappingProxyType(dict(before))
+    return tuple(FabricStage(prev, rank, tree, i, len(steps), repair=removed and i == 1,
+                             urgent=frozenset(urgent) if removed and i == 1 else frozenset())
+                 for i, (rank, tree) in enumerate(steps, start=1))
 
 
 def _pruned_tree(plan: FabricPlan, members: set[int]) -> set[frozenset[int]]:
@@ -117,27 +267,113 @@ def _pruned_tree(plan: FabricPlan, members: set[int]) -> set[frozenset[int]]:
 
 def next_hop_group(plan: FabricPlan, src: int, dst: int, group_id: int,
                    fast_failover: bool = True) -> Optional[Group]:
-    here = plan.distance(src, dst)
-    if here is None or here == 0:
+    if plan.prev is not None and plan.rank is not None:
+        now = plan.distance(src, dst)
+        if now is not None and now > plan.rank and plan.prev.distance(src, dst) is not None:
+            return next_hop_group(plan.prev, src, dst, group_id, fast_failover)
+    if plan.prev is not None and plan.repair:
+        new = _next_hop_group(plan, src, dst, group_id, fast_failover)
+        old = next_hop_group(plan.prev, src, dst, group_id, fast_failover)
+        if new is not None and old is not None:
+            live = _primaries(old) - plan.dead_ports.get(src, set())
+            if live and live == _primaries(new):
+                return old  # the same route: the switch already skips the dead buckets
+        return new
+    return _next_hop_group(plan, src, dst, group_id, fast_failover)
+
+
+def regroup(plan: FabricPlan, datapath_id: int, groups: Mapping[int, Group],
+            fast_failover: bool = True) -> dict[int, Group]:
+    """`groups` (a switch's compiled groups) with every next-hop group recomputed for
+    `plan`, same ids; the rest, and any destination now unreachable, kept as they are.
+
+    The first thing pushed after a link is lost: a next-hop group is all that a
+    reroute changes on most switches, and recomputing only those is several times
+    cheaper than compiling the switch. The full compile follows and holds the same
+    groups (it also drops what became unreachable and updates flood groups)."""
+    out = dict(groups)
+    for gid, group in groups.items():
+        kind, dst = pl.cookie_owner(group.cookie_owner)
+        if kind != "fabric" or gid & pl.FABRIC_GROUP_BASE == 0:
+            continue
+        new = next_hop_group(plan, datapath_id, dst, gid, fast_failover)
+        if new is not None:
+            out[gid] = new
+    return out
+
+
+def routing_plan(switches: frozenset[int], links: Links) -> FabricPlan:
+    """A plan with only what next-hop groups need (graph, ports, distances)."""
+    graph, ports_to = _links_graph(switches, links)
+    return FabricPlan(graph, ports_to, {}, set(), {}, {})
+
+
+def repair_patches(switches: frozenset[int], links: Links, lost: tuple[int, int],
+                   groups: Mapping[int, Mapping[int, Group]], fast_failover: bool = True,
+                   current: Optional[FabricPlan] = None) -> dict[int, dict[int, Group]]:
+    """Worked out ahead: if the link at `lost` (either end) failed, the next-hop groups
+    that the repair step would change, per switch that must reroute, given `groups`
+    (what each switch holds now). The same groups `regroup` gives at the time of the
+    cut; `current`: `routing_plan(switches, links)`, shared between calls."""
+    peer = links[lost]
+    after = {a: b for a, b in links.items() if a not in (lost, peer)}
+    stages = rollout_stages(switches, links, after)
+    if not stages or not stages[0].repair:
+        return {}
+    graph, ports_to = _links_graph(switches, after)
+    dead: dict[int, set[int]] = defaultdict(set)
+    for end in (lost, peer):
+        dead[end[0]].add(end[1])
+    repair = FabricPlan(graph, ports_to, {}, set(), {}, {},
+                        prev=current or routing_plan(switches, links), repair=True,
+                        dead_ports=dict(dead))
+    out: dict[int, dict[int, Group]] = {}
+    for dpid in sorted(stages[0].urgent):
+        have = groups.get(dpid)
+        if have is None:
+            continue
+        new = regroup(repair, dpid, have, fast_failover)
+        out[dpid] = {gid: g for gid, g in new.items() if have.get(gid) != g}
+    return out
+
+
+def _primaries(group: Group) -> set[int]:
+    """The ports a group forwards on while they are up (not its backup bucket)."""
+    buckets = group.buckets if group.type == "select" else group.buckets[:1]
+    return {a.port for b in buckets for a in b.actions if isinstance(a, Output)}
+
+
+def _next_hop_group(plan: FabricPlan, src: int, dst: int, group_id: int,
+                    fast_failover: bool) -> Optional[Group]:
+    dist = plan.dist.get(dst)
+    if dist is None:  # (FabricPlan.distance, inlined: this runs per switch and destination)
+        dist = plan.dist[dst] = nx.single_source_shortest_path_length(plan.graph, dst)
+    here = dist.get(src)
+    neighbours = plan.ports_to.get(src)
+    if not here or not neighbours:
         return None
-    neighbours = plan.ports_to.get(src, {})
-    best = [n for n in sorted(neighbours) if plan.distance(n, dst) == here - 1]
-    ports = [p for n in best for p in sorted(neighbours[n])]
-    watch = (lambda p: p) if fast_failover else (lambda p: 0xFFFFFFFF)
+    ports: list[int] = []
+    sideways: Optional[int] = None  # a backup: a neighbour no farther from dst than src
+    for n in sorted(neighbours):
+        d = dist.get(n)
+        if d == here - 1:
+            ports += neighbours[n]  # each list is sorted (_links_graph)
+        elif sideways is None and d and d <= here:
+            sideways = neighbours[n][0]
+    cookie = pl.cookie(pl.Owner.FABRIC, dst)
     if len(ports) >= 2:
         return Group(group_id, "select", tuple(
-            Bucket((Output(p),), weight=1, watch_port=watch(p)) for p in ports),
-            cookie_owner=pl.cookie(pl.Owner.FABRIC, dst))
+            Bucket((Output(p),), weight=1, watch_port=p if fast_failover else 0xFFFFFFFF)
+            for p in ports), cookie_owner=cookie)
     if not ports:
         return None
-    buckets = [Bucket((Output(ports[0]),), watch_port=watch(ports[0]))]
-    if fast_failover:
-        sideways = [n for n in sorted(neighbours) if n not in best
-                    and (plan.distance(n, dst) or 1 << 30) <= here]
-        buckets += [Bucket((Output(p),), watch_port=p)
-                    for n in sideways for p in sorted(neighbours[n])][:1]
-    return Group(group_id, "ff" if fast_failover else "indirect", tuple(buckets),
-                 cookie_owner=pl.cookie(pl.Owner.FABRIC, dst))
+    if not fast_failover:
+        return Group(group_id, "indirect", (Bucket((Output(ports[0]),),
+                                                   watch_port=0xFFFFFFFF),), cookie_owner=cookie)
+    buckets = [Bucket((Output(ports[0]),), watch_port=ports[0])]
+    if sideways is not None:
+        buckets.append(Bucket((Output(sideways),), watch_port=sideways))
+    return Group(group_id, "ff", tuple(buckets), cookie_owner=cookie)
 
 
 def fabric_switch_state(intent: Intent, plan: FabricPlan, datapath_id: int,
@@ -187,8 +423,14 @@ def fabric_switch_state(intent: Intent, plan: FabricPlan, datapath_id: int,
             if gid is None:
                 continue  # unreachable now: the flood tree may still carry BUM
             for port, _ in members:
-                flows.append(_remote_mac(port, network, tag, gid))
-        tree = _pruned_tree(plan, plan.members[net_id])
+                key = (port.id, net_id, vid, gid)
+                flow = plan.remote_macs.get(key)
+                if flow is None:
+                    flow = plan.remote_macs[key] = _remote_mac(port, network, tag, gid)
+                flows.append(flow)
+        tree = plan.pruned.get(net_id)
+        if tree is None:
+            tree = plan.pruned[net_id] = _pruned_tree(plan, plan.members[net_id])
         tree_ports = [min(plan.ports_to[datapath_id][n])
                       for e in sorted(tree, key=sorted) if datapath_id in e
                       for n in e if n != datapath_id]

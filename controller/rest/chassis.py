@@ -18,7 +18,14 @@ Shapes (admin only):
     DELETE /v1/chassis/<name>     -> 204; 404 unknown; 409 for a command-line chassis
 
     VIEW = {name, remote, bridge_mappings, source: "api" | "command-line",
-            connected, system_id, encap_ip, bridges, ports_bound}
+            connected, system_id, encap_ip, bridges, ports_bound,
+            openflow_connected, controller_target, controller_status}
+
+`connected` is the chassis' OVSDB session; `openflow_connected` says whether its
+integration bridge has also opened an OpenFlow connection to this controller (it
+has not when `controller_target`, the address the bridge dials, is unreachable from
+the chassis). `controller_status` is ovs-vswitchd's own report on that target:
+`{is_connected, state, last_error}`, or null before the bridge exists.
 
 `<name>` may also be the chassis' remote (slashes of a unix path included), so a
 chassis added without a name is reachable by what the operator typed.
@@ -223,6 +230,9 @@ def _runtime_part(entry: Optional[dict[str, Any]]) -> dict[str, Any]:
         "encap_ip": entry.get("encap_ip"),
         "bridges": list(entry.get("bridges") or []),
         "ports_bound": list(entry.get("ports_bound") or []),
+        "openflow_connected": bool(entry.get("openflow_connected", False)),
+        "controller_target": entry.get("controller_target"),
+        "controller_status": entry.get("controller_status"),
     }
 
 

@@ -44,6 +44,24 @@ class BridgeSettings:
     protocols: tuple[str, ...] = ("OpenFlow13",)
 
 
+@dataclass(frozen=True)
+class ControllerLink:
+    """One Controller row of a chassis' integration bridge, as ovs-vswitchd reports it.
+
+    Read so that a bridge that never reaches this controller (its target names an
+    address the chassis cannot reach, the usual slip when --of-target is forgotten)
+    can be reported instead of leaving /v1/switches silently empty.
+    """
+
+    chassis: str
+    bridge: str
+    datapath_id: Optional[int]
+    target: str
+    is_connected: bool  # ovs-vswitchd's view: connected to *a* controller at `target`
+    state: Optional[str] = None  # status:state, e.g. ACTIVE, BACKOFF, CONNECTING
+    last_error: Optional[str] = None  # status:last_error, e.g. "Connection refused"
+
+
 def _single(value: Any) -> Any:
     """python-ovs IDL gives optional columns as lists of zero or one element."""
     if isinstance(value, list):
@@ -85,6 +103,7 @@ class _BridgeConfig:
     # port name -> (max bps, ((queue id, min bps, max bps), ...)) for QoS rows Loom owns
     shaping: tuple[tuple[str, tuple[int, tuple[tuple[int, int, int], ...]]], ...] = ()
     foreign_qos: frozenset[str] = frozenset()  # ports whose QoS someone else set
+    controller_links: tuple[ControllerLink, ...] = ()  # the bridge's Controller rows
 
 
 def _rate(other_config: Any, key: str) -> int:
@@ -156,6 +175,13 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
             interfaces=tuple(sorted(interfaces, key=lambda i: i.name)),
         ))
         if br.name == bridge_name:
+            links = tuple(sorted((ControllerLink(
+                chassis=name, bridge=br.name,
+                datapath_id=int(dpid_text, 16) if dpid_text else None,
+                target=c.target, is_connected=bool(c.is_connected),
+                state=dict(c.status).get("state"),
+                last_error=dict(c.status).get("last_error")) for c in br.controller),
+                key=lambda link: link.target))
             ours = frozenset(
                 (i.name, i.type, i.remote_chassis, i.remote_ip or "")
                 for i in interfaces if i.remote_chassis)
@@ -168,6 +194,7 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
                 controllers=tuple(sorted(
                     (c.target, _single(c.max_backoff)) for c in br.controller)),
                 disable_in_band=dict(br.other_config).get("disable-in-band") == "true",
+                controller_links=links,
             )
     state = ChassisState(
         name=name, remote=remote, connected=idl._session.is_connected(),
@@ -216,6 +243,15 @@ class ChassisSession:
                 self._api.ovsdb_connection.stop(timeout=2)
             except Exception:
                 LOG.debug("stopping chassis session %s", self.remote, exc_info=True)
+
+    def controller_links(self) -> tuple[ControllerLink, ...]:
+        """The integration bridge's Controller rows as last read ((): none, or the
+        chassis' OVSDB is not connected, so what it said last may be stale)."""
+        with self._lock:
+            latest = self._latest
+        if latest is None or not latest[0].connected:
+            return ()
+        return latest[1].controller_links
 
     def set_tunnels(self, tunnels: frozenset[TunnelPort]) -> None:
         """The tunnel ports this chassis should hold; applied by the session thread."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from controller.compiler.qos import Shaping
 from controller.compiler.tunnels import TunnelPort
 from controller.intent import Intent
-from controller.southbound.chassis import BridgeSettings, ChassisSession
+from controller.southbound.chassis import BridgeSettings, ChassisSession, ControllerLink
 from controller.topology import ChassisState, Topology
 
 LOG = logging.getLogger(__name__)
@@ -74,6 +74,19 @@ class ChassisRegistry:
         """
         with self._lock:
             return all(s.state is not None for s in self._sessions.values())
+
+    @property
+    def controller_target(self) -> str:
+        """The OpenFlow target Loom writes into every integration bridge."""
+        return self._settings.controller_target
+
+    def controller_links(self) -> list[ControllerLink]:
+        """Every chassis' integration bridge Controller rows, as ovs-vswitchd reports
+        them: what the engine needs to tell "this switch cannot reach us" apart from
+        "this switch has not been made yet"."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return [link for s in sessions for link in s.controller_links()]
 
     def set_tunnels(self, tunnels: Mapping[str, frozenset[TunnelPort]]) -> None:
         with self._lock:

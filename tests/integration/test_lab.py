@@ -14,18 +14,21 @@ import os
 import re
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from topologies import netns as nsutil
+from topologies.api_client import ApiClient
 from topologies.demo import render, run_matrix
 from topologies.guest import Guest
-from topologies.lab import Lab, status_text
+from topologies.lab import Lab, bridge_mac, status_text, tunnel_neighbours, wait_underlay
 from topologies.labspec import SpecError, load_spec, parse_spec
 from topologies.labstate import LabState, state_path
 
@@ -92,6 +95,35 @@ def test_spec_errors_name_every_problem_and_where() -> None:
         assert expected in text, f"{expected!r} not in:\n{text}"
 
 
+def test_spec_auth_tokens_are_checked_and_kept() -> None:
+    base = {"name": "t", "hypervisors": [{"name": "hv1"}]}
+    spec = parse_spec({**base, "controller": {"auth_tokens": {
+        "alpha-member": {"project_id": "alpha"},
+        "ops-admin-token": {"project_id": "ops", "role": "admin"}}}})
+    assert spec.controller.admin_token == "ops-admin-token"
+    assert spec.controller.tokens_file_data() == {
+        "alpha-member": {"project_id": "alpha", "role": "member"},
+        "ops-admin-token": {"project_id": "ops", "role": "admin"}}
+    assert parse_spec(base).controller.auth_tokens == ()
+    with pytest.raises(SpecError) as err:
+        parse_spec({**base, "controller": {"auth_tokens": {
+            "short": {"project_id": "a"},
+            "no-project-here": {"role": "member"},
+            "bad-role-token": {"project_id": "a", "role": "owner"},
+            "extra-key-token": {"project_id": "a", "scope": "x"}}}})
+    text = str(err.value)
+    for expected in (
+        "controller.auth_tokens[shor…]: a token is a string of at least 8 characters",
+        "controller.auth_tokens[no-p…]: missing required key 'project_id'",
+        "controller.auth_tokens[bad-…].role: 'owner' is not one of admin, member",
+        "controller.auth_tokens[extr…]: unknown key 'scope'",
+    ):
+        assert expected in text, f"{expected!r} not in:\n{text}"
+    assert "no-project-here" not in text  # tokens are secrets: 4 characters at most
+    with pytest.raises(SpecError, match="expected a non-empty mapping"):
+        parse_spec({**base, "controller": {"auth_tokens": ["a-token-list"]}})
+
+
 # -- the underlay by itself: OVS userspace tunnels, no controller -----------------------
 @pytest.fixture(scope="module")
 def underlay_lab() -> Iterator[Lab]:
@@ -115,8 +147,41 @@ def test_hypervisors_have_identity_encap_ip_and_tunnel_route(underlay_lab: Lab) 
                            netns=hv.netns).stdout
         assert f"{hv.encap_ip}/24" in addrs
         peer = underlay_lab.hypervisor(other)
-        assert nsutil.run(["ping", "-c1", "-W2", peer.encap_ip], netns=hv.netns).returncode == 0
+        wait_underlay([hv, peer], timeout=30)  # retried until a deadline, not one try
     assert "172.31.0." not in nsutil.run(["ip", "-4", "-o", "addr", "show"]).stdout
+
+
+def test_only_br_phy_answers_arp_for_the_encap_ip(underlay_lab: Lab, tmp_path: Path) -> None:
+    """arp_ignore/arp_announce in every hypervisor: the kernel no longer answers for
+    the encap IP from eth1 (inside br-phy) with eth1's MAC, which made the tunnel
+    drop everything whenever OVS's neighbour cache took that MAC."""
+    hv1, hv2 = underlay_lab.hypervisor("hv1"), underlay_lab.hypervisor("hv2")
+    for hv in (hv1, hv2):
+        for scope in ("all", "eth1", "br-phy"):
+            for key, want in (("arp_ignore", "1"), ("arp_announce", "2")):
+                got = nsutil.run(["sysctl", "-n", f"net.ipv4.conf.{scope}.{key}"],
+                                 netns=hv.netns).stdout.strip()
+                assert got == want, (hv.name, scope, key, got)
+    mac2 = bridge_mac(hv2)
+    cap = _Capture(underlay_lab.underlay_netns, "arp", tmp_path / "arp.txt")
+    try:
+        nsutil.run(["ip", "neigh", "flush", "dev", "br-phy"], netns=hv1.netns)
+        assert nsutil.run(["ping", "-c1", "-W2", hv2.encap_ip], netns=hv1.netns).returncode == 0
+        time.sleep(0.5)  # a second, late answer would arrive now
+    finally:
+        text = cap.stop()
+    answers = re.findall(rf"Reply {re.escape(hv2.encap_ip)} is-at ([0-9a-f:]+)", text)
+    assert answers == [mac2], text
+
+
+def test_tunnel_neighbours_hold_the_peers_br_phy_macs(underlay_lab: Lab) -> None:
+    """Primed by `up` (tnl/neigh/set) and checked with tnl/neigh/show before it
+    returned: no tunnel's first packet is dropped while OVS ARPs for the peer."""
+    hv1, hv2 = underlay_lab.hypervisor("hv1"), underlay_lab.hypervisor("hv2")
+    assert tunnel_neighbours(hv1).get(hv2.encap_ip) == (bridge_mac(hv2), "br-phy")
+    assert tunnel_neighbours(hv2).get(hv1.encap_ip) == (bridge_mac(hv1), "br-phy")
+    show = hv1.ovs.appctl("tnl/neigh/show")
+    assert hv2.encap_ip in show and bridge_mac(hv2) in show, show
 
 
 class _Capture:
@@ -166,7 +231,8 @@ def test_underlay_carries_userspace_tunnels_by_itself(
         bpf, pattern = TUNNEL_CAPTURE[tunnel_type]
         cap = _Capture(underlay_lab.underlay_netns, bpf, tmp_path / "cap.txt")
         try:
-            assert u1.ping("192.168.77.2", count=3, interval=0.2, timeout=2)[1] >= 2
+            # the tunnel neighbours were primed by `up`: not even the first packet is lost
+            assert u1.ping("192.168.77.2", count=3, interval=0.2, timeout=2) == (3, 3)
             assert u2.ping("192.168.77.1", count=3, interval=0.2, timeout=2) == (3, 3)
             listener = u2.tcp_listen(5000)
             assert u1.tcp_connect("192.168.77.2", 5000, "over the underlay " * 3000,
@@ -243,6 +309,45 @@ def test_matrix_isolation_and_same_hypervisor_reach(loom_lab: Lab) -> None:
     assert len(checked) == 14
     bad = [f"{c.src.name}->{c.dst.name}: {c.mark()}" for c in checked if not c.ok]
     assert not bad, render(cells)
+
+
+def _flow_mods_metric(lab: Lab, dpid: str) -> float | None:
+    with urllib.request.urlopen(lab.api.base_url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    m = re.search(rf'^loom_flow_mods_total{{datapath_id="{dpid}"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_switch_counters_survive_an_ovs_vswitchd_restart(loom_lab: Lab) -> None:
+    """A restarted ovs-vswitchd holds no flows and reconnects: the same datapath's
+    counters go on from where they were instead of starting again from 0."""
+    hv = loom_lab.hypervisor("hv2")
+    dpid = f"{hv.ovs.wait_for_bridge('br-int'):016x}"
+
+    def switch() -> dict:
+        return next((s for s in loom_lab.api.get("/v1/switches").ok()["switches"]
+                     if s["datapath_id"] == dpid), {})
+
+    before = switch()
+    assert before["connections"] >= 1 and before["flow_mods_sent"] > 0
+    assert _flow_mods_metric(loom_lab, dpid) == before["flow_mods_sent"]
+    flows = len(hv.ovs.dump_flows("br-int"))
+    hv.ovs.kill_vswitchd()
+    hv.ovs.start_vswitchd()
+    deadline = time.monotonic() + 60
+    after: dict = {}
+    while time.monotonic() < deadline:
+        after = switch()
+        if after.get("connections") == before["connections"] + 1 \
+                and after.get("synced_generation") is not None \
+                and after["flow_mods_sent"] >= before["flow_mods_sent"] + flows:
+            break
+        time.sleep(0.2)
+    assert after.get("connections") == before["connections"] + 1, after
+    # everything was sent again, on top of what had been counted
+    assert after["flow_mods_sent"] >= before["flow_mods_sent"] + flows, (before, after)
+    assert after["bundles"] > before["bundles"]
+    assert _flow_mods_metric(loom_lab, dpid) == after["flow_mods_sent"]
 
 
 def test_add_and_remove_a_hypervisor(loom_lab: Lab) -> None:
@@ -348,3 +453,76 @@ def test_down_after_half_the_lab_and_half_the_state_vanished() -> None:
     down = _lab_cli("down", name)
     assert down.returncode == 0, down.stdout + down.stderr
     assert _leftovers(prefix, workdir) == []
+
+
+# -- first packets right after `lab up` ----------------------------------------------
+def test_first_pings_across_hypervisors_answer_right_after_up() -> None:
+    """`lab up` (the CLI), then at once: every OVS holds the peers' br-phy MACs, and
+    `ping -c3` across hypervisors answers 3 of 3 in both tunnel directions (the
+    first packet used to be dropped while OVS resolved the remote endpoint)."""
+    name = _unique("t-first")
+    up = _lab_cli("up", str(SMALL), "--name", name)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "tunnel neighbours primed and verified with tnl/neigh/show" in up.stdout
+        lab = Lab.load(name, progress=_quiet)
+        hv1, hv2 = lab.hypervisor("hv1"), lab.hypervisor("hv2")
+        for hv, peer in ((hv1, hv2), (hv2, hv1)):
+            held = tunnel_neighbours(hv)
+            assert held.get(peer.encap_ip) == (bridge_mac(peer), "br-phy"), (hv.name, held)
+        # s1@hv1 -> s3@hv2 (vxlan), t2@hv2 -> t1@hv1 (geneve): first packets each way
+        for src, dst_ip in (("s1", "10.0.0.13"), ("t2", "10.0.0.21")):
+            out = nsutil.run(["ping", "-n", "-c3", "-i", "0.2", "-W", "1", dst_ip],
+                             netns=lab.guest(src).netns, check=False).stdout
+            assert "3 packets transmitted, 3 received" in out, out
+    finally:
+        down = _lab_cli("down", name)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+# -- a lab whose controller takes --auth-tokens -----------------------------------------
+def test_lab_spec_auth_tokens_start_the_controller_with_them() -> None:
+    """Members' views can be tried in the lab: the spec's tokens become the
+    controller's --auth-tokens; the lab calls the API with its own admin token."""
+    spec = parse_spec({
+        "hypervisors": [{"name": "hv1"}],
+        "controller": {"auth_tokens": {
+            "alpha-member-token": {"project_id": "alpha"},
+            "beta-member-token": {"project_id": "beta", "role": "member"}}},
+        "projects": [
+            {"name": "alpha", "networks": [{"name": "n1", "type": "vxlan",
+                                            "subnets": [{"cidr": "10.0.0.0/24"}],
+                                            "guests": [{"name": "a1", "hypervisor": "hv1"}]}]},
+            {"name": "beta", "networks": [{"name": "n1", "type": "geneve",
+                                           "subnets": [{"cidr": "10.0.0.0/24"}]}]},
+        ]}, "auth.yaml", name=_unique("t-auth"))
+    lab = Lab.up(spec, progress=_quiet)
+    try:
+        ctl = lab.state.data["controller"]
+        tokens_file = Path(ctl["auth_tokens_file"])
+        assert stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(Path(ctl["admin_token_file"]).stat().st_mode) == 0o600
+        assert "--auth-tokens" in Path(f"/proc/{ctl['pid']}/cmdline").read_text()
+        text = tokens_file.read_text()
+        assert "alpha-member-token" in text and "beta-member-token" in text
+        assert "lab-admin-" in text  # the spec had no admin token: the lab added one
+        admin = Path(ctl["admin_token_file"]).read_text().strip()
+        assert admin.startswith("lab-admin-") and admin in text
+        record = state_path(lab.name).read_text()
+        assert "member-token" not in record and admin not in record  # no secret in it
+
+        url = ctl["rest_url"]
+        assert ApiClient(url).get("/v2.0/networks").status == 401
+        seen = {}
+        for token, project in (("alpha-member-token", "alpha"), ("beta-member-token", "beta")):
+            nets = ApiClient(url, token=token).get("/v2.0/networks").ok()["networks"]
+            seen[project] = {n["project_id"] for n in nets}
+        assert seen == {"alpha": {"alpha"}, "beta": {"beta"}}
+        assert ApiClient(url, token="beta-member-token").get("/v1/chassis").status == 404
+        assert {n["project_id"] for n in lab.api.get("/v2.0/networks").ok()["networks"]} \
+            == {"alpha", "beta"}
+        # another process' view reads the token from the file, as status does
+        assert Lab.load(lab.name, progress=_quiet).api.get("/v1/chassis").status == 200
+        assert " ACTIVE, netns" in status_text(LabState.load(lab.name))
+    finally:
+        assert lab.down() == []

@@ -57,6 +57,7 @@ def test_create_defaults_name_to_the_remote_and_stores_the_row(env: Env) -> None
         "name": "tcp:192.0.2.7:6640", "remote": "tcp:192.0.2.7:6640", "bridge_mappings": {},
         "source": "api", "connected": False, "system_id": None, "encap_ip": None,
         "bridges": [], "ports_bound": [],
+        "openflow_connected": False, "controller_target": None, "controller_status": None,
     }
     stored = env.store.latest().chassis["tcp:192.0.2.7:6640"]
     assert stored.remote == "tcp:192.0.2.7:6640" and stored.bridge_mappings == ()
@@ -144,12 +145,14 @@ def test_list_merges_stored_rows_with_live_sessions(env: Env, runtime: LiveChass
         "name": "hv2", "remote": SOCK, "bridge_mappings": {"physnet1": "br-phys"},
         "source": "api", "connected": True, "system_id": "hv2-system-id",
         "encap_ip": "192.0.2.2", "bridges": ["br-int"], "ports_bound": ["p1"],
+        "openflow_connected": False, "controller_target": None, "controller_status": None,
     }
     assert by_name["hv9"]["source"] == "api" and by_name["hv9"]["connected"] is False
     assert by_name["hv1"] == {
         "name": "hv1", "remote": "unix:/run/hv1/db.sock", "bridge_mappings": {},
         "source": "command-line", "connected": False, "system_id": "hv1", "encap_ip": None,
         "bridges": ["br-int"], "ports_bound": [],
+        "openflow_connected": False, "controller_target": None, "controller_status": None,
     }
 
 
@@ -236,3 +239,16 @@ def test_pipeline_needs_only_a_valid_token(env: Env) -> None:
         assert t["miss"] == "drop" or t["miss"].removeprefix("goto ") in t["next_tables"]
     env.rejected("GET", "/v1/pipeline", status=401, type="HTTPUnauthorized")
     assert env.call("POST", "/v1/pipeline", {}, token=ALICE).status_int == 405
+
+
+def test_view_says_whether_the_bridge_reached_this_controller_over_openflow(
+    env: Env, runtime: LiveChassis
+) -> None:
+    """OVSDB connected is not enough: the view also shows the OpenFlow side."""
+    status = {"is_connected": False, "state": "BACKOFF", "last_error": "Connection refused"}
+    runtime.entries = [live("hv1", SOCK, openflow_connected=False,
+                            controller_target="tcp:127.0.0.1:6653", controller_status=status)]
+    view = env.ok("GET", "/v1/chassis/hv1", token=ADMIN)["chassis"]
+    assert view["connected"] is True and view["openflow_connected"] is False
+    assert view["controller_target"] == "tcp:127.0.0.1:6653"
+    assert view["controller_status"] == status
