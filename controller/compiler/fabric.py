@@ -46,6 +46,7 @@ from controller.flows import (
     match,
 )
 from controller.intent import Intent, Network, Port
+from controller.ofwire.consts import OFPP_ANY
 from controller.topology import FabricStage, TopologyView
 
 Members = Sequence[tuple[Port, Any]]
@@ -363,13 +364,13 @@ def _next_hop_group(plan: FabricPlan, src: int, dst: int, group_id: int,
     cookie = pl.cookie(pl.Owner.FABRIC, dst)
     if len(ports) >= 2:
         return Group(group_id, "select", tuple(
-            Bucket((Output(p),), weight=1, watch_port=p if fast_failover else 0xFFFFFFFF)
+            Bucket((Output(p),), weight=1, watch_port=p if fast_failover else OFPP_ANY)
             for p in ports), cookie_owner=cookie)
     if not ports:
         return None
     if not fast_failover:
         return Group(group_id, "indirect", (Bucket((Output(ports[0]),),
-                                                   watch_port=0xFFFFFFFF),), cookie_owner=cookie)
+                                                   watch_port=OFPP_ANY),), cookie_owner=cookie)
     buckets = [Bucket((Output(ports[0]),), watch_port=ports[0])]
     if sideways is not None:
         buckets.append(Bucket((Output(sideways),), watch_port=sideways))
