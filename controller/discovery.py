@@ -26,7 +26,10 @@ links every few seconds with a 2 s timeout, and every flap re-routed everything)
   a point-to-point link that delivers frames is up, and routing around a busy link
   only moves the load and makes it flap (issue 10: a 74-switch fabric under an
   all-pairs ping lost LLDP frames on its busiest links for over 10 s). It is kept,
-  and logged once.
+  and logged once. With counters fed in (the controller's case), a silent link is
+  lost only once its counter has also been seen standing still since it went
+  quiet; a switch that never answers for its counters leaves only the plain
+  `LINK_TIMEOUT_ALONE`.
 - Probes go out every `PROBE_INTERVAL`, spread over the interval switch by switch
   (no burst of hundreds of packet-outs), one send per switch per round; a port
   that comes up (or a switch that connects) is probed at once, so a restored link
@@ -230,6 +233,10 @@ class LinkTable:
     _known: set[LinkKey] = field(default_factory=set)  # links that were once in use
     _rx: dict[Endpoint, tuple[int, float]] = field(default_factory=dict)  # rx_packets, when
     _vouched: set[DirectedLink] = field(default_factory=set)  # kept alive by rx counters
+    # With rx counters fed in (`confirm_with_rx`), a silent link is lost only once they
+    # have also been seen standing still since it went quiet: per direction, how often.
+    confirm_with_rx: bool = False
+    _rx_flat: dict[DirectedLink, int] = field(default_factory=dict)
     _penalty: dict[LinkKey, tuple[float, float]] = field(default_factory=dict)
 
     # ---- inputs
@@ -248,6 +255,7 @@ class LinkTable:
         key = (src, dst)
         self.seen[key] = now
         self._vouched.discard(key)
+        self._rx_flat.pop(key, None)
         if sent_at is None or not now - 600.0 <= sent_at <= now + 1.0:
             sent_at = now
         self.heard[key] = max(sent_at, self.heard.get(key, sent_at))
@@ -295,7 +303,8 @@ class LinkTable:
             sent_out = latest_other(out, src[0], key)
             got_in = latest_other(into, dst[0], key)
             missed = self._sent.get(src, 0) - self._sent_at_seen.get(key, 0)
-            if sent_out is not None and got_in is not None \
+            confirmed = not self.confirm_with_rx or self._rx_flat.get(key, 0) > 0
+            if sent_out is not None and got_in is not None and confirmed \
                     and min(sent_out, got_in) - heard > self.timeout:
                 events += self._drop([key], f"LLDP timeout: nothing from {_ep(src)} at "
                                             f"{_ep(dst)} for {now - last:.1f} s while both "
@@ -315,16 +324,21 @@ class LinkTable:
 
     def rx_sample(self, endpoint: Endpoint, rx_packets: int, now: float) -> list[DirectedLink]:
         """The receive counter of a suspect port. Frames received since a sample taken
-        after the link fell silent prove the link delivers: it counts as heard now.
-        Returns the directions newly kept alive this way (for the log)."""
+        after the link fell silent prove the link delivers: it counts as heard now; a
+        counter standing still confirms the silence (`confirm_with_rx`). Returns the
+        directions newly kept alive this way (for the log)."""
         prev = self._rx.get(endpoint)
         self._rx[endpoint] = (rx_packets, now)
-        if prev is None or rx_packets <= prev[0]:
+        if prev is None:
             return []
         kept = []
         for key in [k for k in self.seen if k[1] == endpoint]:
             if prev[1] < self.seen[key]:
                 continue  # the baseline is older than the last probe heard: proves nothing
+            if rx_packets <= prev[0]:
+                self._rx_flat[key] = self._rx_flat.get(key, 0) + 1  # nothing came in
+                continue
+            self._rx_flat.pop(key, None)
             self.seen[key] = now
             self.heard[key] = max(self.heard.get(key, now), now)
             self._sent_at_seen[key] = self._sent.get(key[0], 0)
@@ -397,6 +411,7 @@ class LinkTable:
             self.heard.pop(key, None)
             self._sent_at_seen.pop(key, None)
             self._vouched.discard(key)
+            self._rx_flat.pop(key, None)
             link = link_key(*key)
             st = self._state.pop(link, None)
             if st is None:

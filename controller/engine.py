@@ -25,7 +25,7 @@ from controller.compiler import DesiredSwitch, compile_switch
 from controller.compiler.core import Placement
 from controller.compiler.fabric import fabric_bindings, regroup, repair_patches, routing_plan
 from controller.compiler.tunnels import desired_tunnels
-from controller.discovery import Discovery
+from controller.discovery import Discovery, LinkTable
 from controller.intent import Intent
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
 from controller.southbound.chassis import ControllerLink
@@ -45,21 +45,9 @@ FABRIC_STAGE_TIMEOUT = 3.0
 URGENT_WAVE_WAIT = 0.5
 # The reroute for the loss of each link is worked out ahead (`Protection`) once the
 # fabric has been still this long; between two links the worker yields the CPU.
-PROTECTION_QUIET = 2.0
+PROTECTION_QUIET = 1.0
 PROTECTION_YIELD = 0.002
 
-
-@dataclass(frozen=True)
-class Protection:
-    """The repair of each link's loss, worked out ahead (`fabric.repair_patches`): per
-    link (by its lower end), per switch that must reroute, the next-hop groups it will
-    get. Valid only while the links, the topology version and the intent generation
-    are the ones it was computed from."""
-
-    links: Mapping[tuple[int, int], tuple[int, int]]
-    version: int
-    generation: int
-    patches: Mapping[tuple[int, int], Mapping[int, Mapping[int, Any]]]
 # How long a chassis' integration bridge may go without an OpenFlow connection to
 # this controller before a warning says why (a reconnect takes about 1 s: the
 # Controller row's max_backoff; a loaded machine a few more).
@@ -73,6 +61,19 @@ PUSH_FAILURES = Counter("loom_push_failures_total", "Pushes a switch rejected or
 COMPILE_SECONDS = Histogram("loom_compile_seconds", "Time to compile all switches")
 SWITCHES = Gauge("loom_switches_connected", "OpenFlow switches connected")
 INSTALLED_FLOWS = Gauge("loom_installed_flows", "Flows installed per switch", ["datapath_id"])
+
+
+@dataclass(frozen=True)
+class Protection:
+    """The repair of each link's loss, worked out ahead (`fabric.repair_patches`): per
+    link (by its lower end), per switch that must reroute, the next-hop groups it will
+    get. Valid only while the links, the topology version and the intent generation
+    are the ones it was computed from."""
+
+    links: Mapping[tuple[int, int], tuple[int, int]]
+    version: int
+    generation: int
+    patches: Mapping[tuple[int, int], Mapping[int, Mapping[int, Any]]]
 
 
 def _label(datapath_id: int) -> str:
@@ -194,7 +195,10 @@ class Engine:
         self.topology = topology
         self.registry = registry
         self.fast_failover = fast_failover
-        self.discovery = Discovery(topology, self.kick, installed=self._fabric_installed)
+        # The OpenFlow app reads rx counters of quiet links (`lldp_suspects`): a silent
+        # link is lost only when they confirm that nothing comes in.
+        self.discovery = Discovery(topology, self.kick, installed=self._fabric_installed,
+                                   table=LinkTable(confirm_with_rx=True))
         self._stage_since: Optional[tuple[int, float]] = None  # (topology version, since)
         self._workers: dict[int, SwitchWorker] = {}
         self._lock = threading.Lock()

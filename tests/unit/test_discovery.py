@@ -209,6 +209,26 @@ def test_a_link_that_delivers_nothing_is_lost_despite_the_counters() -> None:
     assert {e.kind for e in events} == {"lost"} and A not in t.links()
 
 
+def test_with_counters_a_silent_link_waits_for_them_to_stand_still() -> None:
+    """The controller's table (confirm_with_rx): LLDP silence alone, however long the
+    switches vouch for themselves, loses no link until its counter is seen not moving
+    (or LINK_TIMEOUT_ALONE passes with no counter at all)."""
+    t = LinkTable(confirm_with_rx=True)
+    triangle_round(t, 0.0)
+    k = 0
+    for k in range(1, int(disc.LINK_TIMEOUT) + 5):  # no counters read at all
+        triangle_round(t, float(k), quiet={(A, B)})
+        assert t.expire(k + 0.03) == []
+    for end in t.suspects(k + 0.02):
+        t.rx_sample(end, 1000, k + 0.02)  # a baseline...
+    assert t.expire(k + 0.03) == []
+    k += 1
+    triangle_round(t, float(k), quiet={(A, B)})
+    for end in t.suspects(k + 0.02):
+        t.rx_sample(end, 1000, k + 0.02)  # ...and it stood still
+    assert {e.kind for e in t.expire(k + 0.03)} == {"lost"}
+
+
 def test_a_counter_baseline_from_before_the_silence_proves_nothing() -> None:
     t = LinkTable()
     t.rx_sample(B, 10, 0.0)  # sampled while the link was still heard
