@@ -68,6 +68,10 @@ HOLD_DOWN_MAX = 30.0  # the longest hold-down, however often a link flaps
 FLAP_HALF_LIFE = 60.0  # seconds for a link's flap penalty to halve
 FRESH = 2.5 * PROBE_INTERVAL  # a held link must have been heard this recently to be used
 SUSPECT_AFTER = 2.5 * PROBE_INTERVAL  # probes missed before rx counters are read
+# A switch that has just connected has learnt links only on the ports whose probes
+# were answered: a port is settled when it has a link, or after this many probes
+# without one (a host port). See `Discovery.settled`.
+SETTLE_PROBES = 2
 
 Endpoint = tuple[int, int]  # (datapath_id, port_no)
 DirectedLink = tuple[Endpoint, Endpoint]  # (sender of the probe, receiver)
@@ -375,6 +379,11 @@ class LinkTable:
                           "switch disconnected", flap=False, now=now)
 
     # ---- outputs
+    def settled(self, ends: set[Endpoint], probes: int) -> bool:
+        """Each of `ends` has a link (in use or held) or sent `probes` probes."""
+        linked = {e for k in self._state for e in k if e in ends}
+        return all(e in linked or self._sent.get(e, 0) >= probes for e in ends)
+
     def links(self) -> dict[Endpoint, Endpoint]:
         """Links in use, as a symmetric map."""
         return self._symmetric(k for k, st in self._state.items() if st.active)
@@ -489,6 +498,15 @@ class Discovery:
         with self._lock:
             for port_no in ports:
                 self._table.sent((datapath_id, port_no), now)
+
+    def settled(self, datapath_id: int, ports: Iterable[int]) -> bool:
+        """Whether discovery has had its say on each of `ports`: a link learnt (in use
+        or held), or `SETTLE_PROBES` probes out of it with none. Until then a switch
+        that just connected would be given a state without its links: after a
+        controller restart that deletes the fabric flows it holds, only to put them
+        back a moment later (the engine waits for this, `FABRIC_SETTLE_MAX` at most)."""
+        with self._lock:
+            return self._table.settled({(datapath_id, p) for p in ports}, SETTLE_PROBES)
 
     def port_up(self, datapath_id: int, port_no: int) -> None:
         with self._lock:

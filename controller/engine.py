@@ -46,6 +46,10 @@ URGENT_WAVE_WAIT = 0.5
 # The reroute for the loss of each link is worked out ahead (`Protection`) once the
 # fabric has been still this long; between two links the worker yields the CPU.
 PROTECTION_QUIET = 1.0
+# A fabric switch that just connected is given its first state once discovery has
+# settled its ports (`Discovery.settled`), or after this long: what it holds (after a
+# controller restart, everything) stays untouched until the links are known again.
+FABRIC_SETTLE_MAX = 4.0
 PROTECTION_YIELD = 0.002
 
 # How long a chassis' integration bridge may go without an OpenFlow connection to
@@ -128,6 +132,7 @@ class SwitchWorker:
         self._desired: Optional[DesiredSwitch] = None
         self._wake = threading.Event()
         self.connected_at = time.time()
+        self.connected_mono = time.monotonic()
         self.error: Optional[str] = None
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"switch {channel.datapath_id:#x}")
@@ -204,6 +209,8 @@ class Engine:
         self._lock = threading.Lock()
         self._synced = threading.Condition()
         self._dirty = threading.Event()
+        self._held_unsettled = False  # a fabric switch waits for discovery to settle
+        self._settle_kicked = 0.0
         self._stopping = threading.Event()
         self._compiled_generation = -1
         self._started = time.monotonic()
@@ -322,8 +329,22 @@ class Engine:
     def discovery_tick(self) -> None:
         """LLDP timeouts, hold-downs and the fabric rollout's next step; the probe loop
         calls it many times a second."""
-        self.discovery.tick(time.monotonic())
+        now = time.monotonic()
+        self.discovery.tick(now)
         self._advance_fabric_stage()
+        if self._held_unsettled and now - self._settle_kicked > 0.2:
+            self._settle_kicked = now  # a held switch's ports may have settled meanwhile
+            self._held_unsettled = False
+            self.kick()
+
+    def _fabric_settled(self, worker: SwitchWorker, topo: Any) -> bool:
+        """Whether a fabric switch may be given its state yet (`FABRIC_SETTLE_MAX`)."""
+        dpid = worker.datapath_id
+        if dpid not in topo.fabric_switches or worker.sync.synced is not None \
+                or time.monotonic() - worker.connected_mono >= FABRIC_SETTLE_MAX:
+            return True
+        up = [no for (d, no), is_up in topo.port_state.items() if d == dpid and is_up]
+        return self.discovery.settled(dpid, up)
 
     def _fabric_installed(self, dpids: Any, version: int) -> bool:
         """Every switch in `dpids` is connected and runs topology `version` or later."""
@@ -415,11 +436,14 @@ class Engine:
                           n, len(order))
                 self._dirty.set()
                 return
+            worker = workers.get(dpid)
+            if worker is not None and not self._fabric_settled(worker, topo):
+                self._held_unsettled = True
+                continue
             desired = compile_switch(intent, topo, dpid, placement)
             switch = topo.switches.get(dpid)
             if switch is not None:
                 shaping.setdefault(switch.chassis, {}).update(desired.shaping)
-            worker = workers.get(dpid)
             if worker is not None:
                 worker.offer(desired)
         if self.registry is not None:

@@ -160,11 +160,14 @@ _ACL_PRIORITIES = {
 
 CLASSIFY = Table(
     "classify", 0,
-    "in_port / VLAN tag / tunnel key -> network in metadata; unknown -> drop",
-    frozenset({"in_port", "vlan_vid", "tunnel_id", "eth_type"}),
+    "in_port / VLAN tag / tunnel key -> network in metadata; fabric detours pass; "
+    "unknown -> drop",
+    frozenset({"in_port", "vlan_vid", "vlan_pcp", "tunnel_id", "eth_type"}),
     ("port_security", "l2_lookup"),
     miss_drops=True,
-    priorities={"lldp": 500, "port": 100, "tunnel": 100, "vlan": 100, "fabric": 100},
+    priorities={"lldp": 500, "detour": 400, "port": 100, "tunnel": 100, "vlan": 100,
+                "fabric": 100},
+    resubmits=("classify",),  # the end of a fabric detour, as if come in on the link
 )
 # Fabric next-hop groups (one per destination switch) live above the flood groups.
 FABRIC_GROUP_BASE = 0x40000000

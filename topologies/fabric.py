@@ -413,6 +413,11 @@ class Fabric:
                                sandbox=box, system_id="fabric")
         self._say(f"private OVS in {self.ovs.workdir}")
         self.ovs.start()
+        if not self.standalone:
+            # Loom's detours round a cut link carry a second VLAN tag, and the link's
+            # far end must see the inner one when it pops the outer (OVS parses one
+            # tag by default): see controller/compiler/fabric.py.
+            self.ovs.vsctl("set", "Open_vSwitch", ".", "other_config:vlan-limit=2")
         target = self.controller_target
         if self.start_controller:
             # Before OVS_RUNDIR is set: Loom's own ovsdb-server must not default into ours.

@@ -155,6 +155,10 @@ def encode_match(match: Match) -> bytes:
 def _set_field(field: str, value: int) -> bytes:
     spec = FIELDS[field]
     hdr, n = spec.header.to_bytes(4, "big"), spec.nbytes
+    if field == "in_port":
+        # OVS writes in_port as the 16-bit NXM_OF_IN_PORT in a set_field (and refuses
+        # the 32-bit OXM there, OFPBAC_BAD_SET_ARGUMENT), as ovs-ofctl sends it.
+        hdr, n = spec.nx_header.to_bytes(4, "big"), spec.nxm_nbytes
     body = hdr + value.to_bytes(n, "big")
     length = (4 + len(body) + 7) & ~7
     return _ACT_HDR.pack(c.OFPAT_SET_FIELD, length) + body + _ZERO_PAD[: length - 4 - len(body)]

@@ -90,6 +90,8 @@ def osken_action(a: Any) -> Any:
     if isinstance(a, Output):
         return parser.OFPActionOutput(a.port, a.max_len)
     if isinstance(a, SetField):
+        if a.field == "in_port":  # OVS's form: NXM_OF_IN_PORT (see encode._set_field)
+            return parser.OFPActionSetField(in_port_nxm=a.value)
         return parser.OFPActionSetField(**{a.field: _user(a.field, a.value)})
     if isinstance(a, RegMove):
         return nx.NXActionRegMove(src_field=_NXM_NAMES.get(a.src, a.src),

@@ -34,7 +34,7 @@ from controller.discovery import (
     parse_probe,
     restamp,
 )
-from controller.flows import Group
+from controller.flows import Group, Output
 from controller.intent import FixedIP, Intent, Network, Port
 from controller.topology import FabricStage, Topology, TopologyView
 
@@ -570,8 +570,8 @@ def _live_route(group: Group | None, dead: set[tuple[int, int]], src: int) -> fr
     select group, the first live bucket of a failover group."""
     if group is None:
         return frozenset()
-    live = [b.actions[0].port for b in group.buckets  # type: ignore[attr-defined]
-            if (src, b.actions[0].port) not in dead]  # type: ignore[attr-defined]
+    outs = [next(a.port for a in b.actions if isinstance(a, Output)) for b in group.buckets]
+    live = [p for p in outs if (src, p) not in dead]
     return frozenset(live if group.type == "select" else live[:1])
 
 
@@ -667,3 +667,18 @@ def test_the_repair_worked_out_ahead_is_the_repair_at_the_time_of_the_cut() -> N
         for dpid in stage.urgent:
             now = regroup(fp, dpid, groups[dpid])
             assert {g: x for g, x in now.items() if groups[dpid].get(g) != x} == ahead[dpid]
+
+
+def test_a_port_is_settled_by_a_link_or_by_unanswered_probes() -> None:
+    """What the engine waits for before it gives a just-connected fabric switch its
+    state: without it, a restarted controller deletes the fabric flows every switch
+    holds (no links known yet) and puts them back a moment later."""
+    table = LinkTable()
+    a, b, host = (1, 1), (2, 1), (1, 2)
+    assert not table.settled({a, host}, 2)
+    heard_both_ways(table, a, b, 0.0)
+    assert table.settled({a}, 2) and not table.settled({a, host}, 2)
+    table.sent(host, 0.0)
+    assert not table.settled({a, host}, 2)
+    table.sent(host, 1.0)
+    assert table.settled({a, host}, 2)

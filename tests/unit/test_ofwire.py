@@ -171,6 +171,8 @@ FLOWS: list[Flow] = [
          (Ct(commit=True, zone=9, set_mark=1, mark_mask=1),)),
     Flow("ingress_acl", 20, match(eth_type=0x0800, ct_mark=(1, 1), ct_state=(CT_TRK, CT_TRK)),
          (Ct(commit=True),)),
+    Flow("classify", 400, match(vlan_vid=0x1000 | 7, vlan_pcp=7),
+         (PopVlan(), SetField("in_port", 2), Resubmit("classify"))),
     Flow("qos", 100, match(reg7=3), (SetQueue(5),), meter=7, goto="output"),
     Flow("qos", 90, match(in_port=3), meter=8),
     Flow("output", 100, match(reg7=3), (Output(3),), cookie=M64),
