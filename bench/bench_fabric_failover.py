@@ -360,7 +360,7 @@ def run_loom(topo: mt.FabricTopo, args: argparse.Namespace) -> ModeResult:
                 a, b = plan.link
                 dst_ip = fab.host_ip(plan.dst)
                 wait_quiet(ctl.log_path)
-                if not args.older_build and not wait_protected(ctl.log_path):
+                if args.wait_protection and not wait_protected(ctl.log_path):
                     _say("loom: no protection worked out in time; cutting anyway")
                 cut = ping_around(fab, plan.src, dst_ip, args.cut_window, 1.5,
                                   partial(fab.cut_link, a, b))
@@ -534,6 +534,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="ping seconds per restore (covers the hold-down)")
     parser.add_argument("--modes", nargs="+", choices=("loom", "rstp"), default=["loom", "rstp"])
     parser.add_argument("--controller-arg", action="append", help="extra controller argument")
+    parser.add_argument("--wait-protection", action="store_true",
+                        help="before each cut, wait until the controller logs the repair of "
+                             "every link's loss worked out ahead (builds that do so: up to "
+                             "commit ba791d6, or any build run with --no-fast-failover; with "
+                             "fast failover the groups' detours make it unnecessary)")
     parser.add_argument("--older-build", action="store_true",
                         help="the controller is a build from before this benchmark (run "
                              "from its tree): do not wait for log lines it does not write")

@@ -177,6 +177,9 @@ class Topology:
         self._next_stages: list[FabricStage] = []
         self._touched: set[int] = set()  # switches at the ends of links that changed
         self._staged = True  # plan steps for the next change of links (set_links)
+        # The fabric's groups carry detours round a dead link (the engine's fast
+        # failover): one cut is rolled out like links added, not as a repair.
+        self.detours = False
         self.links_lost = 0  # grows each time links in use are lost: a compile may restart
         self._version = 0
         self._view = TopologyView()
@@ -367,6 +370,7 @@ class Topology:
             self._touched.update((a[0], b[0]))
         if any(after.get(a) != b for a, b in before.items()):
             self.links_lost += 1
-        stages = list(rollout_stages(fabric, before, after)) if self._staged else []
+        stages = list(rollout_stages(fabric, before, after, self.detours)) \
+            if self._staged else []
         self._stage = stages.pop(0) if stages else None
         self._next_stages = stages

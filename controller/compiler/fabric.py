@@ -272,6 +272,10 @@ def plan(intent: Intent, topo: TopologyView, members: dict[str, set[int]]) -> Fa
     for (a, pa), (b, _pb) in topo.standby_links.items():
         if a in topo.fabric_switches and b in topo.fabric_switches:
             link_ports[a].append(pa)  # accept before use: make before break
+    if topo.fabric_stage is not None:
+        for (a, pa), (b, _pb) in topo.fabric_stage.prev_links.items():
+            if a in topo.fabric_switches and b in topo.fabric_switches:
+                link_ports[a].append(pa)  # a detour's end takes frames "from" a dead link
     tree_edges = flood_tree(graph)
     prev: Optional[FabricPlan] = None
     dead: dict[int, set[int]] = defaultdict(set)
@@ -299,24 +303,24 @@ def _next_ports(graph: nx.Graph, ports_to: dict[int, dict[int, list[int]]],
                      for p in ports_to[src][n])
 
 
-_STAGES: OrderedDict[tuple[frozenset, frozenset, frozenset], tuple[FabricStage, ...]] = \
-    OrderedDict()
+_STAGES: OrderedDict[tuple[frozenset, frozenset, frozenset, bool],
+                     tuple[FabricStage, ...]] = OrderedDict()
 _STAGES_LOCK = threading.Lock()
 _STAGES_KEPT = 512
 
 
-def rollout_stages(switches: frozenset[int], before: Links, after: Links
-                   ) -> tuple[FabricStage, ...]:
+def rollout_stages(switches: frozenset[int], before: Links, after: Links,
+                   detours: bool = False) -> tuple[FabricStage, ...]:
     """`_rollout_stages`, remembered: the engine works out the loss of each link ahead
     of time (`repair_patches`), so when one is cut its plan is a lookup, not ~15 ms
     of shortest paths on the event thread before the reroute can start."""
-    key = (frozenset(switches), frozenset(before.items()), frozenset(after.items()))
+    key = (frozenset(switches), frozenset(before.items()), frozenset(after.items()), detours)
     with _STAGES_LOCK:
         stages = _STAGES.get(key)
         if stages is not None:
             _STAGES.move_to_end(key)
             return stages
-    stages = _rollout_stages(switches, before, after)
+    stages = _rollout_stages(switches, before, after, detours)
     with _STAGES_LOCK:
         _STAGES[key] = stages
         while len(_STAGES) > _STAGES_KEPT:
@@ -324,8 +328,8 @@ def rollout_stages(switches: frozenset[int], before: Links, after: Links
     return stages
 
 
-def _rollout_stages(switches: frozenset[int], before: Links, after: Links
-                    ) -> tuple[FabricStage, ...]:
+def _rollout_stages(switches: frozenset[int], before: Links, after: Links,
+                    detours: bool = False) -> tuple[FabricStage, ...]:
     """The steps from the links `before` to the links `after` (the last step, every
     route and the tree new, is implied: no stage).
 
@@ -335,12 +339,22 @@ def _rollout_stages(switches: frozenset[int], before: Links, after: Links
     tree. Links removed: routes change at once (the old ones cross a dead link; the
     watched buckets carried the traffic meanwhile). Either way, when the flood tree
     changes shape (edges leave it and others join), a step floods only on the edges
-    the two trees share, so no mix of old and new flood groups has a cycle."""
+    the two trees share, so no mix of old and new flood groups has a cycle.
+
+    With `detours` (the groups carry them), one cut link whose ends stay connected
+    is rolled out like links added, nearest-the-destination first: the switches
+    already deliver round it, and changing every broken route at once would mix old
+    and new routes that loop for a moment (measured: 240 ms of loss on a 74-switch
+    fabric whose detours alone lost nothing). A switch still on its old route only
+    ever forwards to one closer on the old graph (a detour too: it ends one hop
+    closer), a switch on its new route to one on its new route."""
     if not before:
         return ()  # nothing was forwarded: nothing to protect
     old_graph, old_ports = _links_graph(switches, before)
     new_graph, new_ports = _links_graph(switches, after)
     removed = any(after.get(a) != b for a, b in before.items())
+    if removed and detours and _one_detoured_cut(before, after, new_graph):
+        removed = False
     steps: list[tuple[Optional[int], str]] = []
     urgent: set[int] = set()
     if removed:
@@ -381,6 +395,16 @@ def _rollout_stages(switches: frozenset[int], before: Links, after: Links
     return tuple(FabricStage(prev, rank, tree, i, len(steps), repair=removed and i == 1,
                              urgent=frozenset(urgent) if removed and i == 1 else frozenset())
                  for i, (rank, tree) in enumerate(steps, start=1))
+
+
+def _one_detoured_cut(before: Links, after: Links, new_graph: nx.Graph) -> bool:
+    """Exactly one link gone (nothing new) and its ends still connected: the groups'
+    detours deliver round it until the routes change."""
+    gone = [a for a, b in before.items() if after.get(a) != b]
+    if len(gone) != 2 or any(a not in before for a in after):
+        return False
+    a, b = gone
+    return before[a] == b and nx.has_path(new_graph, a[0], b[0])
 
 
 def _pruned_tree(plan: FabricPlan, members: set[int]) -> set[frozenset[int]]:

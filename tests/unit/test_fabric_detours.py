@@ -24,10 +24,11 @@ from controller.compiler.fabric import (
     detours,
     next_hop_group,
     plan,
+    rollout_stages,
 )
 from controller.flows import Flow, Group, Output, PopVlan, PushVlan, Resubmit, SetField
 from controller.intent import Intent
-from controller.topology import TopologyView
+from controller.topology import FabricStage, TopologyView
 
 ZOO = Path(__file__).resolve().parents[2] / "topologies" / "zoo" / "Uninett2010.graphml"
 Links = dict[tuple[int, int], tuple[int, int]]
@@ -195,3 +196,51 @@ def _graph_ports(graph: nx.Graph, links: Links
     fp = _plan(graph, links)
     return fp.graph, fp.ports_to
 
+
+
+def _stage_view(graph: nx.Graph, links: Links, stage: Optional[FabricStage]) -> TopologyView:
+    switches = frozenset(graph)
+    return TopologyView(1, fabric_switches=switches,
+                        port_state=MappingProxyType(dict.fromkeys(links, True)),
+                        links=MappingProxyType(dict(links)), fabric_stage=stage)
+
+
+@pytest.mark.skipif(not ZOO.exists(), reason="the Topology Zoo graphs are not shipped")
+def test_a_detoured_cut_is_rolled_out_in_steps_that_all_deliver() -> None:
+    """With detours, a cut is not repaired everywhere at once (a moment's mix of old
+    and new routes loops): routes change nearest-the-destination first, and every
+    pair is delivered in every step, the cut link dead throughout."""
+    graph = _zoo()
+    links = _links_of(graph)
+    bridges = {frozenset(e) for e in nx.bridges(graph)}
+    cuts = [a for a, b in sorted(links.items())
+            if a < b and frozenset((a[0], b[0])) not in bridges][::20]
+    switches = frozenset(graph)
+    for a in cuts:
+        b = links[a]
+        after = {k: v for k, v in links.items() if k not in (a, b)}
+        assert rollout_stages(switches, links, after)[0].repair  # without detours
+        stages = rollout_stages(switches, links, after, detours=True)
+        assert stages and not any(st.repair or st.urgent for st in stages)
+        assert any(st.rank is not None for st in stages)
+        views = [_stage_view(graph, links, None)] + \
+            [_stage_view(graph, after, st) for st in stages] + [_stage_view(graph, after, None)]
+        for view in views:
+            fp = plan(Intent(), view, {})
+            groups = {(s, d): next_hop_group(fp, s, d, d) for s in graph for d in graph
+                      if s != d}
+            transit = {s: {_label(f): f for f in fp.transit_flows(s)} for s in graph}
+            for s in graph:
+                for d in graph:
+                    if s != d:
+                        assert _walk(groups, transit, links, {a, b}, s, d)[0], (a, s, d)
+
+
+def test_a_switch_lost_is_still_repaired_at_once() -> None:
+    """More than one link gone at once (a switch died): detours may lead through it,
+    so the routes that crossed it change in one repair step, as before."""
+    ring = nx.cycle_graph(range(1, 7))
+    links = _links_of(ring)
+    after = {k: v for k, v in links.items() if k[0] != 3 and v[0] != 3}
+    stages = rollout_stages(frozenset(ring), links, after, detours=True)
+    assert stages[0].repair and stages[0].urgent
