@@ -236,10 +236,12 @@ INGRESS_ACL = Table(
 QOS = Table(
     "qos", 70,
     "meters sharing a limited port between guaranteed senders",
-    _NET | frozenset({REG_OUT_PORT, "in_port"}),
+    # a remote sender: the tunnel it comes through (in_port), its network (metadata)
+    # and its source MAC
+    _NET | frozenset({REG_OUT_PORT, "in_port", "eth_src"}),
     ("output",),
     miss_drops=False,
-    priorities={"guarantee": 100, "shared": 50},
+    priorities={"guarantee": 100, "guarantee_any_link": 90, "shared": 50},
 )
 OUTPUT = Table(
     "output", 80,

@@ -102,9 +102,11 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
     zone_nets = {p.network_id for p, _ in here} | (set(fabric.members) if fabric else set())
     zones = zones_for([intent.networks[nid] for nid in zone_nets])
     local_ports: dict[int, Port] = {}
+    # guaranteed senders count wherever they are bound (qos.switch_qos)
     qos = switch_qos([(p, intent.networks[p.network_id], b.interface, b.ofport)
-                      for p, b in here], placement.policies)
-    for f in share_cap_flows(qos.caps, {b.ofport: p.key for p, b in here}):
+                      for p, b in here], placement.policies, datapath_id,
+                     placement.by_network, topo)
+    for f in share_cap_flows(qos.caps):
         add(f)
     for port, binding in here:
         network = intent.networks[port.network_id]

@@ -7,26 +7,31 @@
 - Minimum egress guarantee: on the userspace datapath `set_queue` never reaches
   the HTB classes (ovs-vswitchd sends through AF_PACKET, which carries no per-packet
   priority: measured, the guaranteed classes saw 0 bytes), so guarantees are kept
-  with meters instead. Where a limited port (ingress limit L) is shared, each
-  guaranteed sender S is capped at L minus the other senders' guarantees, and all
-  other traffic to the port at L minus all guarantees. With two guaranteed senders
-  this guarantees both minimums exactly; with more it is close, and unlike a strict
-  split it still lets a lone sender use most of the link.
-- DSCP: set on the port's IP traffic as it passes port security.
+  with meters instead, on the chassis of the limited receiver: the only place all
+  traffic into the port meets. Senders are recognised wherever they run: a local
+  one by its in_port, a remote one by the tunnel (or provider patch) from its
+  chassis, its network (the tunnel key, in metadata) and its source MAC, which its
+  own chassis' port security vouches for. See `share_caps` for the arithmetic and
+  docs/QOS.md for what it guarantees.
+- DSCP: set on the port's IP traffic as it passes port security; tunnel ports copy
+  it to the outer header (options:tos=inherit, compiler/tunnels.py).
 A port's own policy overrides its network's, as in Neutron.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 from controller import pipeline as pl
-from controller.flows import Meter, match
+from controller.flows import Flow, Meter, mac, match
 from controller.intent import Intent, Network, Port, QosRule
+from controller.topology import TUNNEL_TYPES, Binding, TopologyView
 
 BURST_SHARE_OF_RATE = 0.8  # Neutron's OVS agent default when max_burst_kbps is 0
 LINK_RATE_BPS = 10_000_000_000  # the ceiling of a shaped port's default queue
+ANY_LINK = -1  # a remote sender whose traffic may arrive on any port (a fabric)
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,28 @@ class Shaping:
 
 
 @dataclass(frozen=True)
+class Sender:
+    """A port with a minimum egress guarantee, as one switch recognises its traffic.
+
+    Local (bound on the switch): `in_port` is its own ofport. Remote: `in_port` is the
+    tunnel or provider patch its traffic arrives through (ANY_LINK on a fabric), and
+    the match adds its network and source MAC.
+    """
+
+    port: Port
+    network_key: int
+    min_kbps: int
+    in_port: int
+    local: bool
+
+
+@dataclass(frozen=True)
 class ShareCap:
     """A meter on traffic into a limited port: from one sender, or (sender None) the rest."""
 
     dst_ofport: int
-    src_ofport: Optional[int]
+    dst_key: int  # the limited port's key: the owner of the flow
+    sender: Optional[Sender]
     meter_id: int
 
 
@@ -61,10 +83,39 @@ class PolicyIndex:
         self.rules: dict[str, list[QosRule]] = {}
         for rule in sorted(intent.qos_rules.values(), key=lambda r: r.id):
             self.rules.setdefault(rule.policy_id, []).append(rule)
+        self.guaranteeing = frozenset(
+            r.policy_id for r in intent.qos_rules.values()
+            if r.type == "minimum_bandwidth" and (r.direction or "egress") == "egress"
+            and r.min_kbps)
+        # network id -> its guaranteed senders wherever bound, filled on first use
+        # (this index lives for one compile, shared by every switch's)
+        self._guaranteed: dict[str, tuple[tuple[Port, Binding, int], ...]] = {}
 
     def rules_for(self, port: Port, network: Network) -> list[QosRule]:
         policy = port.qos_policy_id or network.qos_policy_id
         return self.rules.get(policy, []) if policy else []
+
+    def min_kbps(self, port: Port, network: Network) -> int:
+        rule = _find(self.rules_for(port, network), "minimum_bandwidth", "egress")
+        return rule.min_kbps if rule is not None and rule.min_kbps else 0
+
+    def guaranteed(self, network: Network,
+                   members: Mapping[int, Sequence[tuple[Port, Binding]]]
+                   ) -> tuple[tuple[Port, Binding, int], ...]:
+        """(port, binding, min kbps) of the network's bound ports that have a guarantee."""
+        cached = self._guaranteed.get(network.id)
+        if cached is not None:
+            return cached
+        found: list[tuple[Port, Binding, int]] = []
+        if self.guaranteeing:
+            for _dpid, bound in sorted(members.items()):
+                for port, binding in bound:
+                    g = self.min_kbps(port, network)
+                    if g:
+                        found.append((port, binding, g))
+        out = tuple(sorted(found, key=lambda t: t[0].id))
+        self._guaranteed[network.id] = out
+        return out
 
 
 def _find(rules: list[QosRule], kind: str, direction: str = "egress") -> Optional[QosRule]:
@@ -90,14 +141,69 @@ class SwitchQos:
     caps: tuple[ShareCap, ...] = ()
 
 
-def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex) -> SwitchQos:
-    """`local`: (port, network, interface name, ofport) for each port bound on the switch."""
+def share_caps(limit_kbps: int, guarantees: Sequence[int]) -> tuple[list[int], int]:
+    """Meter rates for N guaranteed senders into a port limited to L, and for the rest.
+
+    With G the sum of the guarantees (scaled down in proportion first if G > L) and
+    R = L - G the spare, sender i is capped at g_i + R // N and all other traffic at
+    what remains of R. Whatever the others send, the traffic competing with sender i
+    is then at most sum(caps) - cap_i = L - g_i, so i keeps g_i of the port's L: exact
+    for any N. The price: a sender alone gets g_i + R/N, not all of L (policers
+    cannot lend unused guarantees; set_queue, which could, does not reach the HTB
+    classes on this datapath).
+    """
+    n = len(guarantees)
+    if n == 0:
+        return [], limit_kbps
+    total = sum(guarantees)
+    if total > limit_kbps:
+        guarantees = [g * limit_kbps // total for g in guarantees]
+        total = sum(guarantees)
+    spare = limit_kbps - total
+    extra = spare // n
+    caps = [max(1, g + extra) for g in guarantees]
+    rest = max(1, spare - (n - 1) * extra)
+    return caps, rest
+
+
+def arrival_port(topo: TopologyView, datapath_id: int, network: Network,
+                 sender: Binding) -> Optional[int]:
+    """The port of `datapath_id` that `sender`'s traffic on `network` comes in through:
+    the tunnel from its chassis, the provider patch (VLAN), or ANY_LINK in a fabric.
+    None: no way in (yet); the tunnel's appearance brings a recompile."""
+    if datapath_id in topo.fabric_switches and sender.datapath_id in topo.fabric_switches:
+        return ANY_LINK
+    here = topo.switches.get(datapath_id)
+    there = topo.switches.get(sender.datapath_id)
+    if here is None or there is None:
+        return None
+    if network.network_type in TUNNEL_TYPES:
+        tunnel = topo.tunnels.get((datapath_id, there.chassis, network.network_type))
+        return tunnel.ofport if tunnel is not None else None
+    if network.network_type == "vlan" and network.physical_network:
+        patch = topo.provider_ports.get((datapath_id, network.physical_network))
+        if patch is not None and \
+                (sender.datapath_id, network.physical_network) in topo.provider_ports:
+            return patch
+    return None
+
+
+def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex,
+               datapath_id: int = 0,
+               members: Optional[Mapping[str, Mapping[int, Sequence[tuple[Port, Binding]]]]]
+               = None,
+               topo: Optional[TopologyView] = None) -> SwitchQos:
+    """`local`: (port, network, interface name, ofport) for each port bound on the switch.
+
+    `members` (network id -> datapath id -> bound ports) and `topo` let guaranteed
+    senders bound on other switches count too; without them only local senders do.
+    """
     per_port: dict[str, PortQos] = {}
     meters: dict[int, Meter] = {}
     meter_ids: set[int] = set()
-    guarantees: list[tuple[Port, int, int]] = []  # (sender, its ofport, min kbps)
-    limited: list[tuple[Port, str, int, int]] = []  # (port, iface, ofport, max kbps)
-    for port, network, _iface, ofport in sorted(local, key=lambda t: t[0].id):
+    limited: list[tuple[Port, Network, str, int, int]] = []  # (.., iface, ofport, max kbps)
+    local_guaranteed: list[Sender] = []
+    for port, network, iface, ofport in sorted(local, key=lambda t: t[0].id):
         rules = index.rules_for(port, network)
         if not rules:
             continue
@@ -113,48 +219,72 @@ def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex) 
             dscp = mark.dscp_mark
         minimum = _find(rules, "minimum_bandwidth", "egress")
         if minimum is not None and minimum.min_kbps:
-            guarantees.append((port, ofport, minimum.min_kbps))
+            local_guaranteed.append(Sender(port, network.key, minimum.min_kbps, ofport, True))
         ingress = _find(rules, "bandwidth_limit", "ingress")
         if ingress is not None and ingress.max_kbps:
-            limited.append((port, _iface, ofport, ingress.max_kbps))
+            limited.append((port, network, iface, ofport, ingress.max_kbps))
         per_port[port.id] = PortQos(meter_id, dscp, queue_id)
     shaping = {}
     caps: list[ShareCap] = []
-    for port, iface, ofport, max_kbps in limited:
+    for port, network, iface, ofport, max_kbps in limited:
         shaping[iface] = Shaping(port.id, max_kbps * 1000)
-        senders = [(s, sp, g) for s, sp, g in guarantees if sp != ofport]
+        senders = _senders_into(port, network, local_guaranteed, index, datapath_id,
+                                members, topo)
         if not senders:
             continue
-        total = sum(g for _, _, g in senders)
-        for sender, sender_ofport, _g in senders:
-            others = total - _g
-            cap = max(1, max_kbps - others)
-            mid = _stable_id(sender.key ^ (port.key << 1), pl.METER_ID_SPAN, meter_ids)
+        rates, rest = share_caps(max_kbps, [s.min_kbps for s in senders])
+        for sender, cap in zip(senders, rates, strict=True):
+            mid = _stable_id(sender.port.key ^ (port.key << 1), pl.METER_ID_SPAN, meter_ids)
             meters[mid] = Meter(mid, cap, max(1, int(cap * BURST_SHARE_OF_RATE)),
-                                owner=pl.cookie(pl.Owner.QOS_POLICY, sender.key))
-            caps.append(ShareCap(ofport, sender_ofport, mid))
-        rest = max(1, max_kbps - total)
+                                owner=pl.cookie(pl.Owner.QOS_POLICY, sender.port.key))
+            caps.append(ShareCap(ofport, port.key, sender, mid))
         mid = _stable_id(port.key ^ 0x5EED, pl.METER_ID_SPAN, meter_ids)
         meters[mid] = Meter(mid, rest, max(1, int(rest * BURST_SHARE_OF_RATE)),
                             owner=pl.cookie(pl.Owner.QOS_POLICY, port.key))
-        caps.append(ShareCap(ofport, None, mid))
+        caps.append(ShareCap(ofport, port.key, None, mid))
     return SwitchQos(per_port, meters, shaping, tuple(caps))
 
 
-def share_cap_flows(caps: tuple[ShareCap, ...], owners: dict[int, int]) -> list:
-    """qos-table flows metering traffic into a limited port, per guaranteed sender.
+def _senders_into(receiver: Port, network: Network, local_guaranteed: list[Sender],
+                  index: PolicyIndex, datapath_id: int,
+                  members: Optional[Mapping[str, Mapping[int, Sequence[tuple[Port, Binding]]]]],
+                  topo: Optional[TopologyView]) -> list[Sender]:
+    """The guaranteed senders that can reach `receiver`, local first, each in id order.
 
-    `owners` maps a destination ofport to its port key (the flows' owner).
+    Only the receiver's own network: without routers nothing else reaches it.
     """
+    out = [s for s in local_guaranteed
+           if s.network_key == network.key and s.port.id != receiver.id]
+    if members is None or topo is None:
+        return out
+    for sender, binding, g in index.guaranteed(network, members.get(network.id, {})):
+        if binding.datapath_id == datapath_id or sender.id == receiver.id:
+            continue
+        via = arrival_port(topo, datapath_id, network, binding)
+        if via is not None:
+            out.append(Sender(sender, network.key, g, via, False))
+    return out
+
+
+def share_cap_flows(caps: tuple[ShareCap, ...]) -> list[Flow]:
+    """qos-table flows metering traffic into a limited port, per guaranteed sender."""
     out = []
     for cap in caps:
-        owner = pl.cookie(pl.Owner.PORT, owners[cap.dst_ofport])
-        if cap.src_ofport is None:
-            m = match(**{pl.REG_OUT_PORT: cap.dst_ofport})
-            out.append(pl.QOS.flow("shared", m, meter=cap.meter_id, goto="output",
+        owner = pl.cookie(pl.Owner.PORT, cap.dst_key)
+        to = {pl.REG_OUT_PORT: cap.dst_ofport}
+        s = cap.sender
+        if s is None:
+            out.append(pl.QOS.flow("shared", match(**to), meter=cap.meter_id, goto="output",
                                    cookie=owner))
+        elif s.local:
+            out.append(pl.QOS.flow("guarantee", match(in_port=s.in_port, **to),
+                                   meter=cap.meter_id, goto="output", cookie=owner))
         else:
-            m = match(in_port=cap.src_ofport, **{pl.REG_OUT_PORT: cap.dst_ofport})
-            out.append(pl.QOS.flow("guarantee", m, meter=cap.meter_id, goto="output",
-                                   cookie=owner))
+            src = {"metadata": s.network_key, "eth_src": mac(s.port.mac_address)}
+            if s.in_port == ANY_LINK:
+                out.append(pl.QOS.flow("guarantee_any_link", match(**src, **to),
+                                       meter=cap.meter_id, goto="output", cookie=owner))
+            else:
+                out.append(pl.QOS.flow("guarantee", match(in_port=s.in_port, **src, **to),
+                                       meter=cap.meter_id, goto="output", cookie=owner))
     return out

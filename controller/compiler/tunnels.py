@@ -4,6 +4,10 @@ Pure, like the flow compiler: the chassis sessions only apply the difference.
 Ports are named from a hash of the remote chassis so the name is stable across
 restarts and fits Linux's 15-character limit, and they carry the remote chassis'
 name in external_ids so the topology can tell which tunnel leads where.
+
+Every tunnel copies the inner packet's DSCP to the outer IP header (OVS
+`options:tos=inherit`), so a QoS policy's mark reaches the underlay. A tunnel made
+before Loom set it is updated in place, once, not recreated.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from controller.intent import Intent
 from controller.topology import TUNNEL_TYPES, TopologyView
 
 _TYPE_LETTER = {"vxlan": "v", "gre": "g", "geneve": "n"}
+TOS_INHERIT = "inherit"  # options:tos: outer DSCP = inner DSCP (ECN is OVS's own)
 
 
 @dataclass(frozen=True, order=True)
@@ -23,6 +28,7 @@ class TunnelPort:
     tunnel_type: str
     remote_chassis: str
     remote_ip: str
+    tos: str = TOS_INHERIT  # options:tos
 
 
 def tunnel_port_name(tunnel_type: str, remote_chassis: str) -> str:

@@ -95,14 +95,18 @@ class _BridgeConfig:
     protocols: tuple[str, ...] = ()
     controllers: tuple[tuple[str, Optional[int]], ...] = ()  # (target, max_backoff)
     disable_in_band: bool = False
-    # our tunnel ports as (name, type, remote chassis, remote_ip)
-    tunnels: frozenset[tuple[str, str, str, str]] = frozenset()
+    # our tunnel ports as (name, type, remote chassis, remote_ip, options:tos)
+    tunnels: frozenset[tuple[str, str, str, str, str]] = frozenset()
     physnet_ports: frozenset[tuple[str, str]] = frozenset()  # (bridge, port name) ours
     bridges: frozenset[str] = frozenset()
     mappings: tuple[tuple[str, str], ...] = ()
     # port name -> (max bps, ((queue id, min bps, max bps), ...)) for QoS rows Loom owns
     shaping: tuple[tuple[str, tuple[int, tuple[tuple[int, int, int], ...]]], ...] = ()
     foreign_qos: frozenset[str] = frozenset()  # ports whose QoS someone else set
+    ports: frozenset[str] = frozenset()  # port names on the integration bridge
+    # QoS and Queue rows Loom made that nothing refers to any more (a port deleted
+    # under its QoS row, as when a VM moves away): (table, uuid), to destroy
+    orphans: tuple[tuple[str, Any], ...] = ()
     controller_links: tuple[ControllerLink, ...] = ()  # the bridge's Controller rows
 
 
@@ -111,6 +115,17 @@ def _rate(other_config: Any, key: str) -> int:
         return int(dict(other_config).get(key, 0))
     except ValueError:
         return 0
+
+
+def tunnel_options(t: TunnelPort) -> dict[str, str]:
+    """Interface options of one tunnel port: the key comes from the flow (set_field
+    tunnel_id), the outer DSCP from the inner packet (tos=inherit)."""
+    return {"remote_ip": t.remote_ip, "key": "flow", "tos": t.tos}
+
+
+def _tunnel_row(t: TunnelPort) -> tuple[str, str, str, str, str]:
+    """A wanted tunnel as `_BridgeConfig.tunnels` holds one read from the database."""
+    return (t.name, t.tunnel_type, t.remote_chassis, t.remote_ip, t.tos)
 
 
 def parse_bridge_mappings(text: str) -> tuple[tuple[str, str], ...]:
@@ -140,6 +155,7 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
     physnet_ports = set()
     shaping: list[tuple[str, tuple[int, tuple[tuple[int, int, int], ...]]]] = []
     foreign: set[str] = set()
+    tos: dict[str, str] = {}  # interface name -> options:tos (our tunnels)
     for br in idl.tables["Bridge"].rows.values():
         dpid_text = _single(br.datapath_id)
         interfaces = []
@@ -147,6 +163,8 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
             for iface in port.interfaces:
                 ofport = _single(iface.ofport)
                 ext_ids = dict(iface.external_ids)
+                if REMOTE_CHASSIS_KEY in ext_ids:
+                    tos[iface.name] = dict(iface.options).get("tos", "")
                 interfaces.append(InterfaceState(
                     name=iface.name,
                     ofport=int(ofport) if ofport is not None else None,
@@ -183,7 +201,7 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
                 last_error=dict(c.status).get("last_error")) for c in br.controller),
                 key=lambda link: link.target))
             ours = frozenset(
-                (i.name, i.type, i.remote_chassis, i.remote_ip or "")
+                (i.name, i.type, i.remote_chassis, i.remote_ip or "", tos.get(i.name, ""))
                 for i in interfaces if i.remote_chassis)
             config = _BridgeConfig(
                 tunnels=ours,
@@ -206,8 +224,32 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
                                  bridges=frozenset(b.name for b in bridges),
                                  mappings=state.bridge_mappings,
                                  shaping=tuple(sorted(shaping)),
-                                 foreign_qos=frozenset(foreign))
+                                 foreign_qos=frozenset(foreign),
+                                 ports=frozenset(
+                                     i.name for b in bridges if b.name == bridge_name
+                                     for i in b.interfaces),
+                                 orphans=_orphan_qos(idl))
     return state, config
+
+
+def _orphan_qos(idl: connection.OvsdbIdl) -> tuple[tuple[str, Any], ...]:
+    """Loom's QoS rows no port refers to, and Loom's Queue rows no QoS row refers to.
+
+    QoS and Queue are root tables: OVSDB keeps them when the Port that used them is
+    deleted (a VM moved or deleted), so Loom removes its own leftovers itself.
+    """
+    def ours(row: Any) -> bool:
+        return dict(row.external_ids).get(QOS_OWNER_KEY) == "loom"
+
+    qos_rows = list(idl.tables["QoS"].rows.values())
+    used_qos = {q.uuid for p in idl.tables["Port"].rows.values()
+                for q in ([_single(p.qos)] if _single(p.qos) is not None else [])}
+    live_qos = [q for q in qos_rows if q.uuid in used_qos or not ours(q)]
+    used_queues = {queue.uuid for q in live_qos for queue in dict(q.queues).values()}
+    orphans = [("QoS", q.uuid) for q in qos_rows if ours(q) and q.uuid not in used_qos]
+    orphans += [("Queue", q.uuid) for q in idl.tables["Queue"].rows.values()
+                if ours(q) and q.uuid not in used_queues]
+    return tuple(sorted(orphans, key=lambda o: (o[0], str(o[1]))))
 
 
 class ChassisSession:
@@ -319,21 +361,24 @@ class ChassisSession:
                     self._wake.set()
 
     def _ensure_tunnels(self, config: _BridgeConfig) -> None:
-        """Add missing tunnel ports, remove ours that are no longer wanted; one transaction."""
+        """Add missing tunnel ports, remove ours that are no longer wanted, and correct
+        the settings of the others in place (e.g. a tunnel made before options:tos was
+        set): one transaction, and none at all when everything holds."""
         with self._lock:
             wanted = self._tunnels
         if wanted is None or not config.exists:
             return  # nothing decided yet: never remove on a guess
-        want = {(t.name, t.tunnel_type, t.remote_chassis, t.remote_ip) for t in wanted}
+        want = {_tunnel_row(t) for t in wanted}
         if want == set(config.tunnels):
             return
         api = self._api
         assert api is not None
         existing = {name for (name, *_rest) in config.tunnels}
         stale = existing - {t.name for t in wanted}
-        changed = [t for t in sorted(wanted)
-                   if (t.name, t.tunnel_type, t.remote_chassis, t.remote_ip) not in config.tunnels]
-        LOG.info("chassis %s: tunnels ~%d -%d", self.remote, len(changed), len(stale))
+        changed = [t for t in sorted(wanted) if _tunnel_row(t) not in config.tunnels]
+        LOG.info("chassis %s: tunnels +%d ~%d -%d", self.remote,
+                 sum(t.name not in existing for t in changed),
+                 sum(t.name in existing for t in changed), len(stale))
         with api.transaction(check_error=True) as txn:
             for name in sorted(stale):
                 txn.add(api.del_port(name, bridge=self.settings.name, if_exists=True))
@@ -342,7 +387,7 @@ class ChassisSession:
                     txn.add(api.add_port(self.settings.name, t.name, may_exist=True))
                 txn.add(api.db_set(
                     "Interface", t.name, ("type", t.tunnel_type),
-                    ("options", {"remote_ip": t.remote_ip, "key": "flow"}),
+                    ("options", tunnel_options(t)),
                     ("external_ids", {REMOTE_CHASSIS_KEY: t.remote_chassis})))
 
     def _ensure_provider_patches(self, config: _BridgeConfig) -> None:
@@ -378,15 +423,20 @@ class ChassisSession:
             wanted = self._shaping
         if wanted is None or not config.exists:
             return
+        # a port not (or no longer) on the bridge gets nothing: a QoS row made for it
+        # would be left behind, referred to by nothing
         want = {name: (sh.max_bps, sh.queues) for name, sh in wanted.items()
-                if name not in config.foreign_qos}
+                if name not in config.foreign_qos and name in config.ports}
         have = dict(config.shaping)
-        if want == have:
+        if want == have and not config.orphans:
             return
         api = self._api
         assert api is not None
-        LOG.info("chassis %s: shaping on %d ports (was %d)", self.remote, len(want), len(have))
+        LOG.info("chassis %s: shaping on %d ports (was %d), %d leftover rows removed",
+                 self.remote, len(want), len(have), len(config.orphans))
         with api.transaction(check_error=True) as txn:
+            for table, uuid in config.orphans:
+                txn.add(api.db_destroy(table, uuid))
             for name in sorted(set(have) - set(want)) + sorted(
                     n for n in set(have) & set(want) if have[n] != want[n]):
                 self._clear_qos(txn, api, name)

@@ -59,47 +59,57 @@ def _attach(env: Env, port: str, policy_id: str | None) -> None:
                      {"port": {"qos_policy_id": policy_id}}).ok()
 
 
-def _iperf(env: Env, src: str, dst: str, seconds: int = 4, port: int = 5201) -> float:
-    """Mbit/s received at `dst` from a TCP stream `src` -> `dst`."""
-    dst_g, src_g = env.host.guests[dst], env.host.guests[src]
-    server = subprocess.Popen(["ip", "netns", "exec", dst_g.netns, "iperf3", "-s", "-1",
-                               "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.4)
-        out = src_g.run(["iperf3", "-c", dst_g.ip, "-p", str(port), "-t", str(seconds),
-                         "-O", "1", "-J"], timeout=seconds + 20).stdout
-        result = json.loads(out)
-        return result["end"]["sum_received"]["bits_per_second"] / 1e6
-    finally:
-        server.kill()
-        server.wait(5)
+def _wait_listening(guest: Guest, port: int, server: subprocess.Popen,
+                    timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not guest.run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout.strip():
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"iperf3 -s -p {port} in {guest.name} not listening")
+        time.sleep(0.05)
 
 
-def _parallel_iperf(env: Env, pairs: list[tuple[str, str, int]], seconds: int = 6
-                    ) -> dict[str, float]:
-    """Several senders at once; Mbit/s each received."""
-    servers, clients = [], {}
+def parallel_iperf(flows: list[tuple[Guest, Guest, int, int]], seconds: int = 6,
+                   omit: int = 1) -> list[float]:
+    """TCP from each `src` to its `dst` at once, (src, dst, iperf port, streams) each:
+    Mbit/s of payload received at each dst, in the order given (iperf3's goodput:
+    what the guest sees, not the L2 bytes a meter counts; see docs/QOS.md)."""
+    servers = []
     try:
-        for _src, dst, port in pairs:
+        for _src, dst, port, _n in flows:
             servers.append(subprocess.Popen(
-                ["ip", "netns", "exec", env.host.guests[dst].netns, "iperf3", "-s", "-1",
-                 "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(0.4)
-        for src, dst, port in pairs:
-            clients[src] = subprocess.Popen(
-                ["ip", "netns", "exec", env.host.guests[src].netns, "iperf3", "-c",
-                 env.host.guests[dst].ip, "-p", str(port), "-t", str(seconds), "-O", "1",
-                 "-J"], stdout=subprocess.PIPE, text=True)
-        rates = {}
-        for src, proc in clients.items():
-            out, _ = proc.communicate(timeout=seconds + 30)
-            rates[src] = json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+                ["ip", "netns", "exec", dst.netns, "iperf3", "-s", "-1", "-p", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            _wait_listening(dst, port, servers[-1])
+        clients = [subprocess.Popen(
+            ["ip", "netns", "exec", src.netns, "iperf3", "-c", str(dst.ip), "-p", str(port),
+             "-P", str(n), "-t", str(seconds), "-O", str(omit), "-J"],
+            stdout=subprocess.PIPE, text=True) for src, dst, port, n in flows]
+        rates = []
+        for proc in clients:
+            out, _ = proc.communicate(timeout=seconds + omit + 30)
+            rates.append(json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6)
         return rates
     finally:
         for p in servers:
             p.kill()
             p.wait(5)
+
+
+def iperf(src: Guest, dst: Guest, seconds: int = 4, port: int = 5201) -> float:
+    """Mbit/s received at `dst` from one TCP stream `src` -> `dst`."""
+    return parallel_iperf([(src, dst, port, 1)], seconds)[0]
+
+
+def _iperf(env: Env, src: str, dst: str, seconds: int = 4, port: int = 5201) -> float:
+    return iperf(env.host.guests[src], env.host.guests[dst], seconds, port)
+
+
+def _parallel_iperf(env: Env, pairs: list[tuple[str, str, int]], seconds: int = 6
+                    ) -> dict[str, float]:
+    """Several senders at once; Mbit/s each received."""
+    g = env.host.guests
+    rates = parallel_iperf([(g[src], g[dst], port, 1) for src, dst, port in pairs], seconds)
+    return {src: r for (src, _dst, _port), r in zip(pairs, rates, strict=True)}
 
 
 def _within(measured: float, limit_mbit: float) -> bool:
