@@ -189,6 +189,7 @@ class NorthboundStore:
         self._link: Optional[_LinkWatch] = None
         self._link_seen = (-1, False)  # (events, session up) the reason was computed from
         self._session_up_since: Optional[float] = None  # monotonic; None while the socket is down
+        self._running_since: Optional[float] = None  # the store thread is in idl.run()
         self._subs: list[_Subscription] = []
         self._subs_lock = threading.Lock()
         self._notices: queue.SimpleQueue[Optional[tuple[model.Intent, Optional[_Subscription]]]] = (
@@ -197,13 +198,17 @@ class NorthboundStore:
         self._notifier: Optional[threading.Thread] = None
 
     # -- lifecycle --------------------------------------------------------------
-    def connect(self, timeout: float = 10.0, *, load_timeout: float = 120.0) -> NorthboundStore:
+    def connect(self, timeout: float = 10.0, *, stall_timeout: float = 60.0,
+                progress_every: float = 5.0) -> NorthboundStore:
         """Start the store thread and wait for the first full copy of the database.
 
         `timeout` bounds reaching the server, so a wrong or dead remote fails fast.
-        Once the socket is connected, the wait stretches to `load_timeout` from then
-        for the initial monitor reply: a large database takes far longer to serialise,
-        send and parse than a connect, and giving up on it means never starting.
+        Once the socket is connected the first copy may take as long as it takes (a
+        large database takes far longer to serialise, send and parse than a connect,
+        and giving up on it means never starting: issue 11, 10,000 ports did not
+        start): the wait ends in failure only when nothing moves for `stall_timeout`,
+        neither bytes from the server nor the store thread parsing them. Progress is
+        logged every `progress_every` seconds.
         """
         if self._thread is not None:
             return self
@@ -218,20 +223,33 @@ class NorthboundStore:
         )
         self._thread.start()
         self._notifier.start()
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        moved, seen, said = started, -1, started
         while not (self._ready.wait(0.05) and self._connected):
             thread = self._thread
             if thread is None or not thread.is_alive():
                 reason = self._last_error or "store thread stopped"
                 self.close()
                 raise StoreUnavailable(f"northbound store {self.remote}: {reason}")
+            now = time.monotonic()
             up_since = self._session_up_since
-            if up_since is not None and time.monotonic() > up_since + load_timeout:
+            received = self._received_bytes()
+            running = self._running_since
+            parsing = running is not None and now - running > 0.2  # not an idle loop's pass
+            if received != seen or parsing:
+                moved, seen = now, received
+            if up_since is not None and now - moved > stall_timeout:
                 self.close()
                 raise StoreUnavailable(
-                    f"northbound store {self.remote}: connected, but the database did not "
-                    f"finish loading within {load_timeout:g}s"
+                    f"northbound store {self.remote}: connected, but nothing came from the "
+                    f"server for {stall_timeout:g}s ({max(seen, 0)} bytes received)"
                 )
+            if up_since is not None and now - said >= progress_every:
+                said = now
+                log.info("northbound store %s: loading the first copy, %.0f s, %.1f MB "
+                         "received%s", self.remote, now - started, max(seen, 0) / 1e6,
+                         ", parsing" if parsing else "")
             if up_since is None and time.monotonic() > deadline:
                 reason = self._unreachable_reason()
                 self.close()
@@ -258,6 +276,13 @@ class NorthboundStore:
             self._wake_r = self._wake_w = -1
 
     stop = close
+
+    def _received_bytes(self) -> int:
+        """Bytes the current session has received (-1 without one): connect's sign of
+        progress, read from the store thread's session without a lock (an int)."""
+        idl = self._idl
+        rpc = getattr(getattr(idl, "_session", None), "rpc", None)
+        return -1 if rpc is None else int(rpc.get_received_bytes())
 
     def _unreachable_reason(self) -> str:
         kind, _, where = self.remote.partition(":")
@@ -411,7 +436,9 @@ class NorthboundStore:
         session_seqno = -1
         try:
             while not self._stopping.is_set():
+                self._running_since = time.monotonic()  # a big first copy parses for seconds
                 idl.run()
+                self._running_since = None
                 seqno = idl._session.get_seqno()
                 if seqno != session_seqno:  # (re)connected or lost: rows may have vanished unseen
                     session_seqno = seqno

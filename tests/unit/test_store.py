@@ -190,11 +190,12 @@ class _SlowServer:
     """A unix-socket proxy to a real server that holds the server's first bytes back.
 
     Stands in for a database too large to serialise and send within the reach
-    timeout: the socket connects at once, the first reply comes `hold` s later.
+    timeout: the socket connects at once, the first reply comes `hold` s later. With
+    `trickle`, the server's bytes come 64 at a time, `trickle` s apart (a slow link).
     """
 
-    def __init__(self, path: Path, target: Path, hold: float) -> None:
-        self.path, self.target, self.hold = path, target, hold
+    def __init__(self, path: Path, target: Path, hold: float, trickle: float = 0.0) -> None:
+        self.path, self.target, self.hold, self.trickle = path, target, hold, trickle
         self.listener = socket.socket(socket.AF_UNIX)
         self.listener.bind(str(path))
         self.listener.listen()
@@ -212,16 +213,21 @@ class _SlowServer:
         server = socket.socket(socket.AF_UNIX)
         server.connect(str(self.target))
         threading.Thread(target=self._pump, args=(client, server, 0.0), daemon=True).start()
-        threading.Thread(target=self._pump, args=(server, client, self.hold), daemon=True).start()
+        threading.Thread(target=self._pump, args=(server, client, self.hold, self.trickle),
+                         daemon=True).start()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, hold: float) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, hold: float, trickle: float = 0.0
+              ) -> None:
         try:
             while data := src.recv(65536):
                 if hold:
                     time.sleep(hold)
                     hold = 0.0
-                dst.sendall(data)
+                step = 64 if trickle else len(data)
+                for i in range(0, len(data), step):
+                    dst.sendall(data[i:i + step])
+                    time.sleep(trickle)
         except OSError:
             pass
 
@@ -235,8 +241,24 @@ def test_first_load_may_outlast_the_reach_timeout(db: EmbeddedOvsdb, tmp_path: P
     slow = _SlowServer(tmp_path / "slow.sock", db.socket_path, hold=2.0)
     store = NorthboundStore(f"unix:{slow.path}")
     try:
-        store.connect(0.5, load_timeout=60)
+        store.connect(0.5)
         assert store.connected
+    finally:
+        store.close()
+        slow.close()
+
+
+def test_a_first_load_that_keeps_moving_is_waited_for_however_long(
+        db: EmbeddedOvsdb, tmp_path: Path) -> None:
+    """Issue 11: no fixed bound on the first load, only on nothing moving. The copy
+    trickles in for several times the stall window, and the store still connects."""
+    slow = _SlowServer(tmp_path / "trickle.sock", db.socket_path, hold=0.0, trickle=0.05)
+    store = NorthboundStore(f"unix:{slow.path}")
+    try:
+        started = time.monotonic()
+        store.connect(0.5, stall_timeout=0.5, progress_every=0.5)
+        assert store.connected
+        assert time.monotonic() - started > 1.0  # longer than any stall window allowed
     finally:
         store.close()
         slow.close()
@@ -245,8 +267,8 @@ def test_first_load_may_outlast_the_reach_timeout(db: EmbeddedOvsdb, tmp_path: P
 def test_a_connected_server_that_never_answers_fails_with_reason(tmp_path: Path) -> None:
     silent = _SlowServer(tmp_path / "silent.sock", Path(), hold=0.0)
     try:
-        with pytest.raises(StoreUnavailable, match="did not finish loading within 1s"):
-            NorthboundStore(f"unix:{silent.path}").connect(0.5, load_timeout=1.0)
+        with pytest.raises(StoreUnavailable, match="nothing came from the server for 1s"):
+            NorthboundStore(f"unix:{silent.path}").connect(0.5, stall_timeout=1.0)
     finally:
         silent.close()
 
