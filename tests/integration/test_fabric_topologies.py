@@ -304,9 +304,12 @@ def test_sixty_hosts_limits_raised_no_overflow() -> None:
         fabric.wait_converged(30)
         fabric.ctl.wait_switches(20, timeout=30)
         fabric.bind_hosts()
-        res = fabric.wait_pingall(deadline=45)
+        # 3540 pings at once through up to 19 userspace-datapath hops: on a busy
+        # 2-vCPU machine a far pair's answer can take longer than a second, every
+        # round alike (what this test checks is that no neighbour entry is refused).
+        res = fabric.wait_pingall(deadline=90, timeout=4.0)
         assert len(res) == 60 * 59
-        assert not [pair for pair, loss in res.items() if loss]
+        assert not [pair for pair, loss in res.items() if loss], fabric.pingall_rounds
         report = fabric.neigh_report()
         assert "gc_thresh3" in report and "0 neighbour-table overflows" in report, report
         assert fabric.neigh_overflows().total == 0
