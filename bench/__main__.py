@@ -23,10 +23,12 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("encode", "bench.bench_encode", (), False),
     ("flow_push", "bench.bench_flow_push", ("--sizes", "10000", "100000", "--repeat", "3"), True),
     ("rest_latency", "bench.bench_rest_latency", ("--ports", "500", "--bind", "100"), True),
+    ("rest_reads", "bench.bench_rest_reads", ("--sizes", "100", "10000"), False),
     ("security_groups", "bench.bench_security_groups", (), True),
     ("overlay_scale", "bench.bench_overlay_scale", ("--sizes", "3", "6", "10"), True),
     ("fabric", "bench.bench_fabric", ("--k", "4", "6"), True),
     ("fabric_failover", "bench.bench_fabric_failover", (), True),
+    ("qos_guarantees", "bench.bench_qos_guarantees", (), True),
     ("idle_connections", "bench.bench_idle_connections", ("--crowd", "1000", "--requests", "200"),
      False),
 )

@@ -32,6 +32,7 @@ from controller.southbound.chassis import ControllerLink
 from controller.southbound.registry import ChassisRegistry
 from controller.topology import Topology
 from controller.topoview import model as topoview
+from controller.wait_scope import WaitScope
 
 LOG = logging.getLogger(__name__)
 
@@ -682,26 +683,71 @@ class Engine:
         return text
 
     # ---- Runtime protocol
-    def _pending_switches(self, generation: int) -> list[int]:
+    def _pending_switches(self, generation: int,
+                          affected: Mapping[int, DesiredSwitch]) -> list[int]:
+        """Of the switches `generation` changed (`_affected_switches`), those still
+        connected that do not yet run it (the state decided on, or a later one)."""
+        with self._lock:
+            workers = {d: self._workers.get(d) for d in affected}
+        pending = []
+        for dpid, decided in affected.items():
+            w = workers[dpid]
+            if w is None or w.channel.closed.is_set():
+                continue  # gone: it gets everything when it reconnects, nothing to wait for
+            synced = w.sync.synced
+            if synced is None or synced.generation < generation \
+                    or synced.topology_version < decided.topology_version:
+                pending.append(dpid)
+        return pending
+
+    # Recent desired states per switch, made (and followed) on the first wait.
+    _scope: Optional[WaitScope] = None
+
+    def _wait_scope(self) -> WaitScope:
+        with self._lock:
+            if self._scope is None:
+                def offers() -> list[tuple[int, Optional[DesiredSwitch]]]:
+                    with self._lock:
+                        workers = list(self._workers.values())
+                    return [(w.datapath_id, s) for w in workers
+                            for s in (w.sync.synced, w.pending())]
+                self._scope = WaitScope(offers)
+            scope = self._scope
+        scope.follow(self._synced, self._stopping)
+        return scope
+
+    def _affected_switches(self, generation: int, scope: WaitScope) -> dict[int, DesiredSwitch]:
+        """Switches whose desired state `generation` changed, each with that state;
+        asked once `generation` is compiled. A switch offered the same flows, groups
+        and meters as before (a network it does not carry) is left out."""
         topo = self.topology.view()
         with self._lock:
             workers = list(self._workers.values())
-        pending = []
+        out = {}
         for w in workers:
             if w.datapath_id not in topo.switches and w.datapath_id not in topo.fabric_switches:
                 continue
-            synced = w.sync.synced
-            if synced is None or synced.generation < generation \
-                    or synced.topology_version < topo.version:
-                pending.append(w.datapath_id)
-        return pending
+            current = w.pending()
+            if current is not None and scope.affected(w.datapath_id, generation, current):
+                out[w.datapath_id] = current
+        return out
 
     def wait_installed(self, generation: int, timeout: float) -> bool:
+        """True once every switch whose desired state `generation` changed runs it.
+
+        Which switches that is, is decided once, when `generation` is compiled, by
+        comparing each switch's state for it with its state before (`WaitScope`):
+        a switch that fails its pushes holds up only the writes that change it."""
         deadline = time.monotonic() + timeout
+        scope = self._wait_scope()
+        scope.observe()  # the states before `generation`, if it is not compiled yet
+        affected: Optional[dict[int, DesiredSwitch]] = None
         with self._synced:
             while True:
-                if self._compiled_generation >= generation \
-                        and not self._pending_switches(generation):
+                if affected is None and self._compiled_generation >= generation:
+                    scope.observe()
+                    affected = self._affected_switches(generation, scope)
+                if affected is not None and not self._pending_switches(generation, affected):
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -716,21 +762,40 @@ class Engine:
                 "datapath_id": f"{b.datapath_id:016x}", "interface": b.interface}
 
     def port_status(self, port_id: str) -> str:
-        """ACTIVE once the port's own flows are installed on a switch it is bound to."""
-        port = self.store.latest().ports.get(port_id)
+        """ACTIVE once the port's own flows are installed on a switch it is bound to.
+
+        Two dict lookups and one worker's cookie count: a list of N ports asks this N
+        times, so nothing here may cost what the fleet costs (`_fabric_bound`)."""
+        intent = self.store.latest()
+        port = intent.ports.get(port_id)
         if port is None:
             return "DOWN"
         view = self.topology.view()
         b = view.bindings.get(port_id)
-        if b is not None:
-            candidates = [b.datapath_id]
-        else:  # bound by binding:profile on a fabric switch?
-            candidates = [dpid for p, dpid, _, _ in fabric_bindings(
-                self.store.latest(), view) if p.id == port_id]
+        # else bound by binding:profile on a fabric switch?
+        dpid = b.datapath_id if b is not None else self._fabric_bound(intent, view).get(port_id)
+        if dpid is None:
+            return "DOWN"
         with self._lock:
-            workers = [self._workers.get(d) for d in candidates]
-        return "ACTIVE" if any(w is not None and w.sync.has_port(port.key)
-                               for w in workers) else "DOWN"
+            worker = self._workers.get(dpid)
+        return "ACTIVE" if worker is not None and worker.sync.has_port(port.key) else "DOWN"
+
+    # (intent snapshot, topology view, port id -> fabric switch), see _fabric_bound
+    _fabric_bound_cache: Optional[tuple[Intent, Any, Mapping[str, int]]] = None
+
+    def _fabric_bound(self, intent: Intent, view: Any) -> Mapping[str, int]:
+        """Port id -> the fabric switch its binding:profile binds it to, worked out by
+        `fabric_bindings` once per (intent snapshot, topology view) and then looked up.
+
+        Both are immutable and replaced whenever intent or topology changes, so the
+        pair, compared by identity, is the cache key: a change of either (a new
+        binding:profile, a fabric port that appears) makes a new map."""
+        cached = self._fabric_bound_cache
+        if cached is not None and cached[0] is intent and cached[1] is view:
+            return cached[2]
+        bound = MappingProxyType({p.id: dpid for p, dpid, _, _ in fabric_bindings(intent, view)})
+        self._fabric_bound_cache = (intent, view, bound)
+        return bound
 
     def switches(self) -> list[dict[str, Any]]:
         topo = self.topology.view()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Optional
 
 from controller import intent as model
@@ -180,9 +180,44 @@ def resolve_fixed_ips(
     return tuple(f for f in resolved if f is not None)
 
 
+def _network_policy(p: model.Port, intent: model.Intent) -> Optional[str]:
+    network = intent.networks.get(p.network_id)
+    return network.qos_policy_id if network else None
+
+
+# Every view key that needs no runtime question (status and binding do), exactly as
+# `Ports.view` writes it: lists filter, sort and page on these before building views.
+CHEAP_FIELDS: dict[str, Callable[[model.Port, model.Intent], Any]] = {
+    "id": lambda p, _: p.id,
+    "name": lambda p, _: p.name,
+    "description": lambda p, _: p.description,
+    "network_id": lambda p, _: p.network_id,
+    "project_id": lambda p, _: p.project_id,
+    "tenant_id": lambda p, _: p.project_id,
+    "mac_address": lambda p, _: p.mac_address,
+    "admin_state_up": lambda p, _: p.admin_state_up,
+    "fixed_ips": lambda p, _: [
+        {"subnet_id": f.subnet_id, "ip_address": f.ip_address} for f in p.fixed_ips
+    ],
+    "security_groups": lambda p, _: list(p.security_groups),
+    "port_security_enabled": lambda p, _: p.port_security_enabled,
+    "device_id": lambda p, _: p.device_id,
+    "device_owner": lambda p, _: p.device_owner,
+    "qos_policy_id": lambda p, _: p.qos_policy_id,
+    "qos_network_policy_id": _network_policy,
+    "binding:host_id": lambda p, _: p.host_id,
+    "binding:vnic_type": lambda p, _: "normal",
+    "created_at": lambda p, _: p.created_at,
+    "updated_at": lambda p, _: p.updated_at,
+    "revision_number": lambda p, _: p.revision_number,
+}
+
+
 class Ports(Resource):
     kind, singular, plural, intent_attr = "Port", "port", "ports", "ports"
     attrs = ATTRS
+    cheap_fields = CHEAP_FIELDS
+    special_filters = frozenset({"security_groups", "fixed_ips"})
 
     def visible(self, principal: Principal, obj: model.Port, intent: model.Intent) -> bool:
         return owns(principal, obj) or network_owner(principal, intent, obj.network_id)
