@@ -194,19 +194,6 @@ def wait_for(what: str, cond: Callable[[], bool], timeout: float, every: float =
     return time.monotonic() - t0
 
 
-def api_links(api: ApiClient) -> set[tuple[tuple[int, int], tuple[int, int]]]:
-    """Fabric links up in /v1/topology, each once (lower end first)."""
-    doc = api.get("/v1/topology").ok()
-    out = set()
-    for link in doc["links"]:
-        if link["kind"] != "fabric" or link["state"] != "up":
-            continue
-        a = (int(link["src"]["node"].split(":")[1], 16), int(link["src"]["port_no"]))
-        b = (int(link["dst"]["node"].split(":")[1], 16), int(link["dst"]["port_no"]))
-        out.add((min(a, b), max(a, b)))
-    return out
-
-
 @contextmanager
 def background_pingall(fab: Fabric, rounds: list[float]) -> Iterator[None]:
     """All hosts ping all others, round after round, until the block ends; `rounds`
@@ -327,9 +314,9 @@ def run_loom(topo: mt.FabricTopo, args: argparse.Namespace) -> ModeResult:
         t0 = time.monotonic()
         with fabric(Fabric(topo, controller=f"tcp:127.0.0.1:{ctl.of_port}",
                            lock_timeout=args.lock_timeout)) as fab:
-            api = fab.api = ApiClient(f"http://127.0.0.1:{ctl.rest_port}")
+            fab.api = ApiClient(f"http://127.0.0.1:{ctl.rest_port}")
             fab.wait_converged(180)
-            wait_for("every link discovered", lambda: len(api_links(api)) == cabled, 180)
+            wait_for("every link discovered", lambda: len(fab.api_links()) == cabled, 180)
             fab.bind_hosts(split=True)
             ctl.wait_switches(len(topo.tiers), timeout=180)
             plans = loom_cuts(topo, args.cuts, args.min_hops)
@@ -345,14 +332,14 @@ def run_loom(topo: mt.FabricTopo, args: argparse.Namespace) -> ModeResult:
             t1 = time.monotonic()
             with background_pingall(fab, res.soak_rounds):
                 while time.monotonic() - t1 < args.soak:
-                    counts.append(len(api_links(api)))
+                    counts.append(len(fab.api_links()))
                     time.sleep(0.25)
             res.soak_s = time.monotonic() - t1
             res.soak_flaps = sum(1 for c in counts if c < cabled)
             res.soak_min_links = min(counts)
             res.soak_lost_log = _log_count(ctl.log_path, offset, r"fabric link .* lost")
             res.neigh = _neigh(fab)
-            wait_for("links back after the soak", lambda: len(api_links(api)) == cabled, 120)
+            wait_for("links back after the soak", lambda: len(fab.api_links()) == cabled, 120)
             wait_quiet(ctl.log_path)
 
             # 2. cut and restore
@@ -365,12 +352,12 @@ def run_loom(topo: mt.FabricTopo, args: argparse.Namespace) -> ModeResult:
                 cut = ping_around(fab, plan.src, dst_ip, args.cut_window, 1.5,
                                   partial(fab.cut_link, a, b))
                 wait_for("cut link out of the topology",
-                         lambda: len(api_links(api)) == cabled - 1, 60)
+                         lambda: len(fab.api_links()) == cabled - 1, 60)
                 wait_quiet(ctl.log_path)
                 back = ping_around(fab, plan.src, dst_ip, args.restore_window, 1.5,
                                    partial(fab.restore_link, a, b))
                 wait_for("restored link in the topology",
-                         lambda: len(api_links(api)) == cabled, 60)
+                         lambda: len(fab.api_links()) == cabled, 60)
                 wait_quiet(ctl.log_path)
                 res.cuts.append((plan, cut, back))
                 res.load.append(_load())

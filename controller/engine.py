@@ -27,6 +27,7 @@ from controller.compiler.fabric import fabric_bindings, regroup, repair_patches,
 from controller.compiler.tunnels import desired_tunnels
 from controller.discovery import Discovery, LinkTable
 from controller.intent import Intent
+from controller.ofwire.consts import OFPP_MAX
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
 from controller.southbound.chassis import ControllerLink
 from controller.southbound.registry import ChassisRegistry
@@ -307,14 +308,14 @@ class Engine:
         """(dpid, port) pairs to send an LLDP probe out of: up ports of fabric switches."""
         view = self.topology.view()
         return sorted((d, no) for (d, no), up in view.port_state.items()
-                      if up and d in view.fabric_switches and no < 0xFFFFFF00)
+                      if up and d in view.fabric_switches and no < OFPP_MAX)
 
     def urgent_probes(self) -> list[tuple[int, int]]:
         """Probes to send now, out of turn: ports that just came up, switches that just
         connected (so a restored link is heard in milliseconds, not a round later)."""
         view = self.topology.view()
         return [(d, no) for d, no in self.discovery.take_urgent()
-                if d in view.fabric_switches and no < 0xFFFFFF00
+                if d in view.fabric_switches and no < OFPP_MAX
                 and view.port_state.get((d, no), False)]
 
     def probe_sent(self, datapath_id: int, ports: list[int]) -> None:

@@ -776,6 +776,20 @@ class Fabric:
                 if out.strip():
                     raise FabricError(f"ip link set {intf.name} {state}: {out.strip()}")
 
+    def api_links(self) -> set[tuple[tuple[int, int], tuple[int, int]]]:
+        """Fabric links up in Loom's /v1/topology, each once as ((dpid, port), (dpid,
+        port)), lower end first: what the controller believes, to set beside `links`."""
+        if self.api is None:
+            raise FabricError("api_links needs Loom (controller mode with a REST API)")
+        out = set()
+        for link in self.api.get("/v1/topology").ok()["links"]:
+            if link["kind"] != "fabric" or link["state"] != "up":
+                continue
+            a = (int(link["src"]["node"].split(":")[1], 16), int(link["src"]["port_no"]))
+            b = (int(link["dst"]["node"].split(":")[1], 16), int(link["dst"]["port_no"]))
+            out.add((min(a, b), max(a, b)))
+        return out
+
     def links(self, up_only: bool = True) -> list[FabricLink]:
         """Inter-switch links as OVS and the kernel see them: each veth pair whose two
         ends are ports of two of our bridges, once, as (switch, port, ofport, peer...)

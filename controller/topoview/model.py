@@ -29,9 +29,9 @@ from typing import Any, Optional
 
 from controller.compiler.fabric import fabric_bindings
 from controller.intent import Intent
+from controller.ofwire.consts import OFPP_MAX
 from controller.topology import TopologyView
 
-OFPP_MAX = 0xFFFFFF00  # port numbers from here up are reserved (OpenFlow 1.3)
 OFPP_LOCAL = 0xFFFFFFFE
 
 NodeDoc = dict[str, Any]

@@ -36,18 +36,6 @@ def fabric() -> Iterator[Fabric]:
         yield fab
 
 
-def _api_links(fabric: Fabric) -> set[tuple[tuple[int, int], tuple[int, int]]]:
-    assert fabric.api is not None
-    out = set()
-    for link in fabric.api.get("/v1/topology").ok()["links"]:
-        if link["kind"] != "fabric" or link["state"] != "up":
-            continue
-        a = (int(link["src"]["node"].split(":")[1], 16), int(link["src"]["port_no"]))
-        b = (int(link["dst"]["node"].split(":")[1], 16), int(link["dst"]["port_no"]))
-        out.add((min(a, b), max(a, b)))
-    return out
-
-
 def _log(fabric: Fabric) -> str:
     assert fabric.ctl is not None
     return fabric.ctl.log_path.read_text(errors="replace")
@@ -62,7 +50,7 @@ def _wait(what: str, cond: object, timeout: float = 60.0) -> None:
 
 def test_a_loaded_fabric_keeps_its_links(fabric: Fabric) -> None:
     cabled = len(fabric.declared_links())
-    assert len(_api_links(fabric)) == cabled
+    assert len(fabric.api_links()) == cabled
     log_before = len(_log(fabric))
     stop = threading.Event()
     rounds: list[float] = []
@@ -78,7 +66,7 @@ def test_a_loaded_fabric_keeps_its_links(fabric: Fabric) -> None:
     try:
         t0 = time.monotonic()
         while time.monotonic() - t0 < SOAK_SECONDS:
-            counts.append(len(_api_links(fabric)))
+            counts.append(len(fabric.api_links()))
             time.sleep(0.25)
     finally:
         stop.set()
@@ -113,7 +101,7 @@ def test_a_cut_link_leaves_at_once_and_comes_back_after_its_hold_down(fabric: Fa
     log_before = len(_log(fabric))
     fabric.cut_link(a, b)
     try:
-        _wait("the cut link leaves the topology", lambda: len(_api_links(fabric)) == cabled - 1)
+        _wait("the cut link leaves the topology", lambda: len(fabric.api_links()) == cabled - 1)
         cut_log = _log(fabric)[log_before:]
         assert re.search(r"fabric link .* lost: port down", cut_log), cut_log[-2000:]
         time.sleep(2.0)
@@ -122,7 +110,7 @@ def test_a_cut_link_leaves_at_once_and_comes_back_after_its_hold_down(fabric: Fa
         log_before = len(_log(fabric))
     finally:
         fabric.restore_link(a, b)
-    _wait("the restored link is back", lambda: len(_api_links(fabric)) == cabled)
+    _wait("the restored link is back", lambda: len(fabric.api_links()) == cabled)
     lost_on_restore = _lost(ping)
     back_log = _log(fabric)[log_before:]
     held = re.search(r"fabric link (\S+ <-> \S+) held: back up; in use after", back_log)
