@@ -113,9 +113,13 @@ class FabricPlan:
     # on them).
     remote_macs: dict[tuple[str, str, int, int], Flow] = field(default_factory=dict)
     pruned: dict[str, set[frozenset[int]]] = field(default_factory=dict)
-    _detour_vids: Optional[dict[tuple[int, int], tuple[int, int]]] = None
-    _detours: dict[tuple[int, int], Optional[Detour]] = field(default_factory=dict)
+    _memo: Optional[_DetourMemo] = None
     _transit: Optional[dict[int, list[Flow]]] = None
+
+    def _detour_memo(self) -> _DetourMemo:
+        if self._memo is None:
+            self._memo = _detour_memo(self.graph, self.ports_to)
+        return self._memo
 
     def all_detours(self) -> dict[tuple[int, int], Detour]:
         """Every link's detour (what the switches on the paths need)."""
@@ -129,21 +133,22 @@ class FabricPlan:
     def detour(self, src: int, port: int) -> Optional[Detour]:
         """The detour round the link on `src`'s `port`, if the fabric has one. One
         path search, the first time: a repair after a cut needs a few, not all."""
+        memo = self._detour_memo()
         key = (src, port)
-        if key not in self._detours:
-            peer_vid = self._vids().get(key)
-            self._detours[key] = None if peer_vid is None else \
+        if key not in memo.detours:
+            peer_vid = memo.vids.get(key)
+            memo.detours[key] = None if peer_vid is None else \
                 _detour(self.graph, self.ports_to, src, port, *peer_vid)
-        return self._detours[key]
+        return memo.detours[key]
 
     def _vids(self) -> dict[tuple[int, int], tuple[int, int]]:
-        if self._detour_vids is None:
-            self._detour_vids = detour_vids(self.ports_to)
-        return self._detour_vids
+        return self._detour_memo().vids
 
     def transit_flows(self, datapath_id: int) -> list[Flow]:
         """What `datapath_id` does with frames on a detour (its own and, mid-rollout,
         those of the previous plan's groups that some switch may still use)."""
+        if self._transit is None and self.prev is None:
+            self._transit = self._detour_memo().transit  # the same links: built once
         if self._transit is None:
             by_vid: dict[int, dict[int, Flow]] = {}
             for one in (self, self.prev):
@@ -155,12 +160,44 @@ class FabricPlan:
                 for dpid, flow in by_vid[vid].items():
                     transit[dpid].append(flow)
             self._transit = dict(transit)
+            if self.prev is None:
+                self._detour_memo().transit = self._transit
         return self._transit.get(datapath_id, [])
 
     def distance(self, src: int, dst: int) -> Optional[int]:
         if dst not in self.dist:
             self.dist[dst] = nx.single_source_shortest_path_length(self.graph, dst)
         return self.dist[dst].get(src)
+
+
+@dataclass
+class _DetourMemo:
+    """Detours depend on the links alone, not on intent: worked out once per set of
+    links and shared by every compile until the links change (a port created on a
+    74-switch fabric would otherwise pay 10-15 ms of path searches)."""
+
+    vids: dict[tuple[int, int], tuple[int, int]]
+    detours: dict[tuple[int, int], Optional[Detour]] = field(default_factory=dict)
+    transit: Optional[dict[int, list[Flow]]] = None
+
+
+_DETOUR_MEMOS: OrderedDict[frozenset, _DetourMemo] = OrderedDict()
+_DETOUR_MEMOS_KEPT = 64
+
+
+def _detour_memo(graph: nx.Graph, ports_to: Mapping[int, Mapping[int, list[int]]]
+                 ) -> _DetourMemo:
+    key = frozenset((a, b, tuple(ports)) for a, peers in ports_to.items()
+                    for b, ports in peers.items())
+    with _STAGES_LOCK:
+        memo = _DETOUR_MEMOS.get(key)
+        if memo is not None:
+            _DETOUR_MEMOS.move_to_end(key)
+            return memo
+        memo = _DETOUR_MEMOS[key] = _DetourMemo(detour_vids(ports_to))
+        while len(_DETOUR_MEMOS) > _DETOUR_MEMOS_KEPT:
+            _DETOUR_MEMOS.popitem(last=False)
+        return memo
 
 
 def detour_vids(ports_to: Mapping[int, Mapping[int, list[int]]]

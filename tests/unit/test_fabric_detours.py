@@ -244,3 +244,27 @@ def test_a_switch_lost_is_still_repaired_at_once() -> None:
     after = {k: v for k, v in links.items() if k[0] != 3 and v[0] != 3}
     stages = rollout_stages(frozenset(ring), links, after, detours=True)
     assert stages[0].repair and stages[0].urgent
+
+
+def test_detours_are_worked_out_once_per_set_of_links(monkeypatch: pytest.MonkeyPatch
+                                                      ) -> None:
+    """A compile for an intent change (same links) searches no path again: detours
+    depend on the links alone, and a write must not cost the fabric's size."""
+    import controller.compiler.fabric as fabric_mod
+
+    ring = nx.cycle_graph(range(101, 109))
+    links = _links_of(ring)
+    calls = []
+    real = fabric_mod._detour
+    monkeypatch.setattr(fabric_mod, "_detour", lambda *a: calls.append(a) or real(*a))
+    first = _plan(ring, links)
+    flows = {s: first.transit_flows(s) for s in ring}
+    searched = len(calls)
+    assert searched == len(links)  # one per link end, the first time
+    again = _plan(ring, links)
+    assert {s: again.transit_flows(s) for s in ring} == flows
+    assert next_hop_group(again, 101, 105, 5) == next_hop_group(first, 101, 105, 5)
+    assert len(calls) == searched
+    cut = {k: v for k, v in links.items() if k[0] != 101 and v[0] != 101}
+    _plan(ring, cut).transit_flows(102)
+    assert len(calls) > searched  # other links: worked out afresh
