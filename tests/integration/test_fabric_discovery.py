@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.waiting import wait_for
 from topologies import mininet_topos as mt
 from topologies.fabric import Fabric
 
@@ -39,13 +40,6 @@ def fabric() -> Iterator[Fabric]:
 def _log(fabric: Fabric) -> str:
     assert fabric.ctl is not None
     return fabric.ctl.log_path.read_text(errors="replace")
-
-
-def _wait(what: str, cond: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def test_a_loaded_fabric_keeps_its_links(fabric: Fabric) -> None:
@@ -101,7 +95,7 @@ def test_a_cut_link_leaves_at_once_and_comes_back_after_its_hold_down(fabric: Fa
     log_before = len(_log(fabric))
     fabric.cut_link(a, b)
     try:
-        _wait("the cut link leaves the topology", lambda: len(fabric.api_links()) == cabled - 1)
+        wait_for("the cut link leaves the topology", lambda: len(fabric.api_links()) == cabled - 1)
         cut_log = _log(fabric)[log_before:]
         assert re.search(r"fabric link .* lost: port down", cut_log), cut_log[-2000:]
         time.sleep(2.0)
@@ -110,7 +104,7 @@ def test_a_cut_link_leaves_at_once_and_comes_back_after_its_hold_down(fabric: Fa
         log_before = len(_log(fabric))
     finally:
         fabric.restore_link(a, b)
-    _wait("the restored link is back", lambda: len(fabric.api_links()) == cabled)
+    wait_for("the restored link is back", lambda: len(fabric.api_links()) == cabled)
     lost_on_restore = _lost(ping)
     back_log = _log(fabric)[log_before:]
     held = re.search(r"fabric link (\S+ <-> \S+) held: back up; in use after", back_log)

@@ -25,22 +25,13 @@ from typing import Any, Optional
 import pytest
 
 from controller.store import EmbeddedOvsdb
+from tests.waiting import wait_for
 from topologies.api_client import ApiClient, Response
 from topologies.controller_process import ControllerProcess
 
 pytestmark = pytest.mark.integration
 
 PREFIX = "Northbound store unavailable: "
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_for
 from topologies import netns as nsutil
 from topologies.api_client import ApiClient
 from topologies.controller_process import ControllerProcess
@@ -47,21 +47,10 @@ class Lab:
     network: dict[str, Any]
 
 
-def _wait(what: str, check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not after {timeout}s (last: {last})")
-
-
 def _security_group_api(api: ApiClient) -> bool:
     """The security-group API may still be on its way; poll for it briefly."""
-    return _wait("security-group API", lambda: api.get("/v2.0/security-groups").status == 200,
-                 timeout=10)
+    return wait_for("security-group API", lambda: api.get("/v2.0/security-groups").status == 200,
+                    timeout=10)
 
 
 def _make_hv(sandbox: Sandbox, name: str) -> OvsInstance:
@@ -143,11 +132,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             guests[name] = Guest(name, port["mac_address"], f"{ip}/24", sandbox=sandbox,
                                  ovs=hvs[where[name]], bridge="br-int", port_id=port["id"])
         for port in ports.values():
-            _wait(f"port {port['id']} ACTIVE", lambda p=port: api.get(
+            wait_for(f"port {port['id']} ACTIVE", lambda p=port: api.get(
                 f"/v2.0/ports/{p['id']}").ok()["port"]["status"] == "ACTIVE")
         # the tunnel mesh is up once a trace towards hv2 crosses it
         probe = f"/v1/trace?port={ports['c1']['id']}&dst_ip=10.0.0.14"
-        _wait("tunnel hv1 -> hv2", lambda: len((api.get(probe).body or {}).get("hops", [])) == 2)
+        wait_for("tunnel hv1 -> hv2", lambda: len((api.get(probe).body or {}).get("hops", [])) == 2)
         for a, b in (("hv1", "hv2"), ("hv2", "hv1")):  # prime the tunnel neighbour caches
             nsutil.run(["ping", "-c", "1", "-W", "2", ENCAP[b]], netns=hvs[a].netns, check=False)
         yield Lab(sandbox, hvs, ctl, api, guests, ports, web_rule, net)

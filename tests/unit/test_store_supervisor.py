@@ -11,12 +11,10 @@ import os
 import signal
 import socket
 import threading
-import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import ovs.util
 import pytest
@@ -34,18 +32,9 @@ from controller.store import (
 )
 from controller.store.embedded import describe_exit
 from controller.store.northbound import describe_attempt, describe_loss
+from tests.waiting import wait_for
 
 FAST = RestartPolicy(max_attempts=3, first_delay=0.0, base_delay=0.01, max_delay=0.05)
-
-
-def wait_for(what: str, cond: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def network(name: str) -> m.Network:
