@@ -13,7 +13,10 @@ one. Timed through WSGI (request parsing, views, JSON), median of `--repeat` run
                (99 ports at 100, 100 at 10,000)
   show         GET /v2.0/ports/<id>
 
-`first` is the first full list after the fill (per-snapshot indexes built then).
+`first` is the first full list after the fill (per-snapshot indexes built then,
+from the whole table: the app saw no earlier snapshot). `1 write` is the full list
+right after one port was renamed (a new snapshot, its indexes carried over from the
+previous one by the store's delta), median of `--repeat` (write, list) rounds.
 Timed: the WSGI call up to the encoded body (the client's JSON parsing is not).
 
     .venv/bin/python -m bench.bench_rest_reads [--sizes 100 10000] [--repeat 5]
@@ -22,6 +25,7 @@ Timed: the WSGI call up to the encoded body (the client's JSON parsing is not).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -89,6 +93,22 @@ def timed(fn: Callable[[], Any], repeat: int) -> float:
     return statistics.median(times)
 
 
+def after_one_write(store: NorthboundStore, port_id: str, repeat: int,
+                    list_all: Callable[[], Any]) -> float:
+    """Median time of the full list right after a one-port write (untimed)."""
+    times = []
+    for r in range(repeat):
+        def rename(h: TxnHelper, intent: m.Intent, r: int = r) -> None:
+            h.put(dataclasses.replace(intent.ports[port_id], name=f"renamed-{r}"))
+
+        generation = store.transact(rename)
+        assert store.latest().generation >= generation
+        started = time.perf_counter()
+        list_all()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def measure(n_ports: int, repeat: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="loom-bench-reads-") as tmp:
         db = EmbeddedOvsdb(Path(tmp)).start()
@@ -130,6 +150,8 @@ def measure(n_ports: int, repeat: int) -> dict[str, float]:
                 "deep page": timed(lambda: answer(f"/v2.0/ports?limit=100&marker={marker}"),
                                    repeat),
                 "show": timed(lambda: answer(f"/v2.0/ports/{ids[len(ids) // 2]}"), repeat),
+                "1 write": after_one_write(store, ids[len(ids) // 3], repeat,
+                                           lambda: answer("/v2.0/ports")),
             }
             return out
         finally:
@@ -143,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
     results = {n: measure(n, args.repeat) for n in args.sizes}
-    cols = ["first", "list", "filtered", "deep page", "show"]
+    cols = ["first", "1 write", "list", "filtered", "deep page", "show"]
     print(f"# GET /v2.0/ports, in-process WSGI, median of {args.repeat} (ms); "
           "store filled directly")
     print(f"{'ports':>8} " + " ".join(f"{c:>10}" for c in cols) + "  (fill s)")

@@ -22,8 +22,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from controller import pipeline as pl
 from controller.compiler import DesiredSwitch, compile_switch
-from controller.compiler.core import Placement
+from controller.compiler.core import FlowKey, Placement
 from controller.compiler.fabric import fabric_bindings, regroup, repair_patches, routing_plan
+from controller.compiler.incremental import Compiler
 from controller.compiler.tunnels import desired_tunnels
 from controller.discovery import Discovery, LinkTable
 from controller.intent import Intent
@@ -33,7 +34,7 @@ from controller.southbound.chassis import ControllerLink
 from controller.southbound.registry import ChassisRegistry
 from controller.topology import Topology
 from controller.topoview import model as topoview
-from controller.wait_scope import WaitScope
+from controller.wait_scope import ChangeLog, same_state
 
 LOG = logging.getLogger(__name__)
 
@@ -132,6 +133,9 @@ class SwitchWorker:
         self.counters = counters or SwitchCounters(channel.datapath_id)
         self.sync = SwitchSync(channel, on_pushed=self._pushed, stats=self.counters.stats)
         self._desired: Optional[DesiredSwitch] = None
+        # flow keys changed by the offers since the last push began; None: diff it all
+        self._changed_keys: Optional[set[FlowKey]] = None
+        self._offer_lock = threading.Lock()
         self._wake = threading.Event()
         self.connected_at = time.time()
         self.connected_mono = time.monotonic()
@@ -150,9 +154,23 @@ class SwitchWorker:
         """The newest desired state handed to this worker (pushed or not yet)."""
         return self._desired
 
-    def offer(self, desired: DesiredSwitch) -> None:
-        self._desired = desired
+    def offer(self, desired: DesiredSwitch,
+              changed_keys: Optional[frozenset[FlowKey]] = None) -> None:
+        """Hand over a new desired state. `changed_keys`: the flow keys it changed from
+        the state offered before (None: unknown, the push compares everything)."""
+        with self._offer_lock:
+            if changed_keys is None or self._changed_keys is None:
+                self._changed_keys = None
+            else:
+                self._changed_keys.update(changed_keys)
+            self._desired = desired
         self._wake.set()
+
+    def _take(self) -> tuple[Optional[DesiredSwitch], Optional[set[FlowKey]]]:
+        with self._offer_lock:
+            desired, keys = self._desired, self._changed_keys
+            self._changed_keys = set()
+        return desired, keys
 
     def stop(self) -> None:
         self._wake.set()
@@ -169,11 +187,11 @@ class SwitchWorker:
             self._wake.clear()
             if self.channel.closed.is_set():
                 break
-            desired = self._desired
+            desired, keys = self._take()
             if desired is None or desired is self.sync.synced:
                 continue
             try:
-                self.sync.push(desired)
+                self.sync.push(desired, keys)
                 self.counters.export()
                 self.error = None
                 backoff = 0.2
@@ -190,6 +208,8 @@ class SwitchWorker:
                               self.datapath_id, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+                with self._offer_lock:
+                    self._changed_keys = None  # what the switch holds is read again
                 self._wake.set()
 
 
@@ -223,6 +243,8 @@ class Engine:
         self._of_warned: dict[tuple[str, str], bool] = {}  # -> connected since the warning
         self._thread = threading.Thread(target=self._run, daemon=True, name="compile")
         self._protection: Optional[Protection] = None
+        self._compiler = Compiler(fast_failover)
+        self._changes = ChangeLog()
         self._protector = threading.Thread(target=self._protect_loop, daemon=True,
                                            name="fabric protection")
 
@@ -420,8 +442,13 @@ class Engine:
         topo = self.topology.view()
         with self._lock:
             workers = dict(self._workers)
+        if not topo.fabric_switches:
+            self._compile_incremental(intent, topo, workers)
+            return
+        self._compiler = Compiler(self.fast_failover)  # unit state is for chassis only
         started = time.perf_counter()
         placement = Placement(intent, topo, self.fast_failover)
+        changed: set[int] = set()
         shaping: dict[str, dict] = {}
         links_lost = self.topology.links_lost
         order = self._compile_order(topo)
@@ -448,6 +475,9 @@ class Engine:
             if switch is not None:
                 shaping.setdefault(switch.chassis, {}).update(desired.shaping)
             if worker is not None:
+                before = worker.pending()
+                if before is None or not same_state(before, desired):
+                    changed.add(dpid)
                 worker.offer(desired)
         if self.registry is not None:
             self.registry.set_tunnels(desired_tunnels(intent, topo))
@@ -456,9 +486,62 @@ class Engine:
         LOG.debug("compiled %d switches for topology %d in %.3f s%s", len(order), topo.version,
                   time.perf_counter() - started,
                   f" ({topo.fabric_stage.describe()})" if topo.fabric_stage else "")
+        self._compiled(intent.generation, changed)
+
+    def _compiled(self, generation: int, changed: set[int]) -> None:
+        """A compile of `generation` is handed out; `changed`: the switches it changed."""
         with self._synced:
-            self._compiled_generation = intent.generation
+            if self._compiled_generation >= 0:
+                self._changes.record(self._compiled_generation, generation, frozenset(changed))
+            self._compiled_generation = max(self._compiled_generation, generation)
             self._synced.notify_all()
+
+    def _compile_incremental(self, intent: Intent, topo: Any,
+                             workers: dict[int, SwitchWorker]) -> None:
+        """Chassis only (no fabric): the units a change touches are compiled again
+        (`compiler.incremental`), and only the switches whose state changed are offered
+        anything, with the flow keys that changed."""
+        started = time.perf_counter()
+        inc = self._compiler
+        idelta = tdelta = None
+        if inc.intent is not None and inc.topo is not None:
+            changes_since = getattr(self.store, "changes_since", None)
+            idelta = changes_since(inc.generation) if changes_since is not None else None
+            tdelta = self.topology.changes_since(inc.topology_version)
+        full = idelta is None or tdelta is None
+        offers = inc.update(intent, topo, idelta, tdelta)
+        changed: set[int] = set()
+        for dpid, offer in offers.items():
+            worker = workers.get(dpid)
+            before = worker.pending() if worker is not None else None
+            if offer.changed_keys is None or offer.changed_keys or before is None \
+                    or before.groups != offer.desired.groups \
+                    or before.meters != offer.desired.meters:
+                changed.add(dpid)  # (shaping alone goes through OVSDB: not waited for)
+            if worker is not None:
+                worker.offer(offer.desired, offer.changed_keys)
+        for dpid, worker in workers.items():
+            if worker.pending() is None:  # connected since: it gets the whole state
+                desired = inc.desired(dpid)
+                if desired is not None:
+                    worker.offer(desired)
+        if self.registry is not None:
+            if full or idelta is None or idelta.ids("networks") or tdelta is None \
+                    or tdelta.chassis or tdelta.switches:
+                self.registry.set_tunnels(desired_tunnels(intent, topo))
+            if any(o.shaping_changed for o in offers.values()):
+                shaping: dict[str, dict] = {}
+                for dpid, per_iface in inc.shaping().items():
+                    switch = topo.switches.get(dpid)
+                    if switch is not None:
+                        shaping.setdefault(switch.chassis, {}).update(per_iface)
+                self.registry.set_shaping(shaping)
+        elapsed = time.perf_counter() - started
+        COMPILE_SECONDS.observe(elapsed)
+        LOG.debug("compiled %s: %d switches changed, topology %d, generation %d, %.3f s",
+                  "in full" if full else "incrementally", len(offers), topo.version,
+                  intent.generation, elapsed)
+        self._compiled(intent.generation, changed)
 
     def _regroup_urgent(self, urgent: list[int], plan: Any,
                         workers: dict[int, SwitchWorker]) -> None:
@@ -701,53 +784,34 @@ class Engine:
                 pending.append(dpid)
         return pending
 
-    # Recent desired states per switch, made (and followed) on the first wait.
-    _scope: Optional[WaitScope] = None
-
-    def _wait_scope(self) -> WaitScope:
-        with self._lock:
-            if self._scope is None:
-                def offers() -> list[tuple[int, Optional[DesiredSwitch]]]:
-                    with self._lock:
-                        workers = list(self._workers.values())
-                    return [(w.datapath_id, s) for w in workers
-                            for s in (w.sync.synced, w.pending())]
-                self._scope = WaitScope(offers)
-            scope = self._scope
-        scope.follow(self._synced, self._stopping)
-        return scope
-
-    def _affected_switches(self, generation: int, scope: WaitScope) -> dict[int, DesiredSwitch]:
-        """Switches whose desired state `generation` changed, each with that state;
-        asked once `generation` is compiled. A switch offered the same flows, groups
-        and meters as before (a network it does not carry) is left out."""
-        topo = self.topology.view()
+    def _affected_switches(self, generation: int) -> dict[int, DesiredSwitch]:
+        """Switches whose desired state `generation` changed (`ChangeLog`), each with its
+        newest state; asked once `generation` is compiled. Not known (an old
+        generation): every switch, the safe answer."""
+        changed = self._changes.affected(generation)
         with self._lock:
             workers = list(self._workers.values())
         out = {}
         for w in workers:
-            if w.datapath_id not in topo.switches and w.datapath_id not in topo.fabric_switches:
+            if changed is not None and w.datapath_id not in changed:
                 continue
             current = w.pending()
-            if current is not None and scope.affected(w.datapath_id, generation, current):
+            if current is not None and current.generation >= generation:
                 out[w.datapath_id] = current
         return out
 
     def wait_installed(self, generation: int, timeout: float) -> bool:
         """True once every switch whose desired state `generation` changed runs it.
 
-        Which switches that is, is decided once, when `generation` is compiled, by
-        comparing each switch's state for it with its state before (`WaitScope`):
-        a switch that fails its pushes holds up only the writes that change it."""
+        Which switches that is, the compile of `generation` said when it handed the
+        states out (`ChangeLog`): a switch that fails its pushes holds up only the
+        writes that change it."""
         deadline = time.monotonic() + timeout
-        scope = self._wait_scope()
-        scope.observe()  # the states before `generation`, if it is not compiled yet
         affected: Optional[dict[int, DesiredSwitch]] = None
         with self._synced:
             while True:
                 if affected is None and self._compiled_generation >= generation:
-                    scope.observe()
-                    affected = self._affected_switches(generation, scope)
+                    affected = self._affected_switches(generation)
                 if affected is not None and not self._pending_switches(generation, affected):
                     return True
                 remaining = deadline - time.monotonic()

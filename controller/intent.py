@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from types import MappingProxyType
 from typing import Optional
 
@@ -20,6 +20,7 @@ KEY_BITS = 48
 _KEY_MASK = (1 << KEY_BITS) - 1
 
 
+@lru_cache(maxsize=1 << 18)
 def object_key(object_id: str) -> int:
     """A stable 48-bit integer naming an object, derived from its UUID.
 
@@ -48,6 +49,12 @@ class Network:
     revision_number: int = 0
     router_external: bool = False  # router:external
     port_security_enabled: bool = True  # default for new ports on this network
+    # Data-plane allocations, made once by the store (store/allocations.py) and never
+    # shown in the API; 0 = not allocated (an Intent built by hand): the compiler
+    # then derives the value from the key (compiler/overlay.py zone_of, ...).
+    ct_zone: int = 0  # conntrack zone, unique among networks, 1..pipeline.CT_ZONE_SPAN
+    flood_group: int = 0  # flood group id, unique among networks, 1..GROUP_ID_MASK
+    fabric_vlan: int = 0  # fabric VLAN of a non-VLAN network, 1..4094 (0: none free)
 
     @property
     def key(self) -> int:
@@ -111,6 +118,8 @@ class Port:
     created_at: str = ""
     updated_at: str = ""
     revision_number: int = 0
+    # egress-limit meter id, unique among ports (store/allocations.py; see Network)
+    meter_id: int = 0
 
     @property
     def key(self) -> int:
@@ -151,6 +160,8 @@ class SecurityGroupRule:
     created_at: str = ""
     updated_at: str = ""
     revision_number: int = 0
+    # conjunction id, unique among rules (store/allocations.py; see Network)
+    conj_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -229,6 +240,10 @@ class Chassis:
     bridge_mappings: tuple[tuple[str, str], ...] = ()
 
 
+def _port_id(port: Port) -> str:
+    return port.id
+
+
 def _frozen(d: Mapping[str, object] | None = None) -> Mapping:
     return MappingProxyType(dict(d or {}))
 
@@ -260,11 +275,50 @@ class Intent:
         index: dict[str, list[Port]] = {}
         for port in self.ports.values():
             index.setdefault(port.network_id, []).append(port)
-        return {k: tuple(sorted(v, key=lambda p: p.id)) for k, v in index.items()}
+        return {k: tuple(sorted(v, key=_port_id)) for k, v in index.items()}
 
     def ports_on_network(self, network_id: str) -> tuple[Port, ...]:
-        """The network's ports in id order (an index built once per snapshot)."""
+        """The network's ports in id order (an index built once per snapshot, or carried
+        over from the previous snapshot by the store, see `carry_ports_by_network`)."""
         return self._ports_by_network.get(network_id, ())
+
+    def carry_ports_by_network(self, previous: Intent, touched: frozenset[str]) -> None:
+        """Seed this snapshot's `ports_on_network` index from `previous`'s, redoing only
+        the networks of the `touched` port ids (added, changed or removed between the
+        two): O(touched x log) plus C-level copies of the networks touched. Called by the
+        store's snapshot builder before the snapshot is published."""
+        import bisect
+
+        old = previous._ports_by_network
+        if not touched:
+            self.__dict__["_ports_by_network"] = old
+            return
+        changes: dict[str, dict[str, Optional[Port]]] = {}  # network -> port id -> now
+        for pid in touched:
+            before, after = previous.ports.get(pid), self.ports.get(pid)
+            if before is not None:
+                changes.setdefault(before.network_id, {}).setdefault(pid, None)
+            if after is not None:
+                changes.setdefault(after.network_id, {})[pid] = after
+        index = dict(old)
+        for net, ports in changes.items():
+            current = list(index.get(net, ()))
+            for pid in sorted(ports):
+                port = ports[pid]
+                at = bisect.bisect_left(current, pid, key=_port_id)
+                present = at < len(current) and current[at].id == pid
+                if port is None:
+                    if present:
+                        del current[at]
+                elif present:
+                    current[at] = port
+                else:
+                    current.insert(at, port)
+            if current:
+                index[net] = tuple(current)
+            else:
+                index.pop(net, None)
+        self.__dict__["_ports_by_network"] = index
 
     def subnets_of(self, network_id: str) -> list[Subnet]:
         return [s for s in self.subnets.values() if s.network_id == network_id]

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -82,6 +82,22 @@ def diff_flows(installed: Mapping[FlowKey, Flow], desired: Mapping[FlowKey, Flow
     return FlowDiff(adds, deletes)
 
 
+def diff_flow_keys(installed: Mapping[FlowKey, Flow], desired: Mapping[FlowKey, Flow],
+                   keys: Iterable[FlowKey]) -> FlowDiff:
+    """`diff_flows` limited to `keys`, the flow keys whose desired flow may have changed
+    since `installed` was the desired state: a change costs what it touched, not what
+    the switch holds."""
+    adds, deletes = [], []
+    for k in keys:
+        want, have = desired.get(k), installed.get(k)
+        if want is not None:
+            if have != want:
+                adds.append(want)
+        elif have is not None:
+            deletes.append(have)
+    return FlowDiff(tuple(adds), tuple(deletes))
+
+
 @dataclass
 class SyncStats:
     """What was sent to one switch. The engine hands the same object to every
@@ -146,12 +162,21 @@ class SwitchSync:
         LOG.info("switch %#x holds %d flows", self.channel.datapath_id, len(installed))
 
     # ---- writing
-    def push(self, desired: DesiredSwitch) -> FlowDiff:
-        """Make the switch hold `desired`; returns what was sent. Raises on failure."""
+    def push(self, desired: DesiredSwitch,
+             changed_keys: Optional[Iterable[FlowKey]] = None) -> FlowDiff:
+        """Make the switch hold `desired`; returns what was sent. Raises on failure.
+
+        `changed_keys`: the flow keys whose desired flow may differ from the state
+        pushed last (`synced`); only those are compared. Ignored (everything is) when
+        what the switch holds was just read or nothing was pushed yet."""
         if self.installed is None:
             self.read_installed()
+            changed_keys = None
         assert self.installed is not None
-        flow_diff = diff_flows(self.installed, desired.flows)
+        if changed_keys is not None and self.synced is not None:
+            flow_diff = diff_flow_keys(self.installed, desired.flows, changed_keys)
+        else:
+            flow_diff = diff_flows(self.installed, desired.flows)
         diff = FlowDiff(flow_diff.adds, flow_diff.deletes,
                         *diff_groups(self.installed_groups, desired.groups))
         meter_adds, meter_mods, meter_deletes = diff_groups(  # same shape: id -> object

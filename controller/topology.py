@@ -1,20 +1,25 @@
 """The global topology: chassis, switches, their ports, and where intent ports are bound.
 
-Held as a networkx graph so later stages (fabric paths, tunnel meshes) ask the
-graph rather than keep parallel indexes. The compiler never sees the mutable
-graph: `Topology.view()` hands out an immutable `TopologyView`, versioned, which
-is what makes compilation a pure function of (intent, topology).
+The compiler never sees the mutable state: `Topology.view()` hands out an immutable
+`TopologyView`, versioned, which is what makes compilation a pure function of
+(intent, topology); `Topology.changes_since(version)` says which keys of the view
+changed since an earlier version (`TopologyDelta`), for the incremental compile.
+A networkx graph of it all (`Topology.graph`) is built when asked for.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from types import MappingProxyType
-from typing import Optional
+from typing import Any, Optional
 
 import networkx as nx
+
+from controller.ofwire.consts import OFPP_LOCAL  # the bridge's own port, named after it
 
 
 @dataclass(frozen=True)
@@ -158,17 +163,119 @@ class ChassisState:
 TUNNEL_TYPES = ("vxlan", "gre", "geneve")
 
 
-class Topology:
-    """Mutable graph, updated by southbound events; thread-safe; hands out frozen views.
+@dataclass(frozen=True)
+class TopologyDelta:
+    """What changed between two topology versions (`Topology.changes_since`).
 
-    Nodes: ('chassis', name), ('switch', dpid), ('port', port_id). Edges: chassis
-    hosts switch; switch has port (with ofport).
+    Keys only: the new values are in the view (a key in the delta but not in the view
+    was removed). A key is in the delta if its entry in the view was added, changed or
+    removed; merged deltas may name a key whose entry changed and changed back.
+    """
+
+    bindings: frozenset[str] = frozenset()  # intent port ids whose Binding changed
+    switches: frozenset[int] = frozenset()  # chassis switches (TopologyView.switches)
+    tunnels: frozenset[int] = frozenset()  # datapath ids whose tunnel ports changed
+    provider_ports: frozenset[int] = frozenset()  # datapath ids whose provider patches changed
+    chassis: frozenset[str] = frozenset()  # chassis whose ChassisView changed
+    # any of fabric_switches, switch_ports, port_state, links, standby_links, fabric_stage
+    fabric: bool = False
+
+    def merge(self, other: TopologyDelta) -> TopologyDelta:
+        return TopologyDelta(self.bindings | other.bindings, self.switches | other.switches,
+                             self.tunnels | other.tunnels,
+                             self.provider_ports | other.provider_ports,
+                             self.chassis | other.chassis, self.fabric or other.fabric)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.bindings or self.switches or self.tunnels or self.provider_ports
+                    or self.chassis or self.fabric)
+
+
+DELTAS_KEPT = 4096  # versions whose delta `Topology.changes_since` can still answer for
+
+_MISSING: Any = object()
+# The mappings of a view that chassis report, by index in `_ChassisPart.maps` and
+# `Topology._maps`. Two chassis may report the same key (see `Topology`).
+_SWITCHES, _BINDINGS, _TUNNELS, _PROVIDER = range(4)
+_KINDS = 4
+
+
+class _ChassisPart:
+    """What one chassis contributes to the view, derived from its ChassisState alone."""
+
+    __slots__ = ("view", "rank", "maps")
+
+    def __init__(self, state: ChassisState, integration_bridge: str) -> None:
+        switches: dict[int, SwitchView] = {}
+        bindings: dict[str, Binding] = {}
+        tunnels: dict[tuple[int, str, str], TunnelView] = {}
+        provider_ports: dict[tuple[int, str], int] = {}
+        name = state.name
+        self.view = ChassisView(name, state.encap_ip, None)
+        # The claim of a disconnected chassis (what it said last may be stale) yields
+        # to a connected one's; then the lowest chassis name wins.
+        self.rank = (not state.connected, name)
+        for br in state.bridges:
+            if br.name != integration_bridge or br.datapath_id is None:
+                continue
+            dpid = br.datapath_id
+            self.view = ChassisView(name, state.encap_ip, dpid)
+            switches[dpid] = SwitchView(dpid, name, br.name)
+            for iface in br.interfaces:
+                if iface.ofport is None or iface.ofport <= 0:
+                    continue
+                if iface.physnet and iface.type == "patch":
+                    provider_ports[(dpid, iface.physnet)] = iface.ofport
+                    continue
+                if iface.remote_chassis and iface.type in TUNNEL_TYPES:
+                    tunnels[(dpid, iface.remote_chassis, iface.type)] = TunnelView(
+                        dpid, iface.remote_chassis, iface.type, iface.ofport)
+                    continue
+                if not iface.iface_id:
+                    continue
+                bindings[iface.iface_id] = Binding(
+                    iface.iface_id, name, br.name, dpid, iface.ofport, iface.name)
+        self.maps: tuple[dict[Any, Any], ...] = (switches, bindings, tunnels, provider_ports)
+
+
+_NO_PART: tuple[dict[Any, Any], ...] = ({}, {}, {}, {})
+
+
+class Topology:
+    """What the chassis' OVSDBs and the fabric's OpenFlow say; thread-safe; hands out
+    frozen, versioned views and the delta between them (`changes_since`).
+
+    A chassis' event costs what that chassis reports: each chassis' share of the view
+    (`_ChassisPart`) is derived from its state alone, and the view's mappings are the
+    previous ones (a dict copy) with that chassis' keys replaced. The fabric's events
+    rebuild the fabric's part only.
+
+    Two chassis can report the same key of `switches`, `bindings`, `tunnels` or
+    `provider_ports` (a guest moving: the old chassis reports its port until its
+    OVSDB update arrives). Every chassis reporting a key is kept; the view has the
+    entry of the one ranked first: a connected chassis before a disconnected one, then
+    the lowest chassis name. The view is a function of the chassis' current states
+    (not of the order their updates came in), and a binding follows its new host once
+    the old one stops reporting it.
+
+    `graph` (networkx) is built when read: nodes ('chassis', name), ('switch', dpid),
+    ('port', port_id); edges: chassis hosts switch, switch has port (with ofport),
+    switch tunnels to chassis, fabric links.
     """
 
     def __init__(self, integration_bridge: str = "br-int") -> None:
         self._lock = threading.Lock()
-        self._graph = nx.MultiDiGraph()
+        self._graph: Optional[nx.MultiDiGraph] = None  # built on demand (`graph`)
         self._chassis: dict[str, ChassisState] = {}
+        self._parts: dict[str, _ChassisPart] = {}
+        # key -> the chassis reporting it, per kind (_SWITCHES ...)
+        self._claims: tuple[dict[Any, set[str]], ...] = tuple({} for _ in range(_KINDS))
+        # The dicts under the view's mappings, per kind, and its chassis; never changed
+        # once published (a change copies them).
+        self._maps: tuple[dict[Any, Any], ...] = tuple({} for _ in range(_KINDS))
+        self._chassis_views: dict[str, ChassisView] = {}
+        self._deltas: deque[TopologyDelta] = deque(maxlen=DELTAS_KEPT)  # the last is `_version`'s
         self._of_switches: set[int] = set()
         self._ports: dict[int, dict[int, tuple[str, bool]]] = {}  # dpid -> no -> (name, up)
         self._links: dict[tuple[int, int], tuple[int, int]] = {}
@@ -187,7 +294,10 @@ class Topology:
 
     @property
     def graph(self) -> nx.MultiDiGraph:
-        return self._graph
+        with self._lock:
+            if self._graph is None:
+                self._graph = self._build_graph()
+            return self._graph
 
     def update_chassis(self, state: ChassisState) -> bool:
         """Replace what we know of one chassis; True if the compiled view changed."""
@@ -195,20 +305,23 @@ class Topology:
             if self._chassis.get(state.name) == state:
                 return False
             self._chassis[state.name] = state
-            return self._rebuild()
+            self._graph = None
+            return self._chassis_changed(state.name,
+                                         _ChassisPart(state, self._integration_bridge))
 
     def remove_chassis(self, name: str) -> bool:
         with self._lock:
             if self._chassis.pop(name, None) is None:
                 return False
-            return self._rebuild()
+            self._graph = None
+            return self._chassis_changed(name, None)
 
     # ---- fabric (OpenFlow side)
     def switch_up(self, datapath_id: int, ports: dict[int, tuple[str, bool]]) -> bool:
         with self._lock:
             self._of_switches.add(datapath_id)
             self._ports[datapath_id] = dict(ports)
-            return self._rebuild()
+            return self._rebuild_fabric()
 
     def switch_down(self, datapath_id: int) -> bool:
         with self._lock:
@@ -216,7 +329,7 @@ class Topology:
             self._ports.pop(datapath_id, None)
             self._links = {a: b for a, b in self._links.items()
                            if a[0] != datapath_id and b[0] != datapath_id}
-            return self._rebuild()
+            return self._rebuild_fabric()
 
     def port_changed(self, datapath_id: int, port_no: int, name: str, up: Optional[bool]
                      ) -> bool:
@@ -227,7 +340,33 @@ class Topology:
                 ports.pop(port_no, None)
             else:
                 ports[port_no] = (name, up)
-            return self._rebuild()
+            if datapath_id in self._maps[_SWITCHES]:
+                return self._chassis_port_changed(datapath_id, port_no)
+            return self._rebuild_fabric()
+
+    def _chassis_port_changed(self, datapath_id: int, port_no: int) -> bool:
+        """A port of an integration bridge (a guest plugged in, a tunnel added): one
+        entry of `port_state` and the bridge's `switch_ports` change, nothing of the
+        fabric, so the delta says nothing to the compiler (bindings come from OVSDB)."""
+        view = self._view
+        now = self._ports.get(datapath_id, {}).get(port_no)
+        key = (datapath_id, port_no)
+        if view.port_state.get(key) == (None if now is None else now[1]) \
+                and (now is None or view.switch_ports.get(datapath_id, {}).get(now[0])
+                     == port_no) and (now is not None or key not in view.port_state):
+            return False
+        port_state = dict(view.port_state)
+        if now is None:
+            port_state.pop(key, None)
+        else:
+            port_state[key] = now[1]
+        switch_ports = dict(view.switch_ports)
+        switch_ports[datapath_id] = MappingProxyType(
+            {name: no for no, (name, _) in self._ports.get(datapath_id, {}).items()})
+        self._graph = None
+        self._publish(TopologyDelta(), switch_ports=MappingProxyType(switch_ports),
+                      port_state=MappingProxyType(port_state))
+        return True
 
     def set_links(self, links: dict[tuple[int, int], tuple[int, int]],
                   standby: Optional[dict[tuple[int, int], tuple[int, int]]] = None,
@@ -245,7 +384,7 @@ class Topology:
             self._standby = dict(standby)
             self._staged = staged
             try:
-                return self._rebuild()
+                return self._rebuild_fabric()
             finally:
                 self._staged = True
 
@@ -256,7 +395,7 @@ class Topology:
             if self._stage is None or self._view.version != version:
                 return False
             self._stage = self._next_stages.pop(0) if self._next_stages else None
-            return self._rebuild()
+            return self._rebuild_fabric()
 
     def take_touched(self) -> set[int]:
         """Switches at the ends of links that changed since the last call: the compile
@@ -277,46 +416,143 @@ class Topology:
         with self._lock:
             return self._view
 
-    def _rebuild(self) -> bool:
-        graph = nx.MultiDiGraph()
-        switches: dict[int, SwitchView] = {}
-        bindings: dict[str, Binding] = {}
-        chassis: dict[str, ChassisView] = {}
-        tunnels: dict[tuple[int, str, str], TunnelView] = {}
-        provider_ports: dict[tuple[int, str], int] = {}
-        for ch in self._chassis.values():
-            graph.add_node(("chassis", ch.name), kind="chassis", connected=ch.connected,
-                           encap_ip=ch.encap_ip)
-            chassis[ch.name] = ChassisView(ch.name, ch.encap_ip, None)
-            for br in ch.bridges:
-                if br.name != self._integration_bridge or br.datapath_id is None:
-                    continue
-                dpid = br.datapath_id
-                chassis[ch.name] = ChassisView(ch.name, ch.encap_ip, dpid)
-                switches[dpid] = SwitchView(dpid, ch.name, br.name)
-                graph.add_node(("switch", dpid), kind="switch", bridge=br.name)
-                graph.add_edge(("chassis", ch.name), ("switch", dpid), kind="hosts")
-                for iface in br.interfaces:
-                    if iface.ofport is None or iface.ofport <= 0:
-                        continue
-                    if iface.physnet and iface.type == "patch":
-                        provider_ports[(dpid, iface.physnet)] = iface.ofport
-                        continue
-                    if iface.remote_chassis and iface.type in TUNNEL_TYPES:
-                        tunnels[(dpid, iface.remote_chassis, iface.type)] = TunnelView(
-                            dpid, iface.remote_chassis, iface.type, iface.ofport)
-                        graph.add_edge(("switch", dpid), ("chassis", iface.remote_chassis),
-                                       kind="tunnel", tunnel_type=iface.type,
-                                       ofport=iface.ofport)
-                        continue
-                    if not iface.iface_id:
-                        continue
-                    bindings[iface.iface_id] = Binding(
-                        iface.iface_id, ch.name, br.name, dpid, iface.ofport, iface.name)
-                    graph.add_node(("port", iface.iface_id), kind="port")
-                    graph.add_edge(("switch", dpid), ("port", iface.iface_id),
-                                   kind="has", ofport=iface.ofport)
-        fabric = frozenset(self._of_switches - set(switches))
+    def changes_since(self, version: int) -> Optional[TopologyDelta]:
+        """The union of the deltas of every version after `version` up to the current
+        view's; empty if `version` is the current one; None if it is unknown (older than
+        the last DELTAS_KEPT versions, or newer than the current one)."""
+        with self._lock:
+            behind = self._version - version
+            if behind < 0 or behind > len(self._deltas):
+                return None
+            if behind == 0:
+                return TopologyDelta()
+            if behind == 1:
+                return self._deltas[-1]
+            deltas = list(islice(self._deltas, len(self._deltas) - behind, None))
+        sets: tuple[set[Any], ...] = (set(), set(), set(), set(), set())
+        fabric = False
+        for d in deltas:
+            sets[0].update(d.bindings)
+            sets[1].update(d.switches)
+            sets[2].update(d.tunnels)
+            sets[3].update(d.provider_ports)
+            sets[4].update(d.chassis)
+            fabric = fabric or d.fabric
+        return TopologyDelta(bindings=frozenset(sets[0]), switches=frozenset(sets[1]),
+                             tunnels=frozenset(sets[2]), provider_ports=frozenset(sets[3]),
+                             chassis=frozenset(sets[4]), fabric=fabric)
+
+    # ---- building the view
+    def _publish(self, delta: TopologyDelta, **changes: Any) -> None:
+        self._version += 1
+        self._view = replace(self._view, version=self._version, **changes)
+        self._deltas.append(delta)
+
+    def _chassis_changed(self, name: str, part: Optional[_ChassisPart]) -> bool:
+        """Chassis `name` now contributes `part` (None: it is gone): replace its keys."""
+        old = self._parts.pop(name, None)
+        if part is not None:
+            self._parts[name] = part
+        before = old.maps if old is not None else _NO_PART
+        after = part.maps if part is not None else _NO_PART
+        rank_moved = old is not None and part is not None and old.rank != part.rank
+        maps = list(self._maps)
+        changed: list[frozenset[Any]] = [frozenset()] * _KINDS
+        for kind in range(_KINDS):
+            affected = {key for key, _ in before[kind].items() ^ after[kind].items()}
+            if rank_moved:  # it may win or lose the keys it shares with other chassis
+                claims = self._claims[kind]
+                affected.update(key for key in after[kind] if len(claims.get(key, ())) > 1)
+            if not affected:
+                continue
+            updates = self._claim(kind, name, affected, after[kind])
+            if updates:
+                new = dict(maps[kind])
+                for key, value in updates.items():
+                    if value is _MISSING:
+                        del new[key]
+                    else:
+                        new[key] = value
+                maps[kind] = new
+                changed[kind] = frozenset(updates)
+        old_cv = self._chassis_views.get(name)
+        new_cv = part.view if part is not None else None
+        chassis: Optional[dict[str, ChassisView]] = None
+        if old_cv != new_cv:
+            chassis = dict(self._chassis_views)
+            if new_cv is None:
+                del chassis[name]
+            else:
+                chassis[name] = new_cv
+        fabric = self._view.fabric_switches
+        if any((dpid in maps[_SWITCHES]) != (dpid in self._maps[_SWITCHES])
+               for dpid in changed[_SWITCHES]):  # fabric switches: OpenFlow's but no chassis'
+            fabric = frozenset(self._of_switches.difference(maps[_SWITCHES]))
+        delta = TopologyDelta(
+            bindings=changed[_BINDINGS], switches=changed[_SWITCHES],
+            tunnels=frozenset(key[0] for key in changed[_TUNNELS]),
+            provider_ports=frozenset(key[0] for key in changed[_PROVIDER]),
+            chassis=frozenset((name,)) if chassis is not None else frozenset(),
+            fabric=fabric != self._view.fabric_switches)
+        if delta.empty:
+            return False
+        fields: dict[str, Any] = {}
+        for kind, field_name in enumerate(("switches", "bindings", "tunnels", "provider_ports")):
+            if changed[kind]:
+                fields[field_name] = MappingProxyType(maps[kind])
+        if chassis is not None:
+            self._chassis_views = chassis
+            fields["chassis"] = MappingProxyType(chassis)
+        if delta.fabric:
+            fields["fabric_switches"] = fabric
+        self._maps = tuple(maps)
+        self._publish(delta, **fields)
+        return True
+
+    def _claim(self, kind: int, name: str, keys: set[Any], reported: dict[Any, Any]
+               ) -> dict[Any, Any]:
+        """Chassis `name` reports `reported` (of `kind`): record its claims on `keys`
+        (those whose value it reports changed) and return the view's entries that
+        change: key -> new value, or _MISSING if none."""
+        claims = self._claims[kind]
+        view = self._maps[kind]
+        parts = self._parts
+        updates: dict[Any, Any] = {}
+        for key in keys:
+            owners = claims.get(key)
+            if key in reported:
+                if owners is None:
+                    owners = claims[key] = {name}
+                else:
+                    owners.add(name)
+            elif owners is not None:
+                owners.discard(name)
+                if not owners:
+                    del claims[key]
+                    owners = None
+            if owners is None:
+                value = _MISSING
+            else:
+                first = (min(owners, key=lambda c: parts[c].rank) if len(owners) > 1
+                         else next(iter(owners)))
+                value = parts[first].maps[kind][key]
+            if view.get(key, _MISSING) != value:
+                updates[key] = value
+        return updates
+
+    def _is_integration_bridge(self, datapath_id: int) -> bool:
+        """An OpenFlow switch whose local port bears the integration bridge's name is a
+        chassis' bridge whose OVSDB has not been read yet (after a restart, a chassis
+        with thousands of ports takes longer to read than its bridge takes to connect),
+        not a fabric switch: compiled as one it would be wiped. It waits for its chassis."""
+        local = self._ports.get(datapath_id, {}).get(OFPP_LOCAL)
+        return local is not None and local[0] == self._integration_bridge
+
+    def _rebuild_fabric(self) -> bool:
+        """The fabric's part of the view, from what OpenFlow and LLDP say."""
+        view = self._view
+        fabric = frozenset(d for d in self._of_switches.difference(self._maps[_SWITCHES])
+                           if not self._is_integration_bridge(d))
         switch_ports = {d: MappingProxyType({name: no for no, (name, _) in ports.items()})
                         for d, ports in self._ports.items()}
         port_state = {(d, no): up for d, ports in self._ports.items()
@@ -326,36 +562,60 @@ class Topology:
         standby = {a: b for a, b in self._standby.items()
                    if port_state.get(a, False) and port_state.get(b, False) and a not in links
                    and b not in links}
-        if links != dict(self._view.links):
-            self._stage_links(fabric, dict(self._view.links), links)
-        for d in fabric:
+        if links != dict(view.links):
+            self._stage_links(fabric, dict(view.links), links)
+        changed = (fabric != view.fabric_switches
+                   or links != dict(view.links)
+                   or standby != dict(view.standby_links)
+                   or self._stage != view.fabric_stage
+                   or port_state != dict(view.port_state)
+                   or {d: dict(p) for d, p in switch_ports.items()}
+                   != {d: dict(p) for d, p in view.switch_ports.items()})
+        if changed:
+            self._graph = None
+            # Without a fabric (before or after), only integration bridges' ports moved:
+            # nothing the compiler reads (chassis bindings come from OVSDB).
+            relevant = bool(fabric or view.fabric_switches or links or view.links
+                            or self._stage or view.fabric_stage)
+            self._publish(TopologyDelta(fabric=relevant), fabric_switches=fabric,
+                          switch_ports=MappingProxyType(switch_ports),
+                          port_state=MappingProxyType(port_state),
+                          links=MappingProxyType(links), standby_links=MappingProxyType(standby),
+                          fabric_stage=self._stage)
+        return changed
+
+    def _build_graph(self) -> nx.MultiDiGraph:
+        graph = nx.MultiDiGraph()
+        for ch in self._chassis.values():
+            graph.add_node(("chassis", ch.name), kind="chassis", connected=ch.connected,
+                           encap_ip=ch.encap_ip)
+            for br in ch.bridges:
+                if br.name != self._integration_bridge or br.datapath_id is None:
+                    continue
+                dpid = br.datapath_id
+                graph.add_node(("switch", dpid), kind="switch", bridge=br.name)
+                graph.add_edge(("chassis", ch.name), ("switch", dpid), kind="hosts")
+                for iface in br.interfaces:
+                    if iface.ofport is None or iface.ofport <= 0:
+                        continue
+                    if iface.physnet and iface.type == "patch":
+                        continue
+                    if iface.remote_chassis and iface.type in TUNNEL_TYPES:
+                        graph.add_edge(("switch", dpid), ("chassis", iface.remote_chassis),
+                                       kind="tunnel", tunnel_type=iface.type,
+                                       ofport=iface.ofport)
+                        continue
+                    if not iface.iface_id:
+                        continue
+                    graph.add_node(("port", iface.iface_id), kind="port")
+                    graph.add_edge(("switch", dpid), ("port", iface.iface_id),
+                                   kind="has", ofport=iface.ofport)
+        for d in self._view.fabric_switches:
             graph.add_node(("switch", d), kind="switch", fabric=True)
-        for (a, pa), (b, pb) in links.items():
+        for (a, pa), (b, pb) in self._view.links.items():
             graph.add_edge(("switch", a), ("switch", b), kind="fabric", src_port=pa,
                            dst_port=pb)
-        changed = (fabric != self._view.fabric_switches
-                   or links != dict(self._view.links)
-                   or standby != dict(self._view.standby_links)
-                   or self._stage != self._view.fabric_stage
-                   or port_state != dict(self._view.port_state)
-                   or {d: dict(p) for d, p in switch_ports.items()}
-                   != {d: dict(p) for d, p in self._view.switch_ports.items()}
-                   or switches != dict(self._view.switches)
-                   or bindings != dict(self._view.bindings)
-                   or chassis != dict(self._view.chassis)
-                   or tunnels != dict(self._view.tunnels)
-                   or provider_ports != dict(self._view.provider_ports))
-        self._graph = graph
-        if changed:
-            self._version += 1
-            self._view = TopologyView(self._version, MappingProxyType(switches),
-                                      MappingProxyType(bindings), MappingProxyType(chassis),
-                                      MappingProxyType(tunnels),
-                                      MappingProxyType(provider_ports),
-                                      fabric, MappingProxyType(switch_ports),
-                                      MappingProxyType(port_state), MappingProxyType(links),
-                                      MappingProxyType(standby), self._stage)
-        return changed
+        return graph
 
     def _stage_links(self, fabric: frozenset[int],
                      before: dict[tuple[int, int], tuple[int, int]],

@@ -1,31 +1,30 @@
 """Which switches a `?wait=true` write waits for: those whose desired state it changed.
 
 A write committed as generation G is installed once every switch whose desired
-state differs because of G runs G or later. A switch given the same flows, groups
-and meters for G as it had before G (it carries nothing the write touched) is not
-waited for, so one switch that keeps failing its pushes holds up only the writes
-that concern it, not every write on unrelated networks.
+state differs because of G runs G or later. A switch whose flows, groups and meters
+G did not change is not waited for, so one switch that keeps failing its pushes
+holds up only the writes that concern it, not every write on unrelated networks.
 
-The engine hands each switch a new DesiredSwitch on every compile and keeps only
-the newest, so the state "just before G" would be gone by the time G is compiled.
-`WaitScope` remembers the last few states it saw per switch (`observe`, run on
-every compile and push notification by `follow`), and `affected` compares the
-state compiled for G with the newest one seen from before G.
+The engine says so when it hands states out (`ChangeLog.record`, once per compile):
+the compile that took the intent from generation `lo` to `hi` changed these
+switches. The incremental compiler knows that for free (it offers nothing to a
+switch it did not change); the full compile (with a fabric) compares each switch's
+new state with its previous one, which costs what that compile already cost. A
+compile covering several writes at once names the switches any of them changed: a
+write may then wait for a switch another write of the same compile changed, never
+the other way round.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections import deque
 from typing import Optional
 
 from controller.compiler import DesiredSwitch
 
-# States remembered per switch: the one before a waited-for generation and the few
-# compiled since (a rollout step or a regroup offers more than one per generation).
-KEEP = 4
-
-Offers = Callable[[], Iterable[tuple[int, Optional[DesiredSwitch]]]]
+# Compiles remembered: a waiter asks about a generation compiled moments ago.
+KEEP = 1024
 
 
 def same_state(a: DesiredSwitch, b: DesiredSwitch) -> bool:
@@ -34,57 +33,32 @@ def same_state(a: DesiredSwitch, b: DesiredSwitch) -> bool:
     return a is b or (a.flows == b.flows and a.groups == b.groups and a.meters == b.meters)
 
 
-class WaitScope:
-    """Recent desired states per switch, and which switches a generation changed."""
+class ChangeLog:
+    """Per compile: the generations it covered and the switches it changed."""
 
-    def __init__(self, offers: Offers) -> None:
-        self._offers = offers  # (datapath id, a state it was offered or holds), per switch
-        self._seen: dict[int, list[DesiredSwitch]] = {}
+    def __init__(self, keep: int = KEEP) -> None:
         self._lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
+        self._log: deque[tuple[int, int, frozenset[int]]] = deque(maxlen=keep)
 
-    def observe(self) -> None:
-        """Remember the states the switches are offered and hold now."""
-        current: dict[int, list[DesiredSwitch]] = {}
-        for dpid, desired in self._offers():
-            states = current.setdefault(dpid, [])
-            if desired is not None:
-                states.append(desired)
+    def record(self, lo: int, hi: int, changed: frozenset[int]) -> None:
+        """A compile took the intent from generation `lo` to `hi` (a topology-only
+        compile has lo == hi) and changed the desired state of `changed`."""
+        if hi <= lo:
+            return
         with self._lock:
-            for dpid in set(self._seen) - set(current):
-                del self._seen[dpid]  # gone: a reconnect starts from what it then holds
-            for dpid, states in current.items():
-                seen = self._seen.setdefault(dpid, [])
-                for desired in states:
-                    if not any(d is desired for d in seen):
-                        seen.append(desired)
-                seen.sort(key=lambda d: (d.generation, d.topology_version))  # stable
-                del seen[:-KEEP]
+            self._log.append((lo, hi, changed))
 
-    def follow(self, changed: threading.Condition, stopping: threading.Event) -> None:
-        """Observe after every notification of `changed` (a compile done, a push done),
-        in a daemon thread, so states offered while no write waits are remembered too."""
-        def run() -> None:
-            while not stopping.is_set():
-                with changed:
-                    changed.wait(1.0)
-                self.observe()
-
+    def affected(self, generation: int) -> Optional[frozenset[int]]:
+        """The switches the compile of `generation` changed; None if no compile kept
+        here covered it (too old, or compiled in full before anything was recorded):
+        the caller then waits for every switch, the safe answer."""
         with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=run, daemon=True, name="wait scope")
-        self._thread.start()
+            for lo, hi, changed in reversed(self._log):
+                if lo < generation <= hi:
+                    return changed
+                if hi < generation:
+                    break
+        return None
 
-    def affected(self, dpid: int, generation: int, current: DesiredSwitch) -> bool:
-        """Whether `generation` changed what switch `dpid` should hold, given `current`,
-        its newest desired state once `generation` is compiled.
 
-        Not offered a state for `generation` at all: not affected. No state seen from
-        before `generation` (a switch that just connected): affected, since waiting is
-        the safe answer when it cannot be told."""
-        if current.generation < generation:
-            return False
-        with self._lock:
-            before = [d for d in self._seen.get(dpid, ()) if d.generation < generation]
-        return not before or not same_state(before[-1], current)
+__all__ = ["ChangeLog", "KEEP", "same_state"]

@@ -255,10 +255,19 @@ class GroupIndex:
                 self.members.setdefault(sg, []).append(port)
 
 
+def conj_id_of(rule: SecurityGroupRule) -> int:
+    """The rule's conjunction id: allocated by the store, unique among all rules.
+
+    So it is the same on every switch and never moves when another rule appears.
+    0 (an Intent built by hand) falls back to the key's low 32 bits, unprobed: two
+    hand-built rules colliding there is a test-only situation.
+    """
+    return rule.conj_id or (_rule_key(rule) & _CONJ_ID_MASK) or 1
+
+
 def conj_id_for(rule: SecurityGroupRule, taken: set[int]) -> int:
-    cid = (_rule_key(rule) & _CONJ_ID_MASK) or 1
-    while cid in taken:
-        cid = (cid + 1) & _CONJ_ID_MASK or 1
+    """`conj_id_of(rule)`, noted in `taken` (kept for callers that track ids)."""
+    cid = conj_id_of(rule)
     taken.add(cid)
     return cid
 
@@ -274,7 +283,6 @@ def switch_acl_flows(local: Mapping[int, Port], index: GroupIndex) -> list[Flow]
         if port.port_security_enabled:
             for sg in port.security_groups:
                 ports_by_group.setdefault(sg, []).append(ofport)
-    taken: set[int] = set()
     member_conjs: dict[tuple[str, str, int], list[int]] = {}  # (remote sg, dir, eth) -> ids
     for sg in sorted(ports_by_group):
         ofports = ports_by_group[sg]
@@ -286,7 +294,7 @@ def switch_acl_flows(local: Mapping[int, Port], index: GroupIndex) -> list[Flow]
             shape = rule_shape(rule)
             if shape is None:
                 continue
-            cid = conj_id_for(rule, taken)
+            cid = conj_id_of(rule)
             out.extend(conj_rule_flows(rule, cid, ofports))
             member_conjs.setdefault((rule.remote_group_id, rule.direction, shape.eth_type),
                                     []).append(cid)

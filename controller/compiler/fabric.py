@@ -45,6 +45,7 @@ from typing import Any, Optional
 import networkx as nx
 
 from controller import pipeline as pl
+from controller.compiler.overlay import flood_group_id
 from controller.flows import (
     Bucket,
     Flow,
@@ -257,19 +258,37 @@ def _detour_flows(d: Detour) -> dict[int, Flow]:
 
 
 def fabric_vlans(intent: Intent, network_ids: set[str]) -> dict[str, int]:
-    """VLAN networks keep their id; others get a stable one that is not in use."""
+    """The VLAN each network rides on fabric links.
+
+    VLAN networks keep their segmentation id. Others use the one the store allocated
+    (`Network.fabric_vlan`, unique and clear of every VLAN network's id when it was
+    made), so it does not move when another network appears. Only a network without
+    one (an Intent built by hand; all 4094 in use), or whose stored VLAN a VLAN
+    network created later claims as its segmentation id (the operator's id wins),
+    gets the key's derived VLAN probed past the ones in use, as all did before.
+    """
     taken = {n.segmentation_id for n in intent.networks.values() if n.network_type == "vlan"}
     out = {}
+    probe: list[Network] = []
     for nid in sorted(network_ids):
         net = intent.networks[nid]
         if net.network_type == "vlan":
             out[nid] = net.segmentation_id
-            continue
+        elif net.fabric_vlan and net.fabric_vlan not in taken:
+            out[nid] = net.fabric_vlan
+            taken.add(net.fabric_vlan)
+        else:
+            probe.append(net)
+    # stored VLANs of networks not in this fabric stay reserved for them
+    taken |= {n.fabric_vlan for n in intent.networks.values() if n.fabric_vlan}
+    for net in probe:
         vid = net.key % _MAX_VLAN + 1
-        while vid in taken:
+        for _ in range(_MAX_VLAN):
+            if vid not in taken:
+                break
             vid = vid % _MAX_VLAN + 1
         taken.add(vid)
-        out[nid] = vid
+        out[net.id] = vid
     return out
 
 
@@ -654,9 +673,8 @@ def _remote_mac(port: Port, network: Network, tag: tuple, gid: int) -> Flow:
 
 
 def _flood_group_id(network: Network, taken: set[int]) -> int:
-    gid = (network.key & pl.GROUP_ID_MASK) or 1
-    while gid in taken:
-        gid = (gid + 1) & pl.GROUP_ID_MASK or 1
+    """The network's stored flood group id (overlay.flood_group_id), noted in `taken`."""
+    gid = flood_group_id(network)
     taken.add(gid)
     return gid
 

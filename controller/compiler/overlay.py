@@ -43,30 +43,35 @@ def flood_group(network: Network, group_id: int, tunnels: tuple[TunnelView, ...]
         for t in tunnels), cookie_owner=pl.cookie(pl.Owner.NETWORK, network.key))
 
 
-def zones_for(networks: list[Network]) -> dict[str, int]:
-    """Conntrack zones for the networks present on one switch: stable per network id.
+def zone_of(network: Network) -> int:
+    """The network's conntrack zone: the one the store allocated (store/allocations.py).
 
-    A zone must never be shared by two networks on one switch, or tenants with
-    overlapping addresses would see each other's connections; derived from the
-    network key and probed past collisions in id order, so it only moves when a
-    colliding network appears before it.
+    Allocated once, unique among all networks, so it never moves when another network
+    appears or the controller restarts (a moved zone breaks live connections). 0 means
+    an Intent built by hand (unit tests): the zone is then derived from the key as the
+    store would, unprobed, so two hand-built networks whose keys collide modulo
+    CT_ZONE_SPAN share a zone; that cannot happen to networks read from the store.
     """
-    taken: set[int] = set()
-    out: dict[str, int] = {}
-    for network in sorted(networks, key=lambda n: n.id):
-        zone = network.key % pl.CT_ZONE_SPAN + 1
-        while zone in taken:
-            zone = zone % pl.CT_ZONE_SPAN + 1
-        taken.add(zone)
-        out[network.id] = zone
-    return out
+    return network.ct_zone or network.key % pl.CT_ZONE_SPAN + 1
+
+
+def flood_group_id(network: Network) -> int:
+    """The network's flood group id (overlay, provider and fabric floods alike).
+
+    Allocated by the store, unique among networks; 0 (an Intent built by hand) falls
+    back to the key's low bits, unprobed (a collision there is a test-only situation).
+    """
+    return network.flood_group or (network.key & pl.GROUP_ID_MASK) or 1
+
+
+def zones_for(networks: list[Network]) -> dict[str, int]:
+    """Conntrack zones for the networks present on one switch: `zone_of` each."""
+    return {network.id: zone_of(network) for network in networks}
 
 
 def group_id_for(network: Network, taken: set[int]) -> int:
-    """A stable group id from the network key; probe past ids already taken on this switch."""
-    gid = (network.key & pl.GROUP_ID_MASK) or 1
-    while gid in taken:
-        gid = (gid + 1) & pl.GROUP_ID_MASK or 1
+    """`flood_group_id(network)`, noted in `taken` (kept for callers that track ids)."""
+    gid = flood_group_id(network)
     taken.add(gid)
     return gid
 

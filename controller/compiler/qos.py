@@ -125,6 +125,15 @@ def _find(rules: list[QosRule], kind: str, direction: str = "egress") -> Optiona
     return None
 
 
+def meter_id_of(port: Port) -> int:
+    """The port's egress-limit meter id as the store allocated it (0: none allocated).
+
+    Unique among all ports (store/allocations.py), so it is the same on whatever
+    switch the port is bound to and never moves when another port appears.
+    """
+    return port.meter_id
+
+
 def _stable_id(key: int, span: int, taken: set[int]) -> int:
     value = key % span + 1
     while value in taken:
@@ -203,14 +212,20 @@ def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex,
     meter_ids: set[int] = set()
     limited: list[tuple[Port, Network, str, int, int]] = []  # (.., iface, ofport, max kbps)
     local_guaranteed: list[Sender] = []
-    for port, network, iface, ofport in sorted(local, key=lambda t: t[0].id):
+    ordered = sorted(local, key=lambda t: t[0].id)
+    # Stored meter ids first: unique among ports, they never move. A port without
+    # one (an Intent built by hand, or all METER_ID_SPAN ids in use) gets the key's
+    # derived id probed past them, as every port did before ids were stored; so do
+    # the share-cap meters below, which belong to a pair of ports and to no one row.
+    meter_ids.update(meter_id_of(t[0]) for t in ordered if meter_id_of(t[0]))
+    for port, network, iface, ofport in ordered:
         rules = index.rules_for(port, network)
         if not rules:
             continue
         meter_id = dscp = queue_id = None
         limit = _find(rules, "bandwidth_limit", "egress")
         if limit is not None and limit.max_kbps:
-            meter_id = _stable_id(port.key, pl.METER_ID_SPAN, meter_ids)
+            meter_id = meter_id_of(port) or _stable_id(port.key, pl.METER_ID_SPAN, meter_ids)
             burst = limit.max_burst_kbps or max(1, int(limit.max_kbps * BURST_SHARE_OF_RATE))
             meters[meter_id] = Meter(meter_id, limit.max_kbps, burst,
                                      owner=pl.cookie(pl.Owner.QOS_POLICY, port.key))

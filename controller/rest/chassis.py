@@ -151,7 +151,7 @@ def create(item: Mapping[str, Any], helper: TxnHelper, runtime: Runtime) -> mode
     name, remote = item["name"], item["remote"]
     if name in intent.chassis:
         raise Conflict(f"Chassis {name} already exists.", type="ChassisNameInUse")
-    holder = next((c for c in intent.chassis.values() if c.remote == remote), None)
+    holder = next((c for _, c in sorted(intent.chassis.items()) if c.remote == remote), None)
     if holder is not None:
         raise Conflict(f"Remote {remote} is already chassis {holder.name}.",
                        type="ChassisRemoteInUse")
@@ -184,7 +184,7 @@ def lookup_stored(intent: model.Intent, name: str) -> Optional[model.Chassis]:
     found = intent.chassis.get(name)
     if found is not None:
         return found
-    return next((c for c in intent.chassis.values() if c.remote == name), None)
+    return next((c for _, c in sorted(intent.chassis.items()) if c.remote == name), None)
 
 
 def _match(stored: model.Chassis, live: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -202,7 +202,7 @@ def _merged(intent: model.Intent, runtime: Runtime
     """(stored chassis with their runtime entry, runtime entries no stored row claims)."""
     live = [dict(e) for e in runtime.chassis()]
     pairs = []
-    for stored in intent.chassis.values():
+    for _, stored in sorted(intent.chassis.items()):  # by name: mappings are not sorted
         entry = _match(stored, live)
         if entry is not None:
             live.remove(entry)

@@ -1,62 +1,224 @@
-"""Per-snapshot lookup tables, built once per snapshot and shared by all requests.
+"""Per-snapshot lookup tables, kept for each snapshot and shared by all requests.
 
 The intent snapshot is keyed by id; requests need "subnets of network N", "IPs used
 in subnet S", "segmentation ids used by type T". Building those is O(objects), so it
-is done once per snapshot object (cached by identity) rather than once per request.
+is done once (cached by snapshot identity) and then carried from snapshot to
+snapshot: the index of a new snapshot is its predecessor's updated for the ids the
+store says changed (`intent_delta.delta_between`), copying only the groups those
+touch. Without a known delta (first load, reconnect) it is built afresh.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
-from typing import Optional
+import weakref
+from typing import Any, Optional
 
 from controller import intent as model
+from controller.intent_delta import IntentDelta, delta_between, make_delta, published
+
+_INDEXED = frozenset({"subnets", "ports", "networks"})
+
+
+def _subnet_order(s: model.Subnet) -> tuple[str, str]:
+    return (s.created_at, s.id)
 
 
 class IntentIndex:
-    def __init__(self, intent: model.Intent) -> None:
+    def __init__(self, intent: model.Intent, *, _empty: bool = False) -> None:
         self.intent = intent
-        subnets: dict[str, list[model.Subnet]] = defaultdict(list)
+        # network -> its subnets by (created_at, id)
+        self.subnets_by_network: dict[str, list[model.Subnet]] = {}
+        # network -> port id -> port
+        self.ports_by_network: dict[str, dict[str, model.Port]] = {}
+        self.used_ips: dict[str, dict[str, str]] = {}  # subnet -> ip -> port id
+        self.macs: dict[str, dict[str, str]] = {}  # network -> mac -> port id
+        self.segments: dict[str, dict[int, str]] = {}  # type -> id -> network
+        if _empty:
+            return
+        subnets: dict[str, list[model.Subnet]] = {}
         for s in intent.subnets.values():
-            subnets[s.network_id].append(s)
-        self.subnets_by_network = {
-            k: sorted(v, key=lambda s: (s.created_at, s.id)) for k, v in subnets.items()
-        }
-        self.ports_by_network: dict[str, list[model.Port]] = defaultdict(list)
-        self.used_ips: dict[str, dict[str, str]] = defaultdict(dict)  # subnet -> ip -> port id
-        self.macs: dict[str, dict[str, str]] = defaultdict(dict)  # network -> mac -> port id
+            subnets.setdefault(s.network_id, []).append(s)
+        self.subnets_by_network = {k: sorted(v, key=_subnet_order) for k, v in subnets.items()}
         for p in intent.ports.values():
-            self.ports_by_network[p.network_id].append(p)
-            self.macs[p.network_id][p.mac_address] = p.id
+            self.ports_by_network.setdefault(p.network_id, {})[p.id] = p
+            self.macs.setdefault(p.network_id, {})[p.mac_address] = p.id
             for f in p.fixed_ips:
-                self.used_ips[f.subnet_id][f.ip_address] = p.id
-        self.segments: dict[str, dict[int, str]] = defaultdict(dict)  # type -> id -> network
+                self.used_ips.setdefault(f.subnet_id, {})[f.ip_address] = p.id
         for n in intent.networks.values():
-            self.segments[n.network_type][n.segmentation_id] = n.id
+            self.segments.setdefault(n.network_type, {})[n.segmentation_id] = n.id
 
     def subnets_of(self, network_id: str) -> list[model.Subnet]:
         return self.subnets_by_network.get(network_id, [])
 
     def ports_of(self, network_id: str) -> list[model.Port]:
-        return self.ports_by_network.get(network_id, [])
+        """The network's ports in id order."""
+        ports = self.ports_by_network.get(network_id)
+        return sorted(ports.values(), key=lambda p: p.id) if ports else []
+
+    def derive(self, intent: model.Intent, delta: IntentDelta) -> IntentIndex:
+        """The index of `intent`, which is this index's snapshot changed by `delta`.
+
+        Copy on write: the outer maps are copied (C level) and only the groups the
+        touched objects belong to (before or after) are copied and edited, so this
+        index stays valid for the requests still reading it."""
+        old = self.intent
+        new = IntentIndex(intent, _empty=True)
+        new.subnets_by_network = self.subnets_by_network
+        new.ports_by_network = self.ports_by_network
+        new.used_ips, new.macs, new.segments = self.used_ips, self.macs, self.segments
+
+        subnet_ids = delta.ids("subnets")
+        if subnet_ids:
+            by_net = dict(self.subnets_by_network)
+            nets: set[str] = set()
+            for sid in subnet_ids:
+                for s in (old.subnets.get(sid), intent.subnets.get(sid)):
+                    if s is not None:
+                        nets.add(s.network_id)
+            for net in nets:
+                kept = [s for s in by_net.get(net, ()) if s.id not in subnet_ids]
+                kept.extend(s for sid in subnet_ids
+                            if (s := intent.subnets.get(sid)) is not None and s.network_id == net)
+                if kept:
+                    by_net[net] = sorted(kept, key=_subnet_order)
+                else:
+                    by_net.pop(net, None)
+            new.subnets_by_network = by_net
+
+        port_ids = delta.ids("ports")
+        if port_ids:
+            ports = _Groups(self.ports_by_network)
+            macs = _Groups(self.macs)
+            ips = _Groups(self.used_ips)
+            for pid in port_ids:
+                before = old.ports.get(pid)
+                if before is not None:
+                    ports.remove(before.network_id, pid, before)
+                    macs.remove(before.network_id, before.mac_address, pid)
+                    for f in before.fixed_ips:
+                        ips.remove(f.subnet_id, f.ip_address, pid)
+            for pid in port_ids:
+                after = intent.ports.get(pid)
+                if after is not None:
+                    ports.set(after.network_id, pid, after)
+                    macs.set(after.network_id, after.mac_address, pid)
+                    for f in after.fixed_ips:
+                        ips.set(f.subnet_id, f.ip_address, pid)
+            new.ports_by_network, new.macs, new.used_ips = ports.out, macs.out, ips.out
+
+        net_ids = delta.ids("networks")
+        if net_ids:
+            segs = _Groups(self.segments)
+            for nid in net_ids:
+                before_n = old.networks.get(nid)
+                if before_n is not None:
+                    segs.remove(before_n.network_type, before_n.segmentation_id, nid)
+            for nid in net_ids:
+                after_n = intent.networks.get(nid)
+                if after_n is not None:
+                    segs.set(after_n.network_type, after_n.segmentation_id, nid)
+            new.segments = segs.out
+        return new
+
+
+class _Groups:
+    """Copy-on-write edits of a group -> key -> value map: a group is copied the first
+    time it is edited, the outer map once."""
+
+    def __init__(self, base: dict[Any, dict[Any, Any]]) -> None:
+        self.out: dict[Any, dict[Any, Any]] = dict(base)
+        self._copied: set[Any] = set()
+
+    def _group(self, group: Any) -> dict[Any, Any]:
+        if group not in self._copied:
+            self._copied.add(group)
+            self.out[group] = dict(self.out.get(group, ()))
+        return self.out[group]
+
+    def remove(self, group: Any, key: Any, value: Any) -> None:
+        current = self.out.get(group)
+        if current is None or current.get(key) != value:
+            return  # someone else holds it (or nobody): leave it
+        g = self._group(group)
+        del g[key]
+        if not g:
+            del self.out[group]
+            self._copied.discard(group)
+
+    def set(self, group: Any, key: Any, value: Any) -> None:
+        self._group(group)[key] = value
 
 
 _lock = threading.Lock()
-_cache: list[IntentIndex] = []
+_cache: list[IntentIndex] = []  # of published snapshots, newest first
+_others: list[IntentIndex] = []  # of any other Intent (tests, a transaction's view)
 _CACHE_SIZE = 4
+# transaction -> the index of its latest view (see index_for_write)
+_writes: weakref.WeakKeyDictionary[Any, IntentIndex] = weakref.WeakKeyDictionary()
 
 
 def index_of(intent: model.Intent) -> IntentIndex:
-    """The index of this exact snapshot object (identity, not equality)."""
+    """The index of this exact snapshot object (identity, not equality): from the cache,
+    else derived from a cached one the store knows the delta from, else built."""
+    cache = _cache if published(intent) else _others
     with _lock:
-        for idx in _cache:
-            if idx.intent is intent:
-                return idx
-    idx = IntentIndex(intent)
+        for cached in cache:
+            if cached.intent is intent:
+                return cached
+        known = list(_cache)
+    idx: Optional[IntentIndex] = None
+    for candidate in known:
+        delta = delta_between(candidate.intent, intent)
+        if delta is not None:
+            if _too_big(delta, intent):
+                break  # cheaper to build afresh
+            idx = candidate.derive(intent, delta)
+            break
+    if idx is None:
+        idx = IntentIndex(intent)
     with _lock:
-        _cache.insert(0, idx)
-        del _cache[_CACHE_SIZE:]
+        for other in cache:
+            if other.intent is intent:  # another thread got there first: share one
+                return other
+        cache.insert(0, idx)
+        del cache[_CACHE_SIZE:]
+    return idx
+
+
+def _too_big(delta: IntentDelta, intent: model.Intent) -> bool:
+    size = sum(len(delta.ids(attr)) for attr in _INDEXED)
+    return size > max(64, (len(intent.ports) + len(intent.subnets) + len(intent.networks)) // 4)
+
+
+def index_for_write(helper: Any) -> IntentIndex:
+    """The index of a write transaction's current view (`helper.current()`).
+
+    Derived from the index of the transaction's previous view (or of its base
+    snapshot) and the objects its writes replaced since, so each item of a bulk
+    create costs what it wrote, not what the store holds."""
+    current: model.Intent = helper.current()
+    base: model.Intent = helper.intent
+    if current is base:
+        return index_of(base)
+    with _lock:
+        last = _writes.get(helper)
+    if last is not None and last.intent is current:
+        return last
+    overlay = getattr(helper, "_overlay", None)
+    if not isinstance(overlay, dict):
+        idx = IntentIndex(current)
+    else:
+        source = last if last is not None else index_of(base)
+        was = source.intent
+        touched = {
+            attr: [k for k in changes
+                   if getattr(was, attr).get(k) is not getattr(current, attr).get(k)]
+            for attr, changes in overlay.items() if attr in _INDEXED
+        }
+        idx = source.derive(current, make_delta(touched))
+    with _lock:
+        _writes[helper] = idx
     return idx
 
 

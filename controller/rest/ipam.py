@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Optional
 
 from controller import intent as model
@@ -129,7 +129,7 @@ def first_free(subnet: model.Subnet, used: Iterable[str]) -> Optional[str]:
     return None
 
 
-def random_mac(in_use: set[str], rng: Optional[random.Random] = None) -> str:
+def random_mac(in_use: Container[str], rng: Optional[random.Random] = None) -> str:
     """A fresh fa:16:3e:xx:xx:xx not in `in_use`."""
     rng = rng or random.SystemRandom()
     for _ in range(1000):

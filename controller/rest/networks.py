@@ -9,7 +9,7 @@ from controller import intent as model
 from controller.rest import segments
 from controller.rest.auth import Principal
 from controller.rest.errors import InvalidInput, NeutronError, conflict
-from controller.rest.index import index_of
+from controller.rest.index import index_for_write
 from controller.rest.policy import check_admin_only, network_visible, owner_for_create, owns
 from controller.rest.qos import check_qos_change, check_qos_policy, default_policy_id
 from controller.rest.resource import Resource, ViewContext, now
@@ -137,7 +137,7 @@ class Networks(Resource):
             physnet = physnet or segments.DEFAULT_PHYSNET
         elif physnet is not None:
             raise InvalidInput(f"provider:physical_network specified for {ntype.upper()} network")
-        used = index_of(intent).segments.get(ntype, {})
+        used = index_for_write(helper).segments.get(ntype, {})
         seg = item.get("provider:segmentation_id")
         if seg is None:
             seg = segments.lowest_free(ntype, used)
@@ -191,7 +191,8 @@ class Networks(Resource):
             check_qos_change(principal, intent, net.qos_policy_id, changes["qos_policy_id"])
         if changes.get("shared") is False and net.shared:
             foreign = [
-                p for p in index_of(intent).ports_of(net.id) if p.project_id != net.project_id
+                p for p in index_for_write(helper).ports_of(net.id)
+                if p.project_id != net.project_id
             ]
             if foreign:
                 raise conflict(
@@ -221,8 +222,7 @@ class Networks(Resource):
         return updated
 
     def delete(self, principal: Principal, net: model.Network, helper: TxnHelper) -> None:
-        intent = helper.current()
-        idx = index_of(intent)
+        idx = index_for_write(helper)
         if idx.ports_of(net.id):
             raise conflict(
                 "NetworkInUse",

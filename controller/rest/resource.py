@@ -22,7 +22,7 @@ from controller import intent as model
 from controller.rest.auth import Principal
 from controller.rest.errors import InvalidInput, PolicyNotAuthorized, not_found
 from controller.rest.index import IntentIndex
-from controller.rest.snapshot_index import Ordered, grouped, ordered
+from controller.rest.snapshot_index import Ordered, grouped, ordered, positions
 from controller.rest.validate import Attr, boolean, check_item, parse_ip, resource_items
 from controller.runtime import Runtime
 from controller.store.txn import TxnHelper
@@ -259,27 +259,30 @@ class Resource:
         plain equality filter, from its per-snapshot index; None: no such filter."""
         if rows.order is None:
             return None
-        best: Optional[list[int]] = None
+        best: Optional[list[Mapping[str, Any]]] = None
+        best_size = 0
         intent = rows.ctx.intent
         for key, values in match.filters.items():
             getter = self.cheap_fields.get(key)
             if getter is None or key in self.special_filters:
                 continue
-            index = grouped(intent, self.intent_attr, key, rows.order,
+            index = grouped(intent, self.intent_attr, key,
                             lambda o, g=getter: g(o, intent))  # type: ignore[misc]
             if index is None:
                 continue
-            hits: list[int] = []
+            hits: list[Mapping[str, Any]] = []
             for wanted in match.converted(key, values):
                 try:
-                    hits.extend(index.get(wanted, ()))
+                    found = index.get(wanted)
                 except TypeError:  # an unhashable value: compare row by row instead
-                    hits = []
                     break
+                if found:
+                    hits.append(found)
             else:
-                if best is None or len(hits) < len(best):
-                    best = sorted(set(hits))
-        return best
+                size = sum(len(h) for h in hits)
+                if best is None or size < best_size:
+                    best, best_size = hits, size
+        return None if best is None else positions(rows.order, best)
 
     # -- writes -------------------------------------------------------------------
     def parse_create(self, request: Request) -> tuple[list[dict[str, Any]], bool]:

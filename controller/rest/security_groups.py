@@ -128,10 +128,10 @@ def find_default(intent: model.Intent, project_id: str) -> Optional[model.Securi
     preferred = intent.security_groups.get(default_group_id(project_id))
     if preferred is not None and preferred.project_id == project_id:
         return preferred
-    for group in intent.security_groups.values():
-        if group.project_id == project_id and group.name == DEFAULT_NAME:
-            return group
-    return None
+    # the lowest id if several: mappings are not in id order (store/snapshot.py)
+    return min((g for g in intent.security_groups.values()
+                if g.project_id == project_id and g.name == DEFAULT_NAME),
+               key=lambda g: g.id, default=None)
 
 
 def ensure_default_group(helper: TxnHelper, project_id: str) -> str:

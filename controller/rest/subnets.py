@@ -10,7 +10,7 @@ from controller import intent as model
 from controller.rest import ipam
 from controller.rest.auth import Principal
 from controller.rest.errors import InvalidInput, PolicyNotAuthorized, conflict, not_found
-from controller.rest.index import index_of
+from controller.rest.index import index_for_write
 from controller.rest.policy import network_owner, owner_for_create, owns, subnet_visible
 from controller.rest.resource import Resource, ViewContext, now
 from controller.rest.validate import (
@@ -129,7 +129,7 @@ class Subnets(Resource):
         version = item.get("ip_version", net.version)  # Neutron requires it; we infer it
         if version != net.version:
             raise InvalidInput(f"ip_version {version} does not match cidr {item['cidr']}")
-        for other in index_of(intent).subnets_of(network.id):
+        for other in index_for_write(helper).subnets_of(network.id):
             if ipaddress.ip_network(other.cidr).overlaps(net):
                 raise InvalidInput(
                     f"Requested subnet with cidr: {net} for network: {network.id} "
@@ -171,14 +171,13 @@ class Subnets(Resource):
     def update(
         self, principal: Principal, s: model.Subnet, changes: dict[str, Any], helper: TxnHelper
     ) -> model.Subnet:
-        intent = helper.current()
         net = ipaddress.ip_network(s.cidr)
         gateway = s.gateway_ip
         if "gateway_ip" in changes and changes["gateway_ip"] != s.gateway_ip:
             gateway = changes["gateway_ip"]
             if gateway is not None:
                 gateway = ipam.check_gateway(net, gateway)
-                user = index_of(intent).used_ips.get(s.id, {}).get(gateway)
+                user = index_for_write(helper).used_ips.get(s.id, {}).get(gateway)
                 if user is not None:
                     raise conflict(
                         "GatewayIpInUse",
@@ -215,7 +214,7 @@ class Subnets(Resource):
         return updated
 
     def delete(self, principal: Principal, s: model.Subnet, helper: TxnHelper) -> None:
-        if index_of(helper.current()).used_ips.get(s.id):
+        if index_for_write(helper).used_ips.get(s.id):
             raise conflict(
                 "SubnetInUse",
                 f"Unable to complete operation on subnet {s.id}: "

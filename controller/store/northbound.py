@@ -36,7 +36,8 @@ import ovs.reconnect
 import ovs.util
 
 from controller import intent as model
-from controller.store import _ovs_compat
+from controller.intent_delta import DeltaLog, IntentDelta, stamp
+from controller.store import _ovs_compat, allocations
 from controller.store.codec import CODECS
 from controller.store.embedded import SCHEMA_PATH, iso_time
 from controller.store.errors import (
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 _ovs_compat.install()
 
 WriteFn = Callable[[TxnHelper, model.Intent], Any]
+DELTAS_KEPT = 4096  # snapshots whose delta changes_since can still answer
 Subscriber = Callable[[model.Intent], None]
 
 
@@ -171,6 +173,7 @@ class NorthboundStore:
         self._max_backoff = max_backoff_ms
         self._snapshot = model.Intent()
         self._generation = 0
+        self._deltas = DeltaLog(DELTAS_KEPT)  # per published snapshot, see changes_since
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -256,6 +259,9 @@ class NorthboundStore:
                 raise StoreUnavailable(
                     f"northbound store {self.remote} unreachable after {timeout:g}s: {reason}"
                 )
+        # Rows of a database older than the allocation columns get theirs now, before
+        # anything compiles or writes (store/allocations.py).
+        allocations.backfill_store(self)
         return self
 
     def close(self) -> None:
@@ -308,6 +314,15 @@ class NorthboundStore:
     def latest(self) -> model.Intent:
         """The newest immutable snapshot (never blocks)."""
         return self._snapshot
+
+    def changes_since(self, generation: int) -> Optional[IntentDelta]:
+        """The ids touched from snapshot `generation` to `latest()` (the union of the
+        deltas of every snapshot after it); an empty delta if it is the latest.
+
+        None when unknown: `generation` is older than the last `DELTAS_KEPT`
+        snapshots, or a full rebuild (first load, reconnect) came after it, or it is
+        newer than the latest. Safe from any thread."""
+        return self._deltas.since(generation, self._snapshot.generation)
 
     @property
     def connected(self) -> bool:
@@ -477,10 +492,10 @@ class NorthboundStore:
         elif self._session_up_since is None:
             self._session_up_since = time.monotonic()
         was_connected = self._connected
-        self._connected = whole
-        if was_connected and not self._connected:
+        if was_connected and not whole:
+            self._connected = False
             self._down_since = time.time()
-        elif self._connected and not was_connected:
+        elif whole and not was_connected:
             if self._down_since is not None:
                 now = time.time()
                 self._last_outage = {
@@ -495,6 +510,7 @@ class NorthboundStore:
             self._down_since = None
             self._last_error = None
             self._link_seen = (-1, False)
+            self._connected = True  # last: whoever sees it connected sees no error
         if not self._connected:
             self._note_reason(session_up, lost_now=was_connected)
 
@@ -541,6 +557,9 @@ class NorthboundStore:
             if not self._ready.is_set() and idl.has_ever_connected():
                 self._ready.set()
             return
+        delta = idl.builder.last_delta
+        stamp(snap, self._deltas, delta)
+        self._deltas.record(snap.generation, delta)  # before the snapshot is visible
         self._generation = snap.generation
         self._snapshot = snap
         self._last_change = time.monotonic()

@@ -4,6 +4,13 @@ Only rows the IDL reported as changed are decoded again; unchanged tables keep t
 same (read-only) mapping object from the previous snapshot. That keeps a write on
 a store with thousands of ports cheap, and it lets consumers skip work for tables
 whose mapping is the identical object. Runs only in the store thread.
+
+A changed table's new mapping is the previous one copied (one C-level dict copy)
+with the touched keys updated or removed: no sort, no Python pass over the table.
+So a mapping is in key order after a full load, then in insertion order (a new
+object goes to the end, in key order within one build): nothing may rely on
+iteration order. Each incremental build records its `IntentDelta` (`last_delta`);
+a full build (first load, after `invalidate`) records None.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Optional
 
 from controller import intent as model
+from controller.intent_delta import IntentDelta, make_delta
 from controller.store.codec import ALLOCATION_TABLE, BY_TABLE, CODECS, TableCodec
 
 
@@ -53,6 +61,7 @@ class SnapshotBuilder:
         self.allocations: dict[uuidlib.UUID, Allocation] = {}
         self.allocations_by_port: dict[uuidlib.UUID, dict[uuidlib.UUID, Allocation]] = {}
         self._full = True
+        self.last_delta: Optional[IntentDelta] = None  # of the last snapshot built
 
     def note(self, table: str, row_uuid: uuidlib.UUID) -> None:
         """Called for every row the IDL created, updated or deleted."""
@@ -69,11 +78,16 @@ class SnapshotBuilder:
         return self._full or any(self._dirty.values())
 
     def build(self, generation: int, previous: model.Intent) -> Optional[model.Intent]:
-        """A new snapshot if anything changed since the last build, else None."""
+        """A new snapshot if anything changed since the last build, else None.
+
+        Sets `last_delta` to the new snapshot's delta to `previous` (None after a
+        full build). An incremental build in which no object actually changed (a
+        re-decode giving an equal object) publishes nothing."""
         if not self.pending:
             return None
         tables = self._idl.tables
-        if self._full:
+        full = self._full
+        if full:
             for name, dirty in self._dirty.items():
                 dirty.clear()
                 dirty.update(tables[name].rows.keys())
@@ -83,21 +97,64 @@ class SnapshotBuilder:
             self.allocations_by_port.clear()
             self._full = False
         self._apply_allocations(tables[ALLOCATION_TABLE].rows)
-        changed: dict[str, Mapping[str, Any]] = {}
+        touched: dict[str, frozenset[str]] = {}
+        old_ports = self._views["ports"]
         for codec in self._codecs:
             dirty = self._dirty[codec.table]
             if not dirty:
                 continue
-            self._rebuild(codec, dirty, tables[codec.table].rows)
+            if full:
+                self._rebuild(codec, dirty, tables[codec.table].rows)
+                objs = self._objects[codec.table]
+                view = MappingProxyType(dict(sorted((codec.key(o), o) for o in objs.values())))
+                self._views[codec.intent_attr] = view
+                touched[codec.intent_attr] = frozenset(view)
+            else:
+                keys = self._update(codec, dirty, tables[codec.table].rows)
+                if keys:
+                    touched[codec.intent_attr] = keys
             dirty.clear()
-            objs = self._objects[codec.table]
-            view = MappingProxyType(dict(sorted((codec.key(o), o) for o in objs.values())))
-            self._views[codec.intent_attr] = view
-            changed[codec.intent_attr] = view
-        if not changed:
+        if not touched:
             return None
-        fields = dict(self._views)
-        return model.Intent(generation=generation, **fields)
+        snap = model.Intent(generation=generation, **self._views)
+        if full:
+            self.last_delta = None
+        else:
+            self.last_delta = make_delta(touched)
+            if previous.ports is old_ports:  # the snapshot this one is built on
+                snap.carry_ports_by_network(previous, touched.get("ports", frozenset()))
+        return snap
+
+    def _update(
+        self, codec: TableCodec, dirty: set[uuidlib.UUID], rows: Mapping[uuidlib.UUID, Any]
+    ) -> frozenset[str]:
+        """Decode the dirty rows and apply them to a copy of the table's mapping: the
+        keys whose object was added, changed or removed (equal re-decodes do not count)."""
+        objs = self._objects[codec.table]
+        before = {u: objs.get(u) for u in dirty}
+        self._rebuild(codec, dirty, rows)
+        removed: set[str] = set()
+        put: dict[str, Any] = {}
+        for row_uuid, old in before.items():
+            new = objs.get(row_uuid)
+            if new is not None and old is not None and new == old:
+                objs[row_uuid] = old  # keep the published object: consumers compare by identity
+                continue
+            if old is not None:
+                removed.add(codec.key(old))
+            if new is not None:
+                put[codec.key(new)] = new
+        if not removed and not put:
+            return frozenset()
+        attr = codec.intent_attr
+        mapping = dict(self._views[attr])  # one C-level copy, in the previous order
+        for key in removed:
+            if key not in put:
+                mapping.pop(key, None)
+        for key in sorted(put):
+            mapping[key] = put[key]  # an existing key keeps its place, a new one is appended
+        self._views[attr] = MappingProxyType(mapping)
+        return frozenset(removed | put.keys())
 
     def _apply_allocations(self, rows: Mapping[uuidlib.UUID, Any]) -> None:
         dirty = self._dirty[ALLOCATION_TABLE]

@@ -20,6 +20,7 @@ import ovs.db.error
 import ovs.db.idl
 
 from controller import intent as model
+from controller.store.allocations import Allocator
 from controller.store.codec import ALLOCATION_TABLE, BY_CLASS, TableCodec
 from controller.store.errors import RowNotFound
 from controller.store.snapshot import Allocation, SnapshotBuilder
@@ -40,6 +41,7 @@ class TxnHelper:
         self._allocs: dict[uuidlib.UUID, dict[uuidlib.UUID, Allocation]] = {}
         # (table, row uuid) -> whether the row exists once this transaction commits
         self.expected: dict[tuple[str, uuidlib.UUID], bool] = {}
+        self._allocator = Allocator(self.current)
 
     # -- reading --------------------------------------------------------------
     def current(self) -> model.Intent:
@@ -68,11 +70,16 @@ class TxnHelper:
         return str(uuidlib.uuid4())
 
     def put(self, obj: Any) -> None:
-        """Insert `obj`, or update its row to match it (only differing columns are written)."""
+        """Insert `obj`, or update its row to match it (only differing columns are written).
+
+        Data-plane allocations (a network's conntrack zone, ...: store/allocations.py)
+        that `obj` leaves at 0 are kept from the row, or made now for a new row.
+        """
         codec = BY_CLASS[type(obj)]
         table = self._idl.tables[codec.table]
         row_uuid = self._row_uuid(codec, obj, table) or uuidlib.uuid4()
         row = table.rows.get(row_uuid)
+        obj = self._allocator.fill(obj, None if row is None else _stored(row))
         if row is None:
             row = self._txn.insert(table, new_uuid=row_uuid, persist_uuid=True)
             self.expected[(codec.table, row_uuid)] = True
@@ -155,3 +162,15 @@ class TxnHelper:
             row.position = pos
             kept[row.uuid] = Allocation(port_uuid, subnet, ip, pos)
         self._allocs[port_uuid] = kept
+
+
+def _stored(row: Any) -> Any:
+    """Reads an allocation column of an existing row (0 if the row has none yet)."""
+
+    def read(column: str) -> int:
+        try:
+            return int(getattr(row, column) or 0)
+        except (AttributeError, TypeError, ValueError):
+            return 0
+
+    return read

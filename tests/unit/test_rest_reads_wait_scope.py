@@ -1,9 +1,9 @@
 """`?wait=true` waits for the switches the write changed, and only those (issue 11).
 
-The affected-switch computation (`controller.wait_scope`) on its own, then through
-`Engine.wait_installed` with workers whose offered and installed states the test
-sets: a switch stuck on an old state holds up the writes that change it, not the
-others. No clock is read beyond the wait's own timeout.
+The record of which switches each compile changed (`controller.wait_scope.ChangeLog`)
+on its own, then through `Engine.wait_installed` with workers whose offered and
+installed states the test sets: a switch stuck on an old state holds up the writes
+that change it, not the others. No clock is read beyond the wait's own timeout.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from controller.compiler import DesiredSwitch
 from controller.engine import Engine
 from controller.topology import SwitchView, Topology, TopologyView
-from controller.wait_scope import WaitScope, same_state
+from controller.wait_scope import ChangeLog, same_state
 
 HEALTHY, STUCK = 0x1, 0x2
 
@@ -58,41 +58,18 @@ def test_same_state_compares_what_the_switch_holds() -> None:
                                            groups=MappingProxyType({1: "g"})))  # type: ignore[dict-item]
 
 
-def test_affected_compares_the_state_for_a_generation_with_the_one_before() -> None:
-    workers = {d: Worker(d) for d in (HEALTHY, STUCK)}
-    scope = WaitScope(lambda: [(w.datapath_id, w.pending()) for w in workers.values()])
-    workers[HEALTHY].offer(state(HEALTHY, 5, "a"), installs=True)
-    workers[STUCK].offer(state(STUCK, 5, "b", "b-new"), installs=False)
-    scope.observe()
-    # generation 6 changes the healthy switch only
-    workers[HEALTHY].offer(state(HEALTHY, 6, "a", "a6"), installs=False)
-    workers[STUCK].offer(state(STUCK, 6, "b", "b-new"), installs=False)
-    assert scope.affected(HEALTHY, 6, workers[HEALTHY].offered)  # type: ignore[arg-type]
-    assert not scope.affected(STUCK, 6, workers[STUCK].offered)  # type: ignore[arg-type]
-    scope.observe()
-    # generation 7 changes the stuck one
-    workers[STUCK].offer(state(STUCK, 7, "b", "b-new", "b7"), installs=False)
-    assert scope.affected(STUCK, 7, workers[STUCK].offered)  # type: ignore[arg-type]
-    # not offered anything for generation 8 (an incremental compile): not affected
-    assert not scope.affected(HEALTHY, 8, workers[HEALTHY].offered)  # type: ignore[arg-type]
-    # nothing seen from before: cannot tell, so it is waited for
-    fresh = WaitScope(lambda: [])
-    assert fresh.affected(STUCK, 7, state(STUCK, 7, "b"))
-
-
-def test_scope_keeps_a_few_states_per_switch_and_forgets_gone_switches() -> None:
-    offers: list[tuple[int, Any]] = []
-    scope = WaitScope(lambda: list(offers))
-    for g in range(1, 10):
-        offers[:] = [(HEALTHY, state(HEALTHY, g, f"f{g}")), (STUCK, state(STUCK, 1, "s"))]
-        scope.observe()
-    # the state before 9 is 8's; a generation older than anything kept cannot be told
-    assert not scope.affected(HEALTHY, 9, state(HEALTHY, 9, "f8"))
-    assert scope.affected(HEALTHY, 9, state(HEALTHY, 9, "f9"))
-    assert scope.affected(HEALTHY, 2, state(HEALTHY, 9, "f1"))
-    offers[:] = [(HEALTHY, None)]
-    scope.observe()
-    assert scope.affected(STUCK, 2, state(STUCK, 2, "s"))  # forgotten: waited for again
+def test_change_log_names_the_switches_the_compile_of_a_generation_changed() -> None:
+    log = ChangeLog(keep=3)
+    log.record(4, 5, frozenset({HEALTHY}))
+    log.record(5, 5, frozenset({STUCK}))  # topology only: covers no generation
+    log.record(5, 8, frozenset({STUCK}))  # three writes compiled at once
+    assert log.affected(5) == {HEALTHY}
+    assert log.affected(6) == log.affected(8) == {STUCK}
+    assert log.affected(9) is None  # not compiled yet
+    log.record(8, 9, frozenset())  # a rename: no switch
+    log.record(9, 10, frozenset({HEALTHY}))
+    assert log.affected(9) == frozenset()
+    assert log.affected(5) is None  # fell out of the log: every switch, the safe answer
 
 
 @pytest.fixture
@@ -111,11 +88,14 @@ def _compile(eng: Engine, generation: int, healthy: tuple[str, ...],
     """What a compile of `generation` does: offer each switch its state; the healthy
     switch installs it at once, the stuck one never does."""
     workers: Any = eng._workers
-    workers[HEALTHY].offer(state(HEALTHY, generation, *healthy), installs=True)
-    workers[STUCK].offer(state(STUCK, generation, *stuck), installs=False)
-    with eng._synced:
-        eng._compiled_generation = generation
-        eng._synced.notify_all()
+    changed = set()
+    for dpid, flows, installs in ((HEALTHY, healthy, True), (STUCK, stuck, False)):
+        new = state(dpid, generation, *flows)
+        before = workers[dpid].offered
+        if before is None or not same_state(before, new):
+            changed.add(dpid)
+            workers[dpid].offer(new, installs=installs)  # unchanged: not offered anything
+    eng._compiled(generation, changed)
 
 
 def test_wait_installed_waits_only_for_the_switches_a_write_changed(engine: Engine) -> None:
@@ -123,7 +103,6 @@ def test_wait_installed_waits_only_for_the_switches_a_write_changed(engine: Engi
     engine._workers[STUCK].sync.synced = state(STUCK, 1, "b")  # type: ignore[attr-defined]
     assert engine.wait_installed(1, timeout=0.2)  # both run it
     # generation 2 changes the stuck switch: times out
-    engine.wait_installed(1, 0.01)  # (the scope follows compiles from now on)
     _compile(engine, 2, ("a",), ("b", "b2"))
     assert not engine.wait_installed(2, timeout=0.2)
     # generations 3 and 4 change only the healthy switch: the stuck one is not waited for
@@ -153,8 +132,6 @@ def test_wait_starts_before_the_compile_it_waits_for(engine: Engine) -> None:
 
     waiter = threading.Thread(target=wait, args=(3,))
     waiter.start()
-    while 3 not in results and engine._scope is None:
-        threading.Event().wait(0.01)
     threading.Event().wait(0.05)
     _compile(engine, 3, ("a", "a3"), ("b", "b2"))
     waiter.join(10)

@@ -1,0 +1,784 @@
+"""Incremental compilation: recompile only the (switch, unit) pairs a change touches.
+
+`compile_switch` (core.py) builds a switch's whole desired state from the whole
+intent: simple, and the reference, but its cost is the fleet's (every port on every
+network the switch carries, every time). This module keeps each switch's desired
+state split by *unit*, the intent object that owns a group of flows on that switch:
+
+    ("pipeline", "")  table-miss flows, and the ACL ladder once a port is bound
+    ("qos", "")       the switch's QoS: share caps, meters, linux-htb shaping
+    ("port", id)      a port bound here: its own flows, its guard, its plain SG rules
+    ("netport", id)   a port of a network bound here (anywhere): ARP reply, remote MAC
+    ("net", id)       a network bound here: flood, tunnels in, the flood group
+    ("sg", id)        a security group with ports bound here: its remote-group rules
+    ("member", id)    a port whose addresses a remote-group rule here names
+
+and keeps the indexes that say which units a change touches (`_Index`): where each
+port is placed, which switches carry each network and each security group, which
+groups name a group as remote. A change (the store's `IntentDelta`, the topology's
+`TopologyDelta`) marks the units it touches on the switches they live on; only those
+are evaluated again, their flows replaced in the switch's flow map (a persistent
+map: a new version costs what changed), and only switches whose state changed are
+returned, each with the flow keys that changed so the reconciler diffs only those.
+
+Flows that two units put under one OpenFlow key (two rules of the same shape on one
+port; one address in two remote groups) are merged exactly as `acl.merge_flows` does
+for a whole switch.
+
+The full compile stays: as the reference the property test compares this with after
+every step (tests/unit/test_incremental_compile.py), and as the fallback: after a
+restart, a reconnect, a change too large to be worth tracking, or whenever a fabric
+is present (fabric switches route over the whole topology: `Compiler.update` then
+compiles every switch, as before).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Optional
+
+import immutables
+
+from controller import pipeline as pl
+from controller.compiler.acl import (
+    base_flows,
+    conj_id_of,
+    conj_rule_flows,
+    member_clause_flows,
+    plain_rule_flows,
+    port_guard_flows,
+    rule_shape,
+)
+from controller.compiler.core import CompileError, DesiredSwitch, FlowKey, compile_all
+from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
+from controller.compiler.overlay import (
+    flood_group,
+    flood_group_id,
+    provider_flood_group,
+    provider_in_flow,
+    provider_mac_flow,
+    remote_mac_flow,
+    tunnel_in_flow,
+    zone_of,
+)
+from controller.compiler.ports import NO_QOS, port_flows
+from controller.compiler.qos import PolicyIndex, Shaping, SwitchQos, share_cap_flows, switch_qos
+from controller.flows import Conjunction, Flow, Group
+from controller.intent import Intent, Port, SecurityGroupRule
+from controller.intent_delta import IntentDelta
+from controller.topology import TUNNEL_TYPES, Binding, TopologyDelta, TopologyView
+
+UnitKey = tuple[str, str]
+PIPELINE: UnitKey = ("pipeline", "")
+QOS: UnitKey = ("qos", "")
+
+# Fields no flow depends on: a change of only these (a rename) touches nothing.
+_NOT_COMPILED = ("name", "description", "created_at", "updated_at", "revision_number")
+
+# A change touching more ports than this share of the ports is compiled in full.
+FULL_SHARE = 0.25
+FULL_MIN = 256
+
+_EMPTY_SWITCH_QOS = SwitchQos({}, {}, {}, ())
+
+
+def compiled_view(obj: Any) -> Any:
+    """`obj` without the fields no flow depends on (None stays None)."""
+    if obj is None:
+        return None
+    names = {f.name for f in dataclasses.fields(obj)}
+    return dataclasses.replace(obj, **{n: type(getattr(obj, n))() for n in _NOT_COMPILED
+                                       if n in names})
+
+
+def merge_pair(old: Flow, new: Flow) -> Flow:
+    """One flow for two that share an OpenFlow key (`acl.merge_flows`' rule): equal ones
+    are one; conjunction clauses carry the union of their conjunctions; the same actions
+    keep the lower cookie. Anything else is a compiler bug."""
+    if old == new:
+        return old
+    if all(isinstance(a, Conjunction) for a in (*old.actions, *new.actions)):
+        acts = tuple(sorted(set(old.actions) | set(new.actions),
+                            key=lambda a: (a.conj_id, a.clause)))  # type: ignore[union-attr]
+        return Flow(new.table, new.priority, new.match, acts, new.goto, new.write_metadata,
+                    new.meter, min(old.cookie, new.cookie))
+    if (old.actions, old.goto, old.write_metadata, old.meter) == \
+            (new.actions, new.goto, new.write_metadata, new.meter):
+        return old if old.cookie <= new.cookie else new
+    raise CompileError(f"conflicting flows for {new.key}: {old} vs {new}")
+
+
+@dataclass
+class _Switch:
+    """One switch's units and the flow map they add up to."""
+
+    dpid: int
+    units: dict[UnitKey, tuple[Flow, ...]] = field(default_factory=dict)
+    # key -> the units that put a flow under it (most keys: exactly one)
+    contrib: dict[FlowKey, dict[UnitKey, Flow]] = field(default_factory=dict)
+    flows: immutables.Map = field(default_factory=immutables.Map)
+    groups: dict[str, Group] = field(default_factory=dict)  # network id -> flood group
+    qos: SwitchQos = _EMPTY_SWITCH_QOS
+    # port id -> binding, of the ports placed here
+    local: dict[str, Binding] = field(default_factory=dict)
+    local_nets: dict[str, set[str]] = field(default_factory=dict)  # network -> local ports
+    local_sgs: dict[str, set[str]] = field(default_factory=dict)  # group -> local ports
+    netports: dict[str, set[str]] = field(default_factory=dict)  # network -> netport units
+    members: set[str] = field(default_factory=set)  # member units present
+    desired: Optional[DesiredSwitch] = None
+    _port_keys: Optional[frozenset[int]] = None  # of `local`, until it changes
+
+    def port_keys(self, intent: Intent) -> frozenset[int]:
+        if self._port_keys is None:
+            self._port_keys = frozenset(intent.ports[p].key for p in self.local)
+        return self._port_keys
+
+    def set_unit(self, key: UnitKey, flows: Iterable[Flow], changed: set[FlowKey]) -> None:
+        """Replace one unit's flows; `changed` gets the keys to merge again (`commit`).
+        Merging waits for every unit of the switch: a unit being replaced may still
+        hold a key another unit now claims (a port that moved away: its own flows go,
+        its remote-MAC flow comes)."""
+        new = tuple(flows)
+        old = self.units.get(key, ())
+        if new == old:
+            return
+        if new:
+            self.units[key] = new
+        else:
+            self.units.pop(key, None)
+        for f in old:
+            per_key = self.contrib.get(f.key)
+            if per_key is not None and per_key.pop(key, None) is not None:
+                changed.add(f.key)
+                if not per_key:
+                    del self.contrib[f.key]
+        for f in new:
+            per_key = self.contrib.setdefault(f.key, {})
+            if key in per_key:  # the unit itself has the key twice: merge (acl.merge_flows)
+                per_key[key] = merge_pair(per_key[key], f)
+            else:
+                per_key[key] = f
+            changed.add(f.key)
+
+    def commit(self, changed: set[FlowKey]) -> set[FlowKey]:
+        """Merge the changed keys into the flow map; returns the keys whose flow changed."""
+        touched: set[FlowKey] = set()
+        if not changed:
+            return touched
+        with self.flows.mutate() as flows:
+            for k in changed:
+                per_key = self.contrib.get(k)
+                if not per_key:
+                    if k in flows:
+                        del flows[k]
+                        touched.add(k)
+                    continue
+                merged: Optional[Flow] = None
+                for _, f in sorted(per_key.items()):
+                    merged = f if merged is None else merge_pair(merged, f)
+                assert merged is not None
+                if flows.get(k) != merged:
+                    flows[k] = merged
+                    touched.add(k)
+            self.flows = flows.finish()
+        return touched
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A switch's new desired state and the flow keys it changed (None: diff it all)."""
+
+    desired: DesiredSwitch
+    changed_keys: Optional[frozenset[FlowKey]]
+    shaping_changed: bool = False
+
+
+class Compiler:
+    """Desired state per switch, kept up to date change by change. Not thread-safe: the
+    engine's compile thread alone calls it."""
+
+    def __init__(self, fast_failover: bool = True) -> None:
+        self.fast_failover = fast_failover
+        self.intent: Optional[Intent] = None
+        self.topo: Optional[TopologyView] = None
+        self.full_compiles = 0
+        self.incremental_compiles = 0
+        self.units_evaluated = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.switches: dict[int, _Switch] = {}
+        self.placed: dict[str, Binding] = {}
+        self.by_network: dict[str, dict[int, dict[str, Binding]]] = {}
+        self.sg_members: dict[str, set[str]] = {}
+        self.sg_rules: dict[str, dict[str, SecurityGroupRule]] = {}
+        self.rule_remote: dict[str, set[str]] = {}  # remote group -> groups naming it
+        self.sg_switches: dict[str, set[int]] = {}
+        self.policies: Optional[PolicyIndex] = None
+
+    @property
+    def generation(self) -> int:
+        return self.intent.generation if self.intent is not None else -1
+
+    @property
+    def topology_version(self) -> int:
+        return self.topo.version if self.topo is not None else -1
+
+    def desired(self, dpid: int) -> Optional[DesiredSwitch]:
+        sw = self.switches.get(dpid)
+        return sw.desired if sw is not None else None
+
+    def shaping(self) -> dict[int, Mapping[str, Shaping]]:
+        return {d: sw.qos.shaping for d, sw in self.switches.items()}
+
+    # ------------------------------------------------------------------ entry point
+    def update(self, intent: Intent, topo: TopologyView, idelta: Optional[IntentDelta],
+               tdelta: Optional[TopologyDelta]) -> dict[int, Offer]:
+        """Bring every switch's desired state to (intent, topo); return the switches
+        whose state changed. `idelta`/`tdelta`: what changed since the intent and
+        topology this compiler last saw (None: unknown, compile in full)."""
+        if topo.fabric_switches:
+            return self._full_fabric(intent, topo)
+        if self.intent is None or self.topo is None or idelta is None or tdelta is None \
+                or tdelta.fabric or tdelta.switches or self.topo.fabric_switches \
+                or self._too_big(intent, idelta, tdelta):
+            return self._rebuild(intent, topo)
+        return self._incremental(intent, topo, idelta, tdelta)
+
+    def _too_big(self, intent: Intent, idelta: IntentDelta, tdelta: TopologyDelta) -> bool:
+        n = len(idelta.ids("ports")) + len(tdelta.bindings)
+        return n > max(FULL_MIN, FULL_SHARE * len(intent.ports))
+
+    # ------------------------------------------------------------------ full paths
+    def _full_fabric(self, intent: Intent, topo: TopologyView) -> dict[int, Offer]:
+        """With a fabric, every switch from `compile_all` (and no unit state kept)."""
+        self.full_compiles += 1
+        self._reset()
+        self.intent, self.topo = intent, topo
+        out = {}
+        for dpid, desired in compile_all(intent, topo, self.fast_failover).items():
+            sw = self.switches[dpid] = _Switch(dpid)
+            sw.desired = desired
+            sw.qos = SwitchQos({}, dict(desired.meters), dict(desired.shaping), ())
+            out[dpid] = Offer(desired, None, True)
+        return out
+
+    def _rebuild(self, intent: Intent, topo: TopologyView) -> dict[int, Offer]:
+        """Every unit of every switch, from scratch (a cold start, or the fallback)."""
+        self.full_compiles += 1
+        self._reset()
+        self.intent, self.topo = intent, topo
+        self.policies = PolicyIndex(intent)
+        for rule in intent.security_group_rules.values():
+            self._index_rule(None, rule)
+        for port in intent.ports.values():
+            self._index_member(None, port)
+        for dpid in topo.switches:
+            self.switches[dpid] = _Switch(dpid)
+        for binding in topo.bindings.values():
+            self._place(binding.port_id)
+        dirty: dict[int, set[UnitKey]] = defaultdict(set)
+        for dpid, sw in self.switches.items():
+            units = dirty[dpid]
+            units.update((PIPELINE, QOS))
+            units.update(("port", p) for p in sw.local)
+            for nid in sw.local_nets:
+                units.add(("net", nid))
+                units.update(("netport", p.id) for p in intent.ports_on_network(nid))
+            for sg in sw.local_sgs:
+                units.add(("sg", sg))
+                for remote in self._remotes_of(sg):
+                    units.update(("member", m) for m in self.sg_members.get(remote, ()))
+        return self._evaluate(dirty, full=True)
+
+    # ------------------------------------------------------------------ incremental
+    def _incremental(self, intent: Intent, topo: TopologyView, idelta: IntentDelta,
+                     tdelta: TopologyDelta) -> dict[int, Offer]:
+        self.incremental_compiles += 1
+        old = self.intent
+        assert old is not None
+        self.intent, self.topo = intent, topo
+        dirty: dict[int, set[UnitKey]] = defaultdict(set)
+
+        qos_changed = bool(idelta.ids("qos_policies") or idelta.ids("qos_rules"))
+        if qos_changed:
+            self.policies = PolicyIndex(intent)
+            for dpid in self.switches:
+                dirty[dpid].add(QOS)
+
+        ports: set[str] = set(tdelta.bindings)
+        for pid in idelta.ids("ports"):
+            if compiled_view(old.ports.get(pid)) != compiled_view(intent.ports.get(pid)):
+                ports.add(pid)
+        for nid in idelta.ids("networks"):
+            before, after = old.networks.get(nid), intent.networks.get(nid)
+            if compiled_view(before) == compiled_view(after):
+                continue
+            ports.update(p.id for p in old.ports_on_network(nid))
+            ports.update(p.id for p in intent.ports_on_network(nid))
+            for dpid in self._carriers(nid):
+                dirty[dpid].add(("net", nid))
+
+        groups: set[str] = set()
+        for rid in idelta.ids("security_group_rules"):
+            before_r, after_r = old.security_group_rules.get(rid), \
+                intent.security_group_rules.get(rid)
+            if compiled_view(before_r) == compiled_view(after_r):
+                continue
+            remotes = self._index_rule(before_r, after_r)
+            for r in (before_r, after_r):
+                if r is not None:
+                    groups.add(r.security_group_id)
+            for sg in {r.security_group_id for r in (before_r, after_r) if r is not None}:
+                for dpid in self.sg_switches.get(sg, ()):
+                    units = dirty[dpid]
+                    units.add(("sg", sg))
+                    units.update(("port", p) for p in self.switches[dpid].local_sgs.get(sg, ()))
+                    for remote in remotes:
+                        units.update(("member", m) for m in self.sg_members.get(remote, ()))
+
+        for pid in sorted(ports):
+            self._port_changed(pid, old, dirty)
+
+        for dpid in tdelta.tunnels | tdelta.provider_ports:
+            sw = self.switches.get(dpid)
+            if sw is None:
+                continue
+            units = dirty[dpid]
+            units.add(QOS)
+            for nid in sw.local_nets:
+                units.add(("net", nid))
+                units.update(("netport", p.id) for p in intent.ports_on_network(nid))
+        return self._evaluate(dirty, full=False)
+
+    def _carriers(self, nid: str) -> set[int]:
+        """The switches a network is bound on."""
+        return set(self.by_network.get(nid, ()))
+
+    def _port_changed(self, pid: str, old: Intent, dirty: dict[int, set[UnitKey]]) -> None:
+        intent = self.intent
+        assert intent is not None
+        before, after = old.ports.get(pid), intent.ports.get(pid)
+        self._index_member(before, after)
+        was = self.placed.get(pid)
+        carriers_before = {n: self._carriers(n) for n in
+                           {p.network_id for p in (before, after) if p is not None}}
+        self._place(pid)
+        now = self.placed.get(pid)
+        hosts = {b.datapath_id for b in (was, now) if b is not None}
+        qos = self._has_qos(before, old) or self._has_qos(after, intent)
+        for dpid in hosts:
+            units = dirty[dpid]
+            units.update((PIPELINE, ("port", pid)))
+            if qos:
+                units.add(QOS)
+        for nid, carriers in carriers_before.items():
+            carriers_now = self._carriers(nid)
+            moved = carriers != carriers_now  # tunnels and flood groups change everywhere
+            for dpid in carriers | carriers_now:
+                units = dirty[dpid]
+                units.add(("netport", pid))
+                if moved or dpid in hosts:
+                    units.add(("net", nid))
+                if qos:
+                    units.add(QOS)  # a guaranteed sender elsewhere on the network
+                sw = self.switches.get(dpid)
+                if sw is None:
+                    continue
+                carried_before = dpid in carriers
+                if carried_before != (nid in sw.local_nets):
+                    # the network arrives on (or leaves) this switch: every port of it
+                    ids = {p.id for p in intent.ports_on_network(nid)} | \
+                        sw.netports.get(nid, set())
+                    units.update(("netport", p) for p in ids)
+        sgs: set[str] = set()
+        for p in (before, after):
+            if p is not None:
+                sgs.update(p.security_groups)
+        for sg in sgs:
+            for dpid in hosts:
+                dirty[dpid].add(("sg", sg))
+            for naming in self.rule_remote.get(sg, ()):
+                for dpid in self.sg_switches.get(naming, ()):
+                    dirty[dpid].add(("member", pid))
+
+    def _has_qos(self, port: Optional[Port], intent: Intent) -> bool:
+        """Whether a QoS policy with rules applies to the port (its own or its
+        network's): only then can it change any switch's QoS."""
+        if port is None or self.policies is None or not self.policies.rules:
+            return False
+        network = intent.networks.get(port.network_id)
+        policy = port.qos_policy_id or (network.qos_policy_id if network else None)
+        return bool(policy and self.policies.rules.get(policy))
+
+    # ------------------------------------------------------------------ indexes
+    def _index_rule(self, before: Optional[SecurityGroupRule],
+                    after: Optional[SecurityGroupRule]) -> set[str]:
+        """Keep sg_rules and rule_remote; returns the remote groups involved."""
+        remotes = set()
+        for r in (before, after):
+            if r is not None and r.remote_group_id:
+                remotes.add(r.remote_group_id)
+        if before is not None:
+            rules = self.sg_rules.get(before.security_group_id, {})
+            rules.pop(before.id, None)
+            if not rules:
+                self.sg_rules.pop(before.security_group_id, None)
+        if after is not None:
+            self.sg_rules.setdefault(after.security_group_id, {})[after.id] = after
+        for remote in remotes:
+            naming = {g for g, rules in ((g, self.sg_rules.get(g, {})) for g in
+                                         self.rule_remote.get(remote, set()) |
+                                         ({after.security_group_id} if after else set()))
+                      if any(r.remote_group_id == remote for r in rules.values())}
+            if naming:
+                self.rule_remote[remote] = naming
+            else:
+                self.rule_remote.pop(remote, None)
+        return remotes
+
+    def _index_member(self, before: Optional[Port], after: Optional[Port]) -> None:
+        """sg_members: the ports each group's remote-group rules match (acl.GroupIndex)."""
+        for p, add in ((before, False), (after, True)):
+            if p is None or not p.port_security_enabled or not p.admin_state_up:
+                continue
+            for sg in p.security_groups:
+                members = self.sg_members.setdefault(sg, set())
+                if add:
+                    members.add(p.id)
+                else:
+                    members.discard(p.id)
+                    if not members:
+                        del self.sg_members[sg]
+
+    def _binding_of(self, pid: str) -> Optional[Binding]:
+        """Where the port is placed: bound, up, on a live network (core.Placement)."""
+        intent, topo = self.intent, self.topo
+        assert intent is not None and topo is not None
+        binding = topo.bindings.get(pid)
+        port = intent.ports.get(pid)
+        if binding is None or port is None or not port.admin_state_up:
+            return None
+        network = intent.networks.get(port.network_id)
+        if network is None or not network.admin_state_up:
+            return None
+        if binding.datapath_id not in self.switches:
+            return None
+        return binding
+
+    def _place(self, pid: str) -> None:
+        intent = self.intent
+        assert intent is not None
+        old = self.placed.pop(pid, None)
+        if old is not None:
+            sw = self.switches.get(old.datapath_id)
+            if sw is not None:
+                sw.local.pop(pid, None)
+                sw._port_keys = None
+                for nid, ports in list(sw.local_nets.items()):
+                    if pid in ports:
+                        ports.discard(pid)
+                        if not ports:
+                            del sw.local_nets[nid]
+                        by_dpid = self.by_network.get(nid, {})
+                        by_dpid.get(old.datapath_id, {}).pop(pid, None)
+                        if not by_dpid.get(old.datapath_id, True):
+                            del by_dpid[old.datapath_id]
+                        if not by_dpid:
+                            self.by_network.pop(nid, None)
+                for sg, ports in list(sw.local_sgs.items()):
+                    if pid in ports:
+                        ports.discard(pid)
+                        if not ports:
+                            del sw.local_sgs[sg]
+                            self._sg_left(sg, old.datapath_id)
+        new = self._binding_of(pid)
+        if new is None:
+            return
+        port = intent.ports[pid]
+        self.placed[pid] = new
+        sw = self.switches[new.datapath_id]
+        sw.local[pid] = new
+        sw._port_keys = None
+        sw.local_nets.setdefault(port.network_id, set()).add(pid)
+        self.by_network.setdefault(port.network_id, {}).setdefault(
+            new.datapath_id, {})[pid] = new
+        if port.port_security_enabled:
+            for sg in port.security_groups:
+                ports = sw.local_sgs.setdefault(sg, set())
+                if not ports:
+                    self._sg_arrived(sg, new.datapath_id)
+                ports.add(pid)
+
+    # A group arriving on (leaving) a switch brings (takes) its remote rules' members.
+    _pending_members: Optional[dict[int, set[str]]] = None
+
+    def _sg_arrived(self, sg: str, dpid: int) -> None:
+        self.sg_switches.setdefault(sg, set()).add(dpid)
+        self._note_members(sg, dpid)
+
+    def _sg_left(self, sg: str, dpid: int) -> None:
+        dpids = self.sg_switches.get(sg, set())
+        dpids.discard(dpid)
+        if not dpids:
+            self.sg_switches.pop(sg, None)
+        self._note_members(sg, dpid)
+
+    def _note_members(self, sg: str, dpid: int) -> None:
+        if self._pending_members is None:
+            self._pending_members = {}
+        units = self._pending_members.setdefault(dpid, set())
+        units.add(sg)
+
+    def _remotes_of(self, sg: str) -> set[str]:
+        return {r.remote_group_id for r in self.sg_rules.get(sg, {}).values()
+                if r.remote_group_id}
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, dirty: dict[int, set[UnitKey]], full: bool) -> dict[int, Offer]:
+        intent, topo = self.intent, self.topo
+        assert intent is not None and topo is not None
+        if self._pending_members:
+            for dpid, sgs in self._pending_members.items():
+                units = dirty[dpid]
+                for sg in sgs:
+                    units.add(("sg", sg))
+                    for remote in self._remotes_of(sg):
+                        units.update(("member", m) for m in self.sg_members.get(remote, ()))
+                    sw = self.switches.get(dpid)
+                    if sw is not None:
+                        units.update(("member", m) for m in sw.members)
+            self._pending_members = None
+        if any(QOS in units for units in dirty.values()):
+            self.policies = PolicyIndex(intent)  # its `guaranteed` cache: one compile
+        out: dict[int, Offer] = {}
+        for dpid in sorted(dirty):
+            sw = self.switches.get(dpid)
+            if sw is None:
+                continue
+            units = dirty[dpid]
+            pending: set[FlowKey] = set()
+            groups_before = dict(sw.groups)
+            qos_before = sw.qos
+            if QOS in units:
+                self._eval_qos(sw)
+                if sw.qos.per_port != qos_before.per_port:
+                    units.update(("port", p) for p in set(sw.qos.per_port) |
+                                 set(qos_before.per_port)
+                                 if sw.qos.per_port.get(p) != qos_before.per_port.get(p))
+                sw.set_unit(QOS, share_cap_flows(sw.qos.caps), pending)
+            for unit in sorted(units):
+                if unit == QOS:
+                    continue
+                self.units_evaluated += 1
+                kind, oid = unit
+                if kind == "pipeline":
+                    flows: tuple[Flow, ...] = pl.miss_flows() + (base_flows() if sw.local
+                                                                  else ())
+                elif kind == "port":
+                    flows = self._port_unit(sw, oid)
+                elif kind == "netport":
+                    flows = self._netport_unit(sw, oid)
+                elif kind == "net":
+                    flows = self._net_unit(sw, oid)
+                elif kind == "sg":
+                    flows = self._sg_unit(sw, oid)
+                elif kind == "member":
+                    flows = self._member_unit(sw, oid)
+                else:  # pragma: no cover - a typo in this module
+                    raise CompileError(f"unknown unit {unit}")
+                sw.set_unit(unit, flows, pending)
+            touched = sw.commit(pending)
+            changed = bool(touched) or sw.groups != groups_before \
+                or sw.qos.meters != qos_before.meters
+            shaping_changed = sw.qos.shaping != qos_before.shaping
+            if not (changed or shaping_changed or full or sw.desired is None):
+                continue
+            sw.desired = DesiredSwitch(
+                datapath_id=dpid, generation=intent.generation, topology_version=topo.version,
+                flows=sw.flows,
+                groups=MappingProxyType({g.group_id: g for _, g in sorted(sw.groups.items())}),
+                meters=MappingProxyType(dict(sw.qos.meters)),
+                port_keys=sw.port_keys(intent),
+                shaping=MappingProxyType(dict(sw.qos.shaping)))
+            out[dpid] = Offer(sw.desired, None if full else frozenset(touched),
+                              shaping_changed or full)
+        return out
+
+    def _eval_qos(self, sw: _Switch) -> None:
+        intent, topo = self.intent, self.topo
+        assert intent is not None and topo is not None
+        if self.policies is None or not self.policies.rules or not sw.local:
+            sw.qos = _EMPTY_SWITCH_QOS
+            return
+        local = []
+        for pid, b in sw.local.items():
+            port = intent.ports[pid]
+            local.append((port, intent.networks[port.network_id], b.interface, b.ofport))
+        members = _MembersView(self.by_network, intent)
+        sw.qos = switch_qos(local, self.policies, sw.dpid, members, topo)
+
+    def _port_unit(self, sw: _Switch, pid: str) -> tuple[Flow, ...]:
+        intent = self.intent
+        assert intent is not None
+        binding = sw.local.get(pid)
+        if binding is None:
+            return ()
+        port = intent.ports[pid]
+        network = intent.networks[port.network_id]
+        ofport = binding.ofport
+        out = list(port_flows(port, network, ofport, zone_of(network),
+                              sw.qos.per_port.get(pid, NO_QOS)))
+        out.extend(port_guard_flows(port, ofport))
+        if port.port_security_enabled:
+            for sg in sorted(set(port.security_groups)):
+                for _, rule in sorted(self.sg_rules.get(sg, {}).items()):
+                    if rule.remote_group_id is None:
+                        out.extend(plain_rule_flows(rule, ofport))
+                    elif rule_shape(rule) is not None:
+                        # clause 1 for this port; the sg unit holds the conj_id flow
+                        out.extend(conj_rule_flows(rule, conj_id_of(rule), (ofport,))[:-1])
+        return tuple(out)
+
+    def _netport_unit(self, sw: _Switch, pid: str) -> tuple[Flow, ...]:
+        intent, topo = self.intent, self.topo
+        assert intent is not None and topo is not None
+        port = intent.ports.get(pid)
+        nets = sw.netports
+        for nid, ids in list(nets.items()):
+            if pid in ids and (port is None or port.network_id != nid
+                               or nid not in sw.local_nets):
+                ids.discard(pid)
+                if not ids:
+                    del nets[nid]
+        if port is None or port.network_id not in sw.local_nets:
+            return ()
+        network = intent.networks[port.network_id]
+        nets.setdefault(network.id, set()).add(pid)
+        out = list(arp_reply_flows(port, network))
+        there = self.placed.get(pid)
+        if there is not None and there.datapath_id != sw.dpid:
+            if network.network_type in TUNNEL_TYPES:
+                remote = topo.switches.get(there.datapath_id)
+                tunnel = None if remote is None else topo.tunnels.get(
+                    (sw.dpid, remote.chassis, network.network_type))
+                if tunnel is not None:
+                    out.append(remote_mac_flow(port, network, tunnel))
+            elif network.network_type == "vlan" and network.physical_network:
+                patch = topo.provider_ports.get((sw.dpid, network.physical_network))
+                if patch is not None and \
+                        (there.datapath_id, network.physical_network) in topo.provider_ports:
+                    out.append(provider_mac_flow(port, network, patch))
+        return tuple(out)
+
+    def _net_unit(self, sw: _Switch, nid: str) -> tuple[Flow, ...]:
+        intent, topo = self.intent, self.topo
+        assert intent is not None and topo is not None
+        sw.groups.pop(nid, None)
+        local_ids = sw.local_nets.get(nid)
+        network = intent.networks.get(nid)
+        if not local_ids or network is None:
+            return ()
+        local = tuple(sorted(sw.local[p].ofport for p in local_ids))
+        zone = zone_of(network)
+        out: list[Flow] = []
+        group_id = None
+        switch = topo.switches.get(sw.dpid)
+        if network.network_type in TUNNEL_TYPES and switch is not None:
+            tunnels = []
+            for dpid in sorted(self.by_network.get(nid, {})):
+                remote = topo.switches.get(dpid)
+                if dpid == sw.dpid or remote is None:
+                    continue
+                tunnel = topo.tunnels.get((sw.dpid, remote.chassis, network.network_type))
+                if tunnel is None:
+                    continue
+                tunnels.append(tunnel)
+                out.append(tunnel_in_flow(network, tunnel, zone))
+            if tunnels:
+                group_id = flood_group_id(network)
+                sw.groups[nid] = flood_group(network, group_id, tuple(tunnels))
+                out.append(flood_from_remote_flow(network, local))
+        elif network.network_type == "vlan" and network.physical_network:
+            patch = topo.provider_ports.get((sw.dpid, network.physical_network))
+            if patch is not None:
+                out.append(provider_in_flow(network, patch, zone))
+                group_id = flood_group_id(network)
+                sw.groups[nid] = provider_flood_group(network, group_id, patch)
+                out.append(flood_from_remote_flow(network, local))
+        out.append(flood_flow(network, local, group_id))
+        return tuple(out)
+
+    def _sg_unit(self, sw: _Switch, sg: str) -> tuple[Flow, ...]:
+        """The conj_id flow of each remote-group rule of a group with ports here (their
+        clause-1 flows are the ports' own: a port joining costs one port's flows)."""
+        if not sw.local_sgs.get(sg):
+            return ()
+        out: list[Flow] = []
+        for _, rule in sorted(self.sg_rules.get(sg, {}).items()):
+            if rule.remote_group_id is None or rule_shape(rule) is None:
+                continue
+            out.append(conj_rule_flows(rule, conj_id_of(rule), ())[-1])
+        return tuple(out)
+
+    def _member_unit(self, sw: _Switch, pid: str) -> tuple[Flow, ...]:
+        intent = self.intent
+        assert intent is not None
+        port = intent.ports.get(pid)
+        sw.members.discard(pid)
+        if port is None or not port.port_security_enabled or not port.admin_state_up:
+            return ()
+        wanted: dict[tuple[str, int], set[int]] = {}
+        for remote in set(port.security_groups):
+            for sg in self.rule_remote.get(remote, ()):
+                if sg not in sw.local_sgs:
+                    continue
+                for rule in self.sg_rules.get(sg, {}).values():
+                    if rule.remote_group_id != remote:
+                        continue
+                    shape = rule_shape(rule)
+                    if shape is None:
+                        continue
+                    wanted.setdefault((rule.direction, shape.eth_type), set()).add(
+                        conj_id_of(rule))
+        if not wanted:
+            return ()
+        sw.members.add(pid)
+        out: list[Flow] = []
+        for (direction, eth), cids in sorted(wanted.items()):
+            out.extend(member_clause_flows(port, direction, eth, tuple(sorted(cids))))
+        return tuple(out)
+
+
+class _MembersView(Mapping[str, Mapping[int, list[tuple[Port, Binding]]]]):
+    """network -> switch -> [(port, binding)] in port id order, as `Placement.by_network`
+    gives `switch_qos`; built per network on demand."""
+
+    def __init__(self, by_network: dict[str, dict[int, dict[str, Binding]]],
+                 intent: Intent) -> None:
+        self._by_network = by_network
+        self._intent = intent
+
+    def __getitem__(self, nid: str) -> Mapping[int, list[tuple[Port, Binding]]]:
+        by_dpid = self._by_network[nid]
+        return {d: [(self._intent.ports[p], b) for p, b in sorted(ports.items())]
+                for d, ports in by_dpid.items()}
+
+    def get(self, nid: str, default: Any = None) -> Any:
+        return self[nid] if nid in self._by_network else default
+
+    def __iter__(self) -> Any:
+        return iter(self._by_network)
+
+    def __len__(self) -> int:
+        return len(self._by_network)
+
+    def __contains__(self, nid: object) -> bool:
+        return nid in self._by_network
+
+
+__all__ = ["Compiler", "Offer", "compiled_view", "merge_pair"]
