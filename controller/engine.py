@@ -855,6 +855,8 @@ class Engine:
         Both are immutable and replaced whenever intent or topology changes, so the
         pair, compared by identity, is the cache key: a change of either (a new
         binding:profile, a fabric port that appears) makes a new map."""
+        if not view.fabric_switches:
+            return MappingProxyType({})  # nothing to bind to (and no pass over every port)
         cached = self._fabric_bound_cache
         if cached is not None and cached[0] is intent and cached[1] is view:
             return cached[2]

@@ -76,8 +76,10 @@ UnitKey = tuple[str, str]
 PIPELINE: UnitKey = ("pipeline", "")
 QOS: UnitKey = ("qos", "")
 
-# Fields no flow depends on: a change of only these (a rename) touches nothing.
-_NOT_COMPILED = ("name", "description", "created_at", "updated_at", "revision_number")
+# Fields no flow depends on, and a neutral value: a change of only these (a rename)
+# touches nothing.
+_NOT_COMPILED = {"name": "", "description": "", "created_at": "", "updated_at": "",
+                 "revision_number": 0}
 
 # A change touching more ports than this share of the ports is compiled in full.
 FULL_SHARE = 0.25
@@ -91,8 +93,7 @@ def compiled_view(obj: Any) -> Any:
     if obj is None:
         return None
     names = {f.name for f in dataclasses.fields(obj)}
-    return dataclasses.replace(obj, **{n: type(getattr(obj, n))() for n in _NOT_COMPILED
-                                       if n in names})
+    return dataclasses.replace(obj, **{n: v for n, v in _NOT_COMPILED.items() if n in names})
 
 
 def merge_pair(old: Flow, new: Flow) -> Flow:

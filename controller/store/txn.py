@@ -20,6 +20,7 @@ import ovs.db.error
 import ovs.db.idl
 
 from controller import intent as model
+from controller.intent_delta import link, make_delta
 from controller.store.allocations import Allocator
 from controller.store.codec import ALLOCATION_TABLE, BY_CLASS, TableCodec
 from controller.store.errors import RowNotFound
@@ -56,7 +57,14 @@ class TxnHelper:
                     else:
                         merged[key] = obj
                 fields[attr] = MappingProxyType(merged)
-            self._current = dataclasses.replace(self.intent, **fields)
+            current = dataclasses.replace(self.intent, **fields)
+            # what this view changed from its base, so per-snapshot indexes of the
+            # base (REST, ports_on_network) are carried over instead of rebuilt
+            delta = make_delta({attr: changes.keys() for attr, changes in self._overlay.items()})
+            link(current, self.intent, delta)
+            if "_ports_by_network" in self.intent.__dict__:
+                current.carry_ports_by_network(self.intent, delta.ids("ports"))
+            self._current = current
         return self._current
 
     def get(self, cls: type[T], key: str) -> Optional[T]:
