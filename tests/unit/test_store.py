@@ -61,13 +61,6 @@ def port(n: int, ip: str, **kw: object) -> m.Port:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[EmbeddedOvsdb]:
-    server = EmbeddedOvsdb(tmp_path / "state").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def store(db: EmbeddedOvsdb) -> Iterator[NorthboundStore]:
     s = NorthboundStore(db.remote).connect(10)
     yield s

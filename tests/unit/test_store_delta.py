@@ -8,7 +8,6 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -45,13 +44,6 @@ def port(n: int, net: int = 0, **kw: object) -> m.Port:
         fixed_ips=(m.FixedIP(SUBNETS[net].id, f"10.{net}.{n // 256}.{n % 256 + 2}"),),
         **kw,  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[EmbeddedOvsdb]:
-    server = EmbeddedOvsdb(tmp_path / "state").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import socket
 import threading
 import uuid
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import ovs.util
@@ -58,13 +57,6 @@ def kill(server: EmbeddedOvsdb) -> int:
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     return pid
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[EmbeddedOvsdb]:
-    server = EmbeddedOvsdb(tmp_path / "state").start()
-    yield server
-    server.stop()
 
 
 # -- policy and wording ------------------------------------------------------------
