@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import networkx as nx
 
+from controller.frozen import copy_of
 from controller.ofwire.consts import OFPP_LOCAL  # the bridge's own port, named after it
 
 
@@ -355,12 +356,12 @@ class Topology:
                 and (now is None or view.switch_ports.get(datapath_id, {}).get(now[0])
                      == port_no) and (now is not None or key not in view.port_state):
             return False
-        port_state = dict(view.port_state)
+        port_state = copy_of(view.port_state)
         if now is None:
             port_state.pop(key, None)
         else:
             port_state[key] = now[1]
-        switch_ports = dict(view.switch_ports)
+        switch_ports = copy_of(view.switch_ports)
         switch_ports[datapath_id] = MappingProxyType(
             {name: no for no, (name, _) in self._ports.get(datapath_id, {}).items()})
         self._graph = None

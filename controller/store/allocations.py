@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from controller import intent as model
 from controller import pipeline as pl
+from controller.intent_delta import delta_between
 from controller.store.errors import TransactionFailed
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class Spec:
             out |= self.claims(obj)
         return out
 
-    def pick(self, obj: Any, taken: set[int]) -> int:
+    def pick(self, obj: Any, taken: Collection[int]) -> int:
         """The derived value probed upwards (wrapping) past `taken`; 0 if none is free."""
         if len(taken) >= self.size and all(self.lo <= v <= self.hi for v in taken):
             return 0
@@ -124,21 +125,115 @@ for _spec in SPECS:
     BY_CLASS[_spec.cls] = (*BY_CLASS.get(_spec.cls, ()), _spec)
 
 
-class Allocator:
-    """Allocation state of one transaction: the values taken, built once, on first need.
+class _Held:
+    """How many objects of one published snapshot hold each value of one space, carried
+    from snapshot to snapshot by the store's deltas (the store thread alone uses it):
+    a creating transaction pays for what changed since the last one, not a pass over
+    the table."""
 
-    `current` gives the intent as the transaction leaves it so far. Values freed by
-    deletes in the same transaction stay taken until it commits (harmless).
+    def __init__(self, spec: Spec, intent: model.Intent) -> None:
+        self.spec = spec
+        self.intent = intent
+        self.counts: dict[int, int] = {}
+        for obj in getattr(intent, spec.intent_attr).values():
+            self._count(obj, 1)
+
+    def _count(self, obj: Any, step: int) -> None:
+        for value in self.spec.claims(obj):
+            n = self.counts.get(value, 0) + step
+            if n > 0:
+                self.counts[value] = n
+            else:
+                self.counts.pop(value, None)
+
+    def advance(self, intent: model.Intent) -> bool:
+        """Move to `intent`; False if the store cannot say what changed (rebuild)."""
+        if intent is self.intent:
+            return True
+        delta = delta_between(self.intent, intent)
+        attr = self.spec.intent_attr
+        if delta is None or len(delta.ids(attr)) > 4096:
+            return False
+        before, after = getattr(self.intent, attr), getattr(intent, attr)
+        for key in delta.ids(attr):
+            old, new = before.get(key), after.get(key)
+            if old is not None:
+                self._count(old, -1)
+            if new is not None:
+                self._count(new, 1)
+        self.intent = intent
+        return True
+
+
+_held: dict[Spec, _Held] = {}
+
+
+def _held_in(spec: Spec, intent: model.Intent) -> _Held:
+    held = _held.get(spec)
+    if held is None or not held.advance(intent):
+        held = _held[spec] = _Held(spec, intent)
+    return held
+
+
+class Taken:
+    """The values taken in one space for one transaction: those the base snapshot holds
+    and those the transaction's own writes claim."""
+
+    def __init__(self, held: dict[int, int], extra: set[int]) -> None:
+        self._held = held
+        self._extra = extra
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._extra or value in self._held
+
+    def __len__(self) -> int:
+        return len(self._held) + len(self._extra)
+
+    def __iter__(self) -> Any:
+        yield from self._held
+        yield from (v for v in self._extra if v not in self._held)
+
+    def __ior__(self, values: Iterable[int]) -> Taken:
+        self._extra.update(values)
+        return self
+
+    def add(self, value: int) -> None:
+        self._extra.add(value)
+
+
+class Allocator:
+    """Allocation state of one transaction: the values taken, made on first need.
+
+    `current` gives the intent as the transaction leaves it so far, `base` the
+    published snapshot it started from. Values freed by deletes in the same
+    transaction stay taken until it commits (harmless).
     """
 
-    def __init__(self, current: Callable[[], model.Intent]) -> None:
+    def __init__(self, current: Callable[[], model.Intent],
+                 base: Optional[model.Intent] = None) -> None:
         self._current = current
-        self._taken: dict[Spec, set[int]] = {}
+        self._base = base
+        self._taken: dict[Spec, Taken] = {}
 
-    def _taken_for(self, spec: Spec) -> set[int]:
+    def _taken_for(self, spec: Spec) -> Taken:
         taken = self._taken.get(spec)
         if taken is None:
-            taken = self._taken[spec] = spec.taken(self._current())
+            current = self._current()
+            base = self._base if self._base is not None else current
+            # A copy of the counts only for a table the transaction already changed
+            # (a bulk create): its own writes are added below.
+            extra: set[int] = set()
+            delta = delta_between(base, current) if current is not base else None
+            if current is not base and delta is None:
+                base = current  # the view cannot say what it changed: count it whole
+            held = _held_in(spec, base)
+            if delta is not None:
+                objs = getattr(current, spec.intent_attr)
+                for key in delta.ids(spec.intent_attr):
+                    obj = objs.get(key)
+                    if obj is not None:
+                        extra |= spec.claims(obj)
+            taken = self._taken[spec] = Taken(held.counts, extra)
         return taken
 
     def fill(self, obj: Any, stored: Optional[Callable[[str], int]] = None) -> Any:

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Optional
 
 from controller import intent as model
+from controller.frozen import copy_of
 from controller.intent_delta import IntentDelta, make_delta
 from controller.store.codec import ALLOCATION_TABLE, BY_TABLE, CODECS, TableCodec
 
@@ -147,7 +148,7 @@ class SnapshotBuilder:
         if not removed and not put:
             return frozenset()
         attr = codec.intent_attr
-        mapping = dict(self._views[attr])  # one C-level copy, in the previous order
+        mapping = copy_of(self._views[attr])  # one C-level copy, in the previous order
         for key in removed:
             if key not in put:
                 mapping.pop(key, None)

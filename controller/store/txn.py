@@ -20,6 +20,7 @@ import ovs.db.error
 import ovs.db.idl
 
 from controller import intent as model
+from controller.frozen import copy_of
 from controller.intent_delta import link, make_delta
 from controller.store.allocations import Allocator
 from controller.store.codec import ALLOCATION_TABLE, BY_CLASS, TableCodec
@@ -42,7 +43,7 @@ class TxnHelper:
         self._allocs: dict[uuidlib.UUID, dict[uuidlib.UUID, Allocation]] = {}
         # (table, row uuid) -> whether the row exists once this transaction commits
         self.expected: dict[tuple[str, uuidlib.UUID], bool] = {}
-        self._allocator = Allocator(self.current)
+        self._allocator = Allocator(self.current, base)
 
     # -- reading --------------------------------------------------------------
     def current(self) -> model.Intent:
@@ -50,7 +51,7 @@ class TxnHelper:
         if self._current is None:
             fields: dict[str, Any] = {}
             for attr, changes in self._overlay.items():
-                merged = dict(getattr(self.intent, attr))
+                merged = copy_of(getattr(self.intent, attr))
                 for key, obj in changes.items():
                     if obj is None:
                         merged.pop(key, None)
