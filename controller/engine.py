@@ -182,6 +182,13 @@ class SwitchWorker:
 
     def _run(self) -> None:
         backoff = 0.2
+        try:
+            # What the switch holds, read while the first compile runs (a restart with
+            # 100,000 flows reads for about a second); a failure is read again on push.
+            self.sync.read_installed()
+        except Exception:
+            LOG.warning("switch %#x: reading its flows failed; read again on push",
+                        self.datapath_id, exc_info=True)
         while not self.channel.closed.is_set():
             self._wake.wait()
             self._wake.clear()

@@ -37,7 +37,7 @@ import ovs.util
 
 from controller import intent as model
 from controller.intent_delta import DeltaLog, IntentDelta, stamp
-from controller.store import _ovs_compat, allocations
+from controller.store import _ovs_compat, allocations, ovs_json
 from controller.store.codec import CODECS
 from controller.store.embedded import SCHEMA_PATH, iso_time
 from controller.store.errors import (
@@ -47,19 +47,22 @@ from controller.store.errors import (
     StoreUnavailable,
     from_ovsdb_error,
 )
+from controller.store.ovs_idl import FastRowUpdate
 from controller.store.snapshot import SnapshotBuilder, row_values
 from controller.store.txn import TxnHelper
 
 log = logging.getLogger(__name__)
 _ovs_compat.install()
+ovs_json.install()  # the C json module parses what the server sends
 
 WriteFn = Callable[[TxnHelper, model.Intent], Any]
 DELTAS_KEPT = 4096  # snapshots whose delta changes_since can still answer
 Subscriber = Callable[[model.Intent], None]
 
 
-class _Idl(ovs.db.idl.Idl):
-    """An IDL that reports every changed row to the snapshot builder."""
+class _Idl(FastRowUpdate, ovs.db.idl.Idl):
+    """An IDL that reports every changed row to the snapshot builder (and applies the
+    server's rows with less work: store/ovs_idl.py)."""
 
     builder: Optional[SnapshotBuilder] = None
 

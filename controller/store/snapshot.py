@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Optional
 
+import ovs.db.data
+
 from controller import intent as model
 from controller.frozen import copy_of
 from controller.intent_delta import IntentDelta, make_delta
@@ -34,10 +36,41 @@ def row_values(row: Any, columns: Iterable[str]) -> dict[str, Any]:
     """Committed column values of an IDL row, references left as uuid.UUID.
 
     Reads `row._data` (the committed datums) rather than attributes: attribute access
-    would turn references into Row objects and see uncommitted changes.
+    would turn references into Row objects and see uncommitted changes. Values are
+    `Datum.to_python`'s; a scalar's is read directly, and a column the row does not
+    hold (at its default: python-ovs makes a default datum for every such read) gives
+    the column's default value, worked out once per table and column.
     """
     data = row._data
-    return {c: data[c].to_python(_keep_uuid) for c in columns}
+    out: dict[str, Any] = {}
+    defaults: Optional[dict[str, Any]] = None
+    for c in columns:
+        datum = data.get(c)  # (dict.get: no default datum made)
+        if datum is None:
+            if defaults is None:
+                defaults = _defaults(row._table)
+            value = defaults.get(c, defaults)
+            if value is defaults:
+                value = defaults[c] = ovs.db.data.Datum.default(
+                    row._table.columns[c].type).to_python(_keep_uuid)
+            out[c] = value.copy() if isinstance(value, (list, dict)) else value
+            continue
+        t = datum.type
+        if t.n_min == 1 and t.n_max == 1 and t.value is None:  # Type.is_scalar()
+            values = datum.values
+            out[c] = next(iter(values)).value if len(values) == 1 else t.key.default()
+        else:
+            out[c] = datum.to_python(_keep_uuid)
+    return out
+
+
+def _defaults(table: Any) -> dict[str, Any]:
+    """Column -> default value, kept on the IDL's table (and gone with it)."""
+    attrs = table.__dict__
+    found = attrs.get("_loom_defaults")
+    if found is None:
+        found = attrs["_loom_defaults"] = {}
+    return found
 
 
 class Allocation:
