@@ -31,6 +31,12 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("qos_guarantees", "bench.bench_qos_guarantees", (), True),
     ("idle_connections", "bench.bench_idle_connections", ("--crowd", "1000", "--requests", "200"),
      False),
+    ("incremental", "bench.bench_incremental", ("--sizes", "100", "10000"), False),
+    ("creates", "bench.bench_creates", ("--ports", "10000"), False),
+    ("topology_delta", "bench.bench_topology_delta", (), False),
+    ("port_change", "bench.bench_port_change", ("--sizes", "100", "10000"), True),
+    # needs OVN from Debian (apt-get install ovn-central ovn-host): says so if missing
+    ("cold_start", "bench.bench_cold_start", ("--ports", "10000"), True),
 )
 
 
