@@ -60,6 +60,7 @@ from typing import Any, Optional
 from bench.bench_rest_latency import BIND_TIMEOUT_S, KeepAlive, percentile, wait_active
 from bench.bench_rest_reads import PER_NETWORK, fill
 from controller.store import EmbeddedOvsdb, NorthboundStore
+from topologies.api_client import metric_sum
 from topologies.controller_process import ControllerProcess
 from topologies.netns import Sandbox
 from topologies.ovs_instance import DEFAULT_BASE, OvsInstance
@@ -127,13 +128,7 @@ def metric(api: KeepAlive, name: str) -> float:
             api.conn = http.client.HTTPConnection(api.host, api.port, timeout=60)
             if attempt:
                 raise
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            head, _, value = line.rpartition(" ")
-            if head.split("{")[0] == name:
-                total += float(value)
-    return total
+    return metric_sum(text, name)
 
 
 def bind_pair(hv: OvsInstance, i: int, port_id: str) -> list[str]:

@@ -78,11 +78,15 @@ class ApiClient:
         """Sum of all samples of one Prometheus metric at /metrics."""
         req = urllib.request.Request(self.base_url + "/metrics")
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            text = resp.read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                head, _, value = line.rpartition(" ")
-                if head.split("{")[0] == name:
-                    total += float(value)
-        return total
+            return metric_sum(resp.read().decode(), name)
+
+
+def metric_sum(text: str, name: str) -> float:
+    """Sum of all samples of metric `name` in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            if head.split("{")[0] == name:
+                total += float(value)
+    return total
