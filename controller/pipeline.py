@@ -177,6 +177,7 @@ OFPP_CONTROLLER = 0xFFFFFFFD
 CT_MARK_REVOKED = 0x1
 CT_ZONE_SPAN = 65000  # zones 1..65000 for networks; 0 and the top are left alone
 METER_ID_SPAN = 60000  # per-port egress meters 1..60000
+CONJ_ID_MASK = 0xFFFFFFFF  # conjunction ids (32 bits; 0 is never used)
 # Flood groups (one per network and switch) live in their own id space; groups have
 # no cookie in OpenFlow 1.3, so the id is derived from the owning network's key.
 GROUP_ID_MASK = 0x3FFFFFFF

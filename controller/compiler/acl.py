@@ -45,7 +45,6 @@ ETH_IPV6 = 0x86DD
 ETH_ARP = 0x0806
 IPPROTO = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "ipv6-icmp": 58}
 ND_TYPES = (133, 134, 135, 136)  # router/neighbour solicitation and advertisement
-_CONJ_ID_MASK = 0xFFFFFFFF
 
 Side = str  # "egress" (the packet leaves the VM: in_port) | "ingress" (reg7 = out port)
 
@@ -262,7 +261,7 @@ def conj_id_of(rule: SecurityGroupRule) -> int:
     0 (an Intent built by hand) falls back to the key's low 32 bits, unprobed: two
     hand-built rules colliding there is a test-only situation.
     """
-    return rule.conj_id or (_rule_key(rule) & _CONJ_ID_MASK) or 1
+    return rule.conj_id or (_rule_key(rule) & pl.CONJ_ID_MASK) or 1
 
 
 def conj_id_for(rule: SecurityGroupRule, taken: set[int]) -> int:

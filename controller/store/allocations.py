@@ -37,7 +37,7 @@ from controller.store.errors import TransactionFailed
 log = logging.getLogger(__name__)
 
 MAX_FABRIC_VLAN = 4094
-CONJ_ID_MAX = 0xFFFFFFFF
+CONJ_ID_MAX = pl.CONJ_ID_MASK
 
 
 class AllocationExhausted(TransactionFailed):
