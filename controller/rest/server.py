@@ -327,12 +327,16 @@ class LoomServer(TcpWSGIServer):
         self.doomed: set[LoomChannel] = set()  # evicted, closed at the next safe point
         self.closures: Tally[str] = Tally()
         self._paused_until = 0.0
+        self.stop_requested = False  # set by Serving.stop(); acted on by readable()
         super().__init__(application, map=map, dispatcher=dispatcher, adj=adj,
                          sockinfo=sockinfo)
 
     # waitress calls readable() on every loop turn, before registering any connection;
     # maintenance rides on it, as in waitress.
     def readable(self) -> bool:
+        if self.stop_requested:
+            self.close_everything()
+            return False
         if self.doomed:
             self._close_doomed()
         now = time.time()
@@ -340,6 +344,12 @@ class LoomServer(TcpWSGIServer):
             self.next_channel_cleanup = now + self.adj.cleanup_interval
             self.maintenance(now)
         return bool(self.accepting) and time.monotonic() >= self._paused_until
+
+    def close_everything(self) -> None:
+        """Close every channel (connections, the trigger, this listener): with the map
+        empty, waitress' loop ends."""
+        for channel in list(self._map.values()):
+            channel.close()
 
     def handle_accept(self) -> None:
         for _ in range(self.ACCEPT_BATCH):
@@ -541,8 +551,9 @@ class Serving:
     """A bound server running in a background thread; `stop()` ends it cleanly.
 
     waitress has no stop call: closing the listening socket leaves keep-alive
-    connections (and so its loop) running. `stop()` asks the loop thread itself,
-    through waitress's trigger, to close every channel, which ends the loop.
+    connections (and so its loop) running. `stop()` asks the loop thread itself to
+    close every channel, which ends the loop: a flag the loop reads at least once per
+    turn (`asyncore_loop_timeout`, 1 s), and waitress' trigger to make that turn now.
     """
 
     def __init__(self, server: Any) -> None:
@@ -558,15 +569,18 @@ class Serving:
 
     def stop(self, timeout: float = 5.0) -> None:
         server = self.server
-
-        def close_all() -> None:
-            for channel in list(server._map.values()):
-                channel.close()
-
+        if not self._thread.is_alive():
+            return
+        server.task_dispatcher.shutdown(timeout=timeout)
+        server.stop_requested = True
+        try:
+            server.trigger.pull_trigger()
+        except OSError as exc:  # the flag still ends the loop within a turn
+            LOG.error("REST server: cannot wake the server loop to stop it (%s); "
+                      "it stops at its next turn", exc)
+        self._thread.join(timeout)
         if self._thread.is_alive():
-            server.task_dispatcher.shutdown(timeout=timeout)
-            server.trigger.pull_trigger(close_all)
-            self._thread.join(timeout)
+            LOG.error("REST server: the server loop did not stop within %.0f s", timeout)
 
     close = stop
 

@@ -180,6 +180,11 @@ class NorthboundStore:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)  # a full pipe already means "wake up"
+        # Guards the pipe's descriptors against a close racing a wake or another close:
+        # a number closed twice, or written after its close, may by then belong to
+        # another part of the process (a REST server's trigger pipe, a socket).
+        self._wake_lock = threading.Lock()
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -279,10 +284,12 @@ class NorthboundStore:
         alive = self._thread is not None and self._thread.is_alive()
         self._thread = None
         self._notifier = None
-        if not alive and self._wake_w >= 0:  # the store thread no longer polls the pipe
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_r = self._wake_w = -1
+        if not alive:  # the store thread no longer polls the pipe
+            with self._wake_lock:
+                fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
 
     stop = close
 
@@ -443,10 +450,13 @@ class NorthboundStore:
 
     # -- store thread -----------------------------------------------------------
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (OSError, ValueError):
-            pass
+        with self._wake_lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:  # the pipe is full: the store thread is awake anyway
+                pass
 
     def _run(self) -> None:
         idl = self._idl

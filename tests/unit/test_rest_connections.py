@@ -7,6 +7,7 @@ source addresses. Every assertion is about success, never about latency.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -192,6 +193,22 @@ def test_a_request_being_served_is_never_evicted() -> None:
         assert answer.startswith(b"HTTP/1.1 200 OK")
         crowd.close()
         busy.close()
+
+
+def test_stop_ends_the_server_even_when_its_wake_up_pipe_is_gone() -> None:
+    """CI once failed a test in its teardown: stop() wrote to waitress' trigger pipe,
+    whose descriptor was no longer open (EBADF), and raised instead of stopping."""
+    serving = serve(_tiny_app(threading.Event(), threading.Event()), "127.0.0.1", 0,
+                    threads=2)
+    keep_alive = _connect(serving.port, "127.0.0.1")
+    assert b"200 OK" in _get(keep_alive)
+    closed = os.open(os.devnull, os.O_RDONLY)
+    os.close(closed)
+    serving.server.trigger.trigger = closed  # its wake-up pipe's write end, now closed
+    serving.stop(timeout=10)
+    assert not serving.running
+    assert keep_alive.recv(1) == b""  # connections closed, not left open
+    keep_alive.close()
 
 
 def _readable(sock: socket.socket) -> bool:
