@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Optional
@@ -42,7 +42,8 @@ class DesiredSwitch:
     flows: Mapping[FlowKey, Flow] = field(default_factory=lambda: MappingProxyType({}))
     groups: Mapping[int, Group] = field(default_factory=lambda: MappingProxyType({}))
     meters: Mapping[int, Meter] = field(default_factory=lambda: MappingProxyType({}))
-    port_keys: frozenset[int] = frozenset()  # intent ports whose flows are in `flows`
+    # intent ports whose flows are in `flows`, by object key (a set, or a map keyed by it)
+    port_keys: Collection[int] = frozenset()
     # linux-htb per interface, applied through the chassis' OVSDB, not OpenFlow
     shaping: Mapping[str, Shaping] = field(default_factory=lambda: MappingProxyType({}))
 

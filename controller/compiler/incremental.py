@@ -68,7 +68,7 @@ from controller.compiler.overlay import (
 from controller.compiler.ports import NO_QOS, port_flows
 from controller.compiler.qos import PolicyIndex, Shaping, SwitchQos, share_cap_flows, switch_qos
 from controller.flows import Conjunction, Flow, Group
-from controller.intent import Intent, Port, SecurityGroupRule
+from controller.intent import Intent, Port, SecurityGroupRule, object_key
 from controller.intent_delta import IntentDelta
 from controller.topology import TUNNEL_TYPES, Binding, TopologyDelta, TopologyView
 
@@ -131,12 +131,9 @@ class _Switch:
     netports: dict[str, set[str]] = field(default_factory=dict)  # network -> netport units
     members: set[str] = field(default_factory=set)  # member units present
     desired: Optional[DesiredSwitch] = None
-    _port_keys: Optional[frozenset[int]] = None  # of `local`, until it changes
-
-    def port_keys(self, intent: Intent) -> frozenset[int]:
-        if self._port_keys is None:
-            self._port_keys = frozenset(intent.ports[p].key for p in self.local)
-        return self._port_keys
+    # object key -> port id, of `local`: persistent, so an offer shares it as it is
+    # (a frozenset rebuilt per offer cost O(ports on the switch) per change)
+    port_keys: immutables.Map = field(default_factory=immutables.Map)
 
     def set_unit(self, key: UnitKey, flows: Iterable[Flow], changed: set[FlowKey]) -> None:
         """Replace one unit's flows; `changed` gets the keys to merge again (`commit`).
@@ -479,7 +476,8 @@ class Compiler:
             sw = self.switches.get(old.datapath_id)
             if sw is not None:
                 sw.local.pop(pid, None)
-                sw._port_keys = None
+                if object_key(pid) in sw.port_keys:
+                    sw.port_keys = sw.port_keys.delete(object_key(pid))
                 for nid, ports in list(sw.local_nets.items()):
                     if pid in ports:
                         ports.discard(pid)
@@ -504,7 +502,7 @@ class Compiler:
         self.placed[pid] = new
         sw = self.switches[new.datapath_id]
         sw.local[pid] = new
-        sw._port_keys = None
+        sw.port_keys = sw.port_keys.set(port.key, pid)
         sw.local_nets.setdefault(port.network_id, set()).add(pid)
         self.by_network.setdefault(port.network_id, {}).setdefault(
             new.datapath_id, {})[pid] = new
@@ -604,7 +602,7 @@ class Compiler:
                 flows=sw.flows,
                 groups=MappingProxyType({g.group_id: g for _, g in sorted(sw.groups.items())}),
                 meters=MappingProxyType(dict(sw.qos.meters)),
-                port_keys=sw.port_keys(intent),
+                port_keys=sw.port_keys,
                 shaping=MappingProxyType(dict(sw.qos.shaping)))
             out[dpid] = Offer(sw.desired, None if full else frozenset(touched),
                               shaping_changed or full)
