@@ -32,6 +32,7 @@ FIELD_BITS: dict[str, int] = {
     "vlan_vid": 16,  # OFPVID_PRESENT | vid
     "vlan_pcp": 8,
     "ip_dscp": 8,
+    "nw_ttl": 8,  # IPv4 TTL / IPv6 hop limit: only the Nicira field NXM_NX_IP_TTL
     "ip_proto": 8,
     "ipv4_src": 32,
     "ipv4_dst": 32,
@@ -68,8 +69,8 @@ FIELD_BITS: dict[str, int] = {
 # "invalid mask for field ..."). A flow_mod with such a mask fails, and with it the whole
 # atomic bundle, so `match` refuses it when the flow is built.
 UNMASKABLE: frozenset[str] = frozenset({
-    "in_port", "eth_type", "vlan_pcp", "ip_dscp", "ip_proto", "icmpv4_type", "icmpv4_code",
-    "icmpv6_type", "icmpv6_code", "arp_op", "ct_zone", "conj_id",
+    "in_port", "eth_type", "vlan_pcp", "ip_dscp", "nw_ttl", "ip_proto", "icmpv4_type",
+    "icmpv4_code", "icmpv6_type", "icmpv6_code", "arp_op", "ct_zone", "conj_id",
 })
 
 # ct_state bits (OVS lib/packets.h CS_*; os-ken has no names for them). A match on
@@ -224,8 +225,23 @@ class Conjunction:
             raise ValueError(f"clause {self.clause} is not in 1..{self.n_clauses}")
 
 
+@dataclass(frozen=True)
+class DecTtl:
+    """OFPAT_DEC_NW_TTL: decrement the IPv4 TTL (IPv6 hop limit) by one.
+
+    OVS stops the packet (and would send it to a controller that asked for invalid-TTL
+    packet-ins) when the TTL is already 0 or 1; Loom's routing flows drop such packets
+    explicitly before they get here (compiler/routing.py)."""
+
+
+@dataclass(frozen=True)
+class CtClear:
+    """Nicira NXAST_CT_CLEAR (`ct_clear`): forget the conntrack state of the packet, so
+    the next ACL table tracks it afresh (in the zone REG_CT_ZONE then names)."""
+
+
 Action = Union[Output, SetField, RegMove, Resubmit, GroupAction, PushVlan, PopVlan,
-               SetQueue, Ct, Conjunction]
+               SetQueue, Ct, Conjunction, DecTtl, CtClear]
 
 
 # ---------------------------------------------------------------- flow

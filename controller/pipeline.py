@@ -31,6 +31,7 @@ METADATA_NETWORK_MASK = (1 << 48) - 1
 REG_OUT_PORT = "reg7"  # ofport chosen by l2_lookup, consumed by ingress_acl and output
 REG_CT_ZONE = "reg6"  # conntrack zone of the packet's port (security groups)
 REG_FLAGS = "reg5"  # per-packet flag bits, below
+REG_NEXTHOP = "reg4"  # IPv4 next hop chosen by a route in l3, resolved to a MAC in l3_resolve
 FLAG_FROM_REMOTE = 0x1  # arrived over a tunnel or provider link: never send it back out
 
 # ---------------------------------------------------------------- cookies
@@ -142,6 +143,7 @@ class Table:
 _NET = frozenset({"metadata"})
 _L2 = frozenset({"eth_src", "eth_dst", "eth_type", "vlan_vid"})
 _L3 = frozenset({"ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "ip_dscp"})
+_TTL = frozenset({"nw_ttl"})
 _L4 = frozenset({"tcp_src", "tcp_dst", "udp_src", "udp_dst", "icmpv4_type", "icmpv4_code",
                  "icmpv6_type", "icmpv6_code"})
 _CT = frozenset({"ct_state", "ct_zone", "ct_mark", REG_CT_ZONE})
@@ -207,14 +209,44 @@ EGRESS_ACL = Table(
     priorities=_ACL_PRIORITIES,
     resubmits=("egress_acl",),
 )
+ROUTE_PREFIX_MAX = 32  # IPv4
+
+
+def route_priority(prefixlen: int) -> str:
+    """The name of the l3 priority of a route to a /prefixlen: longest prefix first."""
+    if not 0 <= prefixlen <= ROUTE_PREFIX_MAX:
+        raise PipelineError(f"no IPv4 prefix length {prefixlen}")
+    return f"route/{prefixlen}"
+
+
 L3 = Table(
     "l3", 40,
-    "router gateway, routing between subnets, NAT via ct(nat)",
-    _NET | _L2 | _L3 | _CT,
-    ("l2_lookup",),
+    "routers, distributed: a packet to a router's MAC is answered (echo to the router's "
+    "own addresses), dropped (TTL <= 1), or routed (longest prefix first: TTL - 1, "
+    "source MAC, network and conntrack zone of the next network, next hop in "
+    "REG_NEXTHOP, on to l3_resolve); anything else to a router's MAC drops; the rest "
+    "passes to l2_lookup",
+    _NET | _L2 | _L3 | _L4 | _CT | _TTL,
+    ("l2_lookup", "l3_resolve"),
     miss_drops=False,
-    priorities={"route": 100},
+    priorities={
+        "echo": 300,  # ICMP echo request to one of the router's addresses: answered here
+        "ttl_expired": 250,  # TTL 0 or 1 to a router's MAC: never forwarded, never punted
+        # the routes: 100 + prefix length, so the longest prefix wins
+        **{route_priority(n): 100 + n for n in range(ROUTE_PREFIX_MAX + 1)},
+        "router_mac": 10,  # to a router's MAC and not routed (no route): drop, never flood
+    },
     resubmits=("l3",),
+)
+L3_RESOLVE = Table(
+    "l3_resolve", 45,
+    "routed packets: next hop (REG_NEXTHOP) on the network they were routed into -> "
+    "that port's MAC as destination, then l2_lookup as any packet of that network; "
+    "unknown next hop -> drop",
+    _NET | frozenset({REG_NEXTHOP}),
+    ("l2_lookup",),
+    miss_drops=True,
+    priorities={"resolve": 100},
 )
 L2_LOOKUP = Table(
     "l2_lookup", 50,
@@ -254,7 +286,8 @@ OUTPUT = Table(
 )
 
 PIPELINE: tuple[Table, ...] = (
-    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, EGRESS_ACL, L3, L2_LOOKUP, INGRESS_ACL, QOS, OUTPUT,
+    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, EGRESS_ACL, L3, L3_RESOLVE, L2_LOOKUP, INGRESS_ACL,
+    QOS, OUTPUT,
 )
 TABLES: Mapping[str, Table] = {t.name: t for t in PIPELINE}
 TABLE_IDS: Mapping[str, int] = {t.name: t.table_id for t in PIPELINE}

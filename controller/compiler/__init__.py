@@ -15,10 +15,11 @@ def clear_caches() -> None:
     from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
     from controller.compiler.overlay import remote_mac_flow, tunnel_in_flow
     from controller.compiler.ports import port_flows
+    from controller.compiler.routing import resolve_flows, router_flows
 
     for fn in (port_flows, arp_reply_flows, flood_flow, flood_from_remote_flow,
                tunnel_in_flow, remote_mac_flow, port_guard_flows, plain_rule_flows,
-               member_clause_flows):
+               member_clause_flows, router_flows, resolve_flows):
         fn.cache_clear()
 
 

@@ -25,6 +25,13 @@ from controller.compiler.overlay import (
 )
 from controller.compiler.ports import NO_QOS, port_flows
 from controller.compiler.qos import PolicyIndex, Shaping, share_cap_flows, switch_qos
+from controller.compiler.routing import (
+    RoutingIndex,
+    reach_flows,
+    resolve_flows,
+    router_flows,
+    senders_of,
+)
 from controller.flows import Flow, Group, Match, Meter
 from controller.intent import Intent, Port
 from controller.topology import TUNNEL_TYPES, Binding, TopologyView
@@ -74,6 +81,22 @@ class Placement:
             self.by_switch[binding.datapath_id].append((port, binding))
         self.groups = GroupIndex(intent)
         self.policies = PolicyIndex(intent)
+        # routing (compiler/routing.py): which routers each switch holds, which networks
+        # it resolves next hops on, and, per network, the switches that route into it
+        self.routing = RoutingIndex(intent)
+        self.routers: dict[int, set[str]] = {}
+        self.resolve_nets: dict[int, set[str]] = {}
+        self.resolvers: dict[str, set[int]] = defaultdict(set)
+        for dpid, placed in self.by_switch.items():
+            if dpid in topo.fabric_switches:
+                continue  # fabric switches do not route (yet)
+            present = self.routing.present({p.network_id for p, _ in placed})
+            if not present:
+                continue
+            self.routers[dpid] = present
+            self.resolve_nets[dpid] = nets = self.routing.resolve_nets(present)
+            for nid in nets:
+                self.resolvers[nid].add(dpid)
         self.fabric: Optional[FabricPlan] = None
         if topo.fabric_switches:
             members = {nid: {d for d in by_dpid if d in topo.fabric_switches}
@@ -147,16 +170,19 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         group_id = None
         if network.network_type in TUNNEL_TYPES and switch is not None:
             tunnels = []
-            for dpid, members in sorted(placement.by_network[net_id].items()):
+            carriers = placement.by_network[net_id]
+            for dpid in senders_of(carriers, placement.resolvers, net_id):
                 remote = topo.switches.get(dpid)
                 if dpid == datapath_id or remote is None:
                     continue
                 tunnel = topo.tunnels.get((datapath_id, remote.chassis, network.network_type))
                 if tunnel is None:
                     continue  # not created yet: its appearance triggers a recompile
-                tunnels.append(tunnel)
                 add(tunnel_in_flow(network, tunnel, zones[net_id]))
-                for port, _ in members:
+                if dpid not in carriers:
+                    continue  # routes into the network, has no port on it
+                tunnels.append(tunnel)
+                for port, _ in carriers[dpid]:
                     add(remote_mac_flow(port, network, tunnel))
             if tunnels:
                 group_id = group_id_for(network, taken_group_ids)
@@ -180,6 +206,8 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         for port in intent.ports_on_network(net_id):
             for f in arp_reply_flows(port, network):
                 add(f)
+    for f in _routing_flows(intent, topo, datapath_id, placement, local_by_net):
+        add(f)
 
     return DesiredSwitch(
         datapath_id=datapath_id,
@@ -191,6 +219,30 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         port_keys=frozenset(port_keys),
         shaping=MappingProxyType(qos.shaping),
     )
+
+
+def _routing_flows(intent: Intent, topo: TopologyView, datapath_id: int, placement: Placement,
+                   local_by_net: Mapping[str, list[int]]) -> list[Flow]:
+    """The routers present here (their l3 flows for the local networks), and for every
+    network they join: each port's resolve flow and, where the network has no local
+    port, how to reach the port's chassis (compiler/routing.py)."""
+    out: list[Flow] = []
+    routing = placement.routing
+    for rid in sorted(placement.routers.get(datapath_id, ())):
+        plan = routing.plans[rid]
+        ingress = frozenset(leg.network_key for leg in plan.legs
+                            if leg.network_id in local_by_net)
+        out.extend(router_flows(plan, ingress))
+    for nid in sorted(placement.resolve_nets.get(datapath_id, ())):
+        network = intent.networks[nid]
+        for port in intent.ports_on_network(nid):
+            out.extend(resolve_flows(port, network))
+        if nid in local_by_net:
+            continue  # its remote ports' flows are there already
+        for dpid, members in sorted(placement.by_network.get(nid, {}).items()):
+            for port, _ in members:
+                out.extend(reach_flows(port, network, datapath_id, dpid, topo))
+    return out
 
 
 def compile_all(intent: Intent, topo: TopologyView, fast_failover: bool = True

@@ -12,6 +12,10 @@ state split by *unit*, the intent object that owns a group of flows on that swit
     ("net", id)       a network bound here: flood, tunnels in, the flood group
     ("sg", id)        a security group with ports bound here: its remote-group rules
     ("member", id)    a port whose addresses a remote-group rule here names
+    ("router", id)    a router with a network bound here: its l3 flows (compiler/routing.py)
+
+A "netport" unit also lives where its network is only routed to (a network of a router
+present here): the port's resolve flow, and how to reach its chassis.
 
 and keeps the indexes that say which units a change touches (`_Index`): where each
 port is placed, which switches carry each network and each security group, which
@@ -60,13 +64,19 @@ from controller.compiler.overlay import (
     flood_group_id,
     provider_flood_group,
     provider_in_flow,
-    provider_mac_flow,
-    remote_mac_flow,
     tunnel_in_flow,
     zone_of,
 )
 from controller.compiler.ports import NO_QOS, port_flows
 from controller.compiler.qos import PolicyIndex, Shaping, SwitchQos, share_cap_flows, switch_qos
+from controller.compiler.routing import (
+    RouterPlan,
+    plan_router,
+    reach_flows,
+    resolve_flows,
+    router_flows,
+    senders_of,
+)
 from controller.flows import Conjunction, Flow, Group
 from controller.intent import Intent, Port, SecurityGroupRule, object_key
 from controller.intent_delta import IntentDelta
@@ -130,6 +140,8 @@ class _Switch:
     local_sgs: dict[str, set[str]] = field(default_factory=dict)  # group -> local ports
     netports: dict[str, set[str]] = field(default_factory=dict)  # network -> netport units
     members: set[str] = field(default_factory=set)  # member units present
+    routers: set[str] = field(default_factory=set)  # routers present (a network of theirs here)
+    resolve_nets: set[str] = field(default_factory=set)  # the networks of those routers
     desired: Optional[DesiredSwitch] = None
     # object key -> port id, of `local`: persistent, so an offer shares it as it is
     # (a frozenset rebuilt per offer cost O(ports on the switch) per change)
@@ -217,6 +229,17 @@ class Compiler:
         self.rule_remote: dict[str, set[str]] = {}  # remote group -> groups naming it
         self.sg_switches: dict[str, set[int]] = {}
         self.policies: Optional[PolicyIndex] = None
+        # routing: plans, interfaces per router, what each plan was built from (so a
+        # change to a port, subnet or network re-plans its routers), where each router
+        # is present and which switches resolve (route into) each network
+        self.router_plans: dict[str, RouterPlan] = {}
+        self.router_ifaces: dict[str, set[str]] = {}
+        self.router_deps: dict[str, set[tuple[str, str]]] = {}
+        self.dep_routers: dict[tuple[str, str], set[str]] = {}
+        self.net_routers: dict[str, set[str]] = {}
+        self.router_switches: dict[str, set[int]] = {}
+        self.resolvers: dict[str, set[int]] = {}
+        self._nets_moved: set[int] = set()  # switches a network arrived on or left
 
     @property
     def generation(self) -> int:
@@ -275,11 +298,17 @@ class Compiler:
             self._index_rule(None, rule)
         for port in intent.ports.values():
             self._index_member(None, port)
+        for ri in intent.router_interfaces.values():
+            self.router_ifaces.setdefault(ri.router_id, set()).add(ri.id)
+        for rid in sorted(set(intent.routers) | set(self.router_ifaces)):
+            self._replan(rid)
         for dpid in topo.switches:
             self.switches[dpid] = _Switch(dpid)
         for binding in topo.bindings.values():
             self._place(binding.port_id)
         dirty: dict[int, set[UnitKey]] = defaultdict(set)
+        self._nets_moved = set()
+        self._refresh_routing(set(self.switches), dirty)
         for dpid, sw in self.switches.items():
             units = dirty[dpid]
             units.update((PIPELINE, QOS))
@@ -339,8 +368,21 @@ class Compiler:
                     for remote in remotes:
                         units.update(("member", m) for m in self.sg_members.get(remote, ()))
 
+        routers = self._routers_touched(old, idelta)
+        refresh: set[int] = set()
+        replanned: set[str] = set()
+        for rid in sorted(routers):
+            refresh |= self.router_switches.get(rid, set())
+            replanned |= self._replan(rid)
+
         for pid in sorted(ports):
             self._port_changed(pid, old, dirty)
+
+        for nid in replanned:
+            refresh |= self._carriers(nid)
+        refresh |= self._nets_moved
+        self._nets_moved = set()
+        self._refresh_routing(refresh, dirty)
 
         for dpid in tdelta.tunnels | tdelta.provider_ports:
             sw = self.switches.get(dpid)
@@ -350,8 +392,130 @@ class Compiler:
             units.add(QOS)
             for nid in sw.local_nets:
                 units.add(("net", nid))
+            for nid in set(sw.local_nets) | sw.resolve_nets:
                 units.update(("netport", p.id) for p in intent.ports_on_network(nid))
         return self._evaluate(dirty, full=False)
+
+    # ------------------------------------------------------------------ routing
+    def _routers_touched(self, old: Intent, idelta: IntentDelta) -> set[str]:
+        """Routers whose plan may have changed: their row, their interfaces, or a port,
+        subnet or network an interface names. Keeps router_ifaces up to date."""
+        intent = self.intent
+        assert intent is not None
+        out = {rid for rid in idelta.ids("routers")
+               if compiled_view(old.routers.get(rid)) != compiled_view(intent.routers.get(rid))}
+        for riid in idelta.ids("router_interfaces"):
+            before, after = old.router_interfaces.get(riid), intent.router_interfaces.get(riid)
+            if before is not None:
+                out.add(before.router_id)
+                ids = self.router_ifaces.get(before.router_id, set())
+                ids.discard(riid)
+                if not ids:
+                    self.router_ifaces.pop(before.router_id, None)
+            if after is not None:
+                out.add(after.router_id)
+                self.router_ifaces.setdefault(after.router_id, set()).add(riid)
+        for kind, attr in (("port", "ports"), ("subnet", "subnets"), ("net", "networks")):
+            table_before, table_now = getattr(old, attr), getattr(intent, attr)
+            for oid in idelta.ids(attr):
+                rids = self.dep_routers.get((kind, oid))
+                if rids and compiled_view(table_before.get(oid)) != \
+                        compiled_view(table_now.get(oid)):
+                    out |= rids
+        return out
+
+    def _replan(self, rid: str) -> set[str]:
+        """Plan router `rid` again; returns the networks it joined before or joins now."""
+        intent = self.intent
+        assert intent is not None
+        for dep in self.router_deps.pop(rid, set()):
+            rids = self.dep_routers.get(dep)
+            if rids is not None:
+                rids.discard(rid)
+                if not rids:
+                    del self.dep_routers[dep]
+        old = self.router_plans.pop(rid, None)
+        nets: set[str] = set()
+        if old is not None:
+            nets |= old.nets
+            for nid in old.nets:
+                rids = self.net_routers.get(nid, set())
+                rids.discard(rid)
+                if not rids:
+                    self.net_routers.pop(nid, None)
+        ifaces = [intent.router_interfaces[i] for i in sorted(self.router_ifaces.get(rid, ()))
+                  if i in intent.router_interfaces]
+        deps: set[tuple[str, str]] = set()
+        for ri in ifaces:
+            deps.add(("port", ri.port_id))
+            deps.add(("subnet", ri.subnet_id))
+            port = intent.ports.get(ri.port_id)
+            if port is not None:
+                deps.add(("net", port.network_id))
+        if deps:
+            self.router_deps[rid] = deps
+            for dep in deps:
+                self.dep_routers.setdefault(dep, set()).add(rid)
+        router = intent.routers.get(rid)
+        plan = None if router is None else plan_router(intent, router, ifaces)
+        if plan is not None:
+            self.router_plans[rid] = plan
+            nets |= plan.nets
+            for nid in plan.nets:
+                self.net_routers.setdefault(nid, set()).add(rid)
+        return nets
+
+    def _refresh_routing(self, dpids: Iterable[int], dirty: dict[int, set[UnitKey]]) -> None:
+        """Which routers are present on each of `dpids` and which networks it resolves;
+        marks the router units there, and for every network that starts or stops being
+        resolved there: its ports' netport units there, and its carriers' net units
+        (their tunnel-in flows follow the switches that route into the network)."""
+        intent = self.intent
+        assert intent is not None
+        for dpid in dpids:
+            sw = self.switches.get(dpid)
+            if sw is None:
+                continue
+            present: set[str] = set()
+            for nid in sw.local_nets:
+                present.update(self.net_routers.get(nid, ()))
+            resolve: set[str] = set()
+            for rid in present:
+                resolve |= self.router_plans[rid].nets
+            units = dirty[dpid]
+            units.update(("router", r) for r in sw.routers | present)
+            for rid in sw.routers - present:
+                where = self.router_switches.get(rid, set())
+                where.discard(dpid)
+                if not where:
+                    self.router_switches.pop(rid, None)
+            for rid in present - sw.routers:
+                self.router_switches.setdefault(rid, set()).add(dpid)
+            sw.routers = present
+            for nid in resolve ^ sw.resolve_nets:
+                ids = {p.id for p in intent.ports_on_network(nid)} | sw.netports.get(nid, set())
+                units.update(("netport", p) for p in ids)
+                if nid in resolve:
+                    self.resolvers.setdefault(nid, set()).add(dpid)
+                else:
+                    there = self.resolvers.get(nid, set())
+                    there.discard(dpid)
+                    if not there:
+                        self.resolvers.pop(nid, None)
+                for carrier in self._carriers(nid):
+                    dirty[carrier].add(("net", nid))
+            sw.resolve_nets = resolve
+
+    def _routed_here(self, sw: _Switch, nid: str) -> bool:
+        return nid in sw.local_nets or nid in sw.resolve_nets
+
+    def _router_unit(self, sw: _Switch, rid: str) -> tuple[Flow, ...]:
+        plan = self.router_plans.get(rid)
+        if plan is None or rid not in sw.routers:
+            return ()
+        ingress = frozenset(leg.network_key for leg in plan.legs
+                            if leg.network_id in sw.local_nets)
+        return router_flows(plan, ingress)
 
     def _carriers(self, nid: str) -> set[int]:
         """The switches a network is bound on."""
@@ -377,6 +541,8 @@ class Compiler:
         for nid, carriers in carriers_before.items():
             carriers_now = self._carriers(nid)
             moved = carriers != carriers_now  # tunnels and flood groups change everywhere
+            for dpid in self.resolvers.get(nid, set()) - carriers - carriers_now:
+                dirty[dpid].add(("netport", pid))  # routed to here: resolve, reach
             for dpid in carriers | carriers_now:
                 units = dirty[dpid]
                 units.add(("netport", pid))
@@ -483,6 +649,7 @@ class Compiler:
                         ports.discard(pid)
                         if not ports:
                             del sw.local_nets[nid]
+                            self._nets_moved.add(old.datapath_id)
                         by_dpid = self.by_network.get(nid, {})
                         by_dpid.get(old.datapath_id, {}).pop(pid, None)
                         if not by_dpid.get(old.datapath_id, True):
@@ -503,6 +670,8 @@ class Compiler:
         sw = self.switches[new.datapath_id]
         sw.local[pid] = new
         sw.port_keys = sw.port_keys.set(port.key, pid)
+        if port.network_id not in sw.local_nets:
+            self._nets_moved.add(new.datapath_id)
         sw.local_nets.setdefault(port.network_id, set()).add(pid)
         self.by_network.setdefault(port.network_id, {}).setdefault(
             new.datapath_id, {})[pid] = new
@@ -588,6 +757,8 @@ class Compiler:
                     flows = self._sg_unit(sw, oid)
                 elif kind == "member":
                     flows = self._member_unit(sw, oid)
+                elif kind == "router":
+                    flows = self._router_unit(sw, oid)
                 else:  # pragma: no cover - a typo in this module
                     raise CompileError(f"unknown unit {unit}")
                 sw.set_unit(unit, flows, pending)
@@ -650,28 +821,24 @@ class Compiler:
         nets = sw.netports
         for nid, ids in list(nets.items()):
             if pid in ids and (port is None or port.network_id != nid
-                               or nid not in sw.local_nets):
+                               or not self._routed_here(sw, nid)):
                 ids.discard(pid)
                 if not ids:
                     del nets[nid]
-        if port is None or port.network_id not in sw.local_nets:
+        if port is None or not self._routed_here(sw, port.network_id):
             return ()
-        network = intent.networks[port.network_id]
+        network = intent.networks.get(port.network_id)
+        if network is None:
+            return ()
         nets.setdefault(network.id, set()).add(pid)
-        out = list(arp_reply_flows(port, network))
+        # ARP answers where the network has a local port; the port's resolve flow where
+        # a router present here joins its network; its remote MAC wherever either holds
+        out = list(arp_reply_flows(port, network)) if network.id in sw.local_nets else []
         there = self.placed.get(pid)
-        if there is not None and there.datapath_id != sw.dpid:
-            if network.network_type in TUNNEL_TYPES:
-                remote = topo.switches.get(there.datapath_id)
-                tunnel = None if remote is None else topo.tunnels.get(
-                    (sw.dpid, remote.chassis, network.network_type))
-                if tunnel is not None:
-                    out.append(remote_mac_flow(port, network, tunnel))
-            elif network.network_type == "vlan" and network.physical_network:
-                patch = topo.provider_ports.get((sw.dpid, network.physical_network))
-                if patch is not None and \
-                        (there.datapath_id, network.physical_network) in topo.provider_ports:
-                    out.append(provider_mac_flow(port, network, patch))
+        if there is not None:
+            out.extend(reach_flows(port, network, sw.dpid, there.datapath_id, topo))
+        if network.id in sw.resolve_nets:
+            out.extend(resolve_flows(port, network))
         return tuple(out)
 
     def _net_unit(self, sw: _Switch, nid: str) -> tuple[Flow, ...]:
@@ -689,15 +856,17 @@ class Compiler:
         switch = topo.switches.get(sw.dpid)
         if network.network_type in TUNNEL_TYPES and switch is not None:
             tunnels = []
-            for dpid in sorted(self.by_network.get(nid, {})):
+            carriers = self.by_network.get(nid, {})
+            for dpid in senders_of(carriers, self.resolvers, nid):
                 remote = topo.switches.get(dpid)
                 if dpid == sw.dpid or remote is None:
                     continue
                 tunnel = topo.tunnels.get((sw.dpid, remote.chassis, network.network_type))
                 if tunnel is None:
                     continue
-                tunnels.append(tunnel)
                 out.append(tunnel_in_flow(network, tunnel, zone))
+                if dpid in carriers:
+                    tunnels.append(tunnel)
             if tunnels:
                 group_id = flood_group_id(network)
                 sw.groups[nid] = flood_group(network, group_id, tuple(tunnels))

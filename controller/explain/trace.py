@@ -481,6 +481,8 @@ def decisions_of(parsed: ParsedTrace, ctx: HopContext,
             kind, detail = {
                 "classify": ("unclassified", "the in_port and tunnel key match no network"),
                 "port_security": ("port_security", "no flow allows this source"),
+                "l3_resolve": ("no_next_hop", "the route's next hop is no port of the network "
+                                              "the router routes into"),
                 "l2_lookup": ("no_l2_destination", "no port or tunnel for this MAC"),
                 "output": ("no_output", "no delivery flow for the chosen port"),
             }.get(table, ("dropped", f"miss in {table}"))

@@ -110,9 +110,12 @@ class Tracer:
                              type="InvalidInput")
         source_ip = self._source_ip(port, dst_addr, src_ip)
         dst = _destination(intent, port, str(dst_addr))
-        packet = Packet(protocol, port.mac_address,
-                        dst.mac_address if dst is not None else "ff:ff:ff:ff:ff:ff",
-                        source_ip, str(dst_addr), src_port, dst_port)
+        dst_mac = dst.mac_address if dst is not None else "ff:ff:ff:ff:ff:ff"
+        if dst is not None and dst.network_id != port.network_id:
+            # another network: the guest sends to its gateway, a router's MAC if it has one
+            dst_mac = _gateway_mac(intent, port, source_ip) or dst_mac
+        packet = Packet(protocol, port.mac_address, dst_mac, source_ip, str(dst_addr),
+                        src_port, dst_port)
         binding = topo.bindings.get(port.id)
         if binding is None:
             raise TraceError(f"Port {port.id} is not bound to any chassis: there is no switch "
@@ -244,15 +247,47 @@ class Tracer:
 
 
 def _destination(intent: Intent, source: Port, ip: str) -> Optional[Port]:
-    """The port holding `ip`, preferring the source's own network (addresses overlap)."""
+    """The port holding `ip`, preferring the source's own network (addresses overlap),
+    then the networks a router joins to the source's."""
+    routed = _routed_networks(intent, source.network_id)
     found: Optional[Port] = None
+    routed_found: Optional[Port] = None
     for p in sorted(intent.ports.values(), key=lambda p: p.id):
         if p.id == source.id or not any(_same_ip(f.ip_address, ip) for f in p.fixed_ips):
             continue
         if p.network_id == source.network_id:
             return p
+        if p.network_id in routed:
+            routed_found = routed_found or p
         found = found or p
-    return found
+    return routed_found or found
+
+
+def _routed_networks(intent: Intent, network_id: str) -> set[str]:
+    """The networks of the routers with an interface on `network_id`."""
+    def network_of(port_id: str) -> Optional[str]:
+        port = intent.ports.get(port_id)
+        return None if port is None else port.network_id
+
+    routers = {ri.router_id for ri in intent.router_interfaces.values()
+               if network_of(ri.port_id) == network_id}
+    return {n for ri in intent.router_interfaces.values() if ri.router_id in routers
+            for n in (network_of(ri.port_id),) if n is not None}
+
+
+def _gateway_mac(intent: Intent, source: Port, source_ip: str) -> Optional[str]:
+    """The MAC of the router port holding the gateway of the source address's subnet."""
+    gateways = set()
+    for subnet in intent.subnets_of(source.network_id):
+        if subnet.gateway_ip and any(f.subnet_id == subnet.id and _same_ip(f.ip_address,
+                                                                            source_ip)
+                                     for f in source.fixed_ips):
+            gateways.add(subnet.gateway_ip)
+    for p in intent.ports_on_network(source.network_id):
+        if p.device_owner.startswith("network:router") and \
+                any(_same_ip(f.ip_address, g) for f in p.fixed_ips for g in gateways):
+            return p.mac_address
+    return None
 
 
 def _same_ip(a: str, b: str) -> bool:

@@ -34,6 +34,8 @@ from controller.flows import (
     Bucket,
     Conjunction,
     Ct,
+    CtClear,
+    DecTtl,
     Flow,
     Group,
     GroupAction,
@@ -260,6 +262,8 @@ def _decode_nx(raw: bytes) -> Union[Action, Opaque]:
             return sf
     elif subtype == c.NXAST_CT:
         return _decode_ct(raw)
+    elif subtype == c.NXAST_CT_CLEAR and len(raw) == 16:
+        return CtClear()
     elif subtype == c.NXAST_CONJUNCTION and len(raw) == 16:
         clause, n_clauses, conj_id = _NX_CONJUNCTION.unpack_from(raw, 10)
         try:
@@ -286,6 +290,8 @@ def _decode_action(raw: bytes) -> Union[Action, Opaque]:
         return PopVlan()
     elif atype == c.OFPAT_SET_QUEUE and len(raw) == 8:
         return SetQueue(_U32.unpack_from(raw, 4)[0])
+    elif atype == c.OFPAT_DEC_NW_TTL and len(raw) == 8:
+        return DecTtl()
     elif atype == c.OFPAT_EXPERIMENTER and len(raw) >= 16:
         return _decode_nx(raw)
     return Opaque("action", raw)

@@ -28,6 +28,8 @@ from controller.flows import (
     Bucket,
     Conjunction,
     Ct,
+    CtClear,
+    DecTtl,
     Flow,
     Group,
     GroupAction,
@@ -59,6 +61,7 @@ _GROUP_ACT = struct.Struct("!HHI")
 _PUSH_VLAN = struct.Struct("!HHH2x")
 _POP_VLAN = struct.Struct("!HH4x").pack(c.OFPAT_POP_VLAN, 8)
 _SET_QUEUE = struct.Struct("!HHI")
+_DEC_NW_TTL = struct.Struct("!HH4x").pack(c.OFPAT_DEC_NW_TTL, 8)
 _ACT_HDR = struct.Struct("!HH")
 _NX_REG_MOVE = struct.Struct("!HHIHHHHII")  # 24 bytes
 _NX_REG_LOAD = struct.Struct("!HHIHHIQ")  # 24 bytes
@@ -67,6 +70,8 @@ _NX_CT = struct.Struct("!HHIHHIHB3xH")  # 24 bytes, nested actions follow
 _NX_CONJUNCTION = struct.Struct("!HHIHBBI")  # 16 bytes
 _NX_NAT_PLAIN = struct.Struct("!HHIH2xHH").pack(
     c.OFPAT_EXPERIMENTER, 16, c.NX_VENDOR_ID, c.NXAST_NAT, 0, 0)
+_NX_CT_CLEAR = struct.Struct("!HHIH6x").pack(  # 16 bytes
+    c.OFPAT_EXPERIMENTER, 16, c.NX_VENDOR_ID, c.NXAST_CT_CLEAR)
 _EXPERIMENTER = struct.Struct("!BBHIII")  # header + experimenter + exp_type: 16 bytes
 _BUNDLE_CTRL = struct.Struct("!BBHIIIIHH")  # 24 bytes
 # bundle_add header (24 bytes) + inner message header (8 bytes)
@@ -255,6 +260,14 @@ def _enc_conjunction(a: Conjunction) -> bytes:
                                 a.clause - 1, a.n_clauses, a.conj_id)
 
 
+def _enc_dec_ttl(a: DecTtl) -> bytes:
+    return _DEC_NW_TTL
+
+
+def _enc_ct_clear(a: CtClear) -> bytes:
+    return _NX_CT_CLEAR
+
+
 def _enc_opaque(a: Opaque) -> bytes:
     if a.kind != "action":
         raise ValueError(f"cannot encode an opaque {a.kind}")
@@ -272,6 +285,8 @@ _ACTION_ENCODERS: dict[type, Callable[[object], bytes]] = {
     SetQueue: _enc_set_queue,  # type: ignore[dict-item]
     Ct: _enc_ct,  # type: ignore[dict-item]
     Conjunction: _enc_conjunction,  # type: ignore[dict-item]
+    DecTtl: _enc_dec_ttl,  # type: ignore[dict-item]
+    CtClear: _enc_ct_clear,  # type: ignore[dict-item]
     Opaque: _enc_opaque,  # type: ignore[dict-item]
 }
 

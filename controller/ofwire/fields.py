@@ -95,7 +95,9 @@ _SPECS: list[FieldSpec] = [
     _f("ipv6_src", 16, (_B, 26), (_N1, 19), 22, "ipv6_src", "ip6"),
     _f("ipv6_dst", 16, (_B, 27), (_N1, 20), 23, "ipv6_dst", "ip6"),
     _f("ip_dscp", 1, (_B, 8), None, 24, "ip_dscp", "int"),
-    _f("ip_proto", 1, (_B, 10), (_N0, 6), 25, "ip_proto", "int"),
+    # NXM_NX_IP_TTL (NXM1 field 29): OVS writes it after the DSCP, before ip_proto
+    _f("nw_ttl", 1, (_N1, 29), None, 25, "nw_ttl", "int"),
+    _f("ip_proto", 1, (_B, 10), (_N0, 6), 26, "ip_proto", "int"),
     _f("tcp_src", 2, (_B, 13), (_N0, 9), 30, "tcp_src", "int"),
     _f("tcp_dst", 2, (_B, 14), (_N0, 10), 31, "tcp_dst", "int"),
     _f("udp_src", 2, (_B, 15), (_N0, 11), 32, "udp_src", "int"),

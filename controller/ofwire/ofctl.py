@@ -14,6 +14,8 @@ from controller import pipeline
 from controller.flows import (
     Conjunction,
     Ct,
+    CtClear,
+    DecTtl,
     Flow,
     GroupAction,
     MatchField,
@@ -115,6 +117,10 @@ def _action_text(a: Any) -> str:
         return f"set_queue:{a.queue_id}"
     if isinstance(a, Ct):
         return _ct_text(a)
+    if isinstance(a, DecTtl):
+        return "dec_ttl"
+    if isinstance(a, CtClear):
+        return "ct_clear"
     if isinstance(a, Conjunction):
         return f"conjunction({a.conj_id},{a.clause}/{a.n_clauses})"
     if isinstance(a, Opaque):

@@ -16,6 +16,8 @@ from controller.flows import (
     Bucket,
     Conjunction,
     Ct,
+    CtClear,
+    DecTtl,
     Flow,
     Group,
     GroupAction,
@@ -108,6 +110,10 @@ def osken_action(a: Any) -> Any:
         return parser.OFPActionPopVlan()
     if isinstance(a, SetQueue):
         return parser.OFPActionSetQueue(a.queue_id)
+    if isinstance(a, DecTtl):
+        return parser.OFPActionDecNwTtl()
+    if isinstance(a, CtClear):
+        return nx.NXActionCTClear()
     if isinstance(a, Conjunction):
         return nx.NXActionConjunction(clause=a.clause - 1, n_clauses=a.n_clauses,
                                       id_=a.conj_id)

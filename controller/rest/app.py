@@ -37,6 +37,7 @@ from controller.rest.index import index_of
 from controller.rest.networks import Networks
 from controller.rest.ports import Ports
 from controller.rest.resource import Resource, ViewContext
+from controller.rest.routers import Routers
 from controller.rest.security_groups import (
     SecurityGroupRules,
     SecurityGroups,
@@ -67,6 +68,10 @@ _INDEX_CONFLICTS = {
     "Network": ("SegmentationIdInUse", "The segmentation id is in use"),
     "Chassis": ("ChassisNameInUse", "The chassis name is in use"),
     "QoS_Rule": ("QoSRulesConflict", "The QoS policy already has a rule of this type"),
+    "Router_Interface": (
+        "RouterInterfaceAttachmentConflict",
+        "The router already has an interface on this subnet, or the port is another's",
+    ),
 }
 
 
@@ -157,7 +162,9 @@ class LoomApi:
         # Keyed by URL collection: security_groups is served at /v2.0/security-groups.
         self.resources: dict[str, Resource] = {
             r.plural.replace("_", "-"): r
-            for r in (Networks(), Subnets(), Ports(), SecurityGroups(), SecurityGroupRules())
+            for r in (
+                Networks(), Subnets(), Ports(), SecurityGroups(), SecurityGroupRules(), Routers()
+            )
         }
 
     def __call__(
@@ -214,6 +221,9 @@ class LoomApi:
             resource, parts = qos.route(request.method, parts[1:])
         else:
             resource = self.resources.get(parts[0])
+        actions = getattr(resource, "actions", ())  # member actions: PUT .../<id>/<action>
+        if len(parts) == 3 and parts[2] in actions:
+            return self._action(request, principal, resource, parts[1], parts[2])
         if resource is None or len(parts) > 2:
             raise NotFound("The resource could not be found.")
         if len(parts) == 1:
@@ -419,6 +429,28 @@ class LoomApi:
         resp = Response(status=204)
         resp.headers["X-Loom-Generation"] = str(generation)
         return resp
+
+    def _action(
+        self, request: Request, principal: Principal, resource: Any, object_id: str, action: str
+    ) -> Response:
+        """PUT /v2.0/<collection>/<id>/<action> (a router's add_router_interface, ...):
+        the body checked first, then one transaction on the object, as an update."""
+        self._allow(request, "PUT")
+        body = resource.parse_action(action, request)
+        expected = expected_revision(request)
+        result: list[Any] = []
+
+        def write(helper: TxnHelper) -> None:
+            current = resource.lookup_for_write(principal, helper.current(), object_id, action)
+            check_revision(current, expected)
+            result[:] = [resource.act(principal, current, action, body, helper)]
+
+        generation, after = self._commit(write)
+        self._maybe_wait(request, generation, f"{resource.singular} {object_id} {action}")
+        return json_response(
+            resource.action_view(action, result[0], self._ctx(after, principal)),
+            generation=generation,
+        )
 
     def _commit(self, write: Callable[[TxnHelper], None]) -> tuple[int, model.Intent]:
         """Run `write` as one transaction; returns (generation, intent as the write left it)."""

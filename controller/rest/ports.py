@@ -47,6 +47,10 @@ from controller.rest.validate import (
 from controller.store.txn import TxnHelper
 
 A = Attr
+# Neutron's device owners for the ports of routers (router.py, router_interfaces.py).
+ROUTER_INTERFACE = "network:router_interface"
+ROUTER_GATEWAY = "network:router_gateway"
+FLOATINGIP = "network:floatingip"
 _fixed_ip = keyed({"subnet_id": uuid_str, "ip_address": ip_address})
 ATTRS = {
     a.name: a
@@ -448,6 +452,8 @@ class Ports(Resource):
         )
         if updated == port:
             return port
+        if port.device_owner.startswith("network:"):
+            check_router_port_update(intent, port, updated)
         updated = dataclasses.replace(
             updated, updated_at=now(), revision_number=port.revision_number + 1
         )
@@ -455,4 +461,40 @@ class Ports(Resource):
         return updated
 
     def delete(self, principal: Principal, port: model.Port, helper: TxnHelper) -> None:
+        if l3_owner(helper.current(), port) is not None:  # Neutron's prevent_l3_port_deletion
+            raise conflict(
+                "ServicePortInUse",
+                f"Port {port.id} cannot be deleted directly via the port API: "
+                f"has device owner {port.device_owner}.",
+            )
         helper.delete(model.Port, port.id)
+
+
+def l3_owner(intent: model.Intent, port: model.Port) -> Optional[str]:
+    """The router (or floating IP) whose interface, gateway or floating IP port `port`
+    is, by the rows that name it; only ports with such a device owner are looked up."""
+    if port.device_owner == ROUTER_INTERFACE:
+        found = (i.router_id for i in intent.router_interfaces.values() if i.port_id == port.id)
+    elif port.device_owner == ROUTER_GATEWAY:
+        found = (r.id for r in intent.routers.values() if r.gateway_port_id == port.id)
+    elif port.device_owner == FLOATINGIP:
+        found = (f.id for f in intent.floating_ips.values() if f.floating_port_id == port.id)
+    else:
+        return None
+    return next(found, None)
+
+
+def check_router_port_update(intent: model.Intent, port: model.Port, updated: model.Port) -> None:
+    """A router's port keeps its owner, and its one address on the interface's subnet:
+    the router's Router_Interface row names both (remove the interface instead)."""
+    router = l3_owner(intent, port) if port.device_owner == ROUTER_INTERFACE else None
+    if router is None:
+        return
+    if (updated.device_owner, updated.device_id) != (port.device_owner, port.device_id) or [
+        f.subnet_id for f in updated.fixed_ips
+    ] != [f.subnet_id for f in port.fixed_ips]:
+        raise conflict(
+            "PortInUse",
+            f"Unable to complete operation on port {port.id} for network {port.network_id}. "
+            f"Port already has an attached device {router}.",
+        )

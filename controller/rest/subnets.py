@@ -12,6 +12,7 @@ from controller.rest.auth import Principal
 from controller.rest.errors import InvalidInput, PolicyNotAuthorized, conflict, not_found
 from controller.rest.index import index_for_write
 from controller.rest.policy import network_owner, owner_for_create, owns, subnet_visible
+from controller.rest.ports import ROUTER_INTERFACE
 from controller.rest.resource import Resource, ViewContext, now
 from controller.rest.validate import (
     Attr,
@@ -175,6 +176,7 @@ class Subnets(Resource):
         gateway = s.gateway_ip
         if "gateway_ip" in changes and changes["gateway_ip"] != s.gateway_ip:
             gateway = changes["gateway_ip"]
+            _check_gateway_not_routed(helper, s)
             if gateway is not None:
                 gateway = ipam.check_gateway(net, gateway)
                 user = index_for_write(helper).used_ips.get(s.id, {}).get(gateway)
@@ -221,3 +223,21 @@ class Subnets(Resource):
                 "One or more ports have an IP allocation from this subnet.",
             )
         helper.delete(model.Subnet, s.id)
+
+
+def _check_gateway_not_routed(helper: TxnHelper, s: model.Subnet) -> None:
+    """A router's interface holds the subnet's gateway address: moving the gateway away
+    would leave guests routing through an address nothing answers (Neutron:
+    GatewayIpInUse)."""
+    if s.gateway_ip is None:
+        return
+    holder = index_for_write(helper).used_ips.get(s.id, {}).get(s.gateway_ip)
+    if holder is None:
+        return
+    port = helper.current().ports.get(holder)
+    if port is not None and port.device_owner == ROUTER_INTERFACE:
+        raise conflict(
+            "GatewayIpInUse",
+            f"Current gateway ip {s.gateway_ip} already in use by port {holder}. "
+            "Unable to update.",
+        )

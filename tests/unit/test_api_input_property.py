@@ -31,6 +31,7 @@ from controller.rest.errors import InvalidInput
 from controller.rest.networks import Networks
 from controller.rest.ports import Ports
 from controller.rest.resource import Resource
+from controller.rest.routers import Routers
 from controller.rest.security_groups import SecurityGroupRules, SecurityGroups
 from controller.rest.subnets import Subnets
 from controller.rest.validate import Attr
@@ -80,6 +81,7 @@ RESOURCES: dict[str, Resource] = {
         Ports(),
         SecurityGroups(),
         SecurityGroupRules(),
+        Routers(),
         qos.POLICIES,
         *(cls("any") for cls in qos.RULE_COLLECTIONS.values()),
     )
@@ -180,7 +182,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "minimum_bandwidth_rules": {"min_kbps": 100},
         "dscp_marking_rules": {"dscp_mark": 8},
     }
+    router = env.ok("POST", "/v2.0/routers", {"router": {"name": "r"}}, 201,
+                    token=ADMIN)["router"]
     targets = {
+        "routers": Target("/v2.0/routers", lambda n: {}, router["id"]),
         "networks": Target(
             "/v2.0/networks",
             lambda n: {},

@@ -1,7 +1,8 @@
 """The incremental compiler equals the full compile, flow for flow, after every step.
 
-Random sequences of API changes (ports, networks, security-group rules, QoS rules)
-and topology events (bindings, moves, tunnels) are applied to an intent and a
+Random sequences of API changes (ports, networks, security-group rules, QoS rules,
+routers with their interfaces and extra routes) and topology events (bindings, moves,
+tunnels) are applied to an intent and a
 topology; after every step `Compiler.update` gets the step's deltas, and every
 switch's desired state is compared with `compile_all` of the same inputs. The flow
 keys an offer says changed must cover every key whose flow changed, and a switch
@@ -27,8 +28,11 @@ from controller.intent import (
     Port,
     QosPolicy,
     QosRule,
+    Router,
+    RouterInterface,
     SecurityGroup,
     SecurityGroupRule,
+    Subnet,
 )
 from controller.intent_delta import INTENT_ATTRS, IntentDelta
 from controller.topology import (
@@ -52,6 +56,16 @@ NETS = [
     Network(_id("net", 0), "p", "n0", "vxlan", 100),
     Network(_id("net", 1), "p", "n1", "geneve", 101),
     Network(_id("net", 2), "q", "n2", "vlan", 102, physical_network="physnet1"),
+]
+# one IPv4 subnet per network, 10.0.<n>.0/24 (ports with host part < 4 use 10.0.0.x on
+# every network: addresses collide across networks on purpose)
+SUBNETS = [Subnet(_id("subnet", n), net.project_id, net.id, f"s{n}", 4, f"10.0.{n}.0/24",
+                  f"10.0.{n}.1") for n, net in enumerate(NETS)]
+N_ROUTERS = 2
+EXTRA_ROUTES: list[tuple[tuple[str, str], ...]] = [
+    (),
+    (("10.0.1.128/25", "10.0.0.5"),),  # longer than the connected 10.0.1.0/24
+    (("10.0.2.0/24", "10.0.1.4"), ("0.0.0.0/0", "10.0.0.2"), ("10.9.0.0/16", "10.7.0.1")),
 ]
 SGS = [SecurityGroup(_id("sg", i), "p", f"sg{i}") for i in range(3)]
 POLICIES = [QosPolicy(_id("qp", i), "p", f"qp{i}") for i in range(2)]
@@ -103,9 +117,16 @@ qos_rule_step = st.tuples(
     st.just("qos_rule"), st.integers(0, 3), st.integers(0, 1),
     st.sampled_from(["bandwidth_limit", "minimum_bandwidth", "dscp_marking"]),
     st.sampled_from(["egress", "ingress"]))
-# A populated start: ports on every switch, rules with and without remote groups, QoS.
+router_step = st.tuples(st.just("router"), st.integers(0, N_ROUTERS - 1),
+                        st.sampled_from([True, True, False]),  # admin up
+                        st.integers(0, len(EXTRA_ROUTES) - 1))
+attach_step = st.tuples(st.just("attach"), st.integers(0, N_ROUTERS - 1),
+                        st.integers(0, len(NETS) - 1))
+# A populated start: ports on every switch, rules with and without remote groups, QoS,
+# routers joining networks.
 setup = st.tuples(st.tuples(*(port_step_for(st.just(i)) for i in range(N_PORTS - 2))),
-                  st.lists(st.one_of(rule_step, qos_rule_step), min_size=2, max_size=8))
+                  st.lists(st.one_of(rule_step, qos_rule_step), min_size=2, max_size=8),
+                  st.lists(st.one_of(router_step, attach_step), max_size=5))
 steps = st.one_of(
     port_step,
     port_step,
@@ -121,6 +142,12 @@ steps = st.one_of(
     st.tuples(st.just("delete_qos_rule"), st.integers(0, 3)),
     st.tuples(st.just("tunnel"), st.sampled_from(DPIDS), st.sampled_from(DPIDS),
               st.booleans()),
+    router_step,
+    st.tuples(st.just("delete_router"), st.integers(0, N_ROUTERS - 1)),
+    attach_step,
+    attach_step,
+    st.tuples(st.just("detach"), st.integers(0, N_ROUTERS - 1), st.integers(0, len(NETS) - 1)),
+    st.tuples(st.just("rename_subnet"), st.integers(0, len(NETS) - 1), st.text(max_size=3)),
 )
 
 
@@ -132,6 +159,7 @@ class World:
         self.tables["networks"] = {n.id: n for n in NETS}
         self.tables["security_groups"] = {g.id: g for g in SGS}
         self.tables["qos_policies"] = {p.id: p for p in POLICIES}
+        self.tables["subnets"] = {s.id: s for s in SUBNETS}
         self.topo = base_topology()
         self.removed_tunnels: dict[tuple[int, str, str], TunnelView] = {}
 
@@ -157,13 +185,13 @@ class World:
             old = ports.get(pid)
             if old is not None and old.network_id != net.id:
                 net = NETS[[x.id for x in NETS].index(old.network_id)]  # no network moves
-            ip = f"10.0.0.{host}"
+            ip = f"10.0.0.{host}" if host < 4 else f"10.0.{n}.{host}"
             if any(p.network_id == net.id and p.id != pid and p.fixed_ips[0].ip_address == ip
                    for p in ports.values()):
                 return  # the API refuses an address in use on the network
             ports[pid] = Port(
                 pid, net.project_id, net.id, f"p{i}", f"fa:16:3e:00:00:{i:02x}",
-                (FixedIP(_id("subnet", n), ip),),
+                (FixedIP(SUBNETS[NETS.index(net)].id, ip),),
                 port_security_enabled=security,
                 security_groups=tuple(SGS[s].id for s in sorted(sgs)) if security else (),
                 admin_state_up=admin,
@@ -215,6 +243,37 @@ class World:
             self.tables["qos_rules"][rule.id] = rule
         elif kind == "delete_qos_rule":
             self.tables["qos_rules"].pop(_id("qr", step[1]), None)
+        elif kind == "router":
+            _, r, admin, routes = step
+            rid = _id("router", r)
+            self.tables["routers"][rid] = Router(rid, "p", f"r{r}", admin_state_up=admin,
+                                                 routes=EXTRA_ROUTES[routes])
+        elif kind == "delete_router":
+            rid = _id("router", step[1])
+            if rid not in self.tables["routers"]:
+                return
+            del self.tables["routers"][rid]
+            for n in range(len(NETS)):
+                self._detach(step[1], n)
+        elif kind == "attach":
+            _, r, n = step
+            rid = _id("router", r)
+            riid = _id("ri", r * 10 + n)
+            if rid not in self.tables["routers"] or riid in self.tables["router_interfaces"]:
+                return
+            net, sub = NETS[n], SUBNETS[n]
+            pid = _id("rport", r * 10 + n)
+            ports[pid] = Port(pid, net.project_id, net.id, "", f"fa:16:3e:0{r}:0{n}:fe",
+                              (FixedIP(sub.id, f"10.0.{n}.{250 + r}"),),
+                              port_security_enabled=False, device_id=rid,
+                              device_owner="network:router_interface")
+            self.tables["router_interfaces"][riid] = RouterInterface(riid, rid, pid, sub.id)
+        elif kind == "detach":
+            self._detach(step[1], step[2])
+        elif kind == "rename_subnet":
+            sub = self.tables["subnets"][SUBNETS[step[1]].id]
+            self.tables["subnets"][sub.id] = dataclasses.replace(
+                sub, name=step[2], revision_number=sub.revision_number + 1)
         elif kind == "tunnel":
             _, a, b, up = step
             if a == b:
@@ -227,6 +286,11 @@ class World:
                     self.removed_tunnels[key] = self.topo["tunnels"].pop(key)
         self.generation += 1
         self.version += 1
+
+
+    def _detach(self, r: int, n: int) -> None:
+        self.tables["router_interfaces"].pop(_id("ri", r * 10 + n), None)
+        self.tables["ports"].pop(_id("rport", r * 10 + n), None)
 
 
 def intent_delta(old: Intent, new: Intent) -> IntentDelta:
@@ -270,7 +334,7 @@ def assert_same(compiler: Compiler, intent: Intent, topo: TopologyView) -> None:
 def test_incremental_equals_full_after_every_step(start: tuple, script: list[tuple]
                                                    ) -> None:
     world = World()
-    for step in (*start[0], *start[1]):
+    for step in (*start[0], *start[1], *start[2]):
         world.apply(step)
     compiler = Compiler()
     intent, topo = world.intent(), world.view()

@@ -35,6 +35,8 @@ from controller.flows import (
     Bucket,
     Conjunction,
     Ct,
+    CtClear,
+    DecTtl,
     Flow,
     Group,
     GroupAction,
@@ -130,6 +132,21 @@ FLOWS: list[Flow] = [
           SetField("ip_dscp", 10)), goto="l2_lookup"),
     Flow("l3", 100, match(eth_type=0x86DD, ipv6_src=V6, ip_proto=6, tcp_dst=22),
          (SetField("ipv6_src", LL6), SetField("tcp_dst", 2222)), goto="l2_lookup"),
+    # routing: TTL guard, a route (dec_ttl, ct_clear, next hop), resolve, echo reply
+    Flow("l3", 250, match(metadata=5, eth_dst=mac("fa:16:3e:00:00:fe"), eth_type=0x0800,
+                          nw_ttl=1), cookie=0x0500000000000003),
+    Flow("l3", 124, match(metadata=5, eth_dst=mac("fa:16:3e:00:00:fe"), eth_type=0x0800,
+                          ipv4_dst=(ip4("10.0.1.0"), 0xFFFFFF00)),
+         (DecTtl(), SetField("eth_src", mac("fa:16:3e:00:01:fe")), SetField("reg6", 9),
+          CtClear(), RegMove("ipv4_dst", "reg4", 32)),
+         write_metadata=(7, M64), goto="l3_resolve", cookie=0x0500000000000003),
+    Flow("l3_resolve", 100, match(metadata=7, reg4=ip4("10.0.1.5")),
+         (SetField("eth_dst", mac("fa:16:3e:00:01:05")),), goto="l2_lookup"),
+    Flow("l3", 300, match(metadata=5, eth_dst=mac("fa:16:3e:00:00:fe"), eth_type=0x0800,
+                          ip_proto=1, icmpv4_type=8, ipv4_dst=ip4("10.0.1.1")),
+         (RegMove("eth_src", "eth_dst", 48), SetField("eth_src", mac("fa:16:3e:00:00:fe")),
+          RegMove("ipv4_src", "ipv4_dst", 32), SetField("ipv4_src", ip4("10.0.1.1")),
+          SetField("icmpv4_type", 0), Output(IN_PORT))),
     Flow("l2_lookup", 100, match(metadata=5, eth_dst=mac("fa:16:3e:00:00:01")),
          (SetField("reg7", 3),), goto="ingress_acl", cookie=0x0300000000000007),
     Flow("l2_lookup", 10, match(metadata=5, eth_dst=(1 << 40, 1 << 40)),
@@ -212,7 +229,7 @@ def test_flows_cover_every_field_and_action() -> None:
     assert fields == set(FIELD_BITS)
     kinds = {type(a) for a in _all_actions(FLOWS)}
     assert kinds == {Output, SetField, RegMove, Resubmit, GroupAction, PushVlan, PopVlan,
-                     SetQueue, Ct, Conjunction}
+                     SetQueue, Ct, Conjunction, DecTtl, CtClear}
     assert any(mf.mask is not None for f in FLOWS for mf in f.match)
 
 
@@ -869,7 +886,8 @@ def test_match_refuses_values_wider_than_the_field() -> None:
 
 # Prerequisites ovs-ofctl needs before a field can be matched.
 _PREREQ = {
-    "vlan_pcp": "vlan_tci=0x1000/0x1000", "ip_dscp": "ip", "ip_proto": "ip", "ipv4_src": "ip",
+    "vlan_pcp": "vlan_tci=0x1000/0x1000", "ip_dscp": "ip", "nw_ttl": "ip", "ip_proto": "ip",
+    "ipv4_src": "ip",
     "ipv4_dst": "ip", "ipv6_src": "ipv6", "ipv6_dst": "ipv6", "tcp_src": "tcp",
     "tcp_dst": "tcp", "udp_src": "udp", "udp_dst": "udp", "icmpv4_type": "icmp",
     "icmpv4_code": "icmp", "icmpv6_type": "icmp6", "icmpv6_code": "icmp6",
