@@ -33,7 +33,6 @@ from controller.rest.errors import (
     ServiceUnavailable,
     WaitTimeout,
 )
-from controller.rest.index import index_of
 from controller.rest.networks import Networks
 from controller.rest.ports import Ports
 from controller.rest.resource import Resource, ViewContext
@@ -375,7 +374,7 @@ class LoomApi:
         return resp
 
     def _ctx(self, intent: model.Intent, principal: Principal) -> ViewContext:
-        return ViewContext(intent, index_of(intent), self.runtime, principal)
+        return ViewContext(intent, None, self.runtime, principal)  # index: on first use
 
     # -- writes -----------------------------------------------------------------
     def _create(self, request: Request, principal: Principal, resource: Resource) -> Response:

@@ -10,6 +10,7 @@ touch. Without a known delta (first load, reconnect) it is built afresh.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import weakref
 from typing import Any, Optional
@@ -34,6 +35,12 @@ class IntentIndex:
         self.used_ips: dict[str, dict[str, str]] = {}  # subnet -> ip -> port id
         self.macs: dict[str, dict[str, str]] = {}  # network -> mac -> port id
         self.segments: dict[str, dict[int, str]] = {}  # type -> id -> network
+        # subnet -> an address (as an int) below which every pool address is held
+        # (or is the gateway) in this snapshot: where a first-free scan may start.
+        # Learnt by the scans themselves (ports.resolve_fixed_ips), carried over by
+        # `derive`, lowered when an address is given back, dropped when the subnet
+        # changes; a lower value is always right, only slower.
+        self.free_from: dict[str, int] = {}
         if _empty:
             return
         subnets: dict[str, list[model.Subnet]] = {}
@@ -67,8 +74,11 @@ class IntentIndex:
         new.subnets_by_network = self.subnets_by_network
         new.ports_by_network = self.ports_by_network
         new.used_ips, new.macs, new.segments = self.used_ips, self.macs, self.segments
+        new.free_from = dict(self.free_from)
 
         subnet_ids = delta.ids("subnets")
+        for sid in subnet_ids:
+            new.free_from.pop(sid, None)  # its pools or gateway may have changed
         if subnet_ids:
             by_net = dict(self.subnets_by_network)
             nets: set[str] = set()
@@ -91,6 +101,7 @@ class IntentIndex:
             ports = _Groups(self.ports_by_network)
             macs = _Groups(self.macs)
             ips = _Groups(self.used_ips)
+            released: set[tuple[str, str]] = set()
             for pid in port_ids:
                 before = old.ports.get(pid)
                 if before is not None:
@@ -98,6 +109,7 @@ class IntentIndex:
                     macs.remove(before.network_id, before.mac_address, pid)
                     for f in before.fixed_ips:
                         ips.remove(f.subnet_id, f.ip_address, pid)
+                        released.add((f.subnet_id, f.ip_address))
             for pid in port_ids:
                 after = intent.ports.get(pid)
                 if after is not None:
@@ -106,6 +118,9 @@ class IntentIndex:
                     for f in after.fixed_ips:
                         ips.set(f.subnet_id, f.ip_address, pid)
             new.ports_by_network, new.macs, new.used_ips = ports.out, macs.out, ips.out
+            for sid, ip in released:
+                if sid in new.free_from and ip not in new.used_ips.get(sid, ()):
+                    _lower(new.free_from, sid, ip)
 
         net_ids = delta.ids("networks")
         if net_ids:
@@ -120,6 +135,17 @@ class IntentIndex:
                     segs.set(after_n.network_type, after_n.segmentation_id, nid)
             new.segments = segs.out
         return new
+
+
+def _lower(free_from: dict[str, int], subnet_id: str, ip: str) -> None:
+    """`ip` is no longer held in the subnet: a first-free scan must start at it at the latest."""
+    try:
+        value = int(ipaddress.ip_address(ip))
+    except ValueError:
+        free_from.pop(subnet_id, None)
+        return
+    if value < free_from[subnet_id]:
+        free_from[subnet_id] = value
 
 
 class _Groups:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Optional
 
 from controller import intent as model
@@ -127,6 +127,42 @@ def first_free(subnet: model.Subnet, used: Iterable[str]) -> Optional[str]:
                 return _addr(candidate, version)
             candidate += 1
     return None
+
+
+def scan_pools(
+    subnet: model.Subnet,
+    start: int,
+    free: Callable[[str], bool],
+    held: Callable[[str], bool],
+) -> tuple[Optional[str], int]:
+    """The lowest pool address from `start` on that is `free` (never the gateway), and
+    how far the pools are known `held` from `start`: a new `start` for the next scan.
+
+    `start` must be a pool address no lower than the first one that is not `held`
+    (0: scan from the first pool address). What `first_free` answers, in
+    O(addresses scanned) rather than O(addresses used): each address is tried by its
+    text, as the index holds it, so nothing used has to be parsed. The second value
+    is the first pool address from `start` on that is not `held` (the gateway counts
+    as held), or one past the last pool if there is none: every pool address below it
+    is held, so a scan may start there as long as nothing below it is given back.
+    """
+    version = ipaddress.ip_network(subnet.cidr).version
+    gateway = int(ipaddress.ip_address(subnet.gateway_ip)) if subnet.gateway_ip else None
+    bound: Optional[int] = None  # the first address from `start` not held
+    end = start
+    for pool in sorted(subnet.allocation_pools, key=lambda p: int(ipaddress.ip_address(p.start))):
+        candidate = max(int(ipaddress.ip_address(pool.start)), start)
+        last = int(ipaddress.ip_address(pool.end))
+        end = max(end, last + 1)
+        while candidate <= last:
+            if candidate != gateway:
+                text = _addr(candidate, version)
+                if bound is None and not held(text):
+                    bound = candidate
+                if free(text):
+                    return text, candidate if bound is None else bound
+            candidate += 1
+    return None, end if bound is None else bound
 
 
 def random_mac(in_use: Container[str], rng: Optional[random.Random] = None) -> str:

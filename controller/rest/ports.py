@@ -170,9 +170,21 @@ def resolve_fixed_ips(
             reusable.remove(keep)
             ip = keep.ip_address
         else:
-            used = {a for a, holder in idx.used_ips.get(subnet.id, {}).items() if holder != port_id}
-            used |= {a for sid, a in taken if sid == subnet.id}
-            free = ipam.first_free(subnet, used)
+            # First free from where the index knows every address is held (unless
+            # the port itself holds one here, which counts as free for it): no pass
+            # over the subnet's addresses per port (issue 11).
+            holders = idx.used_ips.get(subnet.id, {})
+            hint = idx.free_from.get(subnet.id, 0)
+            start = 0 if any(f.subnet_id == subnet.id for f in existing) else hint
+
+            def is_free(ip: str, _holders: Mapping[str, str] = holders,
+                        _sid: str = subnet.id) -> bool:
+                holder = _holders.get(ip)
+                return (holder is None or holder == port_id) and (_sid, ip) not in taken
+
+            free, known = ipam.scan_pools(subnet, start, is_free, holders.__contains__)
+            if known > hint:
+                idx.free_from[subnet.id] = known
             if free is None:
                 raise conflict(
                     "IpAddressGenerationFailure",

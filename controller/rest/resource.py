@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Optional
 from urllib.parse import urlencode
@@ -21,7 +20,7 @@ from webob import Request
 from controller import intent as model
 from controller.rest.auth import Principal
 from controller.rest.errors import InvalidInput, PolicyNotAuthorized, not_found
-from controller.rest.index import IntentIndex
+from controller.rest.index import IntentIndex, index_of
 from controller.rest.snapshot_index import Ordered, grouped, ordered, positions
 from controller.rest.validate import Attr, boolean, check_item, parse_ip, resource_items
 from controller.runtime import Runtime
@@ -49,12 +48,25 @@ def canonical_ip(value: str) -> str:
     return str(parse_ip(value))
 
 
-@dataclass
 class ViewContext:
-    intent: model.Intent
-    index: IntentIndex
-    runtime: Runtime
-    principal: Principal
+    """What views of one snapshot share. `index` (None: made on first use, as a port's
+    view never needs it: an answer to a create derives no index for it)."""
+
+    __slots__ = ("intent", "_index", "runtime", "principal")
+
+    def __init__(self, intent: model.Intent, index: Optional[IntentIndex], runtime: Runtime,
+                 principal: Principal) -> None:
+        self.intent = intent
+        self._index = index
+        self.runtime = runtime
+        self.principal = principal
+
+    @property
+    def index(self) -> IntentIndex:
+        idx = self._index
+        if idx is None:
+            idx = self._index = index_of(self.intent)
+        return idx
 
 
 class Resource:

@@ -5,11 +5,12 @@ same (read-only) mapping object from the previous snapshot. That keeps a write o
 a store with thousands of ports cheap, and it lets consumers skip work for tables
 whose mapping is the identical object. Runs only in the store thread.
 
-A changed table's new mapping is the previous one copied (one C-level dict copy)
-with the touched keys updated or removed: no sort, no Python pass over the table.
-So a mapping is in key order after a full load, then in insertion order (a new
-object goes to the end, in key order within one build): nothing may rely on
-iteration order. Each incremental build records its `IntentDelta` (`last_delta`);
+A changed table's new mapping is the previous one with the touched keys updated or
+removed, made in proportion to the change (store/layered.py: no copy of the table,
+no sort, no Python pass over it), in the order a dict copy would have. So a
+mapping is in key order after a full load, then in insertion order (a new object
+goes to the end, in key order within one build): nothing may rely on iteration
+order. Each incremental build records its `IntentDelta` (`last_delta`);
 a full build (first load, after `invalidate`) records None.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import Any, Optional
 
 import ovs.db.data
@@ -26,6 +26,7 @@ from controller import intent as model
 from controller.frozen import copy_of
 from controller.intent_delta import IntentDelta, make_delta
 from controller.store.codec import ALLOCATION_TABLE, BY_TABLE, CODECS, TableCodec
+from controller.store.layered import Layered
 
 
 def _keep_uuid(atom: Any, base: Any) -> Any:
@@ -88,7 +89,7 @@ class SnapshotBuilder:
         self._codecs = [c for c in CODECS if c.table in idl.tables]  # tolerate a cut-down schema
         self._objects: dict[str, dict[uuidlib.UUID, Any]] = {c.table: {} for c in self._codecs}
         self._views: dict[str, Mapping[str, Any]] = {
-            c.intent_attr: MappingProxyType({}) for c in CODECS
+            c.intent_attr: Layered() for c in CODECS
         }
         self._dirty: dict[str, set[uuidlib.UUID]] = {c.table: set() for c in self._codecs}
         self._dirty[ALLOCATION_TABLE] = set()
@@ -140,7 +141,7 @@ class SnapshotBuilder:
             if full:
                 self._rebuild(codec, dirty, tables[codec.table].rows)
                 objs = self._objects[codec.table]
-                view = MappingProxyType(dict(sorted((codec.key(o), o) for o in objs.values())))
+                view = Layered(dict(sorted((codec.key(o), o) for o in objs.values())))
                 self._views[codec.intent_attr] = view
                 touched[codec.intent_attr] = frozenset(view)
             else:
@@ -181,13 +182,13 @@ class SnapshotBuilder:
         if not removed and not put:
             return frozenset()
         attr = codec.intent_attr
-        mapping = copy_of(self._views[attr])  # one C-level copy, in the previous order
-        for key in removed:
-            if key not in put:
-                mapping.pop(key, None)
-        for key in sorted(put):
-            mapping[key] = put[key]  # an existing key keeps its place, a new one is appended
-        self._views[attr] = MappingProxyType(mapping)
+        view = self._views[attr]
+        if not isinstance(view, Layered):
+            view = Layered(copy_of(view))
+        # an existing key keeps its place, a new one is appended (in key order)
+        self._views[attr] = view.updated(
+            [key for key in removed if key not in put], [(key, put[key]) for key in sorted(put)]
+        )
         return frozenset(removed | put.keys())
 
     def _apply_allocations(self, rows: Mapping[uuidlib.UUID, Any]) -> None:
