@@ -49,6 +49,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +68,10 @@ from topologies.ovs_instance import DEFAULT_BASE, OvsInstance
 
 STEPS = ("create", "bind", "rename", "update", "delete")
 CHUNK = 100  # patch-port pairs per ovs-vsctl call
+# ... when binding more for the restart: each call costs ovs-vsctl a read of the whole
+# database (seconds at thousands of ports), so fewer, bigger calls
+RESTART_CHUNK = 500
+PYSPY = os.environ.get("LOOM_BENCH_PYSPY", "")
 IDLE_INTERVAL_S = 0.1
 START_TIMEOUT_S = 900.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -216,14 +221,14 @@ class Step:
 
 
 def bind_many(hv: OvsInstance, api: KeepAlive, ports: list[str], first: int,
-              total: Optional[int] = None) -> dict[str, Any]:
-    """Bind `ports` (patch pairs numbered from `first`), CHUNK pairs per ovs-vsctl call;
+              total: Optional[int] = None, chunk: int = CHUNK) -> dict[str, Any]:
+    """Bind `ports` (patch pairs numbered from `first`), `chunk` pairs per ovs-vsctl call;
     wait until `total` (default: len(ports)) ports are ACTIVE and the switch is synced."""
     total = len(ports) if total is None else total
     started = time.monotonic()
-    for c in range(0, len(ports), CHUNK):
+    for c in range(0, len(ports), chunk):
         args: list[str] = ["--no-wait"]
-        for i, port_id in enumerate(ports[c:c + CHUNK], start=first + c):
+        for i, port_id in enumerate(ports[c:c + chunk], start=first + c):
             args += bind_pair(hv, i, port_id)
         hv.vsctl(*args, timeout=120)
     out: dict[str, Any] = {"bind_vsctl_s": time.monotonic() - started}
@@ -338,8 +343,10 @@ def run_size(n: int, repeat: int, share: float, restart: bool, restart_share: fl
                 chosen = set(bound)
                 extra = [p for p in ids if p not in chosen][:more]
                 out["restart_bind"] = bind_many(hv, api, extra, len(bound),
-                                                len(bound) + len(extra))
-            out["restart"] = do_restart(hv, ctl, state, host_ip, log_level)
+                                                len(bound) + len(extra), RESTART_CHUNK)
+            out["restart"] = do_restart(hv, ctl, state, host_ip, log_level,
+                                        profile=None if log_dir is None or not PYSPY
+                                        else log_dir / f"restart-{n}.pyspy.txt")
             ctl = out["restart"].pop("ctl")
         ok = True
         return out
@@ -360,7 +367,9 @@ def run_size(n: int, repeat: int, share: float, restart: bool, restart_share: fl
 
 
 def do_restart(hv: OvsInstance, ctl: ControllerProcess, state: Path,
-               host_ip: str, log_level: str) -> dict[str, Any]:
+               host_ip: str, log_level: str, profile: Optional[Path] = None) -> dict[str, Any]:
+    """`profile`: sample the new process with py-spy (`LOOM_BENCH_PYSPY`, the py-spy
+    binary) from when it is up, 30 s, every thread, idle ones too: collapsed stacks."""
     api = KeepAlive(ctl.rest_port)
     before = the_switch(api)
     gen_before = store_generation(api)
@@ -379,6 +388,11 @@ def do_restart(hv: OvsInstance, ctl: ControllerProcess, state: Path,
     try:
         new.start(timeout=START_TIMEOUT_S)
         res["up_s"] = time.monotonic() - started
+        if profile is not None and new.proc is not None:
+            subprocess.Popen([PYSPY, "record", "--pid", str(new.proc.pid), "--duration", "30",
+                              "--threads", "--idle", "--rate", "50", "--format", "raw",
+                              "--output", str(profile)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         api = KeepAlive(new.rest_port)
         try:
             while True:
@@ -518,7 +532,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.log_dir is not None:
             args.log_dir.mkdir(parents=True, exist_ok=True)
         results.append(run_size(n, args.repeat, args.bind_share, not args.no_restart,
-                                args.restart_bind_share, args.log_level, args.log_dir))
+                                args.restart_bind_share, args.log_level.upper(), args.log_dir))
         print(f"N={n} done at {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     report(results, args.repeat, command, time.monotonic() - started)
     return 0

@@ -10,10 +10,12 @@ engine also answers the REST layer's runtime questions (port status, waits).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Optional
@@ -218,6 +220,26 @@ class SwitchWorker:
                 with self._offer_lock:
                     self._changed_keys = None  # what the switch holds is read again
                 self._wake.set()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a full compile, and what it made frozen
+    after (`gc.freeze`: left out of later collections).
+
+    A full compile makes some millions of objects that live on (the desired state of
+    every switch) and next to no cyclic garbage; with the collector on, each of its
+    full collections went through everything not frozen, the chassis' OVSDB replica
+    included. (While the launcher holds the collector off for a start, this does
+    nothing: the launcher freezes once the switches are synced.)"""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.freeze()
+            gc.enable()
 
 
 class Engine:
@@ -516,7 +538,11 @@ class Engine:
             idelta = changes_since(inc.generation) if changes_since is not None else None
             tdelta = self.topology.changes_since(inc.topology_version)
         full = idelta is None or tdelta is None
-        offers = inc.update(intent, topo, idelta, tdelta)
+        if full:
+            with _gc_paused():
+                offers = inc.update(intent, topo, idelta, tdelta)
+        else:
+            offers = inc.update(intent, topo, idelta, tdelta)
         changed: set[int] = set()
         for dpid, offer in offers.items():
             worker = workers.get(dpid)
@@ -806,6 +832,18 @@ class Engine:
             if current is not None and current.generation >= generation:
                 out[w.datapath_id] = current
         return out
+
+    def wait_first_sync(self, timeout: float) -> bool:
+        """True once a first compile is handed out and every switch connected then
+        has installed a state (the end of a start or restart); False after `timeout`."""
+        def done() -> bool:
+            with self._lock:
+                workers = list(self._workers.values())
+            return self._compiled_generation >= 0 and all(
+                w.sync.synced is not None or w.channel.closed.is_set() for w in workers)
+
+        with self._synced:
+            return self._synced.wait_for(done, timeout)
 
     def wait_installed(self, generation: int, timeout: float) -> bool:
         """True once every switch whose desired state `generation` changed runs it.

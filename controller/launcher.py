@@ -27,6 +27,8 @@ LOG = logging.getLogger("loom")
 
 EXIT_USAGE = 2
 EXIT_STARTUP = 1
+# The collector stays off after a start until the switches are synced, this long at most
+STARTUP_GC_PAUSE_MAX_S = 120.0
 
 
 class StartupError(Exception):
@@ -135,6 +137,7 @@ class Controller:
         self.opts = opts
         self._stops: list[Callable[[], Any]] = []
         self._stopped = threading.Event()
+        self.engine: Optional[Any] = None
 
     def start(self) -> None:
         """Bring the parts up, with the cyclic garbage collector paused meanwhile.
@@ -142,9 +145,10 @@ class Controller:
         The first load of the store makes millions of objects that live as long as
         the process (the IDL's replica, the snapshot), and no garbage: collections
         over that ever larger heap were a third of a 10,000-port start (1.6 of
-        4.8 s, issue 11). Once up, what exists is frozen (`gc.freeze`: left out of
-        every later collection, which then scans only what came after) and the
-        collector runs again.
+        4.8 s, issue 11). The collector stays off until the switches are synced
+        (`Engine.wait_first_sync`, STARTUP_GC_PAUSE_MAX_S at most); then what exists
+        is frozen (`gc.freeze`: left out of every later collection, which then scans
+        only what came after) and it runs again.
         """
         was_enabled = gc.isenabled()
         gc.disable()
@@ -154,12 +158,27 @@ class Controller:
             if was_enabled:
                 gc.enable()
             raise
+        if not was_enabled:
+            gc.freeze()
+            return
+        # ...and on until the switches are synced: the chassis' first reads (the IDL's
+        # replica of thousands of interfaces), the switches' flow tables read back and
+        # the first full compile all make objects that live on, by the million with
+        # 100,000 flows, with the same collections over an ever larger heap.
+        threading.Thread(target=self._resume_gc, name="gc after start", daemon=True).start()
+
+    def _resume_gc(self) -> None:
+        engine = self.engine
+        started = time.monotonic()
+        synced = engine is not None and engine.wait_first_sync(STARTUP_GC_PAUSE_MAX_S)
         gc.freeze()
-        if was_enabled:
-            gc.enable()
+        gc.enable()
+        LOG.debug("garbage collector back on %.1f s after the start%s",
+                  time.monotonic() - started, "" if synced else " (switches not synced yet)")
 
     def _start(self) -> None:
         from controller.engine import Engine
+        from controller.intent import Intent
         from controller.rest.app import make_app
         from controller.rest.auth import TokenAuth
         from controller.rest.server import serve
@@ -199,6 +218,17 @@ class Controller:
             self._stops.append(supervisor.stop)
             remote = embedded.remote
             LOG.debug("embedded northbound database up in %.2f s", time.monotonic() - started)
+        # The chassis named by --chassis are read while the store loads: after a
+        # restart each takes seconds (thousands of interfaces), much of it the
+        # chassis' ovsdb-server sending them, and the engine waits for both.
+        topology = Topology(o.integration_bridge)
+        target = o.of_target or f"tcp:127.0.0.1:{o.of_listen[1]}"
+        settings = BridgeSettings(name=o.integration_bridge, datapath_type=o.datapath_type,
+                                  controller_target=target)
+        kick = _Kick()
+        registry = ChassisRegistry(o.chassis, settings, topology, kick)
+        registry.sync(Intent())  # (the static ones; the store's come with the engine)
+
         store = NorthboundStore(remote, server=supervisor)
         started = time.monotonic()
         try:
@@ -206,6 +236,7 @@ class Controller:
             # (with progress in the log), failing only if nothing moves for a minute.
             store.connect(timeout=5.0)
         except Exception as exc:
+            registry.stop()
             raise StartupError(f"northbound database {remote}: {exc}") from None
         self._stops.append(store.stop)
         LOG.info("northbound store loaded in %.2f s: generation %d, %d ports",
@@ -213,16 +244,11 @@ class Controller:
                  len(store.latest().ports))
 
         started = time.monotonic()
-        topology = Topology(o.integration_bridge)
-        target = o.of_target or f"tcp:127.0.0.1:{o.of_listen[1]}"
-        settings = BridgeSettings(name=o.integration_bridge, datapath_type=o.datapath_type,
-                                  controller_target=target)
-        kick = _Kick()
-        registry = ChassisRegistry(o.chassis, settings, topology, kick)
         engine = Engine(store, topology, registry, fast_failover=not o.no_fast_failover)
         kick.target = engine.kick
         store.subscribe(engine.kick)
         engine.start()
+        engine.kick()  # a chassis read before the engine was there kicked no one
         self._stops.append(engine.stop)
         self._stops.append(registry.stop)
 

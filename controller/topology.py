@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import compress, islice
 from types import MappingProxyType
 from typing import Any, Optional
 
@@ -203,41 +203,123 @@ _KINDS = 4
 
 
 class _ChassisPart:
-    """What one chassis contributes to the view, derived from its ChassisState alone."""
+    """What one chassis contributes to the view, derived from its ChassisState alone.
 
-    __slots__ = ("view", "rank", "maps")
+    Only the integration bridge contributes: each of its interfaces at most one entry
+    (`_contribution`). Two interfaces may claim the same key (two iface-ids alike):
+    the one last in name order has it, as a walk through the (name-sorted) interfaces
+    would leave it; `counts` says how many claim each key, so that `update` knows
+    when a key's holder must be looked for again."""
+
+    __slots__ = ("view", "rank", "maps", "counts", "bridge", "dpid")
 
     def __init__(self, state: ChassisState, integration_bridge: str) -> None:
         switches: dict[int, SwitchView] = {}
-        bindings: dict[str, Binding] = {}
-        tunnels: dict[tuple[int, str, str], TunnelView] = {}
-        provider_ports: dict[tuple[int, str], int] = {}
+        maps: tuple[dict[Any, Any], ...] = (switches, {}, {}, {})
+        counts: tuple[dict[Any, int], ...] = ({}, {}, {}, {})
         name = state.name
         self.view = ChassisView(name, state.encap_ip, None)
         # The claim of a disconnected chassis (what it said last may be stale) yields
         # to a connected one's; then the lowest chassis name wins.
         self.rank = (not state.connected, name)
+        self.bridge: Optional[BridgeState] = None
+        self.dpid: Optional[int] = None
         for br in state.bridges:
             if br.name != integration_bridge or br.datapath_id is None:
                 continue
             dpid = br.datapath_id
+            self.bridge, self.dpid = br, dpid
             self.view = ChassisView(name, state.encap_ip, dpid)
             switches[dpid] = SwitchView(dpid, name, br.name)
             for iface in br.interfaces:
-                if iface.ofport is None or iface.ofport <= 0:
-                    continue
-                if iface.physnet and iface.type == "patch":
-                    provider_ports[(dpid, iface.physnet)] = iface.ofport
-                    continue
-                if iface.remote_chassis and iface.type in TUNNEL_TYPES:
-                    tunnels[(dpid, iface.remote_chassis, iface.type)] = TunnelView(
-                        dpid, iface.remote_chassis, iface.type, iface.ofport)
-                    continue
-                if not iface.iface_id:
-                    continue
-                bindings[iface.iface_id] = Binding(
-                    iface.iface_id, name, br.name, dpid, iface.ofport, iface.name)
-        self.maps: tuple[dict[Any, Any], ...] = (switches, bindings, tunnels, provider_ports)
+                c = _contribution(iface, name, br.name, dpid)
+                if c is not None:
+                    kind, key, value = c
+                    maps[kind][key] = value
+                    counts[kind][key] = counts[kind].get(key, 0) + 1
+        self.maps = maps
+        self.counts = counts
+
+    def update(self, old: ChassisState, new: ChassisState, integration_bridge: str
+               ) -> Optional[list[set[Any]]]:
+        """Follow `old` -> `new` in place, from the interfaces of the integration bridge
+        that changed (told apart by identity: the chassis reader hands out the same
+        InterfaceState for an unchanged interface; states built anew all look changed,
+        and cost what a full derivation does). Returns the keys whose entry may have
+        changed, per kind; None if this cannot be done in place (the chassis' name,
+        connection, encap IP or integration bridge changed): then build a new part."""
+        if old.name != new.name or old.connected != new.connected \
+                or old.encap_ip != new.encap_ip or self.bridge is None:
+            return None
+        bridge = next((b for b in new.bridges if b.name == integration_bridge), None)
+        if bridge is None or bridge.datapath_id != self.dpid:
+            return None
+        affected: list[set[Any]] = [set(), set(), set(), set()]
+        before, self.bridge = self.bridge, bridge
+        if bridge is before or bridge.interfaces is before.interfaces:
+            return affected
+        # (C-level walks: no Python code runs per unchanged interface)
+        old_ids = set(map(id, before.interfaces))
+        new_ids = set(map(id, bridge.interfaces))
+        gone_ids, came_ids = old_ids - new_ids, new_ids - old_ids
+        if len(gone_ids) + len(came_ids) > 16 + len(new_ids) // 4:
+            self.bridge = before
+            return None  # most of it (or states made anew, sharing nothing): build it all
+        gone = list(compress(before.interfaces, map(gone_ids.__contains__,
+                                                    map(id, before.interfaces))))
+        came = list(compress(bridge.interfaces, map(came_ids.__contains__,
+                                                    map(id, bridge.interfaces))))
+        name, dpid, maps, counts = new.name, bridge.datapath_id, self.maps, self.counts
+        assert dpid is not None
+        holders: dict[tuple[int, Any], list[tuple[str, Any]]] = {}
+        for iface in gone:
+            c = _contribution(iface, name, bridge.name, dpid)
+            if c is not None:
+                kind, key, _ = c
+                affected[kind].add(key)
+                counts[kind][key] -= 1
+        for iface in came:
+            c = _contribution(iface, name, bridge.name, dpid)
+            if c is not None:
+                kind, key, value = c
+                affected[kind].add(key)
+                counts[kind][key] = counts[kind].get(key, 0) + 1
+                holders.setdefault((kind, key), []).append((iface.name, value))
+        rescan: list[tuple[int, Any]] = []
+        for kind in range(_KINDS):
+            for key in affected[kind]:
+                n = counts[kind][key]
+                if n == 0:
+                    del counts[kind][key]
+                    maps[kind].pop(key, None)
+                elif n == 1 and (kind, key) in holders:
+                    maps[kind][key] = holders[(kind, key)][0][1]
+                else:  # claimed twice, or its holder went and another stayed: look
+                    rescan.append((kind, key))
+        if rescan:
+            wanted = set(rescan)
+            for iface in bridge.interfaces:  # in name order: the last claim holds
+                c = _contribution(iface, name, bridge.name, dpid)
+                if c is not None and (c[0], c[1]) in wanted:
+                    maps[c[0]][c[1]] = c[2]
+        return affected
+
+
+def _contribution(iface: InterfaceState, chassis: str, bridge: str, dpid: int
+                  ) -> Optional[tuple[int, Any, Any]]:
+    """The entry (kind, key, value) an interface of a chassis' integration bridge
+    adds to the view, if any."""
+    if iface.ofport is None or iface.ofport <= 0:
+        return None
+    if iface.physnet and iface.type == "patch":
+        return _PROVIDER, (dpid, iface.physnet), iface.ofport
+    if iface.remote_chassis and iface.type in TUNNEL_TYPES:
+        return _TUNNELS, (dpid, iface.remote_chassis, iface.type), TunnelView(
+            dpid, iface.remote_chassis, iface.type, iface.ofport)
+    if not iface.iface_id:
+        return None
+    return _BINDINGS, iface.iface_id, Binding(
+        iface.iface_id, chassis, bridge, dpid, iface.ofport, iface.name)
 
 
 _NO_PART: tuple[dict[Any, Any], ...] = ({}, {}, {}, {})
@@ -301,12 +383,22 @@ class Topology:
             return self._graph
 
     def update_chassis(self, state: ChassisState) -> bool:
-        """Replace what we know of one chassis; True if the compiled view changed."""
+        """Replace what we know of one chassis; True if the compiled view changed.
+
+        Costs what changed in it: its share of the view is updated from the interfaces
+        that changed (`_ChassisPart.update`), unless the chassis itself (its name,
+        connection, encap IP, integration bridge) changed."""
         with self._lock:
-            if self._chassis.get(state.name) == state:
+            old = self._chassis.get(state.name)
+            if old == state:
                 return False
             self._chassis[state.name] = state
             self._graph = None
+            part = self._parts.get(state.name)
+            if old is not None and part is not None:
+                affected = part.update(old, state, self._integration_bridge)
+                if affected is not None:
+                    return self._chassis_changed(state.name, part, affected)
             return self._chassis_changed(state.name,
                                          _ChassisPart(state, self._integration_bridge))
 
@@ -449,8 +541,11 @@ class Topology:
         self._view = replace(self._view, version=self._version, **changes)
         self._deltas.append(delta)
 
-    def _chassis_changed(self, name: str, part: Optional[_ChassisPart]) -> bool:
-        """Chassis `name` now contributes `part` (None: it is gone): replace its keys."""
+    def _chassis_changed(self, name: str, part: Optional[_ChassisPart],
+                         keys: Optional[list[set[Any]]] = None) -> bool:
+        """Chassis `name` now contributes `part` (None: it is gone): replace its keys.
+        `keys`: the part was updated in place and these keys (per kind) are all that
+        may have changed (its rank did not)."""
         old = self._parts.pop(name, None)
         if part is not None:
             self._parts[name] = part
@@ -460,7 +555,10 @@ class Topology:
         maps = list(self._maps)
         changed: list[frozenset[Any]] = [frozenset()] * _KINDS
         for kind in range(_KINDS):
-            affected = {key for key, _ in before[kind].items() ^ after[kind].items()}
+            if keys is not None:
+                affected = keys[kind]
+            else:
+                affected = {key for key, _ in before[kind].items() ^ after[kind].items()}
             if rank_moved:  # it may win or lose the keys it shares with other chassis
                 claims = self._claims[kind]
                 affected.update(key for key in after[kind] if len(claims.get(key, ())) > 1)
