@@ -251,10 +251,15 @@ L3_RESOLVE = Table(
 L2_LOOKUP = Table(
     "l2_lookup", 50,
     "destination MAC -> local port, fabric next hop or tunnel; BUM -> flood set",
-    _NET | frozenset({"eth_dst", REG_FLAGS}),
+    _NET | frozenset({"eth_dst", "vlan_vid", REG_FLAGS}),
     ("ingress_acl",),
     miss_drops=True,
-    priorities={"known_mac": 100, "remote_mac": 100, "flood_from_remote": 20, "flood": 10},
+    priorities={
+        # an 802.1Q-tagged frame on a flat network (a guest's own tag): drop, never
+        # onto the physical network, where its tag would make it another network's
+        "tagged": 200,
+        "known_mac": 100, "remote_mac": 100, "flood_from_remote": 20, "flood": 10,
+    },
     resubmits=("ingress_acl",),
 )
 INGRESS_ACL = Table(

@@ -16,10 +16,12 @@ from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_
 from controller.compiler.overlay import (
     flood_group,
     group_id_for,
+    physnet_of,
     provider_flood_group,
     provider_in_flow,
     provider_mac_flow,
     remote_mac_flow,
+    tagged_drop_flow,
     tunnel_in_flow,
     zones_for,
 )
@@ -188,14 +190,17 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
                 group_id = group_id_for(network, taken_group_ids)
                 groups[group_id] = flood_group(network, group_id, tuple(tunnels))
                 add(flood_from_remote_flow(network, local))
-        elif network.network_type == "vlan" and network.physical_network:
-            patch = topo.provider_ports.get((datapath_id, network.physical_network))
+        elif (physnet := physnet_of(network)) is not None:
+            if network.network_type == "flat":
+                add(tagged_drop_flow(network))
+            patch = topo.provider_ports.get((datapath_id, physnet))
             if patch is not None:
-                # Leaves tagged through the provider bridge, like Neutron's bridge mappings.
+                # Leaves through the provider bridge, like Neutron's bridge mappings:
+                # tagged (VLAN) or untagged (flat).
                 add(provider_in_flow(network, patch, zones[net_id]))
                 for dpid, members in sorted(placement.by_network[net_id].items()):
                     if dpid == datapath_id or \
-                            (dpid, network.physical_network) not in topo.provider_ports:
+                            (dpid, physnet) not in topo.provider_ports:
                         continue
                     for port, _ in members:
                         add(provider_mac_flow(port, network, patch))

@@ -62,8 +62,10 @@ from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_
 from controller.compiler.overlay import (
     flood_group,
     flood_group_id,
+    physnet_of,
     provider_flood_group,
     provider_in_flow,
+    tagged_drop_flow,
     tunnel_in_flow,
     zone_of,
 )
@@ -394,6 +396,18 @@ class Compiler:
                 units.add(("net", nid))
             for nid in set(sw.local_nets) | sw.resolve_nets:
                 units.update(("netport", p.id) for p in intent.ports_on_network(nid))
+        if tdelta.provider_ports:
+            # a remote port is reached over the physical network only where both ends
+            # have the patch (routing.reach_flows), and QoS names the patch a remote
+            # sender comes in through: the ports bound where a patch came or went are
+            # evaluated again everywhere (a rare event: a bridge mapping changed)
+            moved = sorted(pid for dpid in tdelta.provider_ports
+                           if (there := self.switches.get(dpid)) is not None
+                           for pid in there.local)
+            for dpid in self.switches:
+                units = dirty[dpid]
+                units.add(QOS)
+                units.update(("netport", pid) for pid in moved)
         return self._evaluate(dirty, full=False)
 
     # ------------------------------------------------------------------ routing
@@ -871,8 +885,10 @@ class Compiler:
                 group_id = flood_group_id(network)
                 sw.groups[nid] = flood_group(network, group_id, tuple(tunnels))
                 out.append(flood_from_remote_flow(network, local))
-        elif network.network_type == "vlan" and network.physical_network:
-            patch = topo.provider_ports.get((sw.dpid, network.physical_network))
+        elif (physnet := physnet_of(network)) is not None:
+            if network.network_type == "flat":
+                out.append(tagged_drop_flow(network))
+            patch = topo.provider_ports.get((sw.dpid, physnet))
             if patch is not None:
                 out.append(provider_in_flow(network, patch, zone))
                 group_id = flood_group_id(network)

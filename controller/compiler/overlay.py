@@ -10,6 +10,7 @@ once, at the head end, to exactly the chassis that have ports on the network.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Optional
 
 from controller import pipeline as pl
 from controller.flows import Bucket, Flow, Group, Output, PopVlan, PushVlan, SetField, mac, match
@@ -76,26 +77,48 @@ def group_id_for(network: Network, taken: set[int]) -> int:
     return gid
 
 
-# ---------------------------------------------------------------- VLAN provider networks
+# ---------------------------------------------------------------- provider networks
+# VLAN and flat networks ride a physical network: the patch port from br-int to the
+# provider bridge that the chassis' loom-bridge-mappings names for it. A VLAN network's
+# frames cross it tagged with the segmentation id; a flat network's untagged (its
+# segmentation id is internal: rest/segments.py). One physical network may carry one
+# flat network and any number of VLAN networks: classify tells them apart by the tag.
 OFPVID_PRESENT = 0x1000
+OFPVID_NONE = 0x0000  # vlan_vid=0 exactly: the frame has no 802.1Q header
+PROVIDER_TYPES = ("flat", "vlan")
+
+
+def physnet_of(network: Network) -> Optional[str]:
+    """The physical network a VLAN or flat network rides (through the provider patches);
+    None for the others."""
+    if network.network_type in PROVIDER_TYPES and network.physical_network:
+        return network.physical_network
+    return None
 
 
 def _tag(network: Network) -> int:
+    """The network's vlan_vid on the physical network (OFPVID_NONE: untagged, flat)."""
+    if network.network_type == "flat":
+        return OFPVID_NONE
     return OFPVID_PRESENT | network.segmentation_id
 
 
 @lru_cache(maxsize=16384)
 def provider_in_flow(network: Network, patch_ofport: int, zone: int) -> Flow:
-    """Frames of this VLAN from the provider bridge: untag and scope to the network."""
+    """Frames of this network from the provider bridge: VLAN ones by their tag (popped),
+    the flat one untagged; scoped to the network."""
+    flat = network.network_type == "flat"
     return pl.CLASSIFY.flow(
         "vlan", match(in_port=patch_ofport, vlan_vid=_tag(network)),
-        actions=(PopVlan(), SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),
+        actions=(*(() if flat else (PopVlan(),)), SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),
                  SetField(pl.REG_CT_ZONE, zone)),
         write_metadata=(network.key, _ALL_ONES_64), goto="l2_lookup",
         cookie=pl.cookie(pl.Owner.NETWORK, network.key))
 
 
 def _to_provider(network: Network, patch_ofport: int) -> tuple:
+    if network.network_type == "flat":
+        return (Output(patch_ofport),)
     return (PushVlan(), SetField("vlan_vid", _tag(network)), Output(patch_ofport))
 
 
@@ -108,6 +131,17 @@ def provider_mac_flow(port: Port, network: Network, patch_ofport: int) -> Flow:
 
 
 def provider_flood_group(network: Network, group_id: int, patch_ofport: int) -> Group:
-    """The physical network does its own flooding: one tagged copy onto it."""
+    """The physical network does its own flooding: one copy onto it (tagged for VLAN)."""
     return Group(group_id, "all", (Bucket(_to_provider(network, patch_ofport)),),
                  cookie_owner=pl.cookie(pl.Owner.NETWORK, network.key))
+
+
+@lru_cache(maxsize=16384)
+def tagged_drop_flow(network: Network) -> Flow:
+    """A flat network never forwards a frame that carries an 802.1Q header (a guest's
+    own tag, kept through routing): sent onto the physical network it would be a frame
+    of the VLAN network of that tag. OVN drops VLAN-tagged frames of a logical port
+    the same way (unless vlan-passthru); Neutron's access ports do."""
+    return pl.L2_LOOKUP.flow(
+        "tagged", match(metadata=network.key, vlan_vid=(OFPVID_PRESENT, OFPVID_PRESENT)),
+        cookie=pl.cookie(pl.Owner.NETWORK, network.key))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from controller import pipeline as pl
+from controller.compiler.overlay import physnet_of
 from controller.flows import Flow, Meter, mac, match
 from controller.intent import Intent, Network, Port, QosRule
 from controller.topology import TUNNEL_TYPES, Binding, TopologyView
@@ -189,10 +190,10 @@ def arrival_port(topo: TopologyView, datapath_id: int, network: Network,
     if network.network_type in TUNNEL_TYPES:
         tunnel = topo.tunnels.get((datapath_id, there.chassis, network.network_type))
         return tunnel.ofport if tunnel is not None else None
-    if network.network_type == "vlan" and network.physical_network:
-        patch = topo.provider_ports.get((datapath_id, network.physical_network))
-        if patch is not None and \
-                (sender.datapath_id, network.physical_network) in topo.provider_ports:
+    physnet = physnet_of(network)  # VLAN and flat networks: the provider patch
+    if physnet is not None:
+        patch = topo.provider_ports.get((datapath_id, physnet))
+        if patch is not None and (sender.datapath_id, physnet) in topo.provider_ports:
             return patch
     return None
 

@@ -3,8 +3,8 @@
 A router has no home. Every switch with a local port on a network attached to a
 router holds that router's flows in `l3`, so a packet from a guest to its gateway MAC
 is routed on the guest's own chassis and then handled exactly like a local L2 packet
-of the destination network (l2_lookup: a local port, a tunnel, a provider VLAN);
-there is no hair-pin through a central node. The tables (pipeline.py):
+of the destination network (l2_lookup: a local port, a tunnel, a provider VLAN or
+flat network); there is no hair-pin through a central node. The tables (pipeline.py):
 
     l3          metadata = N1, eth_dst = router MAC on N1, and
                   ICMP echo request to any of the router's addresses -> echo reply
@@ -44,8 +44,8 @@ there; the switch then gets the router's `l3` flows for the networks it carries
 locally (packets only enter `l3` from local ports), and, for every network of every
 present router (its *resolve networks*), each port's resolve flows and, when the
 network has no local port, the L2 flows that reach that port's chassis (tunnel or
-provider VLAN). A switch that carries a network also accepts it from every tunnel
-whose remote chassis routes into it (`senders`).
+provider VLAN or flat network). A switch that carries a network also accepts it from
+every tunnel whose remote chassis routes into it (`senders`).
 
 Limits of this phase: IPv4 only; an extra route's next hop must be a port (not
 another router) on a subnet attached to the router; no external gateway, SNAT or
@@ -61,7 +61,7 @@ from functools import lru_cache
 from typing import Optional
 
 from controller import pipeline as pl
-from controller.compiler.overlay import provider_mac_flow, remote_mac_flow, zone_of
+from controller.compiler.overlay import physnet_of, provider_mac_flow, remote_mac_flow, zone_of
 from controller.compiler.ports import ETH_IPV4, split_ips
 from controller.flows import (
     Action,
@@ -283,7 +283,8 @@ def resolve_flows(port: Port, network: Network) -> tuple[Flow, ...]:
 def reach_flows(port: Port, network: Network, here: int, there: int,
                 topo: TopologyView) -> list[Flow]:
     """How switch `here` reaches `port`, bound on switch `there`: its remote-MAC flow
-    through the tunnel or the provider VLAN (as for any remote port of the network)."""
+    through the tunnel or the physical network, tagged (VLAN) or not (flat), as for any
+    remote port of the network."""
     if there == here:
         return []
     if network.network_type in TUNNEL_TYPES:
@@ -291,9 +292,10 @@ def reach_flows(port: Port, network: Network, here: int, there: int,
         tunnel = None if remote is None else topo.tunnels.get(
             (here, remote.chassis, network.network_type))
         return [] if tunnel is None else [remote_mac_flow(port, network, tunnel)]
-    if network.network_type == "vlan" and network.physical_network:
-        patch = topo.provider_ports.get((here, network.physical_network))
-        if patch is not None and (there, network.physical_network) in topo.provider_ports:
+    physnet = physnet_of(network)
+    if physnet is not None:
+        patch = topo.provider_ports.get((here, physnet))
+        if patch is not None and (there, physnet) in topo.provider_ports:
             return [provider_mac_flow(port, network, patch)]
     return []
 

@@ -1,4 +1,4 @@
-"""/v2.0/networks: tenant networks with provider attributes (vlan | vxlan | gre | geneve)."""
+"""/v2.0/networks: tenant networks with provider attributes (flat | vlan | vxlan | gre | geneve)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ def check_mtu(network_type: str, mtu: int) -> int:
     return mtu
 
 
+def check_flat(item: dict[str, Any], physnet: str | None) -> None:
+    """Neutron's type_flat `validate_provider_segment`: a physical network, and nothing
+    else (a flat network is untagged: no segmentation id)."""
+    if not physnet:
+        raise InvalidInput("physical_network required for flat provider network")
+    if item.get("provider:segmentation_id") is not None:
+        raise InvalidInput("segmentation_id prohibited for flat provider network")
+
+
 PROVIDER_ATTRS = (
     "provider:network_type",
     "provider:segmentation_id",
@@ -105,7 +114,8 @@ class Networks(Resource):
             "mtu": n.mtu,
             "qos_policy_id": n.qos_policy_id,
             "provider:network_type": n.network_type,
-            "provider:segmentation_id": n.segmentation_id,
+            # a flat network's stored id is internal (segments.py): Neutron shows None
+            "provider:segmentation_id": None if n.network_type == "flat" else n.segmentation_id,
             "provider:physical_network": n.physical_network,
             "subnets": [s.id for s in ctx.index.subnets_of(n.id)],
             "availability_zone_hints": [],
@@ -135,10 +145,22 @@ class Networks(Resource):
         physnet = item.get("provider:physical_network")
         if ntype == "vlan":
             physnet = physnet or segments.DEFAULT_PHYSNET
+        elif ntype == "flat":
+            check_flat(item, physnet)
         elif physnet is not None:
             raise InvalidInput(f"provider:physical_network specified for {ntype.upper()} network")
         used = index_for_write(helper).segments.get(ntype, {})
         seg = item.get("provider:segmentation_id")
+        if ntype == "flat":
+            # one flat network per physical network, checked on this transaction's view
+            # (writes run one at a time on the newest snapshot: see store/allocations.py)
+            if any(intent.networks[nid].physical_network == physnet for nid in used.values()
+                   if nid in intent.networks):
+                raise conflict(
+                    "FlatNetworkInUse",
+                    f"Unable to create the flat network. Physical network {physnet} is in use.",
+                )
+            seg = segments.lowest_free(ntype, used)  # internal, never shown (segments.py)
         if seg is None:
             seg = segments.lowest_free(ntype, used)
             if seg is None:

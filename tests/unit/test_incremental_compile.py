@@ -2,7 +2,7 @@
 
 Random sequences of API changes (ports, networks, security-group rules, QoS rules,
 routers with their interfaces and extra routes) and topology events (bindings, moves,
-tunnels) are applied to an intent and a
+tunnels, provider patches) are applied to an intent and a
 topology; after every step `Compiler.update` gets the step's deltas, and every
 switch's desired state is compared with `compile_all` of the same inputs. The flow
 keys an offer says changed must cover every key whose flow changed, and a switch
@@ -56,6 +56,8 @@ NETS = [
     Network(_id("net", 0), "p", "n0", "vxlan", 100),
     Network(_id("net", 1), "p", "n1", "geneve", 101),
     Network(_id("net", 2), "q", "n2", "vlan", 102, physical_network="physnet1"),
+    # flat on the same physical network as the VLAN one: untagged, beside it
+    Network(_id("net", 3), "q", "n3", "flat", 1, physical_network="physnet1"),
 ]
 # one IPv4 subnet per network, 10.0.<n>.0/24 (ports with host part < 4 use 10.0.0.x on
 # every network: addresses collide across networks on purpose)
@@ -148,6 +150,7 @@ steps = st.one_of(
     attach_step,
     st.tuples(st.just("detach"), st.integers(0, N_ROUTERS - 1), st.integers(0, len(NETS) - 1)),
     st.tuples(st.just("rename_subnet"), st.integers(0, len(NETS) - 1), st.text(max_size=3)),
+    st.tuples(st.just("provider"), st.sampled_from(DPIDS), st.booleans()),
 )
 
 
@@ -274,6 +277,12 @@ class World:
             sub = self.tables["subnets"][SUBNETS[step[1]].id]
             self.tables["subnets"][sub.id] = dataclasses.replace(
                 sub, name=step[2], revision_number=sub.revision_number + 1)
+        elif kind == "provider":  # a chassis' patch to physnet1 comes or goes
+            _, d, up = step
+            if up:
+                self.topo["provider_ports"][(d, "physnet1")] = 90
+            else:
+                self.topo["provider_ports"].pop((d, "physnet1"), None)
         elif kind == "tunnel":
             _, a, b, up = step
             if a == b:
@@ -402,3 +411,25 @@ def test_one_port_change_evaluates_what_it_touches_not_the_fleet() -> None:
     assert compiler.units_evaluated - evaluated <= 12
     assert set(offers) <= set(DPIDS)
     assert_same(compiler, new_intent, new_topo)
+
+
+def test_a_provider_patch_coming_or_going_updates_the_other_switches() -> None:
+    """A remote port on a VLAN or flat network is reached over the physical network only
+    where both chassis have the patch: when one chassis' patch goes (or comes back),
+    the other switches drop (or add) their flows towards its ports."""
+    for n in (2, 3):  # the VLAN network, the flat one
+        world = World()
+        compiler = Compiler()
+        world.apply(("port", 0, n, 1, frozenset(), True, True, None, DPIDS[0]))
+        world.apply(("port", 1, n, 2, frozenset(), True, True, None, DPIDS[1]))
+        intent, topo = world.intent(), world.view()
+        compiler.update(intent, topo, None, None)
+        for step in [("provider", DPIDS[1], False), ("provider", DPIDS[1], True),
+                     ("provider", DPIDS[0], False)]:
+            world.apply(step)
+            new_intent, new_topo = world.intent(), world.view()
+            compiler.update(new_intent, new_topo, intent_delta(intent, new_intent),
+                            topology_delta(topo, new_topo))
+            intent, topo = new_intent, new_topo
+            assert_same(compiler, intent, topo)
+        assert compiler.incremental_compiles == 3
