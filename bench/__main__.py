@@ -36,6 +36,7 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("topology_delta", "bench.bench_topology_delta", (), False),
     ("port_change", "bench.bench_port_change", ("--sizes", "100", "10000"), True),
     ("routing", "bench.bench_routing", ("--repeats", "2"), True),
+    ("push_small", "bench.bench_push_small", ("--repeat", "15", "--bridge-ports", "2000"), True),
     # needs OVN from Debian (apt-get install ovn-central ovn-host): says so if missing
     ("cold_start", "bench.bench_cold_start", ("--ports", "10000"), True),
 )

@@ -14,7 +14,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -129,9 +129,12 @@ class SwitchWorker:
     """Pushes the newest desired state to one switch, in its own thread."""
 
     def __init__(self, engine: Engine, channel: Channel,
-                 counters: Optional[SwitchCounters] = None) -> None:
+                 counters: Optional[SwitchCounters] = None,
+                 preread: Optional[Callable[[], SwitchSync]] = None) -> None:
         self.engine = engine
         self.channel = channel
+        # waits for, and returns, a read of the switch begun before the engine existed
+        self._preread = preread
         self.counters = counters or SwitchCounters(channel.datapath_id)
         self.sync = SwitchSync(channel, on_pushed=self._pushed, stats=self.counters.stats)
         self._desired: Optional[DesiredSwitch] = None
@@ -186,8 +189,14 @@ class SwitchWorker:
         backoff = 0.2
         try:
             # What the switch holds, read while the first compile runs (a restart with
-            # 100,000 flows reads for about a second); a failure is read again on push.
-            self.sync.read_installed()
+            # 100,000 flows reads for about a second), or earlier, while the store
+            # loaded (the launcher's early OpenFlow side); a failure is read again on
+            # push.
+            if self._preread is not None:
+                self.sync.adopt(self._preread())
+                self._preread = None
+            else:
+                self.sync.read_installed()
         except Exception:
             LOG.warning("switch %#x: reading its flows failed; read again on push",
                         self.datapath_id, exc_info=True)
@@ -302,10 +311,13 @@ class Engine:
                 counters = self._counters[datapath_id] = SwitchCounters(datapath_id)
             return counters
 
-    def switch_connected(self, channel: Channel) -> None:
+    def switch_connected(self, channel: Channel,
+                         preread: Optional[Callable[[], SwitchSync]] = None) -> None:
+        """`preread`: waits for and returns a read of what the switch holds, begun
+        before the engine existed (the launcher's early OpenFlow side)."""
         counters = self.counters(channel.datapath_id)
         counters.connections += 1
-        worker = SwitchWorker(self, channel, counters)
+        worker = SwitchWorker(self, channel, counters, preread)
         with self._lock:
             old = self._workers.get(channel.datapath_id)
             self._workers[channel.datapath_id] = worker

@@ -77,9 +77,22 @@ def diff_flows(installed: Mapping[FlowKey, Flow], desired: Mapping[FlowKey, Flow
     OpenFlow an add with an existing key replaces it, so there is no window with
     neither version installed.
     """
-    adds = tuple(f for k, f in desired.items() if installed.get(k) != f)
-    deletes = tuple(f for k, f in installed.items() if k not in desired)
-    return FlowDiff(adds, deletes)
+    adds: list[Flow] = []
+    found = 0  # desired keys the switch holds
+    have = installed.get
+    for k, f in desired.items():
+        old = have(k)
+        if old is None:
+            adds.append(f)
+        else:
+            found += 1
+            if old != f:
+                adds.append(f)
+    # Every installed key is desired (the usual restart): no second pass, whose hashing
+    # of every key was a third of the first diff at 100,000 flows (issue 11).
+    deletes: tuple[Flow, ...] = () if found == len(installed) else tuple(
+        f for k, f in installed.items() if k not in desired)
+    return FlowDiff(tuple(adds), deletes)
 
 
 def diff_flow_keys(installed: Mapping[FlowKey, Flow], desired: Mapping[FlowKey, Flow],
@@ -160,6 +173,18 @@ class SwitchSync:
         self.cookie_counts = Counter(f.cookie for f in installed.values())
         self.stats.reads += 1
         LOG.info("switch %#x holds %d flows", self.channel.datapath_id, len(installed))
+
+    def adopt(self, other: SwitchSync) -> None:
+        """Take what `other` (of the same switch connection) read the switch holds: a
+        read made before this sync existed (the launcher reads a switch that connects
+        while the store still loads)."""
+        if other.installed is None:
+            raise ValueError("nothing read yet")
+        self.installed = other.installed
+        self.installed_groups = other.installed_groups
+        self.installed_meters = other.installed_meters
+        self.cookie_counts = other.cookie_counts
+        self.stats.reads += other.stats.reads
 
     # ---- writing
     def push(self, desired: DesiredSwitch,

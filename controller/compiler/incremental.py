@@ -141,6 +141,7 @@ class _Switch:
     local_nets: dict[str, set[str]] = field(default_factory=dict)  # network -> local ports
     local_sgs: dict[str, set[str]] = field(default_factory=dict)  # group -> local ports
     netports: dict[str, set[str]] = field(default_factory=dict)  # network -> netport units
+    netport_net: dict[str, str] = field(default_factory=dict)  # netport unit -> its network
     members: set[str] = field(default_factory=set)  # member units present
     routers: set[str] = field(default_factory=set)  # routers present (a network of theirs here)
     resolve_nets: set[str] = field(default_factory=set)  # the networks of those routers
@@ -190,8 +191,11 @@ class _Switch:
                         touched.add(k)
                     continue
                 merged: Optional[Flow] = None
-                for _, f in sorted(per_key.items()):
-                    merged = f if merged is None else merge_pair(merged, f)
+                if len(per_key) == 1:  # most keys: one unit's flow, nothing to merge
+                    merged = next(iter(per_key.values()))
+                else:
+                    for _, f in sorted(per_key.items()):
+                        merged = f if merged is None else merge_pair(merged, f)
                 assert merged is not None
                 if flows.get(k) != merged:
                     flows[k] = merged
@@ -833,9 +837,14 @@ class Compiler:
         assert intent is not None and topo is not None
         port = intent.ports.get(pid)
         nets = sw.netports
-        for nid, ids in list(nets.items()):
-            if pid in ids and (port is None or port.network_id != nid
-                               or not self._routed_here(sw, nid)):
+        # the one network whose set holds pid, if any (not a scan of every network:
+        # O(ports x networks) in a full compile)
+        nid = sw.netport_net.get(pid)
+        if nid is not None and (port is None or port.network_id != nid
+                                or not self._routed_here(sw, nid)):
+            del sw.netport_net[pid]
+            ids = nets.get(nid)
+            if ids is not None:
                 ids.discard(pid)
                 if not ids:
                     del nets[nid]
@@ -845,6 +854,7 @@ class Compiler:
         if network is None:
             return ()
         nets.setdefault(network.id, set()).add(pid)
+        sw.netport_net[pid] = network.id
         # ARP answers where the network has a local port; the port's resolve flow where
         # a router present here joins its network; its remote MAC wherever either holds
         out = list(arp_reply_flows(port, network)) if network.id in sw.local_nets else []

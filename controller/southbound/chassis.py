@@ -736,7 +736,12 @@ class ChassisSession:
         idl.reader = ChassisReader(self.remote, self.settings.name)
         idl.on_change = self._changed
         conn = connection.Connection(idl=idl, timeout=self._timeout)
-        return api_cls(conn)
+        # No name indexes (ovsdbapp's auto_index makes them on Bridge, Port, Interface
+        # and more): each is a sorted list every row of every update goes into, about
+        # 3 s of a 10,000-port chassis' first read (issue 11). Loom's own reads go
+        # through ChassisReader; ovsdbapp's lookups by name (a tunnel or QoS change, a
+        # bridge to configure: rare) scan the table instead (idlutils.rows_by_value).
+        return api_cls(conn, auto_index=False)
 
     def _changed(self, idl: _WatchedIdl) -> None:
         started = time.perf_counter()
