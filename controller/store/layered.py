@@ -24,11 +24,87 @@ from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, Va
 from math import isqrt
 from typing import Any, Optional
 
+from controller.frozen import copy_of
+
 _MISSING: Any = object()
 _FOLD_MIN = 64  # changes kept unfolded at least (small tables fold rarely, cheaply)
 
 
-class Layered(Mapping[str, Any]):
+class ChangedView(Mapping[str, Any]):
+    """A read-only mapping: `_base` with `_changes` (key -> object now, None: removed)
+    applied. Lookups are two dict probes; whatever needs every entry goes through the
+    merged dict of `_all()`, which each subclass makes once, in the order a dict copy
+    edited the same way would have (the base's, a replaced key in its place, a new key
+    appended)."""
+
+    __slots__ = ()
+    _base: Mapping[str, Any]
+    _changes: dict[str, Any]
+
+    def _all(self) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._changes.get(key, _MISSING)
+        if value is _MISSING:
+            return self._base[key]
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._changes.get(key, _MISSING)
+        if value is _MISSING:
+            return self._base.get(key, default)
+        return default if value is None else value
+
+    def __contains__(self, key: object) -> bool:
+        value = self._changes.get(key, _MISSING)  # type: ignore[call-overload]
+        if value is _MISSING:
+            return key in self._base
+        return value is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(list(self._all()))
+
+    def keys(self) -> KeysView[str]:
+        return self._all().keys()
+
+    def values(self) -> ValuesView[Any]:
+        return self._all().values()
+
+    def items(self) -> ItemsView[str, Any]:
+        return self._all().items()
+
+    def copy(self) -> dict[str, Any]:
+        """A dict copy (as `MappingProxyType.copy`; `frozen.copy_of` relies on it)."""
+        return copy_of(self._all())
+
+    def __or__(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        out = self.copy()
+        out.update(other)
+        return out
+
+    def __ror__(self, other: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(other)
+        out.update(self._all())
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ChangedView):
+            other = other._all()
+        return self._all() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self._all())!r})"
+
+
+class Layered(ChangedView):
     """A read-only mapping: `base` (never modified) with `changes` applied."""
 
     __slots__ = ("_base", "_changes", "_gone", "_tail", "_len", "_merged", "__weakref__")
@@ -112,67 +188,8 @@ class Layered(Mapping[str, Any]):
             self._merged = merged
         return merged
 
-    def __getitem__(self, key: str) -> Any:
-        value = self._changes.get(key, _MISSING)
-        if value is _MISSING:
-            return self._base[key]
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self._changes.get(key, _MISSING)
-        if value is _MISSING:
-            return self._base.get(key, default)
-        return default if value is None else value
-
-    def __contains__(self, key: object) -> bool:
-        value = self._changes.get(key, _MISSING)  # type: ignore[call-overload]
-        if value is _MISSING:
-            return key in self._base
-        return value is not None
-
     def __len__(self) -> int:
         return self._len
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
 
-    def __reversed__(self) -> Iterator[str]:
-        return reversed(self._all())
-
-    def keys(self) -> KeysView[str]:
-        return self._all().keys()
-
-    def values(self) -> ValuesView[Any]:
-        return self._all().values()
-
-    def items(self) -> ItemsView[str, Any]:
-        return self._all().items()
-
-    def copy(self) -> dict[str, Any]:
-        """A dict copy (as `MappingProxyType.copy`; `frozen.copy_of` relies on it)."""
-        return self._all().copy()
-
-    def __or__(self, other: Mapping[str, Any]) -> dict[str, Any]:
-        out = self.copy()
-        out.update(other)
-        return out
-
-    def __ror__(self, other: Mapping[str, Any]) -> dict[str, Any]:
-        out = dict(other)
-        out.update(self._all())
-        return out
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Layered):
-            other = other._all()
-        return self._all() == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Layered({self._all()!r})"
-
-
-__all__ = ["Layered"]
+__all__ = ["ChangedView", "Layered"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid as uuidlib
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Optional, TypeVar
 
@@ -26,6 +26,7 @@ from controller.intent_delta import link, make_delta
 from controller.store.allocations import Allocator
 from controller.store.codec import ALLOCATION_TABLE, BY_CLASS, TableCodec
 from controller.store.errors import RowNotFound
+from controller.store.layered import ChangedView
 from controller.store.snapshot import Allocation, SnapshotBuilder
 
 T = TypeVar("T")
@@ -169,16 +170,12 @@ class TxnHelper:
         self._allocs[port_uuid] = kept
 
 
-class Overlay(Mapping[str, Any]):
-    """A read-only mapping: `base` with `changes` (key -> object, None: removed) applied.
-
-    A transaction's view of a table it wrote (`TxnHelper.current`): a lookup costs two
-    dict probes and making it costs a copy of the changes only, where a merged copy
-    of the table cost a pass over all of it per write (issue 11: 10,000 ports). The
-    first use that needs every entry (iteration, len, copy) makes the merged dict
-    once, in the order the copy had: the base's, a replaced key in its place, a new
-    key appended in the order written.
-    """
+class Overlay(ChangedView):
+    """A transaction's view of a table it wrote (`TxnHelper.current`): `base` with the
+    transaction's `changes` (key -> object, None: removed). Making it costs a copy of
+    the changes only, where a merged copy of the table cost a pass over all of it per
+    write (issue 11: 10,000 ports); the merged dict is made on the first use that
+    needs every entry (iteration, copy)."""
 
     __slots__ = ("_base", "_changes", "_merged")
 
@@ -199,31 +196,6 @@ class Overlay(Mapping[str, Any]):
             merged = self._merged = MappingProxyType(out)
         return merged
 
-    def __getitem__(self, key: str) -> Any:
-        changes = self._changes
-        if key in changes:
-            obj = changes[key]
-            if obj is None:
-                raise KeyError(key)
-            return obj
-        return self._base[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        changes = self._changes
-        if key in changes:
-            obj = changes[key]
-            return default if obj is None else obj
-        return self._base.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        changes = self._changes
-        if key in changes:
-            return changes[key] is not None  # type: ignore[index]
-        return key in self._base
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
-
     def __len__(self) -> int:
         if self._merged is not None:
             return len(self._merged)
@@ -233,29 +205,6 @@ class Overlay(Mapping[str, Any]):
             if (obj is None) == (key in base):
                 size += -1 if obj is None else 1
         return size
-
-    def keys(self) -> KeysView[str]:
-        return self._all().keys()
-
-    def values(self) -> ValuesView[Any]:
-        return self._all().values()
-
-    def items(self) -> ItemsView[str, Any]:
-        return self._all().items()
-
-    def copy(self) -> dict[str, Any]:
-        """A dict copy (what `frozen.copy_of` asks a mapping for)."""
-        return self._all().copy()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Overlay):
-            other = other._all()
-        return self._all() == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Overlay({dict(self._all())!r})"
 
 
 def _stored(row: Any) -> Any:

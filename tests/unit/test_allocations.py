@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
-from api_harness import Env, start_env
+from api_harness import Env
 
 from controller import intent as m
 from controller import pipeline as pl
@@ -306,13 +306,6 @@ def test_an_older_database_is_converted_and_backfilled(tmp_path: Path) -> None:
 
 
 # -- the API never shows them ---------------------------------------------------------
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
-
-
 def test_api_bodies_do_not_show_allocations(env: Env) -> None:
     n = env.network(name="a")
     sg = env.ok("POST", "/v2.0/security-groups", {"security_group": {"name": "s"}},

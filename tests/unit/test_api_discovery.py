@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from api_harness import Env, start_env
+from api_harness import Env
 
 from controller.rest.server import make_server, serve
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
 
 
 def test_root_lists_versions_like_neutron(env: Env) -> None:

@@ -20,13 +20,6 @@ FLAT = {"provider:network_type": "flat", "provider:physical_network": "physnet1"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
-
-
-@pytest.fixture
 def auth_env(tmp_path: Path) -> Iterator[Env]:
     e = start_env(tmp_path / "state", tokens=True)
     yield e

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from api_harness import Env, start_env
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
+from api_harness import Env
 
 
 def test_create_show_list_update_delete(env: Env) -> None:

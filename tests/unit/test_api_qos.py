@@ -9,33 +9,16 @@ and stock clients (openstacksdk, the `openstack` CLI) against it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from api_harness import ADMIN, ALICE, BOB, Env, openstack_cli, start_env
+from api_harness import ADMIN, ALICE, BOB, Env, openstack_cli
 
 from controller.rest.server import serve
 
 GHOST = "00000000-0000-4000-8000-00000000dead"
 POLICIES = "/v2.0/qos/policies"
 VALID_MARKS = [0, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 46, 48, 56]
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def tenv(tmp_path: Path) -> Iterator[Env]:
-    """With tokens: ADMIN (project ops), ALICE and BOB (members)."""
-    e = start_env(tmp_path / "state", tokens=True)
-    yield e
-    e.close()
 
 
 def policy(env: Env, token: Optional[str] = None, **attrs: Any) -> dict[str, Any]:

@@ -8,32 +8,14 @@ protection of a router's ports from the ports API.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
-import pytest
-from api_harness import ADMIN, ALICE, BOB, Env, start_env
+from api_harness import ADMIN, ALICE, BOB, Env
 
 GHOST = "00000000-0000-4000-8000-00000000dead"
 R = "/v2.0/routers"
 ANSWER_KEYS = {"id", "subnet_id", "subnet_ids", "port_id", "network_id", "project_id",
                "tenant_id"}
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def tenv(tmp_path: Path) -> Iterator[Env]:
-    """With tokens: ADMIN (project ops), ALICE and BOB (members)."""
-    e = start_env(tmp_path / "state", tokens=True)
-    yield e
-    e.close()
 
 
 def router(env: Env, token: Optional[str] = None, **attrs: Any) -> dict[str, Any]:

@@ -38,14 +38,6 @@ def env(tmp_path: Path) -> Iterator[Env]:
     e.close()
 
 
-@pytest.fixture
-def tenv(tmp_path: Path) -> Iterator[Env]:
-    """With tokens: ADMIN (project ops), ALICE and BOB (members)."""
-    e = start_env(tmp_path / "state", tokens=True)
-    yield e
-    e.close()
-
-
 def router(env: Env, token: Optional[str] = None, **attrs: Any) -> dict[str, Any]:
     return env.ok("POST", R, {"router": attrs}, 201, token=token)["router"]  # type: ignore[no-any-return]
 

@@ -8,12 +8,10 @@ port security, and stock clients (openstacksdk, the `openstack` CLI) against it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from api_harness import ADMIN, ALICE, BOB, Env, openstack_cli, start_env
+from api_harness import ADMIN, ALICE, BOB, Env, openstack_cli
 
 from controller import intent as model
 from controller.rest.server import serve
@@ -22,21 +20,6 @@ from controller.store.allocations import cleared
 GHOST = "00000000-0000-4000-8000-00000000dead"
 SG = "/v2.0/security-groups"
 RULES = "/v2.0/security-group-rules"
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
-
-
-@pytest.fixture
-def tenv(tmp_path: Path) -> Iterator[Env]:
-    """With tokens: ADMIN (project ops), ALICE and BOB (members)."""
-    e = start_env(tmp_path / "state", tokens=True)
-    yield e
-    e.close()
 
 
 def group(env: Env, token: Optional[str] = None, **attrs: Any) -> dict[str, Any]:

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import Env, start_env
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
+from api_harness import Env
 
 
 @pytest.fixture

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import Env, start_env
+from api_harness import Env
 
 from controller import intent as model
 from controller.rest import ipam
@@ -46,13 +44,6 @@ def test_scan_from_any_valid_start_answers_as_first_free(seed: int) -> None:
         assert bound >= start
         below = [base + i for i in pool_ints if start <= base + i < bound]
         assert all(str(ipaddress.ip_address(a)) in held for a in below)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
 
 
 def _ip(port: dict[str, Any]) -> str:

@@ -10,13 +10,11 @@ which ports' flows they hold, and count the passes instead of timing anything.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
-from api_harness import Env, start_env
+from api_harness import Env
 
 from controller import engine as engine_module
 from controller import intent as m
@@ -50,13 +48,6 @@ class Views:
 
     def view(self) -> TopologyView:
         return self.current
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    e = start_env(tmp_path / "state")
-    yield e
-    e.close()
 
 
 def _view(version: int, *, bound: str, fabric_port: bool) -> TopologyView:
