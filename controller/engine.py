@@ -897,10 +897,21 @@ class Engine:
         # else bound by binding:profile on a fabric switch?
         dpid = b.datapath_id if b is not None else self._fabric_bound(intent, view).get(port_id)
         if dpid is None:
+            if port.device_owner.startswith("network:router"):  # interface, gateway
+                return self._router_port_status(port.key)
             return "DOWN"
         with self._lock:
             worker = self._workers.get(dpid)
         return "ACTIVE" if worker is not None and worker.sync.has_port(port.key) else "DOWN"
+
+    def _router_port_status(self, key: int) -> str:
+        """A router's port is bound nowhere: the router lives on every switch of its
+        networks. ACTIVE once some switch holds the port's flows (its ARP answer), as
+        Neutron shows a router interface that works. Routers are few; their ports'
+        status costs a look at each switch."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return "ACTIVE" if any(w.sync.has_port(key) for w in workers) else "DOWN"
 
     # (intent snapshot, topology view, port id -> fabric switch), see _fabric_bound
     _fabric_bound_cache: Optional[tuple[Intent, Any, Mapping[str, int]]] = None

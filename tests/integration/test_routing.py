@@ -166,6 +166,9 @@ def test_the_router_answers_ping_on_every_interface_address(lab: Lab) -> None:
     for src in ("f1", "f2", "k1", "k2"):
         for addr in ("10.1.1.1", "10.1.2.1"):
             assert lab.guest(src).ping(addr, count=2, interval=0.2) == (2, 2), (src, addr)
+    # and the API says so: the router's ports are ACTIVE, as Neutron shows working ones
+    ports = lab.api.get("/v2.0/ports?device_owner=network:router_interface").ok()["ports"]
+    assert len(ports) == 2 and {p["status"] for p in ports} == {"ACTIVE"}, ports
 
 
 def test_a_third_project_with_the_same_addresses_is_never_reached(lab: Lab) -> None:
