@@ -1,5 +1,6 @@
-"""A restart's OpenFlow side starts before the store loads (issue 11): switches that
-connect meanwhile are read at once and handed, with their reads, to the engine."""
+"""A restart's first read and diff (issue 11): a switch's read can be adopted by its
+worker (`SwitchSync.adopt`), the one-pass diff equals the two-pass one, and a match
+field's cached hash is its fields' hash."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 import pytest
 
 from controller.flows import MatchField
-from controller.launcher import EarlyOpenFlow
 from controller.reconciler import SwitchSync, diff_flows
 
 
@@ -38,54 +38,6 @@ class FakeEngine:
 
     def of_port(self, dpid: int, port_no: int, name: str, up: Any) -> None:
         self.calls.append(("port", dpid, port_no, name, up))
-
-
-@pytest.fixture
-def early(monkeypatch: pytest.MonkeyPatch) -> EarlyOpenFlow:
-    import apps.loom_ofp
-
-    monkeypatch.setattr(apps.loom_ofp, "ENGINE", None)
-    e = EarlyOpenFlow()
-    monkeypatch.setattr(e, "_read", lambda channel: (lambda: ("read", channel.datapath_id)))
-    return e
-
-
-def test_what_happens_before_the_engine_is_handed_over(early: EarlyOpenFlow) -> None:
-    import apps.loom_ofp
-
-    a, b, b2 = FakeChannel(1), FakeChannel(2), FakeChannel(2)
-    early.of_switch_up(1, {1: ("tap1", True)})
-    early.switch_connected(a)
-    early.of_port(1, 2, "tap2", True)
-    early.of_port(1, 1, "tap1", None)
-    early.of_switch_up(2, {})
-    early.switch_connected(b)
-    early.switch_disconnected(b)
-    early.of_switch_down(2)
-    early.of_switch_up(2, {5: ("tap5", False)})
-    early.switch_connected(b2)
-    assert early.probe_targets() == [] and early.lldp_in(1, 1, b"") is True
-    engine = FakeEngine()
-    early.attach(engine)
-    assert apps.loom_ofp.ENGINE is engine
-    ups = [c for c in engine.calls if c[0] == "up"]
-    assert ups == [("up", 1, {2: ("tap2", True)}), ("up", 2, {5: ("tap5", False)})]
-    connected = [(c[1], c[2]()) for c in engine.calls if c[0] == "connected"]
-    assert connected == [(a, ("read", 1)), (b2, ("read", 2))]
-    # after the hand-over, calls go to the engine as they come
-    engine.calls.clear()
-    early.of_port(1, 3, "tap3", True)
-    early.switch_disconnected(a)
-    assert engine.calls == [("port", 1, 3, "tap3", True), ("disconnected", a)]
-
-
-def test_a_switch_gone_before_the_hand_over_is_not_handed(early: EarlyOpenFlow) -> None:
-    a = FakeChannel(1)
-    early.switch_connected(a)
-    a.closed.set()
-    engine = FakeEngine()
-    early.attach(engine)
-    assert [c for c in engine.calls if c[0] == "connected"] == []
 
 
 def test_adopt_takes_an_earlier_read() -> None:
