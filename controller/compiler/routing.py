@@ -61,8 +61,9 @@ from functools import lru_cache
 from typing import Optional
 
 from controller import pipeline as pl
+from controller.compiler.network import OFPP_IN_PORT
 from controller.compiler.overlay import physnet_of, provider_mac_flow, remote_mac_flow, zone_of
-from controller.compiler.ports import ETH_IPV4, split_ips
+from controller.compiler.ports import _ALL_ONES_64, ETH_IPV4, split_ips
 from controller.flows import (
     Action,
     CtClear,
@@ -81,8 +82,6 @@ from controller.topology import TUNNEL_TYPES, TopologyView
 IPPROTO_ICMP = 1
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
-OFPP_IN_PORT = 0xFFFFFFF8
-_ALL_ONES_64 = (1 << 64) - 1
 # Ports that stand for a router or a floating address rather than a guest: never a
 # next hop (their MAC is not in any l2_lookup: a routed packet to it would flood).
 _NOT_A_HOST = ("network:router", "network:floatingip")
