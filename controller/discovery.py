@@ -379,10 +379,14 @@ class LinkTable:
                           "switch disconnected", flap=False, now=now)
 
     # ---- outputs
-    def settled(self, ends: set[Endpoint], probes: int) -> bool:
-        """Each of `ends` has a link (in use or held) or sent `probes` probes."""
-        linked = {e for k in self._state for e in k if e in ends}
-        return all(e in linked or self._sent.get(e, 0) >= probes for e in ends)
+    def settled(self, ends: set[Endpoint], probes: int,
+                must_link: frozenset[Endpoint] = frozenset()) -> bool:
+        """Each of `ends` has a link (in use or held) or sent `probes` probes; those of
+        `must_link` (that had a link before) only by a link."""
+        wanted = ends | must_link
+        linked = {e for k in self._state for e in k if e in wanted}
+        return all(e in linked or (e not in must_link and self._sent.get(e, 0) >= probes)
+                   for e in wanted)
 
     def links(self) -> dict[Endpoint, Endpoint]:
         """Links in use, as a symmetric map."""
@@ -499,14 +503,21 @@ class Discovery:
             for port_no in ports:
                 self._table.sent((datapath_id, port_no), now)
 
-    def settled(self, datapath_id: int, ports: Iterable[int]) -> bool:
+    def settled(self, datapath_id: int, ports: Iterable[int],
+                linked_before: Iterable[int] = ()) -> bool:
         """Whether discovery has had its say on each of `ports`: a link learnt (in use
         or held), or `SETTLE_PROBES` probes out of it with none. Until then a switch
         that just connected would be given a state without its links: after a
         controller restart that deletes the fabric flows it holds, only to put them
-        back a moment later (the engine waits for this, `FABRIC_SETTLE_MAX` at most)."""
+        back a moment later (the engine waits for this, `FABRIC_SETTLE_MAX` at most).
+
+        `linked_before`: ports the switch's own flows still use as links (it held them
+        when it connected). Those settle only by a link: unanswered probes there mean
+        the neighbour has not reconnected yet, not that it is a host port."""
         with self._lock:
-            return self._table.settled({(datapath_id, p) for p in ports}, SETTLE_PROBES)
+            return self._table.settled(
+                {(datapath_id, p) for p in ports}, SETTLE_PROBES,
+                frozenset((datapath_id, p) for p in linked_before))
 
     def port_up(self, datapath_id: int, port_no: int) -> None:
         with self._lock:

@@ -25,7 +25,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from controller import pipeline as pl
 from controller.compiler import DesiredSwitch, compile_switch
 from controller.compiler.core import FlowKey, Placement
-from controller.compiler.fabric import fabric_bindings, regroup, repair_patches, routing_plan
+from controller.compiler.fabric import (
+    fabric_bindings,
+    link_ports_in,
+    regroup,
+    repair_patches,
+    routing_plan,
+)
 from controller.compiler.incremental import Compiler
 from controller.compiler.tunnels import desired_tunnels
 from controller.discovery import Discovery, LinkTable
@@ -55,6 +61,11 @@ PROTECTION_QUIET = 1.0
 # settled its ports (`Discovery.settled`), or after this long: what it holds (after a
 # controller restart, everything) stays untouched until the links are known again.
 FABRIC_SETTLE_MAX = 4.0
+# ...or, for a switch whose next-hop groups still use links (a controller restart),
+# after this long: until then it forwards on what it holds (its failover groups and
+# detours cover a link lost meanwhile), and a loaded machine may take more than
+# FABRIC_SETTLE_MAX to hear every neighbour again.
+FABRIC_RELEARN_MAX = 10.0
 PROTECTION_YIELD = 0.002
 
 # How long a chassis' integration bridge may go without an OpenFlow connection to
@@ -144,6 +155,7 @@ class SwitchWorker:
         self._wake = threading.Event()
         self.connected_at = time.time()
         self.connected_mono = time.monotonic()
+        self._held_links: Optional[frozenset[int]] = None
         self.error: Optional[str] = None
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"switch {channel.datapath_id:#x}")
@@ -154,6 +166,15 @@ class SwitchWorker:
 
     def start(self) -> None:
         self._thread.start()
+
+    def held_link_ports(self) -> frozenset[int]:
+        """The ports the switch's next-hop groups used as links when it connected
+        (`link_ports_in`); empty until what it holds has been read."""
+        if self._held_links is None:
+            if self.sync.installed is None:
+                return frozenset()
+            self._held_links = link_ports_in(self.sync.installed_groups)
+        return self._held_links
 
     def pending(self) -> Optional[DesiredSwitch]:
         """The newest desired state handed to this worker (pushed or not yet)."""
@@ -403,14 +424,41 @@ class Engine:
             self._held_unsettled = False
             self.kick()
 
-    def _fabric_settled(self, worker: SwitchWorker, topo: Any) -> bool:
-        """Whether a fabric switch may be given its state yet (`FABRIC_SETTLE_MAX`)."""
-        dpid = worker.datapath_id
-        if dpid not in topo.fabric_switches or worker.sync.synced is not None \
-                or time.monotonic() - worker.connected_mono >= FABRIC_SETTLE_MAX:
-            return True
-        up = [no for (d, no), is_up in topo.port_state.items() if d == dpid and is_up]
-        return self.discovery.settled(dpid, up)
+    @staticmethod
+    def _waits_to_settle(worker: SwitchWorker, topo: Any, now: float) -> bool:
+        """A fabric switch not yet given a state since it connected, and not waiting
+        longer than `FABRIC_SETTLE_MAX` (`FABRIC_RELEARN_MAX` if it holds links)."""
+        if worker.datapath_id not in topo.fabric_switches or worker.sync.synced is not None \
+                or worker.channel.closed.is_set():
+            return False
+        cap = FABRIC_RELEARN_MAX if worker.held_link_ports() else FABRIC_SETTLE_MAX
+        return now - worker.connected_mono < cap
+
+    def _fabric_ready(self, topo: Any, workers: Mapping[int, SwitchWorker]) -> bool:
+        """Whether the fabric switches that just connected may be given their states.
+
+        A fabric switch's flows depend on every link (its next hop to each switch),
+        so none is given a state until discovery has settled the ports of every one
+        that is waiting (`_waits_to_settle`). After a controller restart each waits
+        also for the links its own next-hop groups still use (`link_ports_in`): a
+        neighbour that reconnects a moment later must not read as a host port, or
+        the switches would be given a state without that link, then the one with it
+        (flow_mods for nothing, seen as a flaky test_fabric_detour)."""
+        now = time.monotonic()
+        waiting = [w for w in workers.values() if self._waits_to_settle(w, topo, now)]
+        by_switch: dict[int, list[int]] = {}
+        for (d, no), is_up in topo.port_state.items():
+            if is_up:
+                by_switch.setdefault(d, []).append(no)
+        for worker in waiting:
+            if worker.sync.installed is None:
+                return False  # what it holds is being read: its links are not known yet
+            dpid = worker.datapath_id
+            up = by_switch.get(dpid, [])
+            held = worker.held_link_ports().intersection(up)
+            if not self.discovery.settled(dpid, up, held):
+                return False
+        return True
 
     def _fabric_installed(self, dpids: Any, version: int) -> bool:
         """Every switch in `dpids` is connected and runs topology `version` or later."""
@@ -497,6 +545,7 @@ class Engine:
         urgent = [d for d in order if stage is not None and d in stage.urgent]
         if urgent and placement.fabric is not None:
             self._regroup_urgent(urgent, placement.fabric, workers)
+        fabric_ready = self._fabric_ready(topo, workers)
         for n, dpid in enumerate(order):
             if urgent and n == len(urgent):
                 self._wait_urgent_wave(urgent, topo.version, workers)
@@ -508,7 +557,8 @@ class Engine:
                 self._dirty.set()
                 return
             worker = workers.get(dpid)
-            if worker is not None and not self._fabric_settled(worker, topo):
+            if worker is not None and not fabric_ready \
+                    and self._waits_to_settle(worker, topo, time.monotonic()):
                 self._held_unsettled = True
                 continue
             desired = compile_switch(intent, topo, dpid, placement)

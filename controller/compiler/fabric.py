@@ -60,7 +60,7 @@ from controller.flows import (
     match,
 )
 from controller.intent import Intent, Network, Port
-from controller.ofwire.consts import OFPP_ANY
+from controller.ofwire.consts import OFPP_ANY, OFPP_MAX
 from controller.topology import FabricStage, TopologyView
 
 Members = Sequence[tuple[Port, Any]]
@@ -492,6 +492,22 @@ def next_hop_group(plan: FabricPlan, src: int, dst: int, group_id: int,
                 return old  # the same route: the switch already skips the dead buckets
         return new
     return _next_hop_group(plan, src, dst, group_id, fast_failover)
+
+
+def link_ports_in(groups: Mapping[int, Group]) -> frozenset[int]:
+    """The ports a switch's next-hop groups send on (or watch): the links it was last
+    given. After a controller restart they say which ports must be re-learnt as links
+    before the switch is given a new state (`Discovery.settled`)."""
+    ports: set[int] = set()
+    for gid, group in groups.items():
+        if gid & pl.FABRIC_GROUP_BASE == 0:
+            continue
+        for bucket in group.buckets:
+            if bucket.watch_port < OFPP_MAX:
+                ports.add(bucket.watch_port)
+            ports.update(a.port for a in bucket.actions
+                         if isinstance(a, Output) and a.port < OFPP_MAX)
+    return frozenset(ports)
 
 
 def regroup(plan: FabricPlan, datapath_id: int, groups: Mapping[int, Group],

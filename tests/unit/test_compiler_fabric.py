@@ -9,6 +9,7 @@ import networkx as nx
 
 from controller import pipeline as pl
 from controller.compiler import compile_all
+from controller.compiler.fabric import link_ports_in
 from controller.flows import GroupAction, Output, PushVlan, SetField, mac, match
 from controller.intent import FixedIP, Intent, Network, Port
 from controller.topology import TopologyView
@@ -124,3 +125,14 @@ def test_without_fast_failover_buckets_watch_nothing():
     d = compile_all(intent, topo, fast_failover=False)[0x201]
     groups = [g for g in d.groups.values() if g.group_id & pl.FABRIC_GROUP_BASE]
     assert groups and all(b.watch_port == 0xFFFFFFFF for g in groups for b in g.buckets)
+
+
+def test_the_links_a_switch_was_given_are_read_back_from_its_next_hop_groups():
+    """What a restarted controller waits to re-learn: every link port of the switch,
+    and neither host ports nor flood groups' outputs taken for links."""
+    _, _, _, intent, topo = leafspine()
+    compiled = compile_all(intent, topo)
+    assert link_ports_in(compiled[0x201].groups) == {1, 2}
+    assert link_ports_in(compiled[0x101].groups) == {1, 2, 3}
+    cut = compile_all(*leafspine(cut=(0x201, 0x101))[3:])
+    assert link_ports_in(cut[0x201].groups) == {2}

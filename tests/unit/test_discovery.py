@@ -682,3 +682,17 @@ def test_a_port_is_settled_by_a_link_or_by_unanswered_probes() -> None:
     assert not table.settled({a, host}, 2)
     table.sent(host, 1.0)
     assert table.settled({a, host}, 2)
+
+
+def test_a_port_that_was_a_link_is_settled_only_by_a_link_again() -> None:
+    """After a controller restart a switch's next-hop groups say which ports were
+    links; unanswered probes there mean a neighbour not back yet, not a host port."""
+    table = LinkTable()
+    a, b, host = (1, 1), (2, 1), (1, 2)
+    for t in (0.0, 1.0, 2.0):
+        table.sent(a, t)
+        table.sent(host, t)
+    assert table.settled({a, host}, 2)
+    assert not table.settled({a, host}, 2, frozenset({a}))
+    heard_both_ways(table, a, b, 3.0)
+    assert table.settled({a, host}, 2, frozenset({a}))
