@@ -35,7 +35,7 @@ from controller.compiler.fabric import (
 from controller.compiler.incremental import Compiler
 from controller.compiler.tunnels import desired_tunnels
 from controller.discovery import Discovery, LinkTable
-from controller.intent import Intent
+from controller.intent import Intent, Port
 from controller.ofwire.consts import OFPP_MAX
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
 from controller.southbound.chassis import ControllerLink
@@ -948,20 +948,53 @@ class Engine:
         dpid = b.datapath_id if b is not None else self._fabric_bound(intent, view).get(port_id)
         if dpid is None:
             if port.device_owner.startswith("network:router"):  # interface, gateway
-                return self._router_port_status(port.key)
+                return self._router_port_status(port)
             return "DOWN"
         with self._lock:
             worker = self._workers.get(dpid)
         return "ACTIVE" if worker is not None and worker.sync.has_port(port.key) else "DOWN"
 
-    def _router_port_status(self, key: int) -> str:
+    # router port key -> a switch last seen holding its flows (see _router_port_status)
+    _router_port_seen: Optional[dict[int, int]] = None
+    _ROUTER_PORT_SEEN_MAX = 65536
+
+    def _router_port_status(self, port: Port) -> str:
         """A router's port is bound nowhere: the router lives on every switch of its
         networks. ACTIVE once some switch holds the port's flows (its ARP answer), as
-        Neutron shows a router interface that works. Routers are few; their ports'
-        status costs a look at each switch."""
+        Neutron shows a router interface that works.
+
+        A list of N router ports asks this N times, so it never asks every switch: the
+        switch last seen holding the port's flows is asked first (O(1) while it still
+        does), then the switches the compiler placed a port of the port's network on,
+        the only ones its flows are compiled for (`Compiler.carriers_of`). Only without
+        the compiler's unit state (a fabric is compiled in full, switch by switch) does
+        it ask every connected switch. ACTIVE is always what a switch's installed flows
+        say (`has_port`), never what the compiler merely intends."""
+        key = port.key
+        seen = self._router_port_seen
+        if seen is None:
+            seen = self._router_port_seen = {}
+        hint = seen.get(key)
+        if hint is not None and self._switch_holds_port(hint, key):
+            return "ACTIVE"
+        carriers = self._compiler.carriers_of(port.network_id)
+        if carriers is None:
+            with self._lock:
+                carriers = tuple(self._workers)
+        for dpid in carriers:
+            if dpid != hint and self._switch_holds_port(dpid, key):
+                if len(seen) >= self._ROUTER_PORT_SEEN_MAX:
+                    seen.clear()  # deleted ports' hints: forget them all, now and then
+                seen[key] = dpid
+                return "ACTIVE"
+        seen.pop(key, None)
+        return "DOWN"
+
+    def _switch_holds_port(self, dpid: int, key: int) -> bool:
+        """Whether the connected switch `dpid` has the port's flows installed."""
         with self._lock:
-            workers = list(self._workers.values())
-        return "ACTIVE" if any(w.sync.has_port(key) for w in workers) else "DOWN"
+            worker = self._workers.get(dpid)
+        return worker is not None and worker.sync.has_port(key)
 
     # (intent snapshot, topology view, port id -> fabric switch), see _fabric_bound
     _fabric_bound_cache: Optional[tuple[Intent, Any, Mapping[str, int]]] = None

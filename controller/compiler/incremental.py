@@ -262,6 +262,18 @@ class Compiler:
     def shaping(self) -> dict[int, Mapping[str, Shaping]]:
         return {d: sw.qos.shaping for d, sw in self.switches.items()}
 
+    def carriers_of(self, network_id: str) -> Optional[tuple[int, ...]]:
+        """Read-only, safe from another thread: the switches the last compile placed a
+        port of network `network_id` on, in no order. Each holds the network's ARP
+        answers (`_netport_unit`), a router port's own flows among them (a router's
+        port is placed nowhere). O(those switches). None when this compiler keeps no
+        unit state: nothing compiled yet, or a fabric (`_full_fabric`)."""
+        topo = self.topo
+        if self.intent is None or topo is None or topo.fabric_switches:
+            return None
+        # one C-level copy under the GIL: the compile thread may be editing the map
+        return tuple(self.by_network.get(network_id, ()))
+
     # ------------------------------------------------------------------ entry point
     def update(self, intent: Intent, topo: TopologyView, idelta: Optional[IntentDelta],
                tdelta: Optional[TopologyDelta]) -> dict[int, Offer]:

@@ -1,7 +1,8 @@
 """Per-snapshot lookup tables, kept for each snapshot and shared by all requests.
 
 The intent snapshot is keyed by id; requests need "subnets of network N", "IPs used
-in subnet S", "segmentation ids used by type T". Building those is O(objects), so it
+in subnet S", "segmentation ids used by type T", "interfaces of router R", "the
+router (or floating IP) whose port P is". Building those is O(objects), so it
 is done once (cached by snapshot identity) and then carried from snapshot to
 snapshot: the index of a new snapshot is its predecessor's updated for the ids the
 store says changed (`intent_delta.delta_between`), copying only the groups those
@@ -15,10 +16,13 @@ import threading
 import weakref
 from typing import Any, Optional
 
+import immutables
+
 from controller import intent as model
 from controller.intent_delta import IntentDelta, delta_between, make_delta, published
 
-_INDEXED = frozenset({"subnets", "ports", "networks"})
+_INDEXED = frozenset({"subnets", "ports", "networks", "routers", "router_interfaces",
+                      "floating_ips"})
 
 
 def _subnet_order(s: model.Subnet) -> tuple[str, str]:
@@ -41,6 +45,15 @@ class IntentIndex:
         # `derive`, lowered when an address is given back, dropped when the subnet
         # changes; a lower value is always right, only slower.
         self.free_from: dict[str, int] = {}
+        # L3 rows by what names them (group -> row id -> row, or -> owner id): a
+        # router's interfaces, the interface row naming a port, a subnet's interfaces,
+        # the router whose gateway port a port is, the floating IP whose port it is.
+        # Persistent maps (`_MapGroups`): a write costs what it touched, not a copy.
+        self.router_ifaces: immutables.Map[str, dict[str, model.RouterInterface]] = _NO_GROUPS
+        self.port_ifaces: immutables.Map[str, dict[str, model.RouterInterface]] = _NO_GROUPS
+        self.subnet_ifaces: immutables.Map[str, dict[str, model.RouterInterface]] = _NO_GROUPS
+        self.gateway_routers: immutables.Map[str, dict[str, str]] = _NO_GROUPS  # -> router ids
+        self.floating_ports: immutables.Map[str, dict[str, str]] = _NO_GROUPS  # -> fip ids
         if _empty:
             return
         subnets: dict[str, list[model.Subnet]] = {}
@@ -54,6 +67,25 @@ class IntentIndex:
                 self.used_ips.setdefault(f.subnet_id, {})[f.ip_address] = p.id
         for n in intent.networks.values():
             self.segments.setdefault(n.network_type, {})[n.segmentation_id] = n.id
+        by_router: dict[str, dict[str, model.RouterInterface]] = {}
+        by_port: dict[str, dict[str, model.RouterInterface]] = {}
+        by_subnet: dict[str, dict[str, model.RouterInterface]] = {}
+        for ri in intent.router_interfaces.values():
+            by_router.setdefault(ri.router_id, {})[ri.id] = ri
+            by_port.setdefault(ri.port_id, {})[ri.id] = ri
+            by_subnet.setdefault(ri.subnet_id, {})[ri.id] = ri
+        gateways: dict[str, dict[str, str]] = {}
+        for r in intent.routers.values():
+            if r.gateway_port_id:
+                gateways.setdefault(r.gateway_port_id, {})[r.id] = r.id
+        floating: dict[str, dict[str, str]] = {}
+        for fip in intent.floating_ips.values():
+            if fip.floating_port_id:
+                floating.setdefault(fip.floating_port_id, {})[fip.id] = fip.id
+        self.router_ifaces, self.port_ifaces = immutables.Map(by_router), immutables.Map(by_port)
+        self.subnet_ifaces = immutables.Map(by_subnet)
+        self.gateway_routers, self.floating_ports = immutables.Map(gateways), \
+            immutables.Map(floating)
 
     def subnets_of(self, network_id: str) -> list[model.Subnet]:
         return self.subnets_by_network.get(network_id, [])
@@ -62,6 +94,31 @@ class IntentIndex:
         """The network's ports in id order."""
         ports = self.ports_by_network.get(network_id)
         return sorted(ports.values(), key=lambda p: p.id) if ports else []
+
+    def interfaces_of(self, router_id: str) -> list[model.RouterInterface]:
+        """The router's interfaces, by port id: O(its interfaces), whatever the fleet."""
+        ifaces = self.router_ifaces.get(router_id)
+        return sorted(ifaces.values(), key=lambda i: i.port_id) if ifaces else []
+
+    def interfaces_on_port(self, port_id: str) -> list[model.RouterInterface]:
+        """The Router_Interface rows naming the port (one, for a router's port), by id."""
+        ifaces = self.port_ifaces.get(port_id)
+        return [ifaces[k] for k in sorted(ifaces)] if ifaces else []
+
+    def interfaces_on_subnet(self, subnet_id: str) -> list[model.RouterInterface]:
+        """The Router_Interface rows on the subnet (one per router attached to it), by id."""
+        ifaces = self.subnet_ifaces.get(subnet_id)
+        return [ifaces[k] for k in sorted(ifaces)] if ifaces else []
+
+    def gateway_router(self, port_id: str) -> Optional[str]:
+        """The router whose gateway port `port_id` is, if any."""
+        routers = self.gateway_routers.get(port_id)
+        return min(routers) if routers else None
+
+    def floating_ip_of_port(self, port_id: str) -> Optional[str]:
+        """The floating IP whose floating port `port_id` is, if any."""
+        fips = self.floating_ports.get(port_id)
+        return min(fips) if fips else None
 
     def derive(self, intent: model.Intent, delta: IntentDelta) -> IntentIndex:
         """The index of `intent`, which is this index's snapshot changed by `delta`.
@@ -134,7 +191,60 @@ class IntentIndex:
                 if after_n is not None:
                     segs.set(after_n.network_type, after_n.segmentation_id, nid)
             new.segments = segs.out
+        new._derive_l3(self, old, intent, delta)
         return new
+
+    def _derive_l3(self, base: IntentIndex, old: model.Intent, intent: model.Intent,
+                   delta: IntentDelta) -> None:
+        """The L3 groups of `base` (the index of `old`) updated for the routers, router
+        interfaces and floating IPs `delta` touched: O(those ids x log), copy on write,
+        never a pass over (or a copy of) a table or a map."""
+        self.router_ifaces, self.port_ifaces = base.router_ifaces, base.port_ifaces
+        self.subnet_ifaces = base.subnet_ifaces
+        self.gateway_routers, self.floating_ports = base.gateway_routers, base.floating_ports
+        iface_ids = delta.ids("router_interfaces")
+        if iface_ids:
+            by_router = _MapGroups(base.router_ifaces)
+            by_port = _MapGroups(base.port_ifaces)
+            by_subnet = _MapGroups(base.subnet_ifaces)
+            for iid in iface_ids:
+                before = old.router_interfaces.get(iid)
+                if before is not None:
+                    by_router.remove(before.router_id, iid, before)
+                    by_port.remove(before.port_id, iid, before)
+                    by_subnet.remove(before.subnet_id, iid, before)
+            for iid in iface_ids:
+                after = intent.router_interfaces.get(iid)
+                if after is not None:
+                    by_router.set(after.router_id, iid, after)
+                    by_port.set(after.port_id, iid, after)
+                    by_subnet.set(after.subnet_id, iid, after)
+            self.router_ifaces, self.port_ifaces = by_router.finish(), by_port.finish()
+            self.subnet_ifaces = by_subnet.finish()
+        router_ids = delta.ids("routers")
+        if router_ids:
+            gateways = _MapGroups(base.gateway_routers)
+            for rid in router_ids:
+                before_r = old.routers.get(rid)
+                if before_r is not None and before_r.gateway_port_id:
+                    gateways.remove(before_r.gateway_port_id, rid, rid)
+            for rid in router_ids:
+                after_r = intent.routers.get(rid)
+                if after_r is not None and after_r.gateway_port_id:
+                    gateways.set(after_r.gateway_port_id, rid, rid)
+            self.gateway_routers = gateways.finish()
+        fip_ids = delta.ids("floating_ips")
+        if fip_ids:
+            floating = _MapGroups(base.floating_ports)
+            for fid in fip_ids:
+                before_f = old.floating_ips.get(fid)
+                if before_f is not None and before_f.floating_port_id:
+                    floating.remove(before_f.floating_port_id, fid, fid)
+            for fid in fip_ids:
+                after_f = intent.floating_ips.get(fid)
+                if after_f is not None and after_f.floating_port_id:
+                    floating.set(after_f.floating_port_id, fid, fid)
+            self.floating_ports = floating.finish()
 
 
 def _lower(free_from: dict[str, int], subnet_id: str, ip: str) -> None:
@@ -176,6 +286,41 @@ class _Groups:
         self._group(group)[key] = value
 
 
+_NO_GROUPS: immutables.Map[Any, Any] = immutables.Map()
+
+
+class _MapGroups:
+    """`_Groups` over a persistent map (immutables.Map of group -> dict): an edit costs
+    O(log groups) plus a copy of the group edited (the first time), the map itself is
+    never copied. The groups of a finished map are shared: never edited in place."""
+
+    def __init__(self, base: immutables.Map[Any, dict[Any, Any]]) -> None:
+        self._map = base.mutate()
+        self._copied: set[Any] = set()
+
+    def _group(self, group: Any) -> dict[Any, Any]:
+        if group not in self._copied:
+            self._copied.add(group)
+            self._map[group] = dict(self._map.get(group, ()))
+        return self._map[group]  # type: ignore[no-any-return]
+
+    def remove(self, group: Any, key: Any, value: Any) -> None:
+        current = self._map.get(group)
+        if current is None or current.get(key) != value:
+            return  # someone else holds it (or nobody): leave it
+        g = self._group(group)
+        del g[key]
+        if not g:
+            del self._map[group]
+            self._copied.discard(group)
+
+    def set(self, group: Any, key: Any, value: Any) -> None:
+        self._group(group)[key] = value
+
+    def finish(self) -> immutables.Map[Any, dict[Any, Any]]:
+        return self._map.finish()
+
+
 _lock = threading.Lock()
 _cache: list[IntentIndex] = []  # of published snapshots, newest first
 _others: list[IntentIndex] = []  # of any other Intent (tests, a transaction's view)
@@ -214,7 +359,7 @@ def index_of(intent: model.Intent) -> IntentIndex:
 
 def _too_big(delta: IntentDelta, intent: model.Intent) -> bool:
     size = sum(len(delta.ids(attr)) for attr in _INDEXED)
-    return size > max(64, (len(intent.ports) + len(intent.subnets) + len(intent.networks)) // 4)
+    return size > max(64, sum(len(getattr(intent, attr)) for attr in _INDEXED) // 4)
 
 
 def index_for_write(helper: Any) -> IntentIndex:

@@ -465,7 +465,7 @@ class Ports(Resource):
         if updated == port:
             return port
         if port.device_owner.startswith("network:"):
-            check_router_port_update(intent, port, updated)
+            check_router_port_update(index_for_write(helper), port, updated)
         updated = dataclasses.replace(
             updated, updated_at=now(), revision_number=port.revision_number + 1
         )
@@ -473,7 +473,7 @@ class Ports(Resource):
         return updated
 
     def delete(self, principal: Principal, port: model.Port, helper: TxnHelper) -> None:
-        if l3_owner(helper.current(), port) is not None:  # Neutron's prevent_l3_port_deletion
+        if l3_owner(index_for_write(helper), port) is not None:  # prevent_l3_port_deletion
             raise conflict(
                 "ServicePortInUse",
                 f"Port {port.id} cannot be deleted directly via the port API: "
@@ -482,24 +482,25 @@ class Ports(Resource):
         helper.delete(model.Port, port.id)
 
 
-def l3_owner(intent: model.Intent, port: model.Port) -> Optional[str]:
+def l3_owner(idx: IntentIndex, port: model.Port) -> Optional[str]:
     """The router (or floating IP) whose interface, gateway or floating IP port `port`
-    is, by the rows that name it; only ports with such a device owner are looked up."""
+    is, by the rows that name it; only ports with such a device owner are looked up.
+    Looked up in the snapshot's index (`idx`, e.g. `index_for_write(helper)`) by port
+    id: O(1), not a pass over the routers, interfaces or floating IPs."""
     if port.device_owner == ROUTER_INTERFACE:
-        found = (i.router_id for i in intent.router_interfaces.values() if i.port_id == port.id)
-    elif port.device_owner == ROUTER_GATEWAY:
-        found = (r.id for r in intent.routers.values() if r.gateway_port_id == port.id)
-    elif port.device_owner == FLOATINGIP:
-        found = (f.id for f in intent.floating_ips.values() if f.floating_port_id == port.id)
-    else:
-        return None
-    return next(found, None)
+        ifaces = idx.interfaces_on_port(port.id)
+        return ifaces[0].router_id if ifaces else None
+    if port.device_owner == ROUTER_GATEWAY:
+        return idx.gateway_router(port.id)
+    if port.device_owner == FLOATINGIP:
+        return idx.floating_ip_of_port(port.id)
+    return None
 
 
-def check_router_port_update(intent: model.Intent, port: model.Port, updated: model.Port) -> None:
+def check_router_port_update(idx: IntentIndex, port: model.Port, updated: model.Port) -> None:
     """A router's port keeps its owner, and its one address on the interface's subnet:
     the router's Router_Interface row names both (remove the interface instead)."""
-    router = l3_owner(intent, port) if port.device_owner == ROUTER_INTERFACE else None
+    router = l3_owner(idx, port) if port.device_owner == ROUTER_INTERFACE else None
     if router is None:
         return
     if (updated.device_owner, updated.device_id) != (port.device_owner, port.device_id) or [

@@ -43,7 +43,7 @@ from controller.rest.errors import (
     conflict,
     not_found,
 )
-from controller.rest.index import index_for_write
+from controller.rest.index import IntentIndex, index_for_write
 from controller.rest.policy import network_owner, owns, subnet_visible
 from controller.rest.ports import ROUTER_INTERFACE, resolve_fixed_ips
 from controller.rest.resource import now
@@ -56,12 +56,11 @@ def router_bad(message: str) -> BadRequest:
     return bad_request("BadRequest", f"Bad router request: {message}.")
 
 
-def interfaces_of(intent: model.Intent, router_id: str) -> list[model.RouterInterface]:
-    """The router's interfaces (routers and their interfaces are few: a scan)."""
-    return sorted(
-        (i for i in intent.router_interfaces.values() if i.router_id == router_id),
-        key=lambda i: i.port_id,
-    )
+def interfaces_of(idx: IntentIndex, router_id: str) -> list[model.RouterInterface]:
+    """The router's interfaces by port id, from the snapshot's index (`idx`, e.g.
+    `index_for_write(helper)`): O(the router's interfaces), not a pass over every
+    Router_Interface row."""
+    return idx.interfaces_of(router_id)
 
 
 def bump(helper: TxnHelper, router: model.Router, **changes: Any) -> model.Router:
@@ -123,7 +122,7 @@ def _subnet(principal: Principal, intent: model.Intent, subnet_id: str) -> model
 
 
 def check_router_subnets(
-    intent: model.Intent, router: model.Router, new: list[model.Subnet]
+    idx: IntentIndex, router: model.Router, new: list[model.Subnet]
 ) -> None:
     """Neutron's _check_for_dup_router_subnets: no second port on a subnet, no overlap;
     and IPv4 only, because that is all the data plane routes (compiler/routing.py): an
@@ -132,9 +131,10 @@ def check_router_subnets(
         if s.ip_version != 4:
             raise router_bad(
                 f"Subnet {s.id} is IPv{s.ip_version}: Loom routes IPv4 subnets only")
+    intent = idx.intent
     new_ids = {s.id for s in new}
     attached: list[str] = []
-    for iface in interfaces_of(intent, router.id):
+    for iface in interfaces_of(idx, router.id):
         port = intent.ports.get(iface.port_id)
         for f in port.fixed_ips if port is not None else ():
             if f.subnet_id in new_ids:
@@ -164,9 +164,9 @@ def _add_by_subnet(
             f"Cannot add interface to router because subnet {subnet.id} is not owned by "
             "project making the request"
         )
-    check_router_subnets(intent, router, [subnet])
-    network = intent.networks[subnet.network_id]
     idx = index_for_write(helper)
+    check_router_subnets(idx, router, [subnet])
+    network = intent.networks[subnet.network_id]
     port_id = helper.new_id()
     fixed_ips = resolve_fixed_ips(
         network,
@@ -235,7 +235,7 @@ def _add_by_port(
     if not port.fixed_ips:
         raise router_bad("Router port must have at least one fixed IP")
     subnets = [intent.subnets[f.subnet_id] for f in port.fixed_ips]
-    check_router_subnets(intent, router, subnets)
+    check_router_subnets(index_for_write(helper), router, subnets)
     if len([s for s in subnets if s.ip_version == 4]) > 1:
         raise router_bad("Cannot have multiple IPv4 subnets on router port")
     if len(subnets) > 1:
@@ -287,16 +287,17 @@ def _not_needed_by_routes(router: model.Router, subnet: model.Subnet) -> None:
 
 
 def _find(
-    intent: model.Intent, router: model.Router, body: dict[str, str]
+    idx: IntentIndex, router: model.Router, body: dict[str, str]
 ) -> Optional[model.RouterInterface]:
+    """The router's interface on the port (else the subnet) asked for: the rows naming
+    that port (or subnet), not the router's other interfaces nor anyone else's."""
     port_id, subnet_id = body.get("port_id"), body.get("subnet_id")
-    for iface in interfaces_of(intent, router.id):
-        if port_id is not None:
-            if iface.port_id == port_id:
-                return iface
-        elif iface.subnet_id == subnet_id:
-            return iface
-    return None
+    if port_id is not None:
+        candidates = idx.interfaces_on_port(port_id)
+    else:
+        assert subnet_id is not None
+        candidates = idx.interfaces_on_subnet(subnet_id)
+    return next((i for i in candidates if i.router_id == router.id), None)
 
 
 def remove_interface(
@@ -307,7 +308,7 @@ def remove_interface(
     if port_id is None:
         assert subnet_id is not None
         _subnet(principal, intent, subnet_id)
-    iface = _find(intent, router, body)
+    iface = _find(index_for_write(helper), router, body)
     port = intent.ports.get(iface.port_id) if iface is not None else None
     if iface is None or port is None:
         if port_id is not None:

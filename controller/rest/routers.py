@@ -34,6 +34,7 @@ from controller import intent as model
 from controller.rest import router_interfaces as ifaces
 from controller.rest.auth import Principal
 from controller.rest.errors import BadRequest, InvalidInput, NotFound, bad_request, conflict
+from controller.rest.index import IntentIndex, index_for_write
 from controller.rest.policy import check_admin_only, owner_for_create, owns
 from controller.rest.resource import Resource, ViewContext, now
 from controller.rest.validate import (
@@ -172,14 +173,15 @@ def routes_view(routes: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
 
 
 def check_routes(
-    intent: model.Intent, router: model.Router, routes: list[dict[str, str]]
+    idx: IntentIndex, router: model.Router, routes: list[dict[str, str]]
 ) -> tuple[tuple[str, str], ...]:
     """Neutron's _validate_routes: every nexthop on a subnet of the router and not one of
     the router's own addresses; then what the store can hold (one nexthop per
     destination). Returns the routes as the Router object keeps them."""
     cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     own: set[str] = set()
-    for iface in ifaces.interfaces_of(intent, router.id):
+    intent = idx.intent
+    for iface in ifaces.interfaces_of(idx, router.id):
         port = intent.ports.get(iface.port_id)
         for f in port.fixed_ips if port is not None else ():
             subnet = intent.subnets.get(f.subnet_id)
@@ -283,7 +285,7 @@ class Routers(Resource):
         _check_supported(changes)
         routes = router.routes
         if "routes" in changes:
-            routes = check_routes(helper.current(), router, changes["routes"])
+            routes = check_routes(index_for_write(helper), router, changes["routes"])
         fields = {
             "name": changes.get("name", router.name),
             "description": changes.get("description", router.description),
@@ -295,7 +297,7 @@ class Routers(Resource):
         return ifaces.bump(helper, router, **fields)
 
     def delete(self, principal: Principal, router: model.Router, helper: TxnHelper) -> None:
-        attached = sorted(i.port_id for i in ifaces.interfaces_of(helper.current(), router.id))
+        attached = [i.port_id for i in ifaces.interfaces_of(index_for_write(helper), router.id)]
         if attached:
             raise conflict(
                 "RouterInUse", f"Router {router.id} has ports still attached: {', '.join(attached)}"
