@@ -95,6 +95,10 @@ class SnapshotBuilder:
         self._dirty[ALLOCATION_TABLE] = set()
         self.allocations: dict[uuidlib.UUID, Allocation] = {}
         self.allocations_by_port: dict[uuidlib.UUID, dict[uuidlib.UUID, Allocation]] = {}
+        # gateway port -> the routers naming it (a router's external_fixed_ips are its
+        # gateway port's addresses), and each router's gateway port, to keep that current
+        self._gateway_routers: dict[uuidlib.UUID, set[uuidlib.UUID]] = {}
+        self._router_gateway: dict[uuidlib.UUID, uuidlib.UUID] = {}
         self._full = True
         self.last_delta: Optional[IntentDelta] = None  # of the last snapshot built
 
@@ -211,9 +215,12 @@ class SnapshotBuilder:
             touched_ports.add(new.port)
         dirty.clear()
         self._dirty.get("Port", set()).update(touched_ports)
-        # A router's external_fixed_ips are its gateway port's: routers are few.
-        if "Router" in self._dirty:
-            self._dirty["Router"].update(self._idl.tables["Router"].rows.keys())
+        # A router's external_fixed_ips are its gateway port's: the routers of the
+        # touched ports are decoded again (not every router, on every port's write).
+        routers = self._dirty.get("Router")
+        if routers is not None:
+            for port_uuid in touched_ports:
+                routers.update(self._gateway_routers.get(port_uuid, ()))
 
     def fixed_ips(self, port_uuid: uuidlib.UUID) -> tuple[model.FixedIP, ...]:
         allocs = sorted(
@@ -230,14 +237,31 @@ class SnapshotBuilder:
             row = rows.get(row_uuid)
             if row is None or row._data is None:
                 objs.pop(row_uuid, None)
+                if codec.table == "Router":
+                    self._note_gateway(row_uuid, None)
                 continue
             extra: Optional[dict[str, Any]] = None
             if codec.table == "Port":
                 extra = {"fixed_ips": self.fixed_ips(row_uuid)}
             elif codec.table == "Router":
                 gw = row_values(row, ("gateway_port",))["gateway_port"]
+                self._note_gateway(row_uuid, gw[0] if gw else None)
                 extra = {"external_fixed_ips": self.fixed_ips(gw[0]) if gw else ()}
             objs[row_uuid] = codec.decode(row_uuid, row_values(row, columns), extra)
+
+
+    def _note_gateway(self, router: uuidlib.UUID, port: Optional[uuidlib.UUID]) -> None:
+        """Router `router` now names gateway port `port` (None: none, or gone)."""
+        before = self._router_gateway.pop(router, None)
+        if before is not None:
+            named = self._gateway_routers.get(before)
+            if named is not None:
+                named.discard(router)
+                if not named:
+                    del self._gateway_routers[before]
+        if port is not None:
+            self._router_gateway[router] = port
+            self._gateway_routers.setdefault(port, set()).add(router)
 
 
 __all__ = ["SnapshotBuilder", "Allocation", "row_values", "BY_TABLE"]

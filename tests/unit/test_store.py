@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from controller.store import (
     TxnHelper,
 )
 from controller.store.allocations import cleared
+from controller.store.codec import BY_TABLE
 
 
 def uid(n: int) -> str:
@@ -395,6 +397,27 @@ def test_every_table_round_trips(store: NorthboundStore) -> None:
     )
     assert snap.router_interfaces[iface.id] == iface and snap.floating_ips[fip.id] == fip
     assert snap.chassis["hv1"] == chassis
+    # the router's external_fixed_ips follow its gateway port's addresses; another
+    # port's new address leaves the router as it was (the same object: not decoded again)
+    before = store.latest().routers[router.id]
+    codec = BY_TABLE["Router"]
+    decoded: list[object] = []
+    real = codec.decode
+
+    def counting(*args: object, **kw: object) -> object:
+        decoded.append(args[0])
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    object.__setattr__(codec, "decode", counting)
+    try:
+        store.transact(lambda h, i: h.put(port(20, "10.0.0.20")))
+        assert store.latest().routers[router.id] is before
+        assert decoded == [], "a port's address change decoded every router again"
+    finally:
+        object.__delattr__(codec, "decode")
+    moved = dataclasses.replace(gw_port, fixed_ips=(m.FixedIP(SUBNET.id, "10.0.0.77"),))
+    store.transact(lambda h, i: h.put(moved))
+    assert store.latest().routers[router.id].external_fixed_ips == moved.fixed_ips
     # a weak reference: deleting the port disassociates the floating IP, as Neutron does
     store.transact(
         lambda h, i: (h.delete(m.RouterInterface, iface.id), h.delete(m.Port, vm_port.id))
