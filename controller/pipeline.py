@@ -39,6 +39,9 @@ FLAG_FROM_REMOTE = 0x1  # arrived over a tunnel or provider link: never send it 
 # in the low bits, so `cookie -> intent object` is a dictionary lookup.
 COOKIE_KIND_SHIFT = 56
 COOKIE_KEY_MASK = (1 << 48) - 1
+# The key of the security groups' shared ladder (Owner.PIPELINE): tables' misses use
+# their table id as key, so this one stays clear of any table id.
+ACL_LADDER_KEY = 0xAC1
 
 
 class Owner:

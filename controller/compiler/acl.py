@@ -68,7 +68,7 @@ def _zone_ct(**kw: object) -> Ct:
 # ---------------------------------------------------------------- fixed flows
 def base_flows() -> tuple[Flow, ...]:
     """The per-table ladder every switch with filtered ports carries (owner: pipeline)."""
-    owner = pl.cookie(pl.Owner.PIPELINE, 0xAC1)
+    owner = pl.cookie(pl.Owner.PIPELINE, pl.ACL_LADDER_KEY)
     out: list[Flow] = []
     for direction in ("egress", "ingress"):
         t, nxt = _table(direction), _next(direction)

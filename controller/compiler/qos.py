@@ -31,7 +31,6 @@ from controller.intent import Intent, Network, Port, QosRule
 from controller.topology import TUNNEL_TYPES, Binding, TopologyView
 
 BURST_SHARE_OF_RATE = 0.8  # Neutron's OVS agent default when max_burst_kbps is 0
-LINK_RATE_BPS = 10_000_000_000  # the ceiling of a shaped port's default queue
 ANY_LINK = -1  # a remote sender whose traffic may arrive on any port (a fabric)
 
 

@@ -366,7 +366,7 @@ def owner_of(cookie: Optional[int], owners: Mapping[tuple[str, int], Mapping[str
 
 
 def _pipeline_owner(key: int) -> str:
-    if key == 0xAC1:
+    if key == pl.ACL_LADDER_KEY:
         return "security-group ladder (conntrack, replies, invalid)"
     name = pl.TABLE_NAMES.get(key)
     return f"miss of table {name}" if name else "pipeline"

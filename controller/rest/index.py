@@ -392,6 +392,3 @@ def index_for_write(helper: Any) -> IntentIndex:
         _writes[helper] = idx
     return idx
 
-
-def find(intent: model.Intent, attr: str, object_id: str) -> Optional[object]:
-    return getattr(intent, attr).get(object_id)
