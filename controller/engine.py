@@ -1079,23 +1079,15 @@ class Engine:
             worker = self._workers.get(datapath_id)
         if worker is None or worker.sync.installed is None:
             return None
-        owners = _owner_index(self.store.latest())
+        from controller.explain.trace import owner_index, owner_of
+
+        owners = owner_index(self.store.latest())  # the trace's: every kind a cookie names
         out = []
         for f in sorted(worker.sync.installed.values(),
                         key=lambda f: (pl.TABLE_IDS.get(f.table, 255), -f.priority)):
-            kind, key = pl.cookie_owner(f.cookie)
             out.append({
                 "table": f.table, "priority": f.priority, "cookie": f"{f.cookie:#x}",
-                "owner": {"kind": kind, "id": owners.get((kind, key))},
+                "owner": owner_of(f.cookie, owners),
                 "flow": ofwire.to_ofctl(f),
             })
         return out
-
-
-def _owner_index(intent: Intent) -> dict[tuple[str, int], str]:
-    idx: dict[tuple[str, int], str] = {}
-    for p in intent.ports.values():
-        idx[("port", p.key)] = p.id
-    for n in intent.networks.values():
-        idx[("network", n.key)] = n.id
-    return idx

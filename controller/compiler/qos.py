@@ -27,7 +27,7 @@ from typing import Optional
 from controller import pipeline as pl
 from controller.compiler.overlay import physnet_of
 from controller.flows import Flow, Meter, mac, match
-from controller.intent import Intent, Network, Port, QosRule
+from controller.intent import Intent, Network, Port, QosRule, object_key
 from controller.topology import TUNNEL_TYPES, Binding, TopologyView
 
 BURST_SHARE_OF_RATE = 0.8  # Neutron's OVS agent default when max_burst_kbps is 0
@@ -210,7 +210,7 @@ def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex,
     per_port: dict[str, PortQos] = {}
     meters: dict[int, Meter] = {}
     meter_ids: set[int] = set()
-    limited: list[tuple[Port, Network, str, int, int]] = []  # (.., iface, ofport, max kbps)
+    limited: list[tuple[Port, Network, str, int, QosRule]] = []  # (.., ofport, ingress limit)
     local_guaranteed: list[Sender] = []
     ordered = sorted(local, key=lambda t: t[0].id)
     # Stored meter ids first: unique among ports, they never move. A port without
@@ -228,7 +228,7 @@ def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex,
             meter_id = meter_id_of(port) or _stable_id(port.key, pl.METER_ID_SPAN, meter_ids)
             burst = limit.max_burst_kbps or max(1, int(limit.max_kbps * BURST_SHARE_OF_RATE))
             meters[meter_id] = Meter(meter_id, limit.max_kbps, burst,
-                                     owner=pl.cookie(pl.Owner.QOS_POLICY, port.key))
+                                     owner=_policy_owner(limit))
         mark = next((r for r in rules if r.type == "dscp_marking"), None)
         if mark is not None and mark.dscp_mark is not None:
             dscp = mark.dscp_mark
@@ -237,11 +237,14 @@ def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex,
             local_guaranteed.append(Sender(port, network.key, minimum.min_kbps, ofport, True))
         ingress = _find(rules, "bandwidth_limit", "ingress")
         if ingress is not None and ingress.max_kbps:
-            limited.append((port, network, iface, ofport, ingress.max_kbps))
+            limited.append((port, network, iface, ofport, ingress))
         per_port[port.id] = PortQos(meter_id, dscp, queue_id)
     shaping = {}
     caps: list[ShareCap] = []
-    for port, network, iface, ofport, max_kbps in limited:
+    for port, network, iface, ofport, ingress in limited:
+        max_kbps = ingress.max_kbps
+        assert max_kbps is not None
+        owner = _policy_owner(ingress)  # the ingress limit the share caps carve up
         shaping[iface] = Shaping(port.id, max_kbps * 1000)
         senders = _senders_into(port, network, local_guaranteed, index, datapath_id,
                                 members, topo)
@@ -251,13 +254,18 @@ def switch_qos(local: list[tuple[Port, Network, str, int]], index: PolicyIndex,
         for sender, cap in zip(senders, rates, strict=True):
             mid = _stable_id(sender.port.key ^ (port.key << 1), pl.METER_ID_SPAN, meter_ids)
             meters[mid] = Meter(mid, cap, max(1, int(cap * BURST_SHARE_OF_RATE)),
-                                owner=pl.cookie(pl.Owner.QOS_POLICY, sender.port.key))
+                                owner=owner)
             caps.append(ShareCap(ofport, port.key, sender, mid))
         mid = _stable_id(port.key ^ 0x5EED, pl.METER_ID_SPAN, meter_ids)
         meters[mid] = Meter(mid, rest, max(1, int(rest * BURST_SHARE_OF_RATE)),
-                            owner=pl.cookie(pl.Owner.QOS_POLICY, port.key))
+                            owner=owner)
         caps.append(ShareCap(ofport, port.key, None, mid))
     return SwitchQos(per_port, meters, shaping, tuple(caps))
+
+
+def _policy_owner(rule: QosRule) -> int:
+    """A meter's owner: the QoS policy whose rule made it (explain names the policy)."""
+    return pl.cookie(pl.Owner.QOS_POLICY, object_key(rule.policy_id))
 
 
 def _senders_into(receiver: Port, network: Network, local_guaranteed: list[Sender],

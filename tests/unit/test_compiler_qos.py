@@ -11,7 +11,7 @@ from controller import pipeline as pl
 from controller.compiler import compile_all, compile_switch
 from controller.compiler.qos import share_caps
 from controller.flows import SetField, mac
-from controller.intent import FixedIP, Intent, Network, Port, QosPolicy, QosRule
+from controller.intent import FixedIP, Intent, Network, Port, QosPolicy, QosRule, object_key
 from controller.topology import Binding, ChassisView, SwitchView, TopologyView, TunnelView
 
 DPID = 0x9
@@ -57,6 +57,9 @@ def test_network_policy_applies_unless_the_port_has_its_own():
              QosRule(_id("r", 3), port_pol, "bandwidth_limit", max_kbps=7000)]
     _, d = world({1: None, 2: port_pol}, rules, network_policy=net_pol)
     assert sorted(m.rate_kbps for m in d.meters.values()) == [5000, 7000]
+    # each meter is owned by the policy whose rule made it (not by a port's key)
+    assert {m.rate_kbps: pl.cookie_owner(m.owner) for m in d.meters.values()} == {
+        5000: ("qos_policy", object_key(net_pol)), 7000: ("qos_policy", object_key(port_pol))}
 
 
 def test_dscp_is_set_on_the_ports_ip_traffic():
@@ -80,6 +83,9 @@ def test_ingress_limit_shapes_and_guarantees_cap_the_other_senders():
     assert caps[(("in_port", 21), (pl.REG_OUT_PORT, 20))] == 22000  # gold
     assert caps[(("in_port", 22), (pl.REG_OUT_PORT, 20))] == 8000  # bronze
     assert caps[((pl.REG_OUT_PORT, 20),)] == 2000  # everyone else
+    # the caps carve up the ingress limit: its policy owns them
+    assert {pl.cookie_owner(m.owner) for m in d.meters.values()} == {
+        ("qos_policy", object_key(lim))}
 
 
 def test_no_policy_no_qos_state():
