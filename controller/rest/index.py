@@ -221,31 +221,30 @@ class IntentIndex:
                     by_subnet.set(after.subnet_id, iid, after)
             self.router_ifaces, self.port_ifaces = by_router.finish(), by_port.finish()
             self.subnet_ifaces = by_subnet.finish()
-        router_ids = delta.ids("routers")
-        if router_ids:
-            gateways = _MapGroups(base.gateway_routers)
-            for rid in router_ids:
-                before_r = old.routers.get(rid)
-                if before_r is not None and before_r.gateway_port_id:
-                    gateways.remove(before_r.gateway_port_id, rid, rid)
-            for rid in router_ids:
-                after_r = intent.routers.get(rid)
-                if after_r is not None and after_r.gateway_port_id:
-                    gateways.set(after_r.gateway_port_id, rid, rid)
-            self.gateway_routers = gateways.finish()
-        fip_ids = delta.ids("floating_ips")
-        if fip_ids:
-            floating = _MapGroups(base.floating_ports)
-            for fid in fip_ids:
-                before_f = old.floating_ips.get(fid)
-                if before_f is not None and before_f.floating_port_id:
-                    floating.remove(before_f.floating_port_id, fid, fid)
-            for fid in fip_ids:
-                after_f = intent.floating_ips.get(fid)
-                if after_f is not None and after_f.floating_port_id:
-                    floating.set(after_f.floating_port_id, fid, fid)
-            self.floating_ports = floating.finish()
+        self.gateway_routers = _regroup_owners(
+            base.gateway_routers, delta.ids("routers"), old.routers, intent.routers,
+            lambda r: r.gateway_port_id)
+        self.floating_ports = _regroup_owners(
+            base.floating_ports, delta.ids("floating_ips"), old.floating_ips,
+            intent.floating_ips, lambda f: f.floating_port_id)
 
+
+def _regroup_owners(groups: immutables.Map[str, dict[str, str]], ids: frozenset[str],
+                    before: Any, after: Any, port_of: Any) -> immutables.Map[str, dict[str, str]]:
+    """`groups` (port id -> {owner id: owner id}) with the owners `ids` moved from the
+    port `port_of` gave them in `before` to the one it gives them in `after`."""
+    if not ids:
+        return groups
+    out = _MapGroups(groups)
+    for oid in ids:
+        was = before.get(oid)
+        if was is not None and port_of(was):
+            out.remove(port_of(was), oid, oid)
+    for oid in ids:
+        now = after.get(oid)
+        if now is not None and port_of(now):
+            out.set(port_of(now), oid, oid)
+    return out.finish()
 
 def _lower(free_from: dict[str, int], subnet_id: str, ip: str) -> None:
     """`ip` is no longer held in the subnet: a first-free scan must start at it at the latest."""
