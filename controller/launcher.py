@@ -138,6 +138,7 @@ class Controller:
         self._stops: list[Callable[[], Any]] = []
         self._stopped = threading.Event()
         self.engine: Optional[Any] = None
+        self.openflow: Optional[threading.Thread] = None  # os-ken, started first
 
     def start(self) -> None:
         """Bring the parts up, with the cyclic garbage collector paused meanwhile.
@@ -204,6 +205,23 @@ class Controller:
         except OSError as exc:
             raise StartupError(f"--state-dir {o.state_dir}: {exc.strerror}") from None
 
+        # The OpenFlow side first: a switch that reconnects is read while the store
+        # loads (EarlyOpenFlow), and its connection attempts find a listener at once.
+        early = EarlyOpenFlow()
+        self.openflow = start_openflow(early, *o.of_listen)
+
+        # The chassis named by --chassis are read while the embedded database starts
+        # and the store loads: after a restart each takes seconds (thousands of
+        # interfaces), much of it the chassis' ovsdb-server sending them, and the
+        # engine waits for both.
+        topology = Topology(o.integration_bridge)
+        target = o.of_target or f"tcp:127.0.0.1:{o.of_listen[1]}"
+        settings = BridgeSettings(name=o.integration_bridge, datapath_type=o.datapath_type,
+                                  controller_target=target)
+        kick = _Kick()
+        registry = ChassisRegistry(o.chassis, settings, topology, kick)
+        registry.sync(Intent())  # (the static ones; the store's come with the engine)
+
         remote = o.nb_db
         supervisor = None
         started = time.monotonic()
@@ -212,22 +230,13 @@ class Controller:
             try:
                 embedded.start()
             except Exception as exc:
+                registry.stop()
                 raise StartupError(f"embedded northbound database: {exc}") from None
             self._stops.append(embedded.stop)
             supervisor = embedded.watch()  # restarts it if it dies; health says how it went
             self._stops.append(supervisor.stop)
             remote = embedded.remote
             LOG.debug("embedded northbound database up in %.2f s", time.monotonic() - started)
-        # The chassis named by --chassis are read while the store loads: after a
-        # restart each takes seconds (thousands of interfaces), much of it the
-        # chassis' ovsdb-server sending them, and the engine waits for both.
-        topology = Topology(o.integration_bridge)
-        target = o.of_target or f"tcp:127.0.0.1:{o.of_listen[1]}"
-        settings = BridgeSettings(name=o.integration_bridge, datapath_type=o.datapath_type,
-                                  controller_target=target)
-        kick = _Kick()
-        registry = ChassisRegistry(o.chassis, settings, topology, kick)
-        registry.sync(Intent())  # (the static ones; the store's come with the engine)
 
         store = NorthboundStore(remote, server=supervisor)
         started = time.monotonic()
@@ -248,6 +257,7 @@ class Controller:
         kick.target = engine.kick
         store.subscribe(engine.kick)
         engine.start()
+        early.attach(engine)  # the switches connected meanwhile, each with its read
         engine.kick()  # a chassis read before the engine was there kicked no one
         self._stops.append(engine.stop)
         self._stops.append(registry.stop)
@@ -293,6 +303,144 @@ def _raise_open_files() -> None:
     LOG.debug("open files limit: %d", raise_nofile_limit())
 
 
+class EarlyOpenFlow:
+    """The OpenFlow app's engine until the real one exists (`attach`).
+
+    The OpenFlow side starts before the store loads, so that a switch reconnecting
+    after a restart is read (`SwitchSync.read_installed`: seconds at 100,000 flows)
+    while the store and the chassis load, not after them (issue 11). Meanwhile the
+    switches' arrivals, departures and port changes are kept, to be handed to the
+    engine, each connected switch's read with it; from `attach` on every call goes
+    to the engine (the app itself then calls the engine directly)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engine: Optional[Any] = None
+        self._ports: dict[int, dict[int, tuple[str, bool]]] = {}
+        self._channels: dict[int, Any] = {}
+        self._reads: dict[int, Callable[[], Any]] = {}
+
+    def bind_app(self) -> None:
+        """Make the OpenFlow app call this object, or the engine if already attached.
+
+        The OpenFlow thread binds the app through this, under the lock `attach`
+        binds it under: bound unconditionally in that thread, as 01f4f6f did, the
+        binding raced `attach`. With an empty store the engine was attached a few
+        milliseconds before the thread (importing os-ken meanwhile) got there, and
+        the thread then bound the app back to this object for good: the discovery
+        hooks this object lacked (`discovery_tick`, `probe_sent`, `urgent_probes`,
+        `lldp_suspects`, `port_counters`) fell back to the app's no-op defaults, no
+        fabric switch ever settled, none was given a state (test_fabric's pingall
+        failed within networks, 726c1a7)."""
+        import apps.loom_ofp
+
+        with self._lock:
+            apps.loom_ofp.ENGINE = self if self._engine is None else self._engine
+
+    def attach(self, engine: Any) -> None:
+        """Hand what happened so far to `engine`, and everything after."""
+        import apps.loom_ofp
+
+        with self._lock:
+            self._engine = engine
+            for dpid, ports in sorted(self._ports.items()):
+                engine.of_switch_up(dpid, ports)
+            for dpid, channel in sorted(self._channels.items()):
+                if not channel.closed.is_set():
+                    engine.switch_connected(channel, self._reads.get(dpid))
+            self._ports.clear()
+            self._channels.clear()
+            self._reads.clear()
+            apps.loom_ofp.ENGINE = engine
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other of the engine's methods the app looks up (its discovery hooks):
+        absent until `attach`, so that the app uses its defaults; the engine's after,
+        so that a caller still holding this object reaches the engine all the same."""
+        engine = self.__dict__.get("_engine")
+        if engine is None or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(engine, name)
+
+    def _read(self, channel: Any) -> Callable[[], Any]:
+        """Start reading what the switch holds; returns a wait for the read."""
+        from concurrent.futures import Future
+
+        from controller.reconciler import SwitchSync
+
+        done: Future = Future()
+
+        def read() -> None:
+            started = time.monotonic()
+            try:
+                sync = SwitchSync(channel)
+                sync.read_installed()
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                LOG.debug("switch %#x read before the engine started, in %.2f s",
+                          channel.datapath_id, time.monotonic() - started)
+                done.set_result(sync)
+
+        threading.Thread(target=read, daemon=True,
+                         name=f"early read {channel.datapath_id:#x}").start()
+        return done.result
+
+    # ---- the engine's calls from the OpenFlow app (os-ken's event thread)
+    def of_switch_up(self, datapath_id: int, ports: dict[int, tuple[str, bool]]) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.of_switch_up(datapath_id, ports)
+            else:
+                self._ports[datapath_id] = dict(ports)
+
+    def switch_connected(self, channel: Any) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.switch_connected(channel)
+            else:
+                self._channels[channel.datapath_id] = channel
+                self._reads[channel.datapath_id] = self._read(channel)
+
+    def switch_disconnected(self, channel: Any) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.switch_disconnected(channel)
+                return
+            dpid = channel.datapath_id
+            if self._channels.get(dpid) is channel:
+                del self._channels[dpid]
+                self._reads.pop(dpid, None)
+
+    def of_switch_down(self, datapath_id: int) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.of_switch_down(datapath_id)
+            else:
+                self._ports.pop(datapath_id, None)
+
+    def of_port(self, datapath_id: int, port_no: int, name: str, up: Optional[bool]) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.of_port(datapath_id, port_no, name, up)
+                return
+            ports = self._ports.get(datapath_id)
+            if ports is None:
+                return
+            if up is None:
+                ports.pop(port_no, None)
+            else:
+                ports[port_no] = (name, up)
+
+    def lldp_in(self, datapath_id: int, in_port: int, data: bytes) -> bool:
+        engine = self._engine
+        return True if engine is None else bool(engine.lldp_in(datapath_id, in_port, data))
+
+    def probe_targets(self) -> list[tuple[int, int]]:
+        engine = self._engine
+        return [] if engine is None else list(engine.probe_targets())
+
+
 class _Kick:
     """Late-bound engine.kick: the registry exists before the engine it wakes."""
 
@@ -317,19 +465,28 @@ def _with_metrics(app: Callable) -> Callable:
     return dispatch
 
 
-def run_openflow(engine: Any, host: str, port: int) -> None:
-    """Start os-ken's apps; blocks for the life of the process."""
+def start_openflow(early: EarlyOpenFlow, host: str, port: int) -> threading.Thread:
+    """Start os-ken's apps in a thread of their own, before the store loads."""
+    thread = threading.Thread(target=run_openflow, args=(early, host, port),
+                              name="openflow", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_openflow(early: EarlyOpenFlow, host: str, port: int) -> None:
+    """Run os-ken's apps, blocking for the life of the process. The app is bound to
+    `early` (or to the engine, if attached meanwhile: `EarlyOpenFlow.bind_app`)
+    before os-ken runs any of its handlers."""
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
 
-    import apps.loom_ofp
     from controller.ofwire import oskenfast
 
+    early.bind_app()  # (imports the app, whose os-ken modules declare the options below)
     oskenfast.install_raw_multipart_parsers()
     cfg.CONF(args=[], project="os_ken")
     cfg.CONF.set_override("ofp_listen_host", host)
     cfg.CONF.set_override("ofp_tcp_listen_port", port)
-    apps.loom_ofp.ENGINE = engine
     AppManager.run_apps(["apps.loom_ofp"])
 
 
@@ -360,5 +517,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    run_openflow(ctl.engine, *opts.of_listen)
-    return 0
+    openflow = ctl.openflow
+    assert openflow is not None
+    while openflow.is_alive():  # os-ken runs for the life of the process
+        openflow.join(timeout=3600)
+    LOG.error("the OpenFlow side stopped; exiting")
+    ctl.stop()
+    return EXIT_STARTUP
