@@ -5,39 +5,13 @@ field's cached hash is its fields' hash."""
 from __future__ import annotations
 
 import pickle
-import threading
 from typing import Any
 
 import pytest
+from test_startup_early_openflow import FakeChannel
 
 from controller.flows import MatchField
 from controller.reconciler import SwitchSync, diff_flows
-
-
-class FakeChannel:
-    def __init__(self, dpid: int) -> None:
-        self.datapath_id = dpid
-        self.closed = threading.Event()
-
-
-class FakeEngine:
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def of_switch_up(self, dpid: int, ports: dict) -> None:
-        self.calls.append(("up", dpid, dict(ports)))
-
-    def switch_connected(self, channel: Any, preread: Any = None) -> None:
-        self.calls.append(("connected", channel, preread))
-
-    def switch_disconnected(self, channel: Any) -> None:
-        self.calls.append(("disconnected", channel))
-
-    def of_switch_down(self, dpid: int) -> None:
-        self.calls.append(("down", dpid))
-
-    def of_port(self, dpid: int, port_no: int, name: str, up: Any) -> None:
-        self.calls.append(("port", dpid, port_no, name, up))
 
 
 def test_adopt_takes_an_earlier_read() -> None:
