@@ -18,13 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import BenchHost, start_osken, synthetic
+from bench.harness import LOOM_DPID, BenchHost, push_bridges, synthetic
 from controller import ofwire
 from controller.compiler import clear_caches, compile_switch
 from controller.reconciler import SwitchSync
-
-LOOM_DPID = 0x10AD
-BASE_DPID = 0xBA5E
 
 
 def flows_per_port() -> float:
@@ -40,11 +37,7 @@ def run(sizes: list[int], repeat: int) -> list[dict]:
     host = BenchHost()
     results = []
     try:
-        host.ovs.add_bridge("br-int", datapath_id=LOOM_DPID)
-        host.ovs.add_bridge("br-base", datapath_id=BASE_DPID)
-        catcher = start_osken(host.host_ip, host.of_port)
-        host.ovs.set_controller("br-int", f"tcp:{host.host_ip}:{host.of_port}")
-        channel = catcher.wait(LOOM_DPID)
+        _, channel = push_bridges(host)
         per_port = flows_per_port()
         for size in sizes:
             n_ports = max(1, round(size / per_port))

@@ -33,14 +33,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Optional
 
-from bench.harness import BenchHost, start_osken, synthetic
+from bench.harness import LOOM_DPID, BenchHost, push_bridges, synthetic
 from controller import ofwire
 from controller.compiler import compile_switch
 from controller.reconciler import SwitchSync, diff_flow_keys
 from controller.topology import TopologyView
 
-LOOM_DPID = 0x10AD
-BASE_DPID = 0xBA5E
 EXTRA_PORTS = 4  # ports whose flows make the small push
 
 
@@ -150,11 +148,7 @@ def main() -> int:
     host = BenchHost("pushsmall")
     results = []
     try:
-        host.ovs.add_bridge("br-int", datapath_id=LOOM_DPID)
-        host.ovs.add_bridge("br-base", datapath_id=BASE_DPID)
-        catcher = start_osken(host.host_ip, host.of_port)
-        host.ovs.set_controller("br-int", f"tcp:{host.host_ip}:{host.of_port}")
-        channel = catcher.wait(LOOM_DPID)
+        catcher, channel = push_bridges(host)
         seen = threading.Event()
 
         def of_port(*_: Any) -> None:

@@ -86,6 +86,20 @@ def start_osken(host: str, port: int) -> ChannelCatcher:
     return catcher
 
 
+LOOM_DPID = 0x10AD  # the bridge Loom's reconciler pushes to
+BASE_DPID = 0xBA5E  # the bridge `ovs-ofctl --bundle` pushes to: the baseline, same OVS
+
+
+def push_bridges(host: BenchHost) -> tuple[ChannelCatcher, OpenFlowChannel]:
+    """br-int (Loom's, connected to os-ken) and br-base (ovs-ofctl's) on `host`: the
+    two sides of a push benchmark. Returns the catcher and br-int's channel."""
+    host.ovs.add_bridge("br-int", datapath_id=LOOM_DPID)
+    host.ovs.add_bridge("br-base", datapath_id=BASE_DPID)
+    catcher = start_osken(host.host_ip, host.of_port)
+    host.ovs.set_controller("br-int", f"tcp:{host.host_ip}:{host.of_port}")
+    return catcher, catcher.wait(LOOM_DPID)
+
+
 class BenchHost:
     """One private OVS instance in its own namespace, reachable from the root namespace."""
 
