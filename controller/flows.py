@@ -210,12 +210,61 @@ class SetQueue:
 
 
 @dataclass(frozen=True)
+class Nat:
+    """NXAST_NAT inside ct(): source or destination translation to one IPv4 address
+    (or a range), optionally a port (or range).
+
+    ovs-ofctl: `nat(src=198.51.100.10)`, `nat(dst=10.0.0.5:80)`,
+    `nat(src=1.2.3.4-1.2.3.9:1000-2000,persistent,random)`. Canonical as OVS reports
+    it: a maximum equal to its minimum is no maximum (`1.2.3.4-1.2.3.4` is printed, and
+    so compared, as `1.2.3.4`), so it is dropped here. OVS leaves a zero address or
+    port out of the wire encoding, so neither is accepted.
+    """
+
+    kind: str  # "src" | "dst"
+    ip_min: int  # IPv4 as int
+    ip_max: Optional[int] = None
+    port_min: Optional[int] = None
+    port_max: Optional[int] = None
+    persistent: bool = False
+    random: bool = False  # NX_NAT_F_PROTO_RANDOM (ovs-ofctl "random")
+    hash: bool = False  # NX_NAT_F_PROTO_HASH (ovs-ofctl "hash"); exclusive with random
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("src", "dst"):
+            raise ValueError(f"nat kind is 'src' or 'dst', not {self.kind!r}")
+        if not 0 < self.ip_min <= 0xFFFFFFFF:
+            raise ValueError(f"nat address {self.ip_min} is not a non-zero IPv4 address")
+        if self.ip_max is not None:
+            if not self.ip_min <= self.ip_max <= 0xFFFFFFFF:
+                raise ValueError(f"nat address range {self.ip_min}-{self.ip_max} is empty")
+            if self.ip_max == self.ip_min:
+                object.__setattr__(self, "ip_max", None)
+        if self.port_min is None:
+            if self.port_max is not None:
+                raise ValueError("nat port_max without port_min")
+        else:
+            if not 0 < self.port_min <= 0xFFFF:
+                raise ValueError(f"nat port {self.port_min} is not in 1..65535")
+            if self.port_max is not None:
+                if not self.port_min <= self.port_max <= 0xFFFF:
+                    raise ValueError(
+                        f"nat port range {self.port_min}-{self.port_max} is empty")
+                if self.port_max == self.port_min:
+                    object.__setattr__(self, "port_max", None)
+        if self.random and self.hash:
+            raise ValueError("nat: 'hash' and 'random' are exclusive")
+
+
+@dataclass(frozen=True)
 class Ct:
     """Nicira NXAST_CT: send to conntrack, optionally commit, then resubmit to a table.
 
     `zone_src` names a register holding the zone (or None with `zone` immediate);
     `set_mark` commits a ct_mark value (with `mark_mask`); `nat` is a raw flag set
-    for ct(nat) without addresses (reply direction un-NAT).
+    for ct(nat) without addresses (reply direction un-NAT); `nat_spec` is
+    nat(src=...)/nat(dst=...) with addresses (SNAT, DNAT): at most one of the two, and
+    `nat_spec` only with `commit` (ovs-vswitchd refuses the flow otherwise).
     """
 
     commit: bool = False
@@ -225,6 +274,16 @@ class Ct:
     set_mark: Optional[int] = None
     mark_mask: Optional[int] = None
     nat: bool = False
+    nat_spec: Optional[Nat] = None
+
+    def __post_init__(self) -> None:
+        if self.nat_spec is not None:
+            if self.nat:
+                raise ValueError("ct: plain nat and nat(src/dst=...) are exclusive")
+            if not self.commit:
+                # ovs-vswitchd: "CT action requires commit flag if actions other than
+                # NAT without arguments are specified" (OFPBAC_BAD_ARGUMENT)
+                raise ValueError("ct: nat(src/dst=...) needs commit")
 
 
 @dataclass(frozen=True)

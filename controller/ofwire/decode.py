@@ -41,6 +41,7 @@ from controller.flows import (
     GroupAction,
     MatchField,
     Meter,
+    Nat,
     Output,
     PopVlan,
     PushVlan,
@@ -50,6 +51,17 @@ from controller.flows import (
     SetQueue,
 )
 from controller.ofwire import consts as c
+from controller.ofwire.encode import (
+    NX_NAT_F_DST,
+    NX_NAT_F_PERSISTENT,
+    NX_NAT_F_PROTO_HASH,
+    NX_NAT_F_PROTO_RANDOM,
+    NX_NAT_F_SRC,
+    NX_NAT_RANGE_IPV4_MAX,
+    NX_NAT_RANGE_IPV4_MIN,
+    NX_NAT_RANGE_PROTO_MAX,
+    NX_NAT_RANGE_PROTO_MIN,
+)
 from controller.ofwire.fields import BY_HEADER, BY_TYPE, FIELDS, unknown_field_name
 from controller.ofwire.model import InstalledFlow, MultipartReply, Opaque, OpaqueMeter
 
@@ -166,6 +178,41 @@ def _full_width_load(dst: int, ofs_nbits: int) -> Optional[str]:
     return name
 
 
+_NAT_KNOWN_FLAGS = (NX_NAT_F_SRC | NX_NAT_F_DST | NX_NAT_F_PERSISTENT | NX_NAT_F_PROTO_HASH
+                    | NX_NAT_F_PROTO_RANDOM)
+_NAT_IPV4_RANGES = (NX_NAT_RANGE_IPV4_MIN | NX_NAT_RANGE_IPV4_MAX | NX_NAT_RANGE_PROTO_MIN
+                    | NX_NAT_RANGE_PROTO_MAX)
+
+
+def _decode_nat(sub: bytes, nflags: int, present: int) -> Optional[Nat]:
+    """An NXAST_NAT with an IPv4 address (range) as a Nat, or None when it is not one
+    `Nat` models (IPv6, no address, both or neither of src/dst, unknown bits)."""
+    kind = nflags & (NX_NAT_F_SRC | NX_NAT_F_DST)
+    if (nflags & ~_NAT_KNOWN_FLAGS or kind not in (NX_NAT_F_SRC, NX_NAT_F_DST)
+            or present & ~_NAT_IPV4_RANGES or not present & NX_NAT_RANGE_IPV4_MIN):
+        return None
+    ip_max: Optional[int] = None
+    port_min: Optional[int] = None
+    port_max: Optional[int] = None
+    try:
+        ip_min: int = _U32.unpack_from(sub, 16)[0]
+        p = 20
+        if present & NX_NAT_RANGE_IPV4_MAX:
+            ip_max = _U32.unpack_from(sub, p)[0]
+            p += 4
+        if present & NX_NAT_RANGE_PROTO_MIN:
+            port_min = _U16.unpack_from(sub, p)[0]
+            p += 2
+        if present & NX_NAT_RANGE_PROTO_MAX:
+            port_max = _U16.unpack_from(sub, p)[0]
+        return Nat("src" if kind == NX_NAT_F_SRC else "dst", ip_min, ip_max, port_min,
+                   port_max, persistent=bool(nflags & NX_NAT_F_PERSISTENT),
+                   random=bool(nflags & NX_NAT_F_PROTO_RANDOM),
+                   hash=bool(nflags & NX_NAT_F_PROTO_HASH))
+    except (struct.error, ValueError):  # truncated, or outside what Nat accepts
+        return None
+
+
 def _decode_ct(raw: bytes) -> Union[Ct, Opaque]:
     opaque = Opaque("ct", raw)
     if len(raw) < 24:
@@ -182,6 +229,7 @@ def _decode_ct(raw: bytes) -> Union[Ct, Opaque]:
     else:
         zone = zone_ofs_nbits
     nat = False
+    nat_spec: Optional[Nat] = None
     mark: Optional[int] = None
     mark_mask = 0
     p = 24
@@ -203,10 +251,15 @@ def _decode_ct(raw: bytes) -> Union[Ct, Opaque]:
         if vendor != c.NX_VENDOR_ID:
             return opaque
         if subtype == c.NXAST_NAT:
-            nflags, present = _NX_NAT.unpack_from(sub, 10)
-            if nflags or present or nat:
+            if p != 24 + alen:  # only first (as encoded), else re-encoding reorders it
                 return opaque
-            nat = True
+            nflags, present = _NX_NAT.unpack_from(sub, 10)
+            if not nflags and not present:
+                nat = True
+                continue
+            nat_spec = _decode_nat(sub, nflags, present)
+            if nat_spec is None or not flags & c.NX_CT_F_COMMIT:  # see Ct.__post_init__
+                return opaque
         elif subtype == c.NXAST_REG_LOAD and alen == 24:
             ofs_nbits, dst, value = _NX_REG_LOAD.unpack_from(sub, 10)
             if (dst >> 9) != _CT_MARK_TYPE:
@@ -235,6 +288,7 @@ def _decode_ct(raw: bytes) -> Union[Ct, Opaque]:
         set_mark=None if mark is None else mark & mark_mask,
         mark_mask=None if mark is None or mark_mask == 0xFFFFFFFF else mark_mask,
         nat=nat,
+        nat_spec=nat_spec,
     )
 
 

@@ -36,6 +36,7 @@ from controller.flows import (
     Match,
     MatchField,
     Meter,
+    Nat,
     Output,
     PopVlan,
     PushVlan,
@@ -68,8 +69,10 @@ _NX_REG_LOAD = struct.Struct("!HHIHHIQ")  # 24 bytes
 _NX_RESUBMIT_TABLE = struct.Struct("!HHIHHB3x")  # 16 bytes
 _NX_CT = struct.Struct("!HHIHHIHB3xH")  # 24 bytes, nested actions follow
 _NX_CONJUNCTION = struct.Struct("!HHIHBBI")  # 16 bytes
-_NX_NAT_PLAIN = struct.Struct("!HHIH2xHH").pack(
-    c.OFPAT_EXPERIMENTER, 16, c.NX_VENDOR_ID, c.NXAST_NAT, 0, 0)
+_BE16 = struct.Struct("!H")
+_BE32 = struct.Struct("!I")
+_NX_NAT = struct.Struct("!HHIH2xHH")  # 16 bytes, then the ranges range_present names
+_NX_NAT_PLAIN = _NX_NAT.pack(c.OFPAT_EXPERIMENTER, 16, c.NX_VENDOR_ID, c.NXAST_NAT, 0, 0)
 _NX_CT_CLEAR = struct.Struct("!HHIH6x").pack(  # 16 bytes
     c.OFPAT_EXPERIMENTER, 16, c.NX_VENDOR_ID, c.NXAST_CT_CLEAR)
 _EXPERIMENTER = struct.Struct("!BBHIII")  # header + experimenter + exp_type: 16 bytes
@@ -234,9 +237,54 @@ def _reg_load(ofs: int, n_bits: int, dst_header: int, value: int) -> bytes:
                              (ofs << 6) | (n_bits - 1), dst_header, value)
 
 
+# NXAST_NAT flags and range_present bits (OVS include/openvswitch/ofp-actions.h,
+# nx_nat_flags / nx_nat_range)
+NX_NAT_F_SRC = 1
+NX_NAT_F_DST = 2
+NX_NAT_F_PERSISTENT = 4
+NX_NAT_F_PROTO_HASH = 8
+NX_NAT_F_PROTO_RANDOM = 16
+NX_NAT_RANGE_IPV4_MIN = 1
+NX_NAT_RANGE_IPV4_MAX = 2
+NX_NAT_RANGE_IPV6_MIN = 4
+NX_NAT_RANGE_IPV6_MAX = 8
+NX_NAT_RANGE_PROTO_MIN = 16
+NX_NAT_RANGE_PROTO_MAX = 32
+
+
+def _enc_nat(n: Nat) -> bytes:
+    """As OVS's encode_NAT: the IPv4 minimum, then the maximum, then the port
+    minimum and maximum, each only when present, padded to 8 bytes."""
+    flags = NX_NAT_F_SRC if n.kind == "src" else NX_NAT_F_DST
+    if n.persistent:
+        flags |= NX_NAT_F_PERSISTENT
+    if n.hash:
+        flags |= NX_NAT_F_PROTO_HASH
+    if n.random:
+        flags |= NX_NAT_F_PROTO_RANDOM
+    body = _BE32.pack(n.ip_min)
+    present = NX_NAT_RANGE_IPV4_MIN
+    if n.ip_max is not None:
+        body += _BE32.pack(n.ip_max)
+        present |= NX_NAT_RANGE_IPV4_MAX
+    if n.port_min is not None:
+        body += _BE16.pack(n.port_min)
+        present |= NX_NAT_RANGE_PROTO_MIN
+        if n.port_max is not None:
+            body += _BE16.pack(n.port_max)
+            present |= NX_NAT_RANGE_PROTO_MAX
+    body += bytes(-len(body) % 8)
+    return _NX_NAT.pack(c.OFPAT_EXPERIMENTER, 16 + len(body), c.NX_VENDOR_ID, c.NXAST_NAT,
+                        flags, present) + body
+
+
 def _enc_ct(a: Ct) -> bytes:
     nested = b""
-    if a.nat:
+    if a.nat_spec is not None:
+        if a.nat:
+            raise ValueError("ct: plain nat and nat(src/dst=...) are exclusive")
+        nested += _enc_nat(a.nat_spec)
+    elif a.nat:
         nested += _NX_NAT_PLAIN
     if a.set_mark is not None:
         mask = _U32 if a.mark_mask is None else a.mark_mask & _U32

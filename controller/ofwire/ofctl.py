@@ -19,6 +19,7 @@ from controller.flows import (
     Flow,
     GroupAction,
     MatchField,
+    Nat,
     Output,
     PopVlan,
     PushVlan,
@@ -73,6 +74,21 @@ def _subfield(field: str, ofs: int, n_bits: int) -> str:
     return f"{FIELDS[field].text}[{ofs}..{ofs + n_bits - 1}]"
 
 
+def _nat_text(n: Nat) -> str:
+    """As OVS's format_NAT: `nat(src=IP[-IP][:PORT[-PORT]][,persistent][,hash][,random])`."""
+    text = f"{n.kind}={ipaddress.IPv4Address(n.ip_min)}"
+    if n.ip_max is not None:
+        text += f"-{ipaddress.IPv4Address(n.ip_max)}"
+    if n.port_min is not None:
+        text += f":{n.port_min}"
+        if n.port_max is not None:
+            text += f"-{n.port_max}"
+    for flag in ("persistent", "hash", "random"):
+        if getattr(n, flag):
+            text += f",{flag}"
+    return f"nat({text})"
+
+
 def _ct_text(a: Ct) -> str:
     args = []
     if a.commit:
@@ -85,6 +101,8 @@ def _ct_text(a: Ct) -> str:
         args.append(f"table={_table(a.table)}")
     if a.nat:
         args.append("nat")
+    elif a.nat_spec is not None:
+        args.append(_nat_text(a.nat_spec))
     if a.set_mark is not None:
         if a.mark_mask is None or a.mark_mask == 0xFFFFFFFF:
             args.append(f"exec(set_field:{a.set_mark:#x}->ct_mark)")

@@ -8,6 +8,7 @@ No OVS daemon is needed: the ovs-ofctl checks use its offline subcommands
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import socket
 import struct
@@ -42,6 +43,7 @@ from controller.flows import (
     GroupAction,
     MatchField,
     Meter,
+    Nat,
     Output,
     PopVlan,
     PushVlan,
@@ -453,9 +455,9 @@ def test_unknown_actions_and_instructions_are_opaque() -> None:
     clear = struct.pack("!HH4x", c.OFPIT_CLEAR_ACTIONS, 8)
     acts = _parsed_actions(_apply(output) + clear)
     assert acts == (Output(3), ofwire.Opaque("instruction", clear))
-    # ct with an alg, and nat with a range, are not Ct
+    # ct with an alg, and nat with an IPv6 range, are not Ct
     ct_alg = _nx(c.NXAST_CT, struct.pack("!HIHB3xH", 1, 0, 3, 0xFF, 21))
-    nat_range = _nx(c.NXAST_NAT, struct.pack("!2xHHI", 1, 1, 0x0A000001))
+    nat_range = _nx(c.NXAST_NAT, struct.pack("!2xHH", 1, 4) + V6.to_bytes(16, "big"))
     ct_nat = _nx(c.NXAST_CT, struct.pack("!HIHB3xH", 1, 0, 3, 0xFF, 0) + nat_range)
     for raw in (ct_alg, ct_nat):
         (got,) = _parsed_actions(_apply(raw))
@@ -914,3 +916,196 @@ def test_unmaskable_fields_are_the_ones_ovs_refuses_to_mask() -> None:
     for name in UNMASKABLE:
         with pytest.raises(ValueError):
             match(**{name: (0, 1)})
+
+
+# ---------------------------------------------------------------- ct(nat(...)) with addresses
+SNAT_IP, DNAT_IP = ip4("198.51.100.10"), ip4("10.0.0.5")
+# (Ct, to_ofctl text, what `ovs-ofctl -O OpenFlow13 add-flow` 3.1 sends for that text)
+NAT_FORMS: list[tuple[Ct, str, str]] = [
+    (Ct(commit=True, zone=5, nat_spec=Nat("src", SNAT_IP)),
+     "ct(commit,zone=5,nat(src=198.51.100.10))",
+     "ffff00300000232000230001000000000005ff0000000000"
+     "ffff0018000023200024000000010001c633640a00000000"),
+    (Ct(commit=True, zone=7, table="l3", nat_spec=Nat("src", SNAT_IP)),
+     "ct(commit,zone=7,table=40,nat(src=198.51.100.10))",
+     "ffff00300000232000230001000000000007280000000000"
+     "ffff0018000023200024000000010001c633640a00000000"),
+    (Ct(commit=True, zone=7, table="l3_resolve", nat_spec=Nat("dst", DNAT_IP, port_min=80)),
+     "ct(commit,zone=7,table=45,nat(dst=10.0.0.5:80))",
+     "ffff003000002320002300010000000000072d0000000000"
+     "ffff00180000232000240000000200110a00000500500000"),
+    (Ct(commit=True, zone=5, table="l3",
+        nat_spec=Nat("src", ip4("1.2.3.4"), ip4("1.2.3.9"), 1000, 2000, persistent=True,
+                     random=True)),
+     "ct(commit,zone=5,table=40,nat(src=1.2.3.4-1.2.3.9:1000-2000,persistent,random))",
+     "ffff00380000232000230001000000000005280000000000"
+     "ffff0020000023200024000000150033010203040102030903e807d000000000"),
+    (Ct(commit=True, zone=5, nat_spec=Nat("src", ip4("1.2.3.4"), hash=True)),
+     "ct(commit,zone=5,nat(src=1.2.3.4,hash))",
+     "ffff00300000232000230001000000000005ff0000000000"
+     "ffff00180000232000240000000900010102030400000000"),
+    (Ct(commit=True, zone=5, nat_spec=Nat("dst", DNAT_IP, ip4("10.0.0.6"))),
+     "ct(commit,zone=5,nat(dst=10.0.0.5-10.0.0.6))",
+     "ffff00300000232000230001000000000005ff0000000000"
+     "ffff00180000232000240000000200030a0000050a000006"),
+    (Ct(commit=True, zone_src="reg6", table="l3", set_mark=1, mark_mask=1,
+        nat_spec=Nat("src", SNAT_IP, port_min=1024, port_max=65535)),
+     "ct(commit,zone=reg6[0..15],table=40,nat(src=198.51.100.10:1024-65535),"
+     "exec(set_field:0x1/0x1->ct_mark))",
+     "ffff0048000023200023000100010c04000f280000000000"
+     "ffff0018000023200024000000010031c633640a0400ffff"
+     "ffff001800002320000700000001d6040000000000000001"),
+    # plain ct(nat) is unchanged
+    (Ct(zone=7, table="l3_resolve", nat=True), "ct(zone=7,table=45,nat)",
+     "ffff002800002320002300000000000000072d0000000000"
+     "ffff0010000023200024000000000000"),
+]
+
+
+def _nat_flow(ct: Ct, priority: int = 100) -> Flow:
+    # OVS accepts nat only in a flow matching IP (check_NAT: OFPBAC_MATCH_INCONSISTENT)
+    return Flow("l3", priority, match(eth_type=0x0800), (ct,))
+
+
+def _osken_ct_bytes(ct: Ct) -> bytes:
+    """os-ken's NXActionCT with its NXActionNAT (oskenref knows only plain nat). os-ken
+    writes the right lengths but leaves out the NAT's trailing pad bytes when it is the
+    last nested action: they are zeros up to the length the CT header declares."""
+    assert ct.nat_spec is not None
+    n = ct.nat_spec
+    flags = (1 if n.kind == "src" else 2) | 4 * n.persistent | 8 * n.hash | 16 * n.random
+    nested: list[Any] = [parser.NXActionNAT(
+        flags=flags, range_ipv4_min=str(ipaddress.IPv4Address(n.ip_min)),
+        range_ipv4_max="" if n.ip_max is None else str(ipaddress.IPv4Address(n.ip_max)),
+        range_proto_min=n.port_min, range_proto_max=n.port_max)]
+    if ct.set_mark is not None:
+        for ofs, nb, v in encode.load_segments(ct.set_mark, ct.mark_mask or 0xFFFFFFFF):
+            nested.append(parser.NXActionRegLoad(ofs_nbits=(ofs << 6) | (nb - 1),
+                                                 dst="ct_mark", value=v))
+    act = parser.NXActionCT(
+        flags=1, zone_src=ct.zone_src or "", zone_ofs_nbits=15 if ct.zone_src else ct.zone,
+        recirc_table=0xFF if ct.table is None else encode._table_id(ct.table), alg=0,
+        actions=nested)
+    buf = bytearray()
+    act.serialize(buf, 0)
+    declared = struct.unpack_from("!H", buf, 2)[0]
+    return bytes(buf) + bytes(declared - len(buf))
+
+
+@pytest.mark.parametrize(("ct", "text", "hexed"), NAT_FORMS, ids=lambda x: str(x)[:60])
+def test_ct_nat_forms(ct: Ct, text: str, hexed: str) -> None:
+    """ct(nat(src|dst=IP[-IP][:PORT[-PORT]])): to_ofctl text, bytes ovs-ofctl sends for it,
+    os-ken's bytes, and decode(encode(flow)) == flow."""
+    flow = _nat_flow(ct)
+    assert ofwire.to_ofctl(flow).endswith(f"actions={text}")
+    raw = ofwire.encode_actions((ct,))
+    assert raw == bytes.fromhex(hexed)
+    if ct.nat_spec is not None:
+        assert raw == _osken_ct_bytes(ct)
+    assert _round_trip(flow) == flow
+    assert _parsed_actions(_apply(raw)) == (ct,)
+    assert hash(ct) == hash(_round_trip(flow).actions[0])
+
+
+def test_nat_equal_range_ends_are_canonical() -> None:
+    """ovs-ofctl sends (and OVS keeps and dumps back) a max equal to its min for
+    `nat(src=1.2.3.4-1.2.3.4:80-80)`, but prints it as `nat(src=1.2.3.4:80)`: Nat drops
+    such a max, so what OVS reports decodes to the Nat the compiler builds."""
+    sent = bytes.fromhex("ffff00380000232000230001000000000005ff0000000000"
+                         "ffff002000002320002400000001003301020304010203040050005000000000")
+    want = Ct(commit=True, zone=5, nat_spec=Nat("src", ip4("1.2.3.4"), port_min=80))
+    assert _parsed_actions(_apply(sent)) == (want,)
+    assert Nat("src", ip4("1.2.3.4"), ip4("1.2.3.4"), 80, 80) == want.nat_spec
+    assert ofwire.to_ofctl(_nat_flow(want)).endswith("actions=ct(commit,zone=5,"
+                                                     "nat(src=1.2.3.4:80))")
+
+
+@pytest.mark.parametrize("kw", [
+    {"kind": "both", "ip_min": 1}, {"kind": "src", "ip_min": 0},
+    {"kind": "src", "ip_min": 1 << 32}, {"kind": "src", "ip_min": 9, "ip_max": 8},
+    {"kind": "src", "ip_min": 1, "port_max": 80}, {"kind": "src", "ip_min": 1, "port_min": 0},
+    {"kind": "dst", "ip_min": 1, "port_min": 80, "port_max": 79},
+    {"kind": "dst", "ip_min": 1, "port_min": 1 << 16},
+    {"kind": "src", "ip_min": 1, "hash": True, "random": True},
+])
+def test_nat_refuses_what_ovs_cannot_carry(kw: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Nat(**kw)
+
+
+def test_ct_nat_spec_needs_commit_and_excludes_plain_nat() -> None:
+    """ovs-vswitchd (3.1) refuses ct(zone=7,nat(dst=...)) without commit
+    ("CT action requires commit flag if actions other than NAT without arguments are
+    specified", OFPBAC_BAD_ARGUMENT), which would fail the whole bundle."""
+    n = Nat("dst", DNAT_IP, port_min=80)
+    with pytest.raises(ValueError):
+        Ct(zone=7, nat_spec=n)
+    with pytest.raises(ValueError):
+        Ct(commit=True, nat=True, nat_spec=n)
+    assert Ct(commit=True, nat=True).nat_spec is None  # existing constructions unchanged
+    assert len({Ct(commit=True, nat_spec=n), Ct(commit=True, nat_spec=n)}) == 1
+
+
+def test_foreign_nat_forms_stay_opaque() -> None:
+    """NAT forms Loom never sends decode as an opaque ct (never equal to a desired flow,
+    so the reconciler replaces it), not as a Ct that would encode differently."""
+    head = struct.pack("!HIHB3xH", 1, 0, 5, 0xFF, 0)
+    ip = struct.pack("!I", SNAT_IP)
+    nat_src = _nx(c.NXAST_NAT, struct.pack("!2xHH", 1, 1) + ip)
+    mark = ofwire.encode_actions((Ct(commit=True, set_mark=1),))[24:]
+    cases = [
+        _nx(c.NXAST_NAT, struct.pack("!2xHH", 3, 1) + ip),  # src and dst
+        _nx(c.NXAST_NAT, struct.pack("!2xHH", 1, 0)),  # nat(src) without an address
+        _nx(c.NXAST_NAT, struct.pack("!2xHH", 0x19, 1) + ip),  # hash and random
+        _nx(c.NXAST_NAT, struct.pack("!2xHH", 0x41, 1) + ip),  # unknown flag
+        _nx(c.NXAST_NAT, struct.pack("!2xHH", 1, 2) + ip),  # max without min
+        mark + nat_src,  # nat after exec(): re-encoding would reorder
+        nat_src + nat_src,
+    ]
+    for body in cases:
+        raw = _nx(c.NXAST_CT, head + body)
+        (got,) = _parsed_actions(_apply(raw))
+        assert isinstance(got, ofwire.Opaque) and got.kind == "ct", body.hex()
+        assert got.raw == raw
+    # nat with an address but no commit (ovs-vswitchd refuses it anyway)
+    raw = _nx(c.NXAST_CT, struct.pack("!HIHB3xH", 0, 0, 5, 0xFF, 0) + nat_src)
+    (got,) = _parsed_actions(_apply(raw))
+    assert isinstance(got, ofwire.Opaque)
+    # truncated range: present says a port follows, the action ends
+    short = struct.pack("!HHIH2xHH", 0xFFFF, 16, c.NX_VENDOR_ID, c.NXAST_NAT, 1, 0x11)
+    raw = _nx(c.NXAST_CT, head + short)
+    (got,) = _parsed_actions(_apply(raw))
+    assert isinstance(got, ofwire.Opaque)
+
+
+@needs_ofctl
+def test_ovs_ofctl_sends_our_nat_bytes(tmp_path: Path) -> None:
+    """`ovs-ofctl add-flows` of to_ofctl text sends our flow_mods byte for byte, and
+    `ofp-parse` of our bytes prints what `parse-flows` prints for the text."""
+    flows = [_nat_flow(ct, 100 + i) for i, (ct, _, _) in enumerate(NAT_FORMS)]
+    (tmp_path / "flows.txt").write_text("".join(ofwire.to_ofctl(f) + "\n" for f in flows))
+    sock = socket.socket()
+    sock.settimeout(10)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    seen: list[bytes] = []
+    server = threading.Thread(target=_fake_switch, args=(sock, seen), daemon=True)
+    server.start()
+    try:
+        _ofctl("--no-names", "-O", "OpenFlow13", "add-flows",
+               f"tcp:127.0.0.1:{sock.getsockname()[1]}", str(tmp_path / "flows.txt"))
+    finally:
+        server.join(10)
+        sock.close()
+    sent = [m for m in seen if m[1] == c.OFPT_FLOW_MOD]
+    assert len(sent) == len(flows)
+    for msg, flow in zip(sent, flows, strict=True):
+        xid = struct.unpack_from("!I", msg, 4)[0]
+        assert msg == ofwire.encode_flow_mod(flow, ofwire.ADD, xid), ofwire.to_ofctl(flow)
+    (tmp_path / "msgs.bin").write_bytes(
+        b"".join(ofwire.encode_flow_mod(f, ofwire.ADD, i + 1) for i, f in enumerate(flows)))
+    ours = _ofctl("ofp-parse", str(tmp_path / "msgs.bin")).splitlines()
+    text = [line for line in _ofctl("-O", "OpenFlow13", "parse-flows",
+                                    str(tmp_path / "flows.txt")).splitlines()
+            if line.startswith("OFPT_")]
+    assert len(ours) == len(flows) and ours == text
