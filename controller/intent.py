@@ -204,6 +204,11 @@ class Router:
     revision_number: int = 0
     gateway_port_id: Optional[str] = None  # the port holding external_fixed_ips
     routes: tuple[tuple[str, str], ...] = ()  # extra routes (destination, nexthop)
+    # conntrack zone of the router's NAT (SNAT, floating IPs, port forwardings): made
+    # by the store when a gateway is first set, from the same space as Network.ct_zone
+    # (so it never equals a network's zone), kept while the gateway stays, freed (0)
+    # when it is cleared (store/allocations.py; see Network). 0: no gateway.
+    snat_zone: int = 0
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,26 @@ class FloatingIP:
     updated_at: str = ""
     revision_number: int = 0
     floating_port_id: Optional[str] = None  # the port that owns the floating address
+    # router_id is set whenever the floating IP is associated with a port (port_id,
+    # fixed_ip_address) or has port forwardings (then port_id is None): the router with
+    # an interface on the internal address's subnet and its gateway on
+    # floating_network_id (rest/floatingips.py `router_for`).
+
+
+@dataclass(frozen=True)
+class PortForwarding:
+    """Neutron's floating IP port forwarding: `protocol` traffic to the floating IP's
+    `external_port` goes to `internal_ip_address`:`internal_port` of `internal_port_id`.
+    The floating IP then has `router_id` set and no `port_id`."""
+
+    id: str
+    floatingip_id: str
+    protocol: str  # "tcp" | "udp"
+    external_port: int
+    internal_port: int
+    internal_ip_address: str
+    internal_port_id: str
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,6 +293,7 @@ class Intent:
     routers: Mapping[str, Router] = field(default_factory=_frozen)
     router_interfaces: Mapping[str, RouterInterface] = field(default_factory=_frozen)
     floating_ips: Mapping[str, FloatingIP] = field(default_factory=_frozen)
+    port_forwardings: Mapping[str, PortForwarding] = field(default_factory=_frozen)
     chassis: Mapping[str, Chassis] = field(default_factory=_frozen)
 
     @cached_property

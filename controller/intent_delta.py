@@ -30,6 +30,7 @@ INTENT_ATTRS: tuple[str, ...] = (
     "routers",
     "router_interfaces",
     "floating_ips",
+    "port_forwardings",
     "chassis",
 )
 
@@ -40,8 +41,8 @@ _NONE: frozenset[str] = frozenset()
 class IntentDelta:
     """Ids touched between two snapshots, per Intent attribute name ("ports", "networks", "subnets",
     "security_groups", "security_group_rules", "qos_policies", "qos_rules", "routers",
-    "router_interfaces", "floating_ips", "chassis"). Touched = added, changed or removed;
-    consumers compare old and new snapshots for the ids to tell which."""
+    "router_interfaces", "floating_ips", "port_forwardings", "chassis"). Touched = added,
+    changed or removed; consumers compare old and new snapshots for the ids to tell which."""
 
     touched: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
 

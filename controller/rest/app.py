@@ -33,7 +33,9 @@ from controller.rest.errors import (
     ServiceUnavailable,
     WaitTimeout,
 )
+from controller.rest.floatingips import FloatingIPs
 from controller.rest.networks import Networks
+from controller.rest.port_forwardings import PortForwardings
 from controller.rest.ports import Ports
 from controller.rest.resource import Resource, ViewContext
 from controller.rest.routers import Routers
@@ -70,6 +72,11 @@ _INDEX_CONFLICTS = {
     "Router_Interface": (
         "RouterInterfaceAttachmentConflict",
         "The router already has an interface on this subnet, or the port is another's",
+    ),
+    "Floating_IP": ("IpAddressAlreadyAllocated", "The floating IP address is in use"),
+    "Port_Forwarding": (
+        "BadRequest",
+        "A duplicate port forwarding entry with same attributes already exists",
     ),
 }
 
@@ -162,7 +169,8 @@ class LoomApi:
         self.resources: dict[str, Resource] = {
             r.plural.replace("_", "-"): r
             for r in (
-                Networks(), Subnets(), Ports(), SecurityGroups(), SecurityGroupRules(), Routers()
+                Networks(), Subnets(), Ports(), SecurityGroups(), SecurityGroupRules(), Routers(),
+                FloatingIPs(),
             )
         }
 
@@ -218,6 +226,9 @@ class LoomApi:
             )
         if parts[0] == "qos":  # /v2.0/qos/policies[/<id>[/<type>_rules[/<id>]]], rule-types
             resource, parts = qos.route(request.method, parts[1:])
+        elif parts[0] == "floatingips" and len(parts) in (3, 4) and parts[2] == "port_forwardings":
+            # /v2.0/floatingips/<id>/port_forwardings[/<id>]
+            resource, parts = PortForwardings(parts[1]), parts[2:]
         else:
             resource = self.resources.get(parts[0])
         actions = getattr(resource, "actions", ())  # member actions: PUT .../<id>/<action>

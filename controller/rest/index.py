@@ -22,7 +22,7 @@ from controller import intent as model
 from controller.intent_delta import IntentDelta, delta_between, make_delta, published
 
 _INDEXED = frozenset({"subnets", "ports", "networks", "routers", "router_interfaces",
-                      "floating_ips"})
+                      "floating_ips", "port_forwardings"})
 
 
 def _subnet_order(s: model.Subnet) -> tuple[str, str]:
@@ -54,6 +54,11 @@ class IntentIndex:
         self.subnet_ifaces: immutables.Map[str, dict[str, model.RouterInterface]] = _NO_GROUPS
         self.gateway_routers: immutables.Map[str, dict[str, str]] = _NO_GROUPS  # -> router ids
         self.floating_ports: immutables.Map[str, dict[str, str]] = _NO_GROUPS  # -> fip ids
+        # the floating IPs associated with a (fixed) port; the port forwardings of a
+        # floating IP, and those to an internal port
+        self.fixed_fips: immutables.Map[str, dict[str, str]] = _NO_GROUPS  # port -> fip ids
+        self.fip_pfs: immutables.Map[str, dict[str, str]] = _NO_GROUPS  # fip -> pf ids
+        self.port_pfs: immutables.Map[str, dict[str, str]] = _NO_GROUPS  # port -> pf ids
         if _empty:
             return
         subnets: dict[str, list[model.Subnet]] = {}
@@ -79,9 +84,19 @@ class IntentIndex:
             if r.gateway_port_id:
                 gateways.setdefault(r.gateway_port_id, {})[r.id] = r.id
         floating: dict[str, dict[str, str]] = {}
+        fixed: dict[str, dict[str, str]] = {}
         for fip in intent.floating_ips.values():
             if fip.floating_port_id:
                 floating.setdefault(fip.floating_port_id, {})[fip.id] = fip.id
+            if fip.port_id:
+                fixed.setdefault(fip.port_id, {})[fip.id] = fip.id
+        fip_pfs: dict[str, dict[str, str]] = {}
+        port_pfs: dict[str, dict[str, str]] = {}
+        for pf in intent.port_forwardings.values():
+            fip_pfs.setdefault(pf.floatingip_id, {})[pf.id] = pf.id
+            port_pfs.setdefault(pf.internal_port_id, {})[pf.id] = pf.id
+        self.fixed_fips = immutables.Map(fixed)
+        self.fip_pfs, self.port_pfs = immutables.Map(fip_pfs), immutables.Map(port_pfs)
         self.router_ifaces, self.port_ifaces = immutables.Map(by_router), immutables.Map(by_port)
         self.subnet_ifaces = immutables.Map(by_subnet)
         self.gateway_routers, self.floating_ports = immutables.Map(gateways), \
@@ -119,6 +134,23 @@ class IntentIndex:
         """The floating IP whose floating port `port_id` is, if any."""
         fips = self.floating_ports.get(port_id)
         return min(fips) if fips else None
+
+    def fips_on_port(self, port_id: str) -> list[str]:
+        """The floating IPs associated with port `port_id` (as its fixed port), by id."""
+        fips = self.fixed_fips.get(port_id)
+        return sorted(fips) if fips else []
+
+    def pfs_of_fip(self, fip_id: str) -> list[model.PortForwarding]:
+        """The floating IP's port forwardings, by id."""
+        pfs = self.fip_pfs.get(fip_id)
+        table = self.intent.port_forwardings
+        return [table[k] for k in sorted(pfs) if k in table] if pfs else []
+
+    def pfs_to_port(self, port_id: str) -> list[model.PortForwarding]:
+        """The port forwardings to internal port `port_id`, by id."""
+        pfs = self.port_pfs.get(port_id)
+        table = self.intent.port_forwardings
+        return [table[k] for k in sorted(pfs) if k in table] if pfs else []
 
     def derive(self, intent: model.Intent, delta: IntentDelta) -> IntentIndex:
         """The index of `intent`, which is this index's snapshot changed by `delta`.
@@ -197,8 +229,8 @@ class IntentIndex:
     def _derive_l3(self, base: IntentIndex, old: model.Intent, intent: model.Intent,
                    delta: IntentDelta) -> None:
         """The L3 groups of `base` (the index of `old`) updated for the routers, router
-        interfaces and floating IPs `delta` touched: O(those ids x log), copy on write,
-        never a pass over (or a copy of) a table or a map."""
+        interfaces, floating IPs and port forwardings `delta` touched: O(those ids x log),
+        copy on write, never a pass over (or a copy of) a table or a map."""
         self.router_ifaces, self.port_ifaces = base.router_ifaces, base.port_ifaces
         self.subnet_ifaces = base.subnet_ifaces
         self.gateway_routers, self.floating_ports = base.gateway_routers, base.floating_ports
@@ -227,6 +259,14 @@ class IntentIndex:
         self.floating_ports = _regroup_owners(
             base.floating_ports, delta.ids("floating_ips"), old.floating_ips,
             intent.floating_ips, lambda f: f.floating_port_id)
+        self.fixed_fips = _regroup_owners(
+            base.fixed_fips, delta.ids("floating_ips"), old.floating_ips,
+            intent.floating_ips, lambda f: f.port_id)
+        pf_ids = delta.ids("port_forwardings")
+        self.fip_pfs = _regroup_owners(base.fip_pfs, pf_ids, old.port_forwardings,
+                                       intent.port_forwardings, lambda p: p.floatingip_id)
+        self.port_pfs = _regroup_owners(base.port_pfs, pf_ids, old.port_forwardings,
+                                        intent.port_forwardings, lambda p: p.internal_port_id)
 
 
 def _regroup_owners(groups: immutables.Map[str, dict[str, str]], ids: frozenset[str],

@@ -1,4 +1,8 @@
-"""/v2.0/ports: a VM or container interface on a network, its MAC, IPs and binding."""
+"""/v2.0/ports: a VM or container interface on a network, its MAC, IPs and binding.
+
+Deleting a port disassociates its floating IPs and deletes the port forwardings to
+it; an address removed from a port does the same for that address (as Neutron).
+"""
 
 from __future__ import annotations
 
@@ -469,6 +473,10 @@ class Ports(Resource):
         updated = dataclasses.replace(
             updated, updated_at=now(), revision_number=port.revision_number + 1
         )
+        if updated.fixed_ips != port.fixed_ips:
+            from controller.rest.floatingips import release_port  # (imports this module)
+
+            release_port(helper, port, kept={f.ip_address for f in updated.fixed_ips})
         helper.put(updated)
         return updated
 
@@ -479,6 +487,9 @@ class Ports(Resource):
                 f"Port {port.id} cannot be deleted directly via the port API: "
                 f"has device owner {port.device_owner}.",
             )
+        from controller.rest.floatingips import release_port  # (imports this module)
+
+        release_port(helper, port)  # its floating IPs disassociated, port forwardings gone
         helper.delete(model.Port, port.id)
 
 
@@ -498,16 +509,20 @@ def l3_owner(idx: IntentIndex, port: model.Port) -> Optional[str]:
 
 
 def check_router_port_update(idx: IntentIndex, port: model.Port, updated: model.Port) -> None:
-    """A router's port keeps its owner, and its one address on the interface's subnet:
-    the router's Router_Interface row names both (remove the interface instead)."""
-    router = l3_owner(idx, port) if port.device_owner == ROUTER_INTERFACE else None
-    if router is None:
+    """A router's port (interface or gateway) keeps its owner, and its one address on
+    its subnet: the router's rows name both (remove the interface, or change the
+    router's external_gateway_info, instead). A floating IP's port keeps its owner and
+    its address, which is the floating IP's."""
+    owner = l3_owner(idx, port)
+    if owner is None:
         return
-    if (updated.device_owner, updated.device_id) != (port.device_owner, port.device_id) or [
-        f.subnet_id for f in updated.fixed_ips
-    ] != [f.subnet_id for f in port.fixed_ips]:
+    moved = [f.subnet_id for f in updated.fixed_ips] != [f.subnet_id for f in port.fixed_ips]
+    if port.device_owner == FLOATINGIP:
+        moved = updated.fixed_ips != port.fixed_ips
+    if (updated.device_owner, updated.device_id) != (port.device_owner, port.device_id) or \
+            moved:
         raise conflict(
             "PortInUse",
             f"Unable to complete operation on port {port.id} for network {port.network_id}. "
-            f"Port already has an attached device {router}.",
+            f"Port already has an attached device {owner}.",
         )

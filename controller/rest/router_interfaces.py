@@ -20,7 +20,9 @@ refused request writes nothing:
 - Removing an interface (by port, by subnet, or both: the port must be on that
   subnet) deletes its Router_Interface row and its port, whichever way it was added
   (Neutron deletes a port added by port_id too). A subnet that an extra route's
-  nexthop needs cannot be removed (409 RouterInterfaceInUseByRoute).
+  nexthop needs cannot be removed (409 RouterInterfaceInUseByRoute), nor one a
+  floating IP or port forwarding of the router reaches (409
+  RouterInterfaceInUseByFloatingIP).
 - The answer is Neutron's {id, subnet_id, subnet_ids, port_id, network_id,
   project_id, tenant_id}, `id` being the router's.
 """
@@ -286,6 +288,26 @@ def _not_needed_by_routes(router: model.Router, subnet: model.Subnet) -> None:
             )
 
 
+def _not_needed_by_floating_ips(intent: model.Intent, router: model.Router,
+                                subnet: model.Subnet) -> None:
+    """Neutron's _confirm_router_interface_not_in_use: no floating IP of the router (nor
+    port forwarding) may reach an address of the subnet through it."""
+    cidr = ipaddress.ip_network(subnet.cidr)
+    fips = [f for f in intent.floating_ips.values() if f.router_id == router.id]
+    if not fips:
+        return
+    ids = {f.id for f in fips}
+    inside = [f.fixed_ip_address for f in fips if f.fixed_ip_address] + [
+        p.internal_ip_address for p in intent.port_forwardings.values()
+        if p.floatingip_id in ids]
+    if any(ipaddress.ip_address(a) in cidr for a in inside):
+        raise conflict(
+            "RouterInterfaceInUseByFloatingIP",
+            f"Router interface for subnet {subnet.id} on router {router.id} cannot be "
+            "deleted, as it is required by one or more floating IPs.",
+        )
+
+
 def _find(
     idx: IntentIndex, router: model.Router, body: dict[str, str]
 ) -> Optional[model.RouterInterface]:
@@ -330,6 +352,7 @@ def remove_interface(
         subnet = intent.subnets.get(sid)
         if subnet is not None:
             _not_needed_by_routes(router, subnet)
+            _not_needed_by_floating_ips(intent, router, subnet)
     helper.delete(model.RouterInterface, iface.id)
     helper.delete(model.Port, port.id)
     bump(helper, router)

@@ -1,4 +1,4 @@
-"""/v2.0/routers: Neutron L3 routers, phase 1 (east-west routing between subnets).
+"""/v2.0/routers: Neutron L3 routers: routing between subnets, external gateways.
 
 - A router belongs to a project; members create routers in their own project and
   see only those (another project's router is 404, as if it did not exist); admins
@@ -6,9 +6,12 @@
 - `status` is always ACTIVE and `distributed` always true: routing between subnets
   happens in the pipeline of the chassis where the sending guest lives. `ha` is
   false. A request for a centralized (`distributed: false`) or HA router is 400.
-- `external_gateway_info` is null in this phase: no external networks, SNAT or
-  floating IPs are served yet, so a request setting one is 400
-  ExternalGatewayNotSupported (and changes nothing). Null or {} is accepted.
+- `external_gateway_info` ({network_id, enable_snat, external_fixed_ips}) on POST
+  and PUT: a gateway port on a `router:external` network, SNAT when `enable_snat`
+  (Neutron's ext-gw-mode), one conntrack zone for the router's NAT; null or {}
+  clears it. See router_gateway.py for the rules and errors. One gateway per router
+  (no external-gateway-multihoming), one IPv4 address on it.
+- Floating IPs and their port forwardings: floatingips.py, port_forwardings.py.
 - `routes` (extra routes, Neutron's extraroute extension) are set by PUT only (not
   on POST, as in Neutron) or changed atomically by `add_extraroutes` /
   `remove_extraroutes`. Each nexthop must be on a subnet attached to the router and
@@ -18,7 +21,11 @@
 - `add_router_interface` / `remove_router_interface`: see router_interfaces.py.
 - Adding or removing an interface bumps the router's revision_number, as Neutron's
   revision plugin does (router ports revise their router).
-- A router with interfaces cannot be deleted (409 RouterInUse).
+- A router with interfaces cannot be deleted (409 RouterInUse); deleting one with a
+  gateway deletes the gateway port too, unless floating IPs need it (409
+  RouterExternalGatewayInUseByFloatingIp).
+- Not served: l3-ha, dvr (the attribute is always true), l3-flavors, availability
+  zones, external-gateway-multihoming, conntrack helpers, NDP proxy.
 """
 
 from __future__ import annotations
@@ -26,11 +33,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from webob import Request
 
 from controller import intent as model
+from controller.rest import router_gateway as gateway
 from controller.rest import router_interfaces as ifaces
 from controller.rest.auth import Principal
 from controller.rest.errors import BadRequest, InvalidInput, NotFound, bad_request, conflict
@@ -41,7 +49,6 @@ from controller.rest.validate import (
     Attr,
     boolean,
     check_item,
-    dict_of_json,
     integer,
     ip_address,
     json_body,
@@ -102,11 +109,6 @@ def route_list(value: Any) -> list[dict[str, str]]:
     return out
 
 
-def gateway_info(value: Any) -> Optional[dict[str, Any]]:
-    """null or {} (no gateway); anything else is refused by the resource, not here."""
-    return None if value is None else dict_of_json(value) or None
-
-
 A = Attr
 ATTRS = {
     a.name: a
@@ -118,7 +120,7 @@ ATTRS = {
         A("tenant_id", string(), put=False),
         A("admin_state_up", boolean, default=True),
         A("status", string(), post=False, put=False),
-        A("external_gateway_info", gateway_info, filter=False),
+        A("external_gateway_info", gateway.gateway_info, filter=False),
         A("routes", route_list, post=False, filter=False),
         A("distributed", boolean, admin_only=True, default=True),
         A("ha", boolean, admin_only=True, default=False),
@@ -146,14 +148,7 @@ CHEAP_FIELDS: dict[str, Callable[[model.Router, model.Intent], Any]] = {
 
 
 def _check_supported(item: dict[str, Any]) -> None:
-    """What this phase does not serve: 400 (after the policy's 403), before any write."""
-    if item.get("external_gateway_info") is not None:
-        raise bad_request(
-            "ExternalGatewayNotSupported",
-            "External gateways are not supported yet: this Loom routes between a router's "
-            "subnets only (no external networks, SNAT or floating IPs). Leave "
-            "external_gateway_info null.",
-        )
+    """What is not served: 400 (after the policy's 403), before any write."""
     if item.get("distributed") is False:
         raise bad_request(
             "BadRequest",
@@ -166,6 +161,10 @@ def _check_supported(item: dict[str, Any]) -> None:
             "Bad router request: HA routers (ha: true) are not supported; distributed "
             "routing needs no standby.",
         )
+
+
+_GATEWAY_FIELDS = ("external_network_id", "gateway_port_id", "external_fixed_ips",
+                   "enable_snat", "snat_zone")
 
 
 def routes_view(routes: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
@@ -248,7 +247,7 @@ class Routers(Resource):
             "tenant_id": r.project_id,
             "admin_state_up": r.admin_state_up,
             "status": "ACTIVE",
-            "external_gateway_info": None,
+            "external_gateway_info": gateway.view(r),
             "routes": routes_view(r.routes),
             "distributed": True,
             "ha": False,
@@ -262,6 +261,7 @@ class Routers(Resource):
     def create(self, principal: Principal, item: dict[str, Any], helper: TxnHelper) -> model.Router:
         project = owner_for_create(principal, item, "create_router")
         check_admin_only(principal, item, self.attrs, "create_router")
+        gateway.check_policy(principal, item.get("external_gateway_info"), "create_router")
         _check_supported(item)
         stamp = now()
         router = model.Router(
@@ -274,27 +274,35 @@ class Routers(Resource):
             updated_at=stamp,
             revision_number=1,
         )
+        if item.get("external_gateway_info") is not None:
+            router = gateway.apply(principal, router, item["external_gateway_info"], helper)
         helper.put(router)
-        return router
+        return helper.get(model.Router, router.id) or router  # (with its NAT zone)
 
     def update(
         self, principal: Principal, router: model.Router, changes: dict[str, Any],
         helper: TxnHelper,
     ) -> model.Router:
         check_admin_only(principal, changes, self.attrs, "update_router")
+        gateway.check_policy(principal, changes.get("external_gateway_info"), "update_router")
         _check_supported(changes)
         routes = router.routes
         if "routes" in changes:
             routes = check_routes(index_for_write(helper), router, changes["routes"])
+        wanted = router
+        if "external_gateway_info" in changes:
+            wanted = gateway.apply(principal, router, changes["external_gateway_info"], helper)
         fields = {
             "name": changes.get("name", router.name),
             "description": changes.get("description", router.description),
             "admin_state_up": changes.get("admin_state_up", router.admin_state_up),
             "routes": routes,
+            **{k: getattr(wanted, k) for k in _GATEWAY_FIELDS},
         }
         if dataclasses.replace(router, **fields) == router:
             return router
-        return ifaces.bump(helper, router, **fields)
+        ifaces.bump(helper, router, **fields)
+        return helper.get(model.Router, router.id) or router  # (with its NAT zone)
 
     def delete(self, principal: Principal, router: model.Router, helper: TxnHelper) -> None:
         attached = [i.port_id for i in ifaces.interfaces_of(index_for_write(helper), router.id)]
@@ -302,6 +310,7 @@ class Routers(Resource):
             raise conflict(
                 "RouterInUse", f"Router {router.id} has ports still attached: {', '.join(attached)}"
             )
+        gateway.clear(router, helper)  # its gateway port, unless floating IPs need it
         helper.delete(model.Router, router.id)
 
     # -- member actions: PUT /v2.0/routers/{id}/{action} --------------------------------

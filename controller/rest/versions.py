@@ -17,6 +17,7 @@ COLLECTIONS = (
     ("policy", "qos/policies"),
     ("rule_type", "qos/rule-types"),
     ("router", "routers"),
+    ("floatingip", "floatingips"),
 )
 
 EXTENSIONS = (
@@ -67,14 +68,35 @@ EXTENSIONS = (
         "QoS port network policy ID",
         "Adds a the QoS network ID to the port definition",
     ),
-    # Neutron's "router" extension also covers floatingips, which are not served yet
-    # (their URLs are 404); listed because routers are, and tools (Horizon, Tempest)
-    # look for it before offering routers. No l3-ha, dvr, external-gateway-multihoming.
+    # Neutron's "router" extension: routers (one external gateway each) and floating
+    # IPs. No l3-ha, dvr, external-gateway-multihoming, fip-port-details, qos-fip,
+    # floating IP pools, port forwarding port ranges.
     (
         "router",
         "Neutron L3 Router",
         "Router abstraction for basic L3 forwarding between L2 Neutron networks and access "
         "to external networks via a NAT gateway.",
+    ),
+    (
+        "ext-gw-mode",
+        "Neutron L3 Configurable external gateway mode",
+        "Extension of the router abstraction for specifying whether SNAT should occur on "
+        "the external gateway",
+    ),
+    (
+        "floating-ip-port-forwarding",
+        "Floating IP Port Forwarding",
+        "Allow port forwarding from floating IP port to an internal port",
+    ),
+    (
+        "expose-port-forwarding-in-fip",
+        "Expose port forwarding in floating IP",
+        "Expose port forwarding details in floating IP resources",
+    ),
+    (
+        "floating-ip-port-forwarding-description",
+        "Floating IP Port Forwarding new attribute description",
+        "Add a description field to Port Forwarding rules",
     ),
     ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
     (

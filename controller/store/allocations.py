@@ -2,17 +2,23 @@
 
 Switches keep state under some numbers the compiler chooses: conntrack zones (a
 moved zone breaks every live connection of the network), flood group ids, meter
-ids, the VLAN a network rides on fabric links, conjunction ids. Each is a column
-of the object that owns it, allocated when the row is created (inside the same
-OVSDB transaction, by `TxnHelper.put`), so neither a new colliding object nor a
-restart can move it; the compiler only reads it (compiler/overlay.py `zone_of`,
-`flood_group_id`, acl.py `conj_id_of`, qos.py `meter_id_of`, fabric.py `fabric_vlans`).
+ids, the VLAN a network rides on fabric links, conjunction ids, a router's NAT
+zone. Each is a column of the object that owns it, allocated when the row is
+created (inside the same OVSDB transaction, by `TxnHelper.put`), so neither a new
+colliding object nor a restart can move it; the compiler only reads it
+(compiler/overlay.py `zone_of`, `flood_group_id`, acl.py `conj_id_of`, qos.py
+`meter_id_of`, fabric.py `fabric_vlans`).
 
 The value allocated is the one the compiler used to derive from the object's key
 (for a zone `key % CT_ZONE_SPAN + 1`), probed past the values other objects hold,
 so an upgraded store gives each existing object what its switches already hold
 unless two objects collided. `backfill` does that once, at store start, for rows
 of an older database whose column is still 0, in id order, in one transaction.
+
+A router's NAT zone (`Router.snat_zone`) comes from the same space as the networks'
+conntrack zones (one `Spec.space`), so it never equals a network's zone; it exists
+only while the router has a gateway (`Spec.applies`): a router written without one
+gets 0, which frees the value, and a later gateway gets a fresh one.
 
 Uniqueness is kept by this module, not by an OVSDB index: after a schema
 conversion every existing row holds 0, and a unique index over the column would
@@ -59,10 +65,18 @@ class Spec:
     # values an object blocks in this space besides its own allocation
     also_claims: Optional[Callable[[Any], Iterable[int]]] = None
     lo: int = 1
+    # specs naming the same space share its values (a router's NAT zone and the
+    # networks' conntrack zones); "" : a space of its own
+    space: str = ""
 
     @property
     def size(self) -> int:
         return self.hi - self.lo + 1
+
+    @property
+    def key(self) -> str:
+        """The value space this column allocates from."""
+        return self.space or f"{self.cls.__name__}.{self.attr}"
 
     def claims(self, obj: Any) -> set[int]:
         out = set(self.also_claims(obj)) if self.also_claims is not None else set()
@@ -86,7 +100,8 @@ class Spec:
 
     def pick(self, obj: Any, taken: Collection[int]) -> int:
         """The derived value probed upwards (wrapping) past `taken`; 0 if none is free."""
-        if len(taken) >= self.size and all(self.lo <= v <= self.hi for v in taken):
+        if len(taken) >= self.size and len(
+                {v for v in taken if self.lo <= v <= self.hi}) >= self.size:
             return 0
         value = self.lo + (self.derive(obj) - self.lo) % self.size  # (always in range)
         for _ in range(self.size):
@@ -107,9 +122,16 @@ def _conj_key(rule: model.SecurityGroupRule) -> int:
     return (model.object_key(rule.id) & CONJ_ID_MAX) or 1
 
 
+CT_ZONES = "conntrack zones"  # one space: networks' zones and routers' NAT zones
+
 SPECS: tuple[Spec, ...] = (
     Spec(model.Network, "ct_zone", "networks", pl.CT_ZONE_SPAN,
-         lambda n: n.key % pl.CT_ZONE_SPAN + 1, "conntrack zone"),
+         lambda n: n.key % pl.CT_ZONE_SPAN + 1, "conntrack zone", space=CT_ZONES),
+    # a router's NAT zone exists while it has a gateway: written without one, the
+    # column goes back to 0 (freed); kept from the row while the gateway stays
+    Spec(model.Router, "snat_zone", "routers", pl.CT_ZONE_SPAN,
+         lambda r: model.object_key(r.id) % pl.CT_ZONE_SPAN + 1, "conntrack zone",
+         applies=lambda r: r.external_network_id is not None, space=CT_ZONES),
     Spec(model.Network, "flood_group", "networks", pl.GROUP_ID_MASK,
          lambda n: (n.key & pl.GROUP_ID_MASK) or 1, "flood group id"),
     Spec(model.Network, "fabric_vlan", "networks", MAX_FABRIC_VLAN,
@@ -121,8 +143,10 @@ SPECS: tuple[Spec, ...] = (
          lambda p: p.key % pl.METER_ID_SPAN + 1, "meter id", required=False),
 )
 BY_CLASS: dict[type, tuple[Spec, ...]] = {}
+BY_SPACE: dict[str, tuple[Spec, ...]] = {}
 for _spec in SPECS:
     BY_CLASS[_spec.cls] = (*BY_CLASS.get(_spec.cls, ()), _spec)
+    BY_SPACE[_spec.key] = (*BY_SPACE.get(_spec.key, ()), _spec)
 
 
 class _Held:
@@ -177,21 +201,30 @@ def _held_in(spec: Spec, intent: model.Intent) -> _Held:
 
 class Taken:
     """The values taken in one space for one transaction: those the base snapshot holds
-    and those the transaction's own writes claim."""
+    (in each table allocating from the space) and those the transaction's own writes
+    claim. `len` may count a value held in two tables twice (an upper bound)."""
 
-    def __init__(self, held: dict[int, int], extra: set[int]) -> None:
+    def __init__(self, held: list[dict[int, int]], extra: set[int]) -> None:
         self._held = held
         self._extra = extra
 
+    def _in_held(self, value: object) -> bool:
+        return any(value in h for h in self._held)
+
     def __contains__(self, value: object) -> bool:
-        return value in self._extra or value in self._held
+        return value in self._extra or self._in_held(value)
 
     def __len__(self) -> int:
-        return len(self._held) + len(self._extra)
+        return sum(len(h) for h in self._held) + len(self._extra)
 
     def __iter__(self) -> Any:
-        yield from self._held
-        yield from (v for v in self._extra if v not in self._held)
+        seen: set[int] = set()
+        for h in self._held:
+            for v in h:
+                if v not in seen:
+                    seen.add(v)
+                    yield v
+        yield from (v for v in self._extra if v not in seen)
 
     def __ior__(self, values: Iterable[int]) -> Taken:
         self._extra.update(values)
@@ -213,10 +246,10 @@ class Allocator:
                  base: Optional[model.Intent] = None) -> None:
         self._current = current
         self._base = base
-        self._taken: dict[Spec, Taken] = {}
+        self._taken: dict[str, Taken] = {}  # by space
 
     def _taken_for(self, spec: Spec) -> Taken:
-        taken = self._taken.get(spec)
+        taken = self._taken.get(spec.key)
         if taken is None:
             current = self._current()
             base = self._base if self._base is not None else current
@@ -226,14 +259,16 @@ class Allocator:
             delta = delta_between(base, current) if current is not base else None
             if current is not base and delta is None:
                 base = current  # the view cannot say what it changed: count it whole
-            held = _held_in(spec, base)
-            if delta is not None:
-                objs = getattr(current, spec.intent_attr)
-                for key in delta.ids(spec.intent_attr):
-                    obj = objs.get(key)
-                    if obj is not None:
-                        extra |= spec.claims(obj)
-            taken = self._taken[spec] = Taken(held.counts, extra)
+            helds: list[dict[int, int]] = []
+            for member in BY_SPACE[spec.key]:  # every table allocating from the space
+                helds.append(_held_in(member, base).counts)
+                if delta is not None:
+                    objs = getattr(current, member.intent_attr)
+                    for key in delta.ids(member.intent_attr):
+                        obj = objs.get(key)
+                        if obj is not None:
+                            extra |= member.claims(obj)
+            taken = self._taken[spec.key] = Taken(helds, extra)
         return taken
 
     def fill(self, obj: Any, stored: Optional[Callable[[str], int]] = None) -> Any:
@@ -247,7 +282,11 @@ class Allocator:
         specs = BY_CLASS.get(type(obj), ())
         changes: dict[str, int] = {}
         for spec in specs:
-            if getattr(obj, spec.attr) or not spec.applies(obj):
+            if not spec.applies(obj):
+                if getattr(obj, spec.attr):  # e.g. a router's NAT zone, its gateway gone
+                    changes[spec.attr] = 0
+                continue
+            if getattr(obj, spec.attr):
                 continue
             value = stored(spec.attr) if stored is not None else 0
             if not value:
@@ -268,7 +307,7 @@ class Allocator:
     def note(self, obj: Any) -> None:
         """Record what `obj` (as written) holds, in every space already being tracked."""
         for spec in BY_CLASS.get(type(obj), ()):
-            taken = self._taken.get(spec)
+            taken = self._taken.get(spec.key)
             if taken is not None:
                 taken |= spec.claims(obj)
 
@@ -290,19 +329,21 @@ def plan_backfill(intent: model.Intent) -> list[Any]:
     derived value probed past those taken: what the compiler derived before
     allocations were stored, whenever nothing collided.
     """
-    taken = {spec: spec.taken(intent) for spec in SPECS}
+    taken: dict[str, set[int]] = {}
+    for spec in SPECS:
+        taken.setdefault(spec.key, set()).update(spec.taken(intent))
     filled: dict[tuple[str, str], Any] = {}
     for spec in SPECS:
         objs = sorted(getattr(intent, spec.intent_attr).values(), key=lambda o: o.id)
         for obj in objs:
             if getattr(obj, spec.attr) or not spec.applies(obj):
                 continue
-            value = spec.pick(obj, taken[spec])
+            value = spec.pick(obj, taken[spec.key])
             if not value:  # more objects than values (e.g. >65,000 networks): the
                 log.error("no free %s for %s %s; the compiler derives one per switch",
                           spec.what, spec.cls.__name__, obj.id)  # start must not fail
                 continue
-            taken[spec].add(value)
+            taken[spec.key].add(value)
             k = (spec.intent_attr, obj.id)
             filled[k] = dataclasses.replace(filled.get(k, obj), **{spec.attr: value})
     return [filled[k] for k in sorted(filled)]

@@ -232,6 +232,17 @@ CODECS: tuple[TableCodec, ...] = (
         ),
     ),
     TableCodec(
+        model.PortForwarding,
+        "Port_Forwarding",
+        "port_forwardings",
+        _auto(
+            model.PortForwarding,
+            (),
+            floatingip_id=Field("floatingip_id", "floating_ip", REF),
+            internal_port_id=Field("internal_port_id", "internal_neutron_port", REF),
+        ),
+    ),
+    TableCodec(
         model.Chassis,
         "Chassis",
         "chassis",

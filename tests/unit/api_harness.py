@@ -169,3 +169,44 @@ def openstack_cli(env: Env) -> Iterator[Callable[..., str]]:
         yield osc
     finally:
         serving.close()
+
+
+# -- L3: external networks, routers with gateways (routers, floating IPs, forwardings) --
+@dataclass
+class L3:
+    """An external network with a subnet, a project's network, subnet and router (its
+    gateway on the external network, an interface on the subnet) and a guest port."""
+
+    ext: dict[str, Any]
+    ext_subnet: dict[str, Any]
+    net: dict[str, Any]
+    subnet: dict[str, Any]
+    router: dict[str, Any]
+    vm: dict[str, Any]
+
+
+def external_network(env: Env, cidr: str = "172.24.4.0/24", **attrs: Any) -> tuple[
+        dict[str, Any], dict[str, Any]]:
+    """An admin's router:external network (shared unless told) and its subnet."""
+    token = ADMIN if env.auth else None
+    attrs.setdefault("shared", True)
+    net = env.network(name="public", token=token, **{"router:external": True}, **attrs)
+    return net, env.subnet(net["id"], cidr, token=token)
+
+
+def l3_setup(env: Env, token: Optional[str] = None, cidr: str = "10.0.0.0/24",
+             ext: Optional[tuple[dict[str, Any], dict[str, Any]]] = None) -> L3:
+    """The topology a floating IP needs, for the caller `token` (admin by default)."""
+    ext_net, ext_subnet = ext or external_network(env)
+    kw: dict[str, Any] = {"token": token} if token is not None else {}
+    if token is None and env.auth:
+        kw["token"] = ADMIN
+    net = env.network(name="inside", **kw)
+    subnet = env.subnet(net["id"], cidr, **kw)
+    router = env.ok("POST", "/v2.0/routers", {"router": {
+        "name": "edge", "external_gateway_info": {"network_id": ext_net["id"]}}}, 201,
+        **kw)["router"]
+    env.ok("PUT", f"/v2.0/routers/{router['id']}/add_router_interface",
+           {"subnet_id": subnet["id"]}, **kw)
+    vm = env.port(net["id"], name="vm", **kw)
+    return L3(ext_net, ext_subnet, net, subnet, router, vm)

@@ -242,7 +242,7 @@ def test_values_survive_a_restart(tmp_path: Path) -> None:
 
 # -- an older database: conversion, then backfill -----------------------------------
 _NEW_COLUMNS = {"Network": ("ct_zone", "flood_group", "fabric_vlan"), "Port": ("meter_id",),
-                "Security_Group_Rule": ("conj_id",)}
+                "Security_Group_Rule": ("conj_id",), "Router": ("snat_zone",)}
 
 
 def old_schema(path: Path) -> Path:
@@ -322,3 +322,51 @@ def test_api_bodies_do_not_show_allocations(env: Env) -> None:
     text = json.dumps(bodies)
     for column in ("ct_zone", "flood_group", "fabric_vlan", "meter_id", "conj_id"):
         assert column not in text
+
+
+# -- a router's NAT zone: the networks' zone space, only while it has a gateway --------
+def router_on(object_id: str, gateway: bool, **kw: object) -> m.Router:
+    return m.Router(object_id, "p", "r", external_network_id=A.id if gateway else None,
+                    **kw)  # type: ignore[arg-type]
+
+
+def test_a_routers_nat_zone_shares_the_networks_zone_space(store: NorthboundStore) -> None:
+    put(store, A)
+    zone_a = store.latest().networks[A.id].ct_zone
+    # a router whose derived zone is the network's gets the next free one
+    clash = router_on(crafted(A.key + pl.CT_ZONE_SPAN), gateway=True)
+    plain = router_on(uid(301), gateway=False)
+    put(store, clash, plain)
+    snap = store.latest()
+    assert snap.routers[clash.id].snat_zone not in (0, zone_a)
+    assert snap.routers[plain.id].snat_zone == 0  # no gateway, no NAT zone
+    # a network made after it probes past the router's zone too
+    later = net(crafted(model_key(clash.id) + 2 * pl.CT_ZONE_SPAN), 9)
+    put(store, later)
+    snap = store.latest()
+    taken = snap.routers[clash.id].snat_zone
+    assert snap.networks[later.id].ct_zone not in (zone_a, taken)
+    # kept across updates (a router rewritten with 0 keeps its row's zone) ...
+    put(store, dataclasses.replace(snap.routers[clash.id], name="renamed", snat_zone=0))
+    assert store.latest().routers[clash.id].snat_zone == taken
+    # ... and freed when the gateway goes; a new gateway takes a free value again
+    put(store, dataclasses.replace(store.latest().routers[clash.id], external_network_id=None))
+    assert store.latest().routers[clash.id].snat_zone == 0
+    put(store, dataclasses.replace(store.latest().routers[clash.id], external_network_id=A.id))
+    again = store.latest().routers[clash.id].snat_zone
+    assert again and again not in {n.ct_zone for n in store.latest().networks.values()}
+
+
+def model_key(object_id: str) -> int:
+    return m.object_key(object_id)
+
+
+def test_backfill_gives_gateway_routers_a_zone_past_the_networks() -> None:
+    clash = router_on(crafted(A.key + pl.CT_ZONE_SPAN), gateway=True)
+    held = dataclasses.replace(A, ct_zone=zone_of(A))
+    intent = m.Intent(networks=MappingProxyType({A.id: held}),
+                      routers=MappingProxyType({clash.id: clash, uid(302): router_on(
+                          uid(302), gateway=False)}))
+    filled = [o for o in al.plan_backfill(intent) if isinstance(o, m.Router)]
+    assert [o.id for o in filled] == [clash.id]  # (not the router without a gateway)
+    assert filled[0].snat_zone not in (0, zone_of(A))

@@ -28,7 +28,7 @@ def test_v2_lists_resources(env: Env) -> None:
         body = env.ok("GET", path)
         assert {r["collection"] for r in body["resources"]} == {
             "networks", "subnets", "ports", "security-groups", "security-group-rules",
-            "qos/policies", "qos/rule-types", "routers"}
+            "qos/policies", "qos/rule-types", "routers", "floatingips"}
         assert body["resources"][0]["links"][0]["href"].startswith("http://localhost/v2.0/")
 
 

@@ -151,7 +151,9 @@ CASES = [
     ("DELETE", f"/v2.0/ports/{GHOST}", None, 404, "PortNotFound"),
     ("GET", "/v2.0/networks/not-even-a-uuid", None, 404, "NetworkNotFound"),
     ("POST", "/v2.0/ports", {"port": {"network_id": GHOST}}, 404, "NetworkNotFound"),
-    ("GET", "/v2.0/floatingips", None, 404, "HTTPNotFound"),
+    ("GET", f"/v2.0/floatingips/{GHOST}", None, 404, "FloatingIPNotFound"),
+    ("GET", f"/v2.0/floatingips/{GHOST}/port_forwardings", None, 404, "FloatingIPNotFound"),
+    ("GET", "/v2.0/floatingips/x/port_forwardings/y/z", None, 404, "HTTPNotFound"),
     ("GET", "/nowhere", None, 404, "HTTPNotFound"),
     # 405
     ("PUT", "/v2.0/networks", {"network": {}}, 405, "HTTPMethodNotAllowed"),

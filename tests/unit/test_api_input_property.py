@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import pytest
-from api_harness import ADMIN, BOB, Env, start_env
+from api_harness import ADMIN, BOB, Env, l3_setup, start_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from webob import Response
 
 from controller.rest import qos
 from controller.rest.errors import InvalidInput
+from controller.rest.floatingips import FloatingIPs
 from controller.rest.networks import Networks
+from controller.rest.port_forwardings import PortForwardings
 from controller.rest.ports import Ports
 from controller.rest.resource import Resource
 from controller.rest.routers import Routers
@@ -82,6 +84,8 @@ RESOURCES: dict[str, Resource] = {
         SecurityGroups(),
         SecurityGroupRules(),
         Routers(),
+        FloatingIPs(),
+        PortForwardings("any"),
         qos.POLICIES,
         *(cls("any") for cls in qos.RULE_COLLECTIONS.values()),
     )
@@ -184,8 +188,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     }
     router = env.ok("POST", "/v2.0/routers", {"router": {"name": "r"}}, 201,
                     token=ADMIN)["router"]
+    l3 = l3_setup(env, cidr="10.66.0.0/24")  # an external network, a routed guest port
+    fip = env.ok("POST", "/v2.0/floatingips", {"floatingip": {
+        "floating_network_id": l3.ext["id"]}}, 201, token=ADMIN)["floatingip"]
+    pf_fip = env.ok("POST", "/v2.0/floatingips", {"floatingip": {
+        "floating_network_id": l3.ext["id"]}}, 201, token=ADMIN)["floatingip"]
+    pfs = f"/v2.0/floatingips/{pf_fip['id']}/port_forwardings"
+
+    def forwarding(n: int, external: int = 2222) -> dict[str, Any]:
+        return {"protocol": "tcp", "external_port": external, "internal_port": external,
+                "internal_ip_address": l3.vm["fixed_ips"][0]["ip_address"],
+                "internal_port_id": l3.vm["id"]}
+
+    pf = env.ok("POST", pfs, {"port_forwarding": forwarding(0, 80)}, 201,
+                token=ADMIN)["port_forwarding"]
     targets = {
         "routers": Target("/v2.0/routers", lambda n: {}, router["id"]),
+        "floatingips": Target("/v2.0/floatingips",
+                              lambda n: {"floating_network_id": l3.ext["id"]}, fip["id"]),
+        "port_forwardings": Target(pfs, forwarding, pf["id"]),
         "networks": Target(
             "/v2.0/networks",
             lambda n: {},
@@ -277,6 +298,7 @@ def test_every_collection_is_exercised(world: World) -> None:
     """RESOURCES holds every collection the app serves, and the probe finds the text attrs."""
     served = {r.plural for r in world.env.app.resources.values()} | {qos.POLICIES.plural}
     served |= {cls.plural for cls in qos.RULE_COLLECTIONS.values()}
+    served |= {PortForwardings.plural}  # (under /v2.0/floatingips/<id>/)
     assert set(RESOURCES) == served
     assert {"name", "description", "project_id"} <= set(string_attrs(Networks(), create=True))
     assert "device_owner" in string_attrs(Ports(), create=True)

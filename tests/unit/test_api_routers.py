@@ -1,5 +1,5 @@
-"""Routers through the REST API (issue 12, phase 1): CRUD, scoping, extra routes,
-what is not served yet (external gateways), extensions and network MTUs.
+"""Routers through the REST API (issue 12): CRUD, scoping, extra routes, external
+gateways (port, address, NAT zone, policy, errors), extensions and network MTUs.
 
 Interfaces (add/remove_router_interface) are in test_api_router_interfaces.py.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from api_harness import ADMIN, ALICE, BOB, Env, openstack_cli, start_env
+from api_harness import ADMIN, ALICE, BOB, Env, external_network, openstack_cli, start_env
 
 from controller.rest.server import serve
 from controller.runtime import Detached
@@ -127,24 +127,157 @@ def test_refused_attributes_write_nothing(env: Env) -> None:
     assert router(env, distributed=True, ha=False)["distributed"] is True
 
 
-def test_external_gateway_is_not_served_yet(env: Env) -> None:
-    net = env.network(**{"router:external": True})
-    gw = {"network_id": net["id"]}
-    error = env.rejected("POST", R, {"router": {"name": "r", "external_gateway_info": gw}},
-                         status=400, type="ExternalGatewayNotSupported")
-    assert "not supported yet" in error["message"]
-    r = router(env, name="r", external_gateway_info=None)
-    assert router(env, external_gateway_info={})["external_gateway_info"] is None
-    env.rejected("PUT", f"{R}/{r['id']}",
-                 {"router": {"name": "renamed", "external_gateway_info": gw}},
-                 status=400, type="ExternalGatewayNotSupported")
-    assert env.store.latest().routers[r["id"]].name == "r"
-    env.rejected("PUT", f"{R}/{r['id']}", {"router": {"external_gateway_info": "net"}},
-                 status=400, type="InvalidInput")
-    cleared = env.ok("PUT", f"{R}/{r['id']}", {"router": {"external_gateway_info": None}})
-    assert cleared["router"]["external_gateway_info"] is None
-    for path in ("/v2.0/floatingips", f"/v2.0/floatingips/{GHOST}/port_forwardings"):
-        assert env.call("GET", path).status_int == 404
+def gw(network_id: str, **more: Any) -> dict[str, Any]:
+    return {"network_id": network_id, **more}
+
+
+def zones_in_use(env: Env, but: str = "") -> set[int]:
+    """The conntrack zones networks and other routers hold."""
+    snap = env.store.latest()
+    return {n.ct_zone for n in snap.networks.values()} | {
+        r.snat_zone for r in snap.routers.values() if r.id != but and r.snat_zone}
+
+
+def test_external_gateway_set_replace_clear(env: Env) -> None:
+    ext, ext_sub = external_network(env)
+    r = router(env, name="r", external_gateway_info=gw(ext["id"]))
+    info = r["external_gateway_info"]
+    assert info == {"network_id": ext["id"], "enable_snat": True, "external_fixed_ips": [
+        {"subnet_id": ext_sub["id"], "ip_address": "172.24.4.2"}]}
+    snap = env.store.latest()
+    stored = snap.routers[r["id"]]
+    port = snap.ports[stored.gateway_port_id]
+    assert (port.device_owner, port.device_id, port.project_id, port.network_id) == (
+        "network:router_gateway", r["id"], "", ext["id"])
+    assert port.port_security_enabled is False and port.security_groups == ()
+    assert stored.external_network_id == ext["id"] and stored.enable_snat is True
+    zone = stored.snat_zone
+    assert zone and zone not in zones_in_use(env, but=r["id"])
+    assert env.ok("GET", f"{R}/{r['id']}")["router"]["external_gateway_info"] == info
+
+    # unrelated objects and updates do not move the zone
+    env.subnet(env.network(name="other")["id"], "10.9.0.0/24")
+    env.ok("PUT", f"{R}/{r['id']}", {"router": {"name": "renamed"}})
+    assert env.store.latest().routers[r["id"]].snat_zone == zone
+    other = router(env, name="r2", external_gateway_info=gw(ext["id"]))
+    other_zone = env.store.latest().routers[other["id"]].snat_zone
+    assert other_zone not in (0, zone) and other_zone not in zones_in_use(env, but=other["id"])
+
+    # the same network: the port stays; SNAT off; another address
+    path = f"{R}/{r['id']}"
+    got = env.ok("PUT", path, {"router": {"external_gateway_info": gw(
+        ext["id"], enable_snat=False)}})["router"]
+    assert got["external_gateway_info"]["enable_snat"] is False
+    assert env.store.latest().routers[r["id"]].gateway_port_id == port.id
+    got = env.ok("PUT", path, {"router": {"external_gateway_info": gw(
+        ext["id"], external_fixed_ips=[{"ip_address": "172.24.4.50"}])}})["router"]
+    assert got["external_gateway_info"]["external_fixed_ips"] == [
+        {"subnet_id": ext_sub["id"], "ip_address": "172.24.4.50"}]
+    assert got["external_gateway_info"]["enable_snat"] is True  # Neutron: default again
+    assert env.store.latest().routers[r["id"]].gateway_port_id == port.id
+
+    # another network: the port is replaced, the zone kept
+    ext2, ext2_sub = external_network(env, "198.51.100.0/24")
+    rev = env.ok("GET", path)["router"]["revision_number"]
+    got = env.ok("PUT", path, {"router": {"external_gateway_info": gw(ext2["id"])}})["router"]
+    assert got["external_gateway_info"]["external_fixed_ips"] == [
+        {"subnet_id": ext2_sub["id"], "ip_address": "198.51.100.2"}]
+    assert got["revision_number"] == rev + 1
+    snap = env.store.latest()
+    assert port.id not in snap.ports and snap.routers[r["id"]].snat_zone == zone
+    new_port = snap.routers[r["id"]].gateway_port_id
+    assert new_port is not None and snap.ports[new_port].network_id == ext2["id"]
+
+    # cleared: the port goes and the zone is freed; set again: a zone again
+    got = env.ok("PUT", path, {"router": {"external_gateway_info": None}})["router"]
+    assert got["external_gateway_info"] is None
+    snap = env.store.latest()
+    assert new_port not in snap.ports and snap.routers[r["id"]].snat_zone == 0
+    assert snap.routers[r["id"]].gateway_port_id is None
+    assert not [p for p in snap.ports.values() if p.device_owner == "network:router_gateway"
+                and p.device_id == r["id"]]
+    got = env.ok("PUT", path, {"router": {"external_gateway_info": gw(ext["id"])}})["router"]
+    zone = env.store.latest().routers[r["id"]].snat_zone
+    assert zone and zone not in zones_in_use(env, but=r["id"])
+    assert env.ok("PUT", path, {"router": {"external_gateway_info": {}}})["router"][
+        "external_gateway_info"] is None
+
+    # deleting a router deletes its gateway port
+    gw_port = env.store.latest().routers[other["id"]].gateway_port_id
+    env.ok("DELETE", f"{R}/{other['id']}", status=204)
+    assert gw_port not in env.store.latest().ports
+    # the gateway port is the router's: not deleted through /ports
+    gw_port = env.ok("PUT", path, {"router": {"external_gateway_info": gw(ext["id"])}}) and \
+        env.store.latest().routers[r["id"]].gateway_port_id
+    env.rejected("DELETE", f"/v2.0/ports/{gw_port}", status=409, type="ServicePortInUse")
+
+
+def test_external_gateway_errors_write_nothing(env: Env) -> None:
+    ext, ext_sub = external_network(env)
+    plain = env.network(name="plain")
+    env.subnet(plain["id"], "10.5.0.0/24")
+    r = router(env, name="r")
+    path = f"{R}/{r['id']}"
+    error = env.rejected("POST", R, {"router": {"external_gateway_info": gw(plain["id"])}},
+                         status=400, type="BadRequest")
+    assert error["message"] == f"Bad router request: Network {plain['id']} is not an external " \
+        "network."
+    env.rejected("PUT", path, {"router": {"name": "x", "external_gateway_info": gw(
+        plain["id"])}}, status=400, type="BadRequest")
+    env.rejected("PUT", path, {"router": {"external_gateway_info": gw(GHOST)}}, status=404,
+                 type="NetworkNotFound")
+    error = env.rejected("PUT", path, {"router": {"external_gateway_info": gw(
+        ext["id"], external_fixed_ips=[{"ip_address": "172.24.4.1"}])}}, status=400,
+        type="BadRequest")
+    assert error["message"] == "Bad router request: External IP 172.24.4.1 is the same as " \
+        "the gateway IP."
+    env.rejected("PUT", path, {"router": {"external_gateway_info": gw(
+        ext["id"], external_fixed_ips=[{"ip_address": "10.1.1.1"}])}}, status=400,
+        type="InvalidInput")
+    for bad in ("net", {"enable_snat": True}, {"network_id": "x"},
+                {"network_id": ext["id"], "colour": "red"},
+                {"network_id": ext["id"], "enable_snat": "maybe"}):
+        env.rejected("PUT", path, {"router": {"external_gateway_info": bad}}, status=400,
+                     type="InvalidInput")
+    bare = env.network(name="bare", **{"router:external": True})
+    env.rejected("PUT", path, {"router": {"external_gateway_info": gw(bare["id"])}},
+                 status=400, type="BadRequest")
+    # an external subnet overlapping one of the router's subnets
+    inner = env.subnet(env.network(name="in")["id"], "172.24.4.0/25")
+    attach(env, r["id"], subnet_id=inner["id"])
+    error = env.rejected("PUT", path, {"router": {"external_gateway_info": gw(ext["id"])}},
+                         status=400, type="BadRequest")
+    assert "overlaps with cidr" in error["message"]
+    assert env.store.latest().routers[r["id"]].snat_zone == 0
+
+
+def test_members_set_gateways_but_not_snat_or_addresses(tenv: Env) -> None:
+    ext, _ = external_network(tenv)
+    private, _ = external_network(tenv, "198.51.100.0/24", shared=False)
+    r = router(tenv, ALICE, name="mine", external_gateway_info=gw(ext["id"]))
+    assert r["external_gateway_info"]["network_id"] == ext["id"]
+    for key, value in (("enable_snat", False), ("enable_snat", True),
+                       ("external_fixed_ips", [{"ip_address": "172.24.4.9"}])):
+        error = tenv.rejected("POST", R, {"router": {"external_gateway_info": gw(
+            ext["id"], **{key: value})}}, token=ALICE, status=403, type="PolicyNotAuthorized")
+        assert error["message"] == \
+            f"rule:create_router:external_gateway_info:{key} is disallowed by policy"
+        tenv.rejected("PUT", f"{R}/{r['id']}", {"router": {"external_gateway_info": gw(
+            ext["id"], **{key: value})}}, token=ALICE, status=403, type="PolicyNotAuthorized")
+    tenv.rejected("PUT", f"{R}/{r['id']}", {"router": {"external_gateway_info": gw(
+        private["id"])}}, token=ALICE, status=404, type="NetworkNotFound")
+    # the gateway port has no project, as in Neutron: only admins see it
+    ports = tenv.ok("GET", f"/v2.0/ports?device_id={r['id']}", token=ALICE)["ports"]
+    assert ports == []
+    ports = tenv.ok("GET", f"/v2.0/ports?device_id={r['id']}", token=ADMIN)["ports"]
+    assert [p["device_owner"] for p in ports] == ["network:router_gateway"]
+    assert ports[0]["project_id"] == ""
+    tenv.rejected("GET", f"{R}/{r['id']}", token=BOB, status=404, type="RouterNotFound")
+    by_admin = router(tenv, ADMIN, external_gateway_info=gw(
+        private["id"], enable_snat=False, external_fixed_ips=[{"ip_address": "198.51.100.9"}]))
+    assert by_admin["external_gateway_info"]["external_fixed_ips"][0]["ip_address"] == \
+        "198.51.100.9"
+    tenv.ok("PUT", f"{R}/{r['id']}", {"router": {"external_gateway_info": None}}, token=ALICE)
 
 
 def test_if_match_and_wait(env: Env) -> None:
@@ -292,15 +425,17 @@ def test_add_and_remove_extraroutes_atomically(env: Env) -> None:
 def test_extensions_list_exactly_what_is_served(env: Env) -> None:
     aliases = {e["alias"] for e in env.ok("GET", "/v2.0/extensions")["extensions"]}
     assert {"router", "extraroute", "extraroute-atomic"} <= aliases
+    assert {"external-net", "ext-gw-mode", "floating-ip-port-forwarding",
+            "expose-port-forwarding-in-fip", "floating-ip-port-forwarding-description"} <= aliases
     for absent in ("external-gateway-multihoming", "l3-ha", "dvr", "l3-flavors",
-                   "router_availability_zone", "fip-port-details", "floating-ip-port-forwarding",
-                   "l3_agent_scheduler", "ext-gw-mode"):
+                   "router_availability_zone", "fip-port-details", "qos-fip",
+                   "floating-ip-port-forwarding-port-ranges", "l3_agent_scheduler"):
         assert absent not in aliases
         env.rejected("GET", f"/v2.0/extensions/{absent}", status=404, type="ExtensionNotFound")
     ext = env.ok("GET", "/v2.0/extensions/router")["extension"]
     assert ext["name"] == "Neutron L3 Router"
     collections = {r["collection"] for r in env.ok("GET", "/v2.0/")["resources"]}
-    assert "routers" in collections
+    assert {"routers", "floatingips"} <= collections
 
 
 # -- network MTU ------------------------------------------------------------------------

@@ -146,6 +146,7 @@ def test_older_schema_is_converted_keeping_data(tmp_path: Path) -> None:
     old["version"] = "0.9.0"
     del old["tables"]["Network"]["columns"]["router_external"]
     del old["tables"]["Floating_IP"]
+    del old["tables"]["Port_Forwarding"]  # (refers to Floating_IP)
     old_path = tmp_path / "old.ovsschema"
     old_path.write_text(json.dumps(old))
     state = tmp_path / "state"
@@ -376,6 +377,16 @@ def test_every_table_round_trips(store: NorthboundStore) -> None:
         fixed_ip_address="10.0.0.3",
         router_id=router.id,
     )
+    pf = m.PortForwarding(
+        id=uid(17),
+        floatingip_id=fip.id,
+        protocol="tcp",
+        external_port=2222,
+        internal_port=22,
+        internal_ip_address="10.0.0.3",
+        internal_port_id=vm_port.id,
+        description="ssh",
+    )
     chassis = m.Chassis(
         name="hv1",
         remote="tcp:192.0.2.1:6640",
@@ -384,7 +395,7 @@ def test_every_table_round_trips(store: NorthboundStore) -> None:
     )
 
     def write(h: TxnHelper, intent: m.Intent) -> None:
-        for obj in (gw_port, vm_port, sg, rule, qos, qrule, router, iface, fip, chassis):
+        for obj in (gw_port, vm_port, sg, rule, qos, qrule, router, iface, fip, pf, chassis):
             h.put(obj)
 
     store.transact(write)
@@ -392,10 +403,13 @@ def test_every_table_round_trips(store: NorthboundStore) -> None:
     assert cleared(snap.ports[vm_port.id]) == vm_port and cleared(snap.ports[gw_port.id]) == gw_port
     assert snap.security_groups[sg.id] == sg and cleared(snap.security_group_rules[rule.id]) == rule
     assert snap.qos_policies[qos.id] == qos and snap.qos_rules[qrule.id] == qrule
-    assert snap.routers[router.id] == m.Router(
+    assert cleared(snap.routers[router.id]) == m.Router(
         **{**router.__dict__, "external_fixed_ips": gw_port.fixed_ips}
     )
+    # a router with a gateway gets a NAT zone, from the networks' conntrack zone space
+    assert snap.routers[router.id].snat_zone not in (0, snap.networks[NET.id].ct_zone)
     assert snap.router_interfaces[iface.id] == iface and snap.floating_ips[fip.id] == fip
+    assert snap.port_forwardings[pf.id] == pf
     assert snap.chassis["hv1"] == chassis
     # the router's external_fixed_ips follow its gateway port's addresses; another
     # port's new address leaves the router as it was (the same object: not decoded again)
@@ -420,7 +434,8 @@ def test_every_table_round_trips(store: NorthboundStore) -> None:
     assert store.latest().routers[router.id].external_fixed_ips == moved.fixed_ips
     # a weak reference: deleting the port disassociates the floating IP, as Neutron does
     store.transact(
-        lambda h, i: (h.delete(m.RouterInterface, iface.id), h.delete(m.Port, vm_port.id))
+        lambda h, i: (h.delete(m.PortForwarding, pf.id), h.delete(m.RouterInterface, iface.id),
+                      h.delete(m.Port, vm_port.id))
     )
     assert store.latest().floating_ips[fip.id].port_id is None
     # chassis are keyed by name: a second put updates in place
