@@ -113,11 +113,16 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded
     def _packet_in(self, ev: Any) -> None:
-        # Only LLDP probes are punted (fabric switches); anything else is a bug.
+        # Punted: LLDP probes (fabric switches) and ARP to a router's gateway MAC
+        # (gateway chassis: the upstream's answers); anything else is a bug.
         msg = ev.msg
-        if ENGINE is not None and not ENGINE.lldp_in(msg.datapath.id, msg.match["in_port"],
-                                                     bytes(msg.data)):
-            LOG.warning("unexpected packet-in from %#x", msg.datapath.id)
+        if ENGINE is None:
+            return
+        data, dpid = bytes(msg.data), msg.datapath.id
+        if _hook("arp_in", lambda *_: False)(dpid, msg.match.get("metadata"), data):
+            return
+        if not ENGINE.lldp_in(dpid, msg.match["in_port"], data):
+            LOG.warning("unexpected packet-in from %#x", dpid)
 
     def _probe_loop(self) -> None:
         """Send LLDP out of every up fabric port once per PROBE_INTERVAL, spread out.
@@ -138,6 +143,7 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
         if ENGINE is None:
             hub.sleep(PROBE_TICK)
             return
+        self._send_arp_requests()
         by_switch: dict[int, list[int]] = defaultdict(list)
         for dpid, port_no in ENGINE.probe_targets():
             by_switch[dpid].append(port_no)
@@ -193,6 +199,15 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
               if st.port_no in ports}
         _hook("port_counters", lambda *_: None)(dpid, rx)
 
+    def _send_arp_requests(self) -> None:
+        """The gateway chassis' ARP requests for their upstream routers, when due (the
+        engine paces them: controller/upstream_arp.py)."""
+        for dpid, port_no, frame in _hook("arp_requests", list)():
+            channel = self.channels.get(dpid)
+            if channel is None or channel.closed.is_set():
+                continue
+            channel.datapath.send(_packet_out(channel.datapath, port_no, frame))
+
     def _send_probes(self, dpid: int, ports: list[int]) -> None:
         """One send with a packet-out per port. Skipped, not queued, when the switch's
         send queue is full (a push in progress): the probe loop must never wait on one
@@ -242,7 +257,8 @@ def _is_up(dp: Any, desc: Any) -> bool:
 
 
 def _packet_out(dp: Any, port_no: int, frame: bytes) -> bytes:
-    """A packet-out of one LLDP probe (a cold path: os-ken's classes are fine here)."""
+    """A packet-out of one frame, an LLDP probe or an ARP request (a cold path: os-ken's
+    classes are fine here)."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
     msg = parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER,
                               in_port=ofp.OFPP_CONTROLLER,

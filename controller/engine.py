@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import ipaddress
 import logging
 import threading
 import time
@@ -32,9 +33,11 @@ from controller.compiler.fabric import (
     repair_patches,
     routing_plan,
 )
+from controller.compiler.gateway import bindings_in
 from controller.compiler.incremental import Compiler
 from controller.compiler.tunnels import desired_tunnels
 from controller.discovery import Discovery, LinkTable
+from controller.flows import mac_text
 from controller.intent import Intent, Port
 from controller.ofwire.consts import OFPP_MAX
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
@@ -42,6 +45,7 @@ from controller.southbound.chassis import ControllerLink
 from controller.southbound.registry import ChassisRegistry
 from controller.topology import Topology
 from controller.topoview import model as topoview
+from controller.upstream_arp import UpstreamArp, parse_arp
 from controller.wait_scope import ChangeLog, same_state
 
 LOG = logging.getLogger(__name__)
@@ -156,6 +160,7 @@ class SwitchWorker:
         self.connected_at = time.time()
         self.connected_mono = time.monotonic()
         self._held_links: Optional[frozenset[int]] = None
+        self._min_topology = 0  # offers compiled before this topology version wait
         self.error: Optional[str] = None
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"switch {channel.datapath_id:#x}")
@@ -218,6 +223,10 @@ class SwitchWorker:
                 self._preread = None
             else:
                 self.sync.read_installed()
+            if self.sync.installed is not None:
+                relearnt = self.engine.relearn_macs(self.sync.installed)
+                if relearnt is not None:
+                    self._min_topology = relearnt
         except Exception:
             LOG.warning("switch %#x: reading its flows failed; read again on push",
                         self.datapath_id, exc_info=True)
@@ -228,6 +237,15 @@ class SwitchWorker:
                 break
             desired, keys = self._take()
             if desired is None or desired is self.sync.synced:
+                continue
+            if desired.topology_version < self._min_topology:
+                # compiled before the upstream MACs it holds were taken back: it would
+                # delete them; the compile that follows their return is on its way
+                with self._offer_lock:
+                    if self._changed_keys is not None and keys is not None:
+                        self._changed_keys.update(keys)
+                    else:
+                        self._changed_keys = None
                 continue
             try:
                 self.sync.push(desired, keys)
@@ -303,6 +321,7 @@ class Engine:
         self._thread = threading.Thread(target=self._run, daemon=True, name="compile")
         self._protection: Optional[Protection] = None
         self._compiler = Compiler(fast_failover)
+        self._upstream_arp = UpstreamArp()
         self._changes = ChangeLog()
         self._protector = threading.Thread(target=self._protect_loop, daemon=True,
                                            name="fabric protection")
@@ -387,6 +406,34 @@ class Engine:
 
     def lldp_in(self, datapath_id: int, in_port: int, data: bytes) -> bool:
         return self.discovery.lldp_in(datapath_id, in_port, data, time.monotonic())
+
+    # ---- external gateways: the upstream router's MAC (controller/upstream_arp.py)
+    def arp_in(self, datapath_id: int, metadata: Optional[int], data: bytes) -> bool:
+        """An ARP packet a gateway chassis punted; True if it was one (learnt or not)."""
+        heard = self._upstream_arp.heard(self._compiler.upstreams(), datapath_id, metadata,
+                                         data)
+        if heard is None:
+            return parse_arp(data) is not None
+        net_key, ip, hw = heard
+        if self.topology.learn_macs({(net_key, ip): hw}) is not None:
+            LOG.info("switch %#x: upstream router %s is at %s", datapath_id,
+                     ipaddress.IPv4Address(ip), mac_text(hw))
+            self.kick()
+        return True
+
+    def relearn_macs(self, installed: Mapping[Any, Any]) -> Optional[int]:
+        """What a switch that just connected holds of the upstream MACs it learnt
+        (`gateway.bindings_in`), back into the topology: the topology version a state
+        offered to it must have reached to keep them, or None (nothing new)."""
+        version = self.topology.learn_macs(bindings_in(installed.values()))
+        if version is not None:
+            self.kick()
+        return version
+
+    def arp_requests(self) -> list[tuple[int, int, bytes]]:
+        """(dpid, ofport, frame): ARP requests for the upstream routers, due now."""
+        return [(r.datapath_id, r.ofport, r.frame) for r in self._upstream_arp.due(
+            self._compiler.upstreams(), self.topology.view(), time.monotonic())]
 
     def probe_targets(self) -> list[tuple[int, int]]:
         """(dpid, port) pairs to send an LLDP probe out of: up ports of fabric switches."""

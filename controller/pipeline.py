@@ -54,6 +54,7 @@ class Owner:
     QOS_POLICY = 0x07
     TUNNEL = 0x08
     FABRIC = 0x09
+    PORT_FORWARDING = 0x0A
 
     NAMES: Mapping[int, str] = {
         0x01: "pipeline",
@@ -65,6 +66,7 @@ class Owner:
         0x07: "qos_policy",
         0x08: "tunnel",
         0x09: "fabric",
+        0x0A: "port_forwarding",
     }
 
 
@@ -168,10 +170,14 @@ CLASSIFY = Table(
     "in_port / VLAN tag / tunnel key -> network in metadata; fabric detours pass; "
     "unknown -> drop",
     frozenset({"in_port", "vlan_vid", "vlan_pcp", "tunnel_id", "eth_type"}),
-    ("port_security", "l2_lookup"),
+    ("port_security", "arp_responder", "l2_lookup"),
     miss_drops=True,
-    priorities={"lldp": 500, "detour": 400, "port": 100, "tunnel": 100, "vlan": 100,
-                "fabric": 100},
+    priorities={"lldp": 500, "detour": 400,
+                # ARP from the physical network on a router's gateway chassis: answered
+                # for the gateway and floating addresses (arp_responder), the upstream
+                # router's replies punted (l3: "gateway_arp")
+                "gateway_arp": 150,
+                "port": 100, "tunnel": 100, "vlan": 100, "fabric": 100},
     resubmits=("classify",),  # the end of a fabric detour, as if come in on the link
 )
 # Fabric next-hop groups (one per destination switch) live above the flood groups.
@@ -230,16 +236,43 @@ L3 = Table(
     "REG_NEXTHOP, on to l3_resolve); anything else to a router's MAC drops; the rest "
     "passes to l2_lookup",
     _NET | _L2 | _L3 | _L4 | _CT | _TTL,
-    ("l2_lookup", "l3_resolve"),
+    ("l2_lookup", "snat", "l3_resolve"),
     miss_drops=False,
     priorities={
+        # ARP to a router's gateway MAC from the physical network (the upstream router's
+        # replies): copied to the controller, which learns the upstream's MAC
+        "gateway_arp": 350,
         "echo": 300,  # ICMP echo request to one of the router's addresses: answered here
         "ttl_expired": 250,  # TTL 0 or 1 to a router's MAC: never forwarded, never punted
         # the routes: 100 + prefix length, so the longest prefix wins
         **{route_priority(n): 100 + n for n in range(ROUTE_PREFIX_MAX + 1)},
+        # from the external network to a router's gateway MAC (gateway chassis only):
+        # port forwarding, floating IP DNAT, then un-SNAT of the replies
+        "dnat_port": 60, "dnat": 50, "unsnat": 40,
         "router_mac": 10,  # to a router's MAC and not routed (no route): drop, never flood
     },
-    resubmits=("l3",),
+    resubmits=("l3", "unnat"),
+)
+SNAT = Table(
+    "snat", 42,
+    "leaving through a router's external gateway (gateway chassis only): source NAT in "
+    "the router's own conntrack zone to the port's floating IP, else to the gateway "
+    "address (enable_snat), else none; then on to l3_resolve on the external network",
+    _NET | frozenset({"eth_dst", "eth_type", "ipv4_src"}),
+    ("l3_resolve",),
+    miss_drops=True,
+    priorities={"fip": 200, "snat": 100},
+    resubmits=("l3_resolve",),
+)
+UNNAT = Table(
+    "unnat", 43,
+    "come in through a router's external gateway, after conntrack's un-SNAT or DNAT "
+    "in the router's zone: routed into the internal subnet the destination is on; "
+    "anything else (no connection, no floating IP) drops",
+    _NET | frozenset({"eth_dst", "eth_type", "ipv4_dst"}),
+    ("l3_resolve",),
+    miss_drops=True,
+    priorities={"route": 100},
 )
 L3_RESOLVE = Table(
     "l3_resolve", 45,
@@ -261,9 +294,13 @@ L2_LOOKUP = Table(
         # an 802.1Q-tagged frame on a flat network (a guest's own tag): drop, never
         # onto the physical network, where its tag would make it another network's
         "tagged": 200,
-        "known_mac": 100, "remote_mac": 100, "flood_from_remote": 20, "flood": 10,
+        "known_mac": 100, "remote_mac": 100,
+        # to a router's MAC from elsewhere: towards the router's gateway chassis, or,
+        # there, back to l3 (routing.py, gateway.py)
+        "router": 100,
+        "flood_from_remote": 20, "flood": 10,
     },
-    resubmits=("ingress_acl",),
+    resubmits=("ingress_acl", "l3"),
 )
 INGRESS_ACL = Table(
     "ingress_acl", 60,
@@ -294,8 +331,8 @@ OUTPUT = Table(
 )
 
 PIPELINE: tuple[Table, ...] = (
-    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, EGRESS_ACL, L3, L3_RESOLVE, L2_LOOKUP, INGRESS_ACL,
-    QOS, OUTPUT,
+    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, EGRESS_ACL, L3, SNAT, UNNAT, L3_RESOLVE, L2_LOOKUP,
+    INGRESS_ACL, QOS, OUTPUT,
 )
 TABLES: Mapping[str, Table] = {t.name: t for t in PIPELINE}
 TABLE_IDS: Mapping[str, int] = {t.name: t.table_id for t in PIPELINE}

@@ -47,6 +47,9 @@ class ChassisView:
     name: str
     encap_ip: Optional[str]
     datapath_id: Optional[int]  # its integration bridge, once known
+    # external_ids:loom-gateway=true: may carry routers' external gateways (SNAT)
+    gateway: bool = False
+    connected: bool = True  # its OVSDB answers (a gateway that does not is passed over)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,10 @@ class TopologyView:
     standby_links: Mapping[tuple[int, int], tuple[int, int]] = field(default_factory=_empty)
     # A change of `links` being rolled out in steps; None once every switch has it.
     fabric_stage: Optional[FabricStage] = None
+    # What the gateway chassis heard from the physical network: (external network key,
+    # IPv4 address) -> MAC, of the upstream routers external subnets name as gateway_ip
+    # (OVN's MAC_Binding). Learnt from the ARP replies punted by l3 "gateway_arp".
+    mac_bindings: Mapping[tuple[int, int], int] = field(default_factory=_empty)
 
     def bindings_on(self, datapath_id: int) -> list[Binding]:
         return [b for b in self.bindings.values() if b.datapath_id == datapath_id]
@@ -159,6 +166,7 @@ class ChassisState:
     encap_ip: Optional[str] = None
     bridges: tuple[BridgeState, ...] = ()
     bridge_mappings: tuple[tuple[str, str], ...] = ()  # (physnet, provider bridge)
+    gateway: bool = False  # external_ids:loom-gateway=true
 
 
 TUNNEL_TYPES = ("vxlan", "gre", "geneve")
@@ -180,17 +188,19 @@ class TopologyDelta:
     chassis: frozenset[str] = frozenset()  # chassis whose ChassisView changed
     # any of fabric_switches, switch_ports, port_state, links, standby_links, fabric_stage
     fabric: bool = False
+    mac_bindings: frozenset[tuple[int, int]] = frozenset()  # keys of mac_bindings changed
 
     def merge(self, other: TopologyDelta) -> TopologyDelta:
         return TopologyDelta(self.bindings | other.bindings, self.switches | other.switches,
                              self.tunnels | other.tunnels,
                              self.provider_ports | other.provider_ports,
-                             self.chassis | other.chassis, self.fabric or other.fabric)
+                             self.chassis | other.chassis, self.fabric or other.fabric,
+                             self.mac_bindings | other.mac_bindings)
 
     @property
     def empty(self) -> bool:
         return not (self.bindings or self.switches or self.tunnels or self.provider_ports
-                    or self.chassis or self.fabric)
+                    or self.chassis or self.fabric or self.mac_bindings)
 
 
 DELTAS_KEPT = 4096  # versions whose delta `Topology.changes_since` can still answer for
@@ -218,7 +228,7 @@ class _ChassisPart:
         maps: tuple[dict[Any, Any], ...] = (switches, {}, {}, {})
         counts: tuple[dict[Any, int], ...] = ({}, {}, {}, {})
         name = state.name
-        self.view = ChassisView(name, state.encap_ip, None)
+        self.view = ChassisView(name, state.encap_ip, None, state.gateway, state.connected)
         # The claim of a disconnected chassis (what it said last may be stale) yields
         # to a connected one's; then the lowest chassis name wins.
         self.rank = (not state.connected, name)
@@ -229,7 +239,7 @@ class _ChassisPart:
                 continue
             dpid = br.datapath_id
             self.bridge, self.dpid = br, dpid
-            self.view = ChassisView(name, state.encap_ip, dpid)
+            self.view = ChassisView(name, state.encap_ip, dpid, state.gateway, state.connected)
             switches[dpid] = SwitchView(dpid, name, br.name)
             for iface in br.interfaces:
                 c = _contribution(iface, name, br.name, dpid)
@@ -247,9 +257,11 @@ class _ChassisPart:
         InterfaceState for an unchanged interface; states built anew all look changed,
         and cost what a full derivation does). Returns the keys whose entry may have
         changed, per kind; None if this cannot be done in place (the chassis' name,
-        connection, encap IP or integration bridge changed): then build a new part."""
+        connection, encap IP, gateway flag or integration bridge changed): then build a
+        new part."""
         if old.name != new.name or old.connected != new.connected \
-                or old.encap_ip != new.encap_ip or self.bridge is None:
+                or old.encap_ip != new.encap_ip or old.gateway != new.gateway \
+                or self.bridge is None:
             return None
         bridge = next((b for b in new.bridges if b.name == integration_bridge), None)
         if bridge is None or bridge.datapath_id != self.dpid:
@@ -497,6 +509,19 @@ class Topology:
             touched, self._touched = self._touched, set()
         return touched
 
+    def learn_macs(self, heard: Mapping[tuple[int, int], int]) -> Optional[int]:
+        """A gateway chassis heard (external network key, IPv4) at MAC: the new view's
+        version if that is news, else None."""
+        with self._lock:
+            news = {k: v for k, v in heard.items() if self._view.mac_bindings.get(k) != v}
+            if not news:
+                return None
+            bindings = dict(self._view.mac_bindings)
+            bindings.update(news)
+            self._publish(TopologyDelta(mac_bindings=frozenset(news)),
+                          mac_bindings=MappingProxyType(bindings))
+            return self._version
+
     def is_fabric(self, datapath_id: int) -> bool:
         view = self.view()
         return datapath_id in view.fabric_switches
@@ -522,9 +547,10 @@ class Topology:
             if behind == 1:
                 return self._deltas[-1]
             deltas = list(islice(self._deltas, len(self._deltas) - behind, None))
-        sets: tuple[set[Any], ...] = (set(), set(), set(), set(), set())
+        sets: tuple[set[Any], ...] = (set(), set(), set(), set(), set(), set())
         fabric = False
         for d in deltas:
+            sets[5].update(d.mac_bindings)
             sets[0].update(d.bindings)
             sets[1].update(d.switches)
             sets[2].update(d.tunnels)
@@ -533,7 +559,8 @@ class Topology:
             fabric = fabric or d.fabric
         return TopologyDelta(bindings=frozenset(sets[0]), switches=frozenset(sets[1]),
                              tunnels=frozenset(sets[2]), provider_ports=frozenset(sets[3]),
-                             chassis=frozenset(sets[4]), fabric=fabric)
+                             chassis=frozenset(sets[4]), fabric=fabric,
+                             mac_bindings=frozenset(sets[5]))
 
     # ---- building the view
     def _publish(self, delta: TopologyDelta, **changes: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Optional
@@ -12,6 +12,7 @@ from controller import pipeline as pl
 from controller.compiler.acl import GroupIndex, switch_acl_flows
 from controller.compiler.fabric import FabricPlan, fabric_bindings, fabric_switch_state
 from controller.compiler.fabric import plan as plan_fabric
+from controller.compiler.gateway import choose_gateways, gateway_flows, nat_rules, transit_flows
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
 from controller.compiler.overlay import (
     flood_group,
@@ -28,6 +29,7 @@ from controller.compiler.overlay import (
 from controller.compiler.ports import NO_QOS, port_flows
 from controller.compiler.qos import PolicyIndex, Shaping, share_cap_flows, switch_qos
 from controller.compiler.routing import (
+    RouterPlan,
     RoutingIndex,
     reach_flows,
     resolve_flows,
@@ -35,7 +37,7 @@ from controller.compiler.routing import (
     senders_of,
 )
 from controller.flows import Flow, Group, Match, Meter
-from controller.intent import Intent, Port
+from controller.intent import FloatingIP, Intent, Port, PortForwarding
 from controller.topology import TUNNEL_TYPES, Binding, TopologyView
 
 FlowKey = tuple[str, int, Match]
@@ -89,10 +91,25 @@ class Placement:
         self.routers: dict[int, set[str]] = {}
         self.resolve_nets: dict[int, set[str]] = {}
         self.resolvers: dict[str, set[int]] = defaultdict(set)
-        for dpid, placed in self.by_switch.items():
+        # external gateways (compiler/gateway.py): each router's gateway chassis, which
+        # holds the router (all its legs) whether or not a network of it is bound there
+        self.gateways = choose_gateways(self.routing.plans, topo)
+        gw_routers: dict[int, set[str]] = defaultdict(set)
+        for rid, dpid in self.gateways.items():
+            gw_routers[dpid].add(rid)
+        self.router_fips: dict[str, list] = defaultdict(list)
+        for fip in intent.floating_ips.values():
+            if fip.router_id is not None:
+                self.router_fips[fip.router_id].append(fip)
+        self.fip_forwards: dict[str, list] = defaultdict(list)
+        for pf in intent.port_forwardings.values():
+            self.fip_forwards[pf.floatingip_id].append(pf)
+        for dpid in sorted(set(self.by_switch) | set(gw_routers)):
             if dpid in topo.fabric_switches:
                 continue  # fabric switches do not route (yet)
-            present = self.routing.present({p.network_id for p, _ in placed})
+            placed = self.by_switch.get(dpid, [])
+            present = self.routing.present({p.network_id for p, _ in placed}) \
+                | gw_routers.get(dpid, set())
             if not present:
                 continue
             self.routers[dpid] = present
@@ -235,9 +252,13 @@ def _routing_flows(intent: Intent, topo: TopologyView, datapath_id: int, placeme
     routing = placement.routing
     for rid in sorted(placement.routers.get(datapath_id, ())):
         plan = routing.plans[rid]
-        ingress = frozenset(leg.network_key for leg in plan.legs
-                            if leg.network_id in local_by_net)
-        out.extend(router_flows(plan, ingress))
+        gateway = placement.gateways.get(rid)
+        out.extend(router_unit_flows(
+            plan, datapath_id, gateway, {leg.network_id for leg in plan.legs
+                                         if leg.network_id in local_by_net},
+            topo, lambda rid=rid: placement.router_fips.get(rid, ()),  # type: ignore[misc]
+            lambda fid: placement.fip_forwards.get(fid, ()), intent,
+            lambda nid: placement.by_network.get(nid, {}).keys()))
     for nid in sorted(placement.resolve_nets.get(datapath_id, ())):
         network = intent.networks[nid]
         for port in intent.ports_on_network(nid):
@@ -247,6 +268,29 @@ def _routing_flows(intent: Intent, topo: TopologyView, datapath_id: int, placeme
         for dpid, members in sorted(placement.by_network.get(nid, {}).items()):
             for port, _ in members:
                 out.extend(reach_flows(port, network, datapath_id, dpid, topo))
+    return out
+
+
+def router_unit_flows(plan: RouterPlan, here: int, gateway: Optional[int],
+                      local: set[str], topo: TopologyView,
+                      fips: Callable[[], Iterable[FloatingIP]],
+                      forwards: Callable[[str], Iterable[PortForwarding]], intent: Intent,
+                      carriers: Callable[[str], Iterable[int]]) -> list[Flow]:
+    """A router's flows on one switch: its l3 flows for the networks bound here (every
+    network, on its gateway chassis), then either the gateway's flows (gateway.py) or
+    the transit to the gateway chassis. The full and the incremental compile share it."""
+    gateway_here = gateway == here
+    ingress = frozenset(leg.network_key for leg in plan.legs
+                        if gateway_here or leg.network_id in local)
+    out = list(router_flows(plan, ingress, gateway_here))
+    if not gateway_here:
+        out.extend(transit_flows(plan, local, here, gateway, topo))
+        return out
+    fip_list = list(fips())
+    pf_list = [pf for fip in fip_list for pf in forwards(fip.id)]
+    frules, prules = nat_rules(intent, plan.router_id, fip_list, pf_list)
+    out.extend(gateway_flows(plan, frules, prules, here, topo,
+                             {leg.network_id: carriers(leg.network_id) for leg in plan.legs}))
     return out
 
 

@@ -57,7 +57,14 @@ from controller.compiler.acl import (
     port_guard_flows,
     rule_shape,
 )
-from controller.compiler.core import CompileError, DesiredSwitch, FlowKey, compile_all
+from controller.compiler.core import (
+    CompileError,
+    DesiredSwitch,
+    FlowKey,
+    compile_all,
+    router_unit_flows,
+)
+from controller.compiler.gateway import choose_gateway, choose_gateways, upstream_wanted
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
 from controller.compiler.overlay import (
     flood_group,
@@ -73,10 +80,10 @@ from controller.compiler.ports import NO_QOS, port_flows
 from controller.compiler.qos import PolicyIndex, Shaping, SwitchQos, share_cap_flows, switch_qos
 from controller.compiler.routing import (
     RouterPlan,
+    RoutingIndex,
     plan_router,
     reach_flows,
     resolve_flows,
-    router_flows,
     senders_of,
 )
 from controller.flows import Conjunction, Flow, Group
@@ -246,6 +253,13 @@ class Compiler:
         self.router_switches: dict[str, set[int]] = {}
         self.resolvers: dict[str, set[int]] = {}
         self._nets_moved: set[int] = set()  # switches a network arrived on or left
+        # external gateways (compiler/gateway.py): each router's gateway chassis, the
+        # routers each chassis is the gateway of, the floating IPs of each router and
+        # the port forwardings of each floating IP
+        self.gateways: dict[str, int] = {}
+        self.gw_routers: dict[int, set[str]] = {}
+        self.router_fips: dict[str, set[str]] = {}
+        self.fip_forwards: dict[str, set[str]] = {}
 
     @property
     def generation(self) -> int:
@@ -261,6 +275,11 @@ class Compiler:
 
     def shaping(self) -> dict[int, Mapping[str, Shaping]]:
         return {d: sw.qos.shaping for d, sw in self.switches.items()}
+
+    def upstreams(self) -> dict[tuple[int, int], tuple[RouterPlan, int]]:
+        """(gateway dpid, external network) -> (a router there, its upstream address):
+        whom each gateway chassis asks ARP for (controller/upstream_arp.py)."""
+        return upstream_wanted(self.router_plans, self.gateways)
 
     def carriers_of(self, network_id: str) -> Optional[tuple[int, ...]]:
         """Read-only, safe from another thread: the switches the last compile placed a
@@ -298,6 +317,8 @@ class Compiler:
         self.full_compiles += 1
         self._reset()
         self.intent, self.topo = intent, topo
+        self.router_plans = dict(RoutingIndex(intent).plans)  # (for `upstreams` only)
+        self.gateways = choose_gateways(self.router_plans, topo)
         out = {}
         for dpid, desired in compile_all(intent, topo, self.fast_failover).items():
             sw = self.switches[dpid] = _Switch(dpid)
@@ -320,6 +341,12 @@ class Compiler:
             self.router_ifaces.setdefault(ri.router_id, set()).add(ri.id)
         for rid in sorted(set(intent.routers) | set(self.router_ifaces)):
             self._replan(rid)
+        for fip in intent.floating_ips.values():
+            if fip.router_id is not None:
+                self.router_fips.setdefault(fip.router_id, set()).add(fip.id)
+        for pf in intent.port_forwardings.values():
+            self.fip_forwards.setdefault(pf.floatingip_id, set()).add(pf.id)
+        self._assign_gateways(self.router_plans)
         for dpid in topo.switches:
             self.switches[dpid] = _Switch(dpid)
         for binding in topo.bindings.values():
@@ -392,6 +419,15 @@ class Compiler:
         for rid in sorted(routers):
             refresh |= self.router_switches.get(rid, set())
             replanned |= self._replan(rid)
+        gateway_topology = bool(tdelta.chassis or tdelta.provider_ports)
+        refresh |= self._assign_gateways(self.router_plans if gateway_topology else routers)
+        self._nat_changed(old, idelta, dirty)
+        for net_key, _ in tdelta.mac_bindings:
+            for rid, dpid in self.gateways.items():
+                plan = self.router_plans.get(rid)
+                if plan is not None and plan.gateway is not None \
+                        and plan.gateway.network.key == net_key:
+                    dirty[dpid].add(("router", rid))
 
         for pid in sorted(ports):
             self._port_changed(pid, old, dirty)
@@ -408,6 +444,7 @@ class Compiler:
                 continue
             units = dirty[dpid]
             units.add(QOS)
+            units.update(("router", r) for r in sw.routers)  # transit, gateway tunnels in
             for nid in sw.local_nets:
                 units.add(("net", nid))
             for nid in set(sw.local_nets) | sw.resolve_nets:
@@ -425,6 +462,77 @@ class Compiler:
                 units.add(QOS)
                 units.update(("netport", pid) for pid in moved)
         return self._evaluate(dirty, full=False)
+
+    # ------------------------------------------------------------------ gateways
+    def _assign_gateways(self, rids: Iterable[str]) -> set[int]:
+        """Choose the gateway chassis of `rids` again (gateway.choose_gateway); returns
+        the switches where a router arrived or left, and every switch of a router whose
+        gateway moved (their transit flows point at it)."""
+        topo = self.topo
+        assert topo is not None
+        out: set[int] = set()
+        for rid in list(rids):
+            plan = self.router_plans.get(rid)
+            new = None if plan is None else choose_gateway(plan, topo)
+            old = self.gateways.get(rid)
+            if new == old:
+                continue
+            if old is not None:
+                del self.gateways[rid]
+                there = self.gw_routers.get(old, set())
+                there.discard(rid)
+                if not there:
+                    self.gw_routers.pop(old, None)
+                out.add(old)
+            if new is not None:
+                self.gateways[rid] = new
+                self.gw_routers.setdefault(new, set()).add(rid)
+                out.add(new)
+            out |= self.router_switches.get(rid, set())
+        return out
+
+    def _nat_changed(self, old: Intent, idelta: IntentDelta,
+                     dirty: dict[int, set[UnitKey]]) -> None:
+        """Floating IPs and port forwardings: their routers' units on the routers'
+        gateway chassis (nowhere else holds NAT)."""
+        intent = self.intent
+        assert intent is not None
+        routers: set[str] = set()
+        for fid in idelta.ids("floating_ips"):
+            before, after = old.floating_ips.get(fid), intent.floating_ips.get(fid)
+            if compiled_view(before) == compiled_view(after):
+                continue
+            if before is not None and before.router_id is not None:
+                routers.add(before.router_id)
+                ids = self.router_fips.get(before.router_id, set())
+                ids.discard(fid)
+                if not ids:
+                    self.router_fips.pop(before.router_id, None)
+            if after is not None and after.router_id is not None:
+                routers.add(after.router_id)
+                self.router_fips.setdefault(after.router_id, set()).add(fid)
+        for pid in idelta.ids("port_forwardings"):
+            before_pf = old.port_forwardings.get(pid)
+            after_pf = intent.port_forwardings.get(pid)
+            if compiled_view(before_pf) == compiled_view(after_pf):
+                continue
+            for pf, table in ((before_pf, old), (after_pf, intent)):
+                if pf is None:
+                    continue
+                fip = table.floating_ips.get(pf.floatingip_id)
+                if fip is not None and fip.router_id is not None:
+                    routers.add(fip.router_id)
+            if before_pf is not None:
+                ids = self.fip_forwards.get(before_pf.floatingip_id, set())
+                ids.discard(pid)
+                if not ids:
+                    self.fip_forwards.pop(before_pf.floatingip_id, None)
+            if after_pf is not None:
+                self.fip_forwards.setdefault(after_pf.floatingip_id, set()).add(pid)
+        for rid in routers:
+            dpid = self.gateways.get(rid)
+            if dpid is not None:
+                dirty[dpid].add(("router", rid))
 
     # ------------------------------------------------------------------ routing
     def _routers_touched(self, old: Intent, idelta: IntentDelta) -> set[str]:
@@ -482,11 +590,18 @@ class Compiler:
             port = intent.ports.get(ri.port_id)
             if port is not None:
                 deps.add(("net", port.network_id))
+        router = intent.routers.get(rid)
+        if router is not None and router.gateway_port_id is not None:
+            deps.add(("port", router.gateway_port_id))
+            gw_port = intent.ports.get(router.gateway_port_id)
+            if gw_port is not None:
+                deps.update(("subnet", f.subnet_id) for f in gw_port.fixed_ips)
+        if router is not None and router.external_network_id is not None:
+            deps.add(("net", router.external_network_id))
         if deps:
             self.router_deps[rid] = deps
             for dep in deps:
                 self.dep_routers.setdefault(dep, set()).add(rid)
-        router = intent.routers.get(rid)
         plan = None if router is None else plan_router(intent, router, ifaces)
         if plan is not None:
             self.router_plans[rid] = plan
@@ -506,7 +621,7 @@ class Compiler:
             sw = self.switches.get(dpid)
             if sw is None:
                 continue
-            present: set[str] = set()
+            present: set[str] = set(self.gw_routers.get(dpid, ()))
             for nid in sw.local_nets:
                 present.update(self.net_routers.get(nid, ()))
             resolve: set[str] = set()
@@ -541,11 +656,17 @@ class Compiler:
 
     def _router_unit(self, sw: _Switch, rid: str) -> tuple[Flow, ...]:
         plan = self.router_plans.get(rid)
-        if plan is None or rid not in sw.routers:
+        intent, topo = self.intent, self.topo
+        if plan is None or rid not in sw.routers or intent is None or topo is None:
             return ()
-        ingress = frozenset(leg.network_key for leg in plan.legs
-                            if leg.network_id in sw.local_nets)
-        return router_flows(plan, ingress)
+        fips, forwards = intent.floating_ips, intent.port_forwardings
+        return tuple(router_unit_flows(
+            plan, sw.dpid, self.gateways.get(rid),
+            {leg.network_id for leg in plan.legs if leg.network_id in sw.local_nets}, topo,
+            lambda: [fips[f] for f in sorted(self.router_fips.get(rid, ())) if f in fips],
+            lambda fid: [forwards[p] for p in sorted(self.fip_forwards.get(fid, ()))
+                         if p in forwards],
+            intent, self._carriers))
 
     def _carriers(self, nid: str) -> set[int]:
         """The switches a network is bound on."""
@@ -571,6 +692,10 @@ class Compiler:
         for nid, carriers in carriers_before.items():
             carriers_now = self._carriers(nid)
             moved = carriers != carriers_now  # tunnels and flood groups change everywhere
+            if moved:  # a gateway chassis accepts the network's transit from its carriers
+                for rid in self.net_routers.get(nid, ()):
+                    if rid in self.gateways:
+                        dirty[self.gateways[rid]].add(("router", rid))
             for dpid in self.resolvers.get(nid, set()) - carriers - carriers_now:
                 dirty[dpid].add(("netport", pid))  # routed to here: resolve, reach
             for dpid in carriers | carriers_now:

@@ -24,6 +24,9 @@ from controller.intent import Network, Port
 ARP_REQUEST = 1
 ARP_REPLY = 2
 OFPP_IN_PORT = 0xFFFFFFF8
+# A floating IP's port holds its address, but the address is the router's to answer
+# for, with the gateway's MAC, where the router's gateway is (compiler/gateway.py).
+FLOATINGIP_OWNER = "network:floatingip"
 
 
 @lru_cache(maxsize=65536)
@@ -34,27 +37,30 @@ def arp_reply_flows(port: Port, network: Network) -> tuple[Flow, ...]:
     back out of the asking port, so known addresses never flood and never cross a
     tunnel.
     """
+    if port.device_owner == FLOATINGIP_OWNER:
+        return ()  # answered by the router's gateway chassis only (gateway.py)
     owner = pl.cookie(pl.Owner.PORT, port.key)
     hw = mac(port.mac_address)
     v4, _ = split_ips(port)
-    out = []
-    for addr in v4:
-        ip = ip4(addr)
-        out.append(pl.ARP_RESPONDER.flow(
-            "reply",
-            match(metadata=network.key, eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=ip),
-            actions=(
-                RegMove("eth_src", "eth_dst", 48),
-                SetField("eth_src", hw),
-                SetField("arp_op", ARP_REPLY),
-                RegMove("arp_sha", "arp_tha", 48),
-                SetField("arp_sha", hw),
-                RegMove("arp_spa", "arp_tpa", 32),
-                SetField("arp_spa", ip),
-                Output(OFPP_IN_PORT),
-            ),
-            cookie=owner))
-    return tuple(out)
+    return tuple(arp_answer_flow(network.key, ip4(addr), hw, owner) for addr in v4)
+
+
+def arp_answer_flow(network_key: int, ip: int, hw: int, owner: int) -> Flow:
+    """'who has <ip>' on the network -> '<ip> is at <hw>', built in place."""
+    return pl.ARP_RESPONDER.flow(
+        "reply",
+        match(metadata=network_key, eth_type=ETH_ARP, arp_op=ARP_REQUEST, arp_tpa=ip),
+        actions=(
+            RegMove("eth_src", "eth_dst", 48),
+            SetField("eth_src", hw),
+            SetField("arp_op", ARP_REPLY),
+            RegMove("arp_sha", "arp_tha", 48),
+            SetField("arp_sha", hw),
+            RegMove("arp_spa", "arp_tpa", 32),
+            SetField("arp_spa", ip),
+            Output(OFPP_IN_PORT),
+        ),
+        cookie=owner)
 
 
 def _local_copies(local_ofports: tuple[int, ...]) -> list[Action]:

@@ -47,9 +47,12 @@ network has no local port, the L2 flows that reach that port's chassis (tunnel o
 provider VLAN or flat network). A switch that carries a network also accepts it from
 every tunnel whose remote chassis routes into it (`senders`).
 
-Limits of this phase: IPv4 only; an extra route's next hop must be a port (not
-another router) on a subnet attached to the router; no external gateway, SNAT or
-floating IPs yet; fabric switches do not route.
+External gateways (SNAT, floating IPs, port forwarding) are compiled by
+compiler/gateway.py on the router's gateway chassis; the default route of a router
+with a gateway is the transit there.
+
+Limits: IPv4 only; an extra route's next hop must be a port (not another router) on
+a subnet attached to the router; fabric switches do not route.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class Leg:
     addresses: tuple[int, ...]  # the router's IPv4 addresses on this subnet
     prefix: int  # the subnet's network address
     prefixlen: int
+    network: Optional[Network] = None  # (the gateway's transit needs its type and key)
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,25 @@ class Route:
     prefixlen: int
     leg: int  # index into RouterPlan.legs: the network the packet is routed into
     nexthop: Optional[int]  # None: connected (the destination itself is the next hop)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A router's external gateway: its port on a flat or VLAN external network
+    (compiler/gateway.py), and the upstream router its default route points at."""
+
+    port_id: str
+    network: Network  # the external network (router:external, flat or vlan)
+    physnet: str
+    zone: int  # the router's own conntrack zone for NAT (Router.snat_zone)
+    mac: int  # the gateway port's MAC
+    ip: int  # its IPv4 address: the SNAT address
+    upstream: Optional[int]  # the external subnet's gateway_ip: the default route's next hop
+    snat: bool  # enable_snat
+
+    @property
+    def network_key(self) -> int:
+        return self.network.key
 
 
 @dataclass(frozen=True)
@@ -124,6 +147,14 @@ class RouterPlan:
     admin_state_up: bool
     legs: tuple[Leg, ...]
     routes: tuple[Route, ...]
+    gateway: Optional[Gateway] = None
+
+    @property
+    def default_via_gateway(self) -> bool:
+        """The router sends what no route matches out of its gateway (no extra route
+        to 0.0.0.0/0 takes precedence, and the upstream router is known)."""
+        return self.gateway is not None and self.gateway.upstream is not None \
+            and self.admin_state_up and not any(r.prefixlen == 0 for r in self.routes)
 
     @property
     def nets(self) -> frozenset[str]:
@@ -148,7 +179,7 @@ def plan_router(intent: Intent, router: Router, ifaces: Iterable[RouterInterface
                                   if f.subnet_id == subnet.id and ":" not in f.ip_address}))
         legs.append(Leg(ri.id, network.id, network.key, zone_of(network),
                         mac(port.mac_address), addresses, int(net.network_address),
-                        net.prefixlen))
+                        net.prefixlen, network))
     if not legs:
         return None
     routes: list[Route] = []
@@ -175,7 +206,31 @@ def plan_router(intent: Intent, router: Router, ifaces: Iterable[RouterInterface
         seen.add(key)
         routes.append(Route(key[0], key[1], min(on)[1], int(hop)))
     return RouterPlan(router.id, object_key(router.id), router.admin_state_up, tuple(legs),
-                      tuple(routes))
+                      tuple(routes), plan_gateway(intent, router))
+
+
+def plan_gateway(intent: Intent, router: Router) -> Optional[Gateway]:
+    """The router's external gateway, when it has one that leads somewhere: a port with
+    an IPv4 address on a flat or VLAN network."""
+    if router.external_network_id is None or router.gateway_port_id is None:
+        return None
+    port = intent.ports.get(router.gateway_port_id)
+    network = intent.networks.get(router.external_network_id)
+    if port is None or network is None or port.network_id != network.id:
+        return None
+    physnet = physnet_of(network)
+    if physnet is None:
+        return None
+    for f in port.fixed_ips:
+        subnet = intent.subnets.get(f.subnet_id)
+        if ":" in f.ip_address or subnet is None:
+            continue
+        upstream = ip4(subnet.gateway_ip) if subnet.gateway_ip and \
+            ":" not in subnet.gateway_ip else None
+        zone = router.snat_zone or object_key(router.id) % pl.CT_ZONE_SPAN + 1
+        return Gateway(port.id, network, physnet, zone, mac(port.mac_address),
+                       ip4(f.ip_address), upstream, router.enable_snat)
+    return None
 
 
 def _mask(prefixlen: int) -> int:
@@ -216,8 +271,13 @@ class RoutingIndex:
 
 # ---------------------------------------------------------------- flows
 @lru_cache(maxsize=16384)
-def router_flows(plan: RouterPlan, ingress: frozenset[int]) -> tuple[Flow, ...]:
-    """The router's l3 flows for packets entering from the networks (keys) `ingress`."""
+def router_flows(plan: RouterPlan, ingress: frozenset[int], gateway_here: bool = False
+                 ) -> tuple[Flow, ...]:
+    """The router's l3 flows for packets entering from the networks (keys) `ingress`.
+
+    `gateway_here`: this switch is the router's gateway chassis, so its default route
+    leads out of the gateway (through `snat`); elsewhere the default route is the
+    transit to the gateway chassis (gateway.transit_flows), not compiled here."""
     owner = pl.cookie(pl.Owner.ROUTER, plan.key)
     t = pl.L3
     out: dict[tuple, Flow] = {}
@@ -225,7 +285,8 @@ def router_flows(plan: RouterPlan, ingress: frozenset[int]) -> tuple[Flow, ...]:
     def put(flow: Flow) -> None:
         out.setdefault(flow.key, flow)
 
-    addresses = sorted({a for leg in plan.legs for a in leg.addresses})
+    addresses = sorted({a for leg in plan.legs for a in leg.addresses}
+                       | ({plan.gateway.ip} if plan.gateway is not None else set()))
     for leg in plan.legs:
         if leg.network_key not in ingress:
             continue
@@ -262,6 +323,15 @@ def router_flows(plan: RouterPlan, ingress: frozenset[int]) -> tuple[Flow, ...]:
                          CtClear(), hop),
                 write_metadata=(to.network_key, _ALL_ONES_64), goto="l3_resolve",
                 cookie=owner))
+        if gateway_here and plan.default_via_gateway:
+            gw = plan.gateway
+            assert gw is not None and gw.upstream is not None
+            put(t.flow(
+                pl.route_priority(0), match(**to_router, eth_type=ETH_IPV4),
+                actions=(DecTtl(), SetField("eth_src", gw.mac),
+                         SetField(pl.REG_NEXTHOP, gw.upstream), SetField(pl.REG_FLAGS, 0),
+                         CtClear()),
+                goto="snat", cookie=owner))
     return tuple(out.values())
 
 

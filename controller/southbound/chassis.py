@@ -32,6 +32,12 @@ REMOTE_CHASSIS_KEY = "loom-remote-chassis"
 PHYSNET_KEY = "loom-physnet"
 QOS_OWNER_KEY = "loom-owner"  # on QoS rows Loom made
 BRIDGE_MAPPINGS_KEY = "loom-bridge-mappings"  # like ovn-bridge-mappings: physnet1:br-phys,...
+# like ovn-cms-options=enable-chassis-as-gw: this chassis may carry routers' gateways
+GATEWAY_KEY = "loom-gateway"
+
+
+def is_gateway(ext: dict[str, str]) -> bool:
+    return ext.get(GATEWAY_KEY, "").lower() in ("true", "yes", "1")
 CONTROLLER_MAX_BACKOFF_MS = 1000  # DESIGN.md: otherwise a reconnect waits 5-8 s
 CONTROLLER_INACTIVITY_PROBE_MS = 5000
 
@@ -79,6 +85,7 @@ class _WatchedIdl(FastRowUpdate, connection.OvsdbIdl):
     on_change: Optional[Callable[[_WatchedIdl], None]] = None
     reader: Optional[ChassisReader] = None  # told of every row changed
     _seen_seqno = -1
+    _seen_connected = False
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         if self.reader is not None:
@@ -100,8 +107,12 @@ class _WatchedIdl(FastRowUpdate, connection.OvsdbIdl):
 
     def run(self) -> Any:
         result = super().run()
-        if self.change_seqno != self._seen_seqno:
+        # a lost session is news too (no row changes with it): a gateway chassis whose
+        # OVSDB stops answering is passed over at once (compiler/gateway.py)
+        connected = self._session.is_connected()
+        if self.change_seqno != self._seen_seqno or connected != self._seen_connected:
             self._seen_seqno = self.change_seqno
+            self._seen_connected = connected
             if self.on_change is not None:
                 try:
                     self.on_change(self)
@@ -315,6 +326,7 @@ def read_state(idl: connection.OvsdbIdl, remote: str, bridge_name: str
         encap_ip=ext.get("loom-encap-ip"),
         bridges=tuple(sorted(bridges, key=lambda b: b.name)),
         bridge_mappings=parse_bridge_mappings(ext.get(BRIDGE_MAPPINGS_KEY, "")),
+        gateway=is_gateway(ext),
     )
     config = dataclasses.replace(config, physnet_ports=frozenset(physnet_ports),
                                  bridges=frozenset(b.name for b in bridges),
@@ -642,7 +654,7 @@ class ChassisReader:
         state = ChassisState(
             name=name, remote=self.remote, connected=idl._session.is_connected(),
             encap_ip=ext.get("loom-encap-ip"), bridges=tuple(bridges),
-            bridge_mappings=mappings)
+            bridge_mappings=mappings, gateway=is_gateway(ext))
         config = dataclasses.replace(
             config, physnet_ports=frozenset(physnet_ports),
             bridges=frozenset(b.name for b in bridges), mappings=mappings,

@@ -78,12 +78,16 @@ def test_no_change_no_version() -> None:
     topo.update_chassis(chassis("hv1", 1, vif("p1", 5)))
     view = topo.view()
     assert not topo.update_chassis(chassis("hv1", 1, vif("p1", 5)))
-    # What the view does not show (the OVSDB session, an unbound interface) changes
-    # nothing in it.
-    assert not topo.update_chassis(chassis("hv1", 1, vif("p1", 5), connected=False))
+    # What the view does not show (an unbound interface) changes nothing in it.
     assert not topo.update_chassis(chassis("hv1", 1, vif("p1", 5),
                                            InterfaceState("eth9", 9, None)))
     assert topo.view() is view and since(topo, view.version).empty
+    # The OVSDB session shows only as the chassis' liveness (a gateway chassis that
+    # does not answer is passed over: compiler/gateway.py), nothing else.
+    assert topo.update_chassis(chassis("hv1", 1, vif("p1", 5), connected=False))
+    assert since(topo, view.version) == TopologyDelta(chassis=frozenset({"hv1"}))
+    assert not topo.view().chassis["hv1"].connected
+    assert topo.view().bindings == view.bindings
 
 
 def test_binding_moves_to_the_new_host_when_the_old_stops_reporting_it() -> None:
@@ -116,7 +120,7 @@ def test_a_disconnected_chassis_yields_a_shared_binding() -> None:
     v = topo.view().version
     assert topo.update_chassis(chassis("hv1", 1, vif("p1", 5), connected=False))
     assert topo.view().bindings["p1"].chassis == "hv2"
-    assert since(topo, v) == TopologyDelta(bindings=frozenset({"p1"}))
+    assert since(topo, v) == TopologyDelta(bindings=frozenset({"p1"}), chassis=frozenset({"hv1"}))
     assert topo.update_chassis(chassis("hv1", 1, vif("p1", 5)))
     assert topo.view().bindings["p1"].chassis == "hv1"
 
@@ -447,3 +451,14 @@ def test_an_integration_bridge_is_not_a_fabric_switch_while_its_chassis_is_unrea
     assert topo.view().fabric_switches == frozenset({10})  # a real fabric switch
     topo.update_chassis(chassis("hv1", 1, vif("p1", 5)))
     assert 1 in topo.view().switches and topo.view().fabric_switches == frozenset({10})
+
+
+def test_a_chassis_that_becomes_a_gateway_shows_it_in_the_view() -> None:
+    """external_ids:loom-gateway set on a running chassis (an in-place update)."""
+    topo = Topology()
+    topo.update_chassis(chassis("hv1", 1, vif("p1", 5)))
+    v = topo.view().version
+    flagged = replace(chassis("hv1", 1, vif("p1", 5)), gateway=True)
+    assert topo.update_chassis(flagged)
+    assert topo.view().chassis["hv1"].gateway
+    assert since(topo, v) == TopologyDelta(chassis=frozenset({"hv1"}))

@@ -1,0 +1,355 @@
+"""Routers' external gateways: SNAT, floating IPs and port forwarding, on one chassis.
+
+East-west routing is distributed (routing.py); the way out is not. Each router with
+an external gateway has one *gateway chassis*, chosen among the live chassis that
+map the external network's physical network and say `external_ids:loom-gateway=true`
+(all live chassis that map it, when no chassis in the fleet says so), by rendezvous
+hashing of (router, chassis): pure, deterministic, spread over the gateways, and
+when a gateway dies only its routers move. The chassis' address on the physical
+network (the gateway port's MAC, the floating IPs' ARP answers) then lives in one
+place, as OVN's distributed gateway port does, and conntrack's NAT state in one
+conntrack table.
+
+On a chassis that is not the router's gateway, a routed packet that no route of the
+router matches is sent unchanged, as a frame to the router's MAC, through the tunnel
+of its network to the gateway chassis (`transit_flows`); there l2_lookup hands frames
+to a router's MAC back to l3, which routes them out. Only overlay networks can carry
+that transit: on a VLAN or flat internal network a router MAC seen from several
+chassis would flap the physical switches' tables. Guests there reach the outside
+only when they sit on the gateway chassis (a limit, stated in the README).
+
+On the gateway chassis (`gateway_flows`), with Z the router's own conntrack zone
+(Router.snat_zone, allocated once by the store, never one of a network's zones):
+
+    classify      ARP from the physical network -> arp_responder ("gateway_arp")
+    arp_responder who-has the gateway address or a floating IP -> the gateway MAC
+    l3            out:  default route -> TTL - 1, eth_src = gateway MAC,
+                        REG_NEXTHOP = upstream router, goto snat   (routing.py)
+    snat          from a floating IP's fixed address -> ct(commit, zone Z,
+                        nat(src = floating IP)); else ct(commit, zone Z,
+                        nat(src = gateway address)) (enable_snat) or ct(zone Z, nat)
+                        (no SNAT: replies of DNATed connections still un-NAT);
+                        metadata = external network, then l3_resolve
+    l2_lookup     to the gateway MAC on the external network -> l3
+    l3            in:   ARP to the gateway MAC -> controller (learns the upstream MAC)
+                        port forwarding: (proto, floating IP, port) -> ct(commit,
+                        zone Z, nat(dst = internal address:port))   ("dnat_port")
+                        floating IP -> ct(commit, zone Z, nat(dst = fixed address))
+                        gateway address -> ct(zone Z, nat): un-SNAT of replies
+    unnat         destination in an internal subnet of the router -> TTL - 1,
+                        eth_src = the router's MAC there, REG_CT_ZONE = that network's
+                        zone, ct_clear, metadata = that network, l3_resolve
+    l3_resolve    the upstream router's address -> its MAC (learnt: topology
+                        mac_bindings), l2_lookup -> the physical network
+
+Security groups keep working: the guest's connection is committed in its network's
+zone by its own port's ACLs on its own chassis, before any NAT (outbound) or after
+it (inbound, the un-NATed packet), so security groups see the guest's own address
+and the outside host's real one; NAT state lives in zone Z only.
+
+Cookies: the router owns its gateway flows; a floating IP (Owner.FLOATING_IP) its
+DNAT, SNAT and ARP answer; a port forwarding (Owner.PORT_FORWARDING) its DNAT; the
+external network the flows every router on it shares (ARP in, the upstream's MAC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+from controller import pipeline as pl
+from controller.compiler.network import OFPP_IN_PORT, arp_answer_flow
+from controller.compiler.overlay import _tag, provider_in_flow, tunnel_in_flow, zone_of
+from controller.compiler.overlay import _to_provider as to_provider
+from controller.compiler.ports import _ALL_ONES_64, ETH_ARP, ETH_IPV4
+from controller.compiler.routing import (
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    IPPROTO_ICMP,
+    RouterPlan,
+    _mask,
+)
+from controller.flows import (
+    Ct,
+    CtClear,
+    DecTtl,
+    Flow,
+    Nat,
+    Output,
+    PopVlan,
+    RegMove,
+    Resubmit,
+    SetField,
+    ip4,
+    match,
+)
+from controller.intent import FloatingIP, Intent, PortForwarding, object_key
+from controller.topology import TUNNEL_TYPES, TopologyView
+
+IP_PROTOS = {"tcp": 6, "udp": 17}
+_PORT_FIELD = {"tcp": "tcp_dst", "udp": "udp_dst"}
+
+
+# ---------------------------------------------------------------- where
+def gateway_candidates(topo: TopologyView, physnet: str) -> list[tuple[str, int]]:
+    """(chassis name, dpid) of the live chassis that may carry a gateway on `physnet`."""
+    flagged = any(c.gateway for c in topo.chassis.values())
+    out = []
+    for dpid, sw in topo.switches.items():
+        ch = topo.chassis.get(sw.chassis)
+        if ch is None or not ch.connected or (flagged and not ch.gateway):
+            continue
+        if (dpid, physnet) in topo.provider_ports:
+            out.append((sw.chassis, dpid))
+    return sorted(out)
+
+
+def _weight(router_id: str, chassis: str) -> bytes:
+    return hashlib.blake2b(f"{router_id}/{chassis}".encode(), digest_size=8).digest()
+
+
+def gateway_order(router_id: str, chassis: Iterable[str]) -> list[str]:
+    """`chassis` in the order the router prefers them as its gateway (the first live
+    one carries it): what an operator (or a test) reads to know where it will go."""
+    return sorted(chassis, key=lambda name: _weight(router_id, name), reverse=True)
+
+
+def choose_gateway(plan: RouterPlan, topo: TopologyView) -> Optional[int]:
+    """The dpid of the router's gateway chassis (rendezvous hash), None if none is live."""
+    if plan.gateway is None:
+        return None
+    candidates = dict(gateway_candidates(topo, plan.gateway.physnet))
+    if not candidates:
+        return None
+    return candidates[gateway_order(plan.router_id, candidates)[0]]
+
+
+def choose_gateways(plans: Mapping[str, RouterPlan], topo: TopologyView) -> dict[str, int]:
+    out = {}
+    for rid, plan in plans.items():
+        dpid = choose_gateway(plan, topo)
+        if dpid is not None:
+            out[rid] = dpid
+    return out
+
+
+# ---------------------------------------------------------------- what: NAT rules
+@dataclass(frozen=True)
+class FipRule:
+    key: int  # the floating IP's object key (its cookie)
+    fip: int
+    fixed: int
+
+
+@dataclass(frozen=True)
+class ForwardRule:
+    key: int  # the port forwarding's object key
+    fip_key: int  # its floating IP's (which answers ARP for the address)
+    fip: int
+    protocol: str
+    external_port: int
+    internal_ip: int
+    internal_port: int
+
+
+def nat_rules(intent: Intent, router_id: str, fips: Iterable[FloatingIP],
+              forwards: Iterable[PortForwarding]) -> tuple[tuple[FipRule, ...],
+                                                          tuple[ForwardRule, ...]]:
+    """The router's floating IPs (associated ones) and port forwardings, sorted."""
+    frules = []
+    for fip in fips:
+        if fip.router_id != router_id or fip.port_id is None or not fip.fixed_ip_address:
+            continue
+        if ":" in fip.floating_ip_address or ":" in fip.fixed_ip_address:
+            continue
+        frules.append(FipRule(object_key(fip.id), ip4(fip.floating_ip_address),
+                              ip4(fip.fixed_ip_address)))
+    prules = []
+    for pf in forwards:
+        owner = intent.floating_ips.get(pf.floatingip_id)
+        if owner is None or owner.router_id != router_id or pf.protocol not in IP_PROTOS:
+            continue
+        prules.append(ForwardRule(object_key(pf.id), object_key(owner.id),
+                                  ip4(owner.floating_ip_address), pf.protocol,
+                                  pf.external_port, ip4(pf.internal_ip_address),
+                                  pf.internal_port))
+    return (tuple(sorted(frules, key=lambda r: (r.fip, r.key))),
+            tuple(sorted(prules, key=lambda r: (r.fip, r.protocol, r.external_port, r.key))))
+
+
+# ---------------------------------------------------------------- flows
+def transit_flows(plan: RouterPlan, ingress: Iterable[str], here: int,
+                  gateway_dpid: Optional[int], topo: TopologyView) -> list[Flow]:
+    """On a chassis that is not the router's gateway: what no route matches goes, as it
+    is, through the tunnel of its network to the gateway chassis."""
+    if not plan.default_via_gateway or gateway_dpid is None or gateway_dpid == here:
+        return []
+    remote = topo.switches.get(gateway_dpid)
+    if remote is None:
+        return []
+    owner = pl.cookie(pl.Owner.ROUTER, plan.key)
+    wanted = set(ingress)
+    out = []
+    for leg in plan.legs:
+        net = leg.network
+        if leg.network_id not in wanted or net is None or net.network_type not in TUNNEL_TYPES:
+            continue
+        tunnel = topo.tunnels.get((here, remote.chassis, net.network_type))
+        if tunnel is None:
+            continue
+        out.append(pl.L3.flow(
+            pl.route_priority(0),
+            match(metadata=leg.network_key, eth_dst=leg.mac, eth_type=ETH_IPV4),
+            goto="l2_lookup", cookie=owner))
+        out.append(pl.L2_LOOKUP.flow(
+            "router", match(metadata=leg.network_key, eth_dst=leg.mac),
+            actions=(SetField("tunnel_id", net.segmentation_id), Output(tunnel.ofport)),
+            cookie=owner))
+    return out
+
+
+def gateway_flows(plan: RouterPlan, fips: tuple[FipRule, ...],
+                  forwards: tuple[ForwardRule, ...], here: int, topo: TopologyView,
+                  carriers: Mapping[str, Iterable[int]]) -> list[Flow]:
+    """Everything the router's gateway chassis `here` holds for the way out and in
+    (the module's docstring), besides the router's l3 flows (routing.router_flows with
+    gateway_here, for every leg)."""
+    gw = plan.gateway
+    if gw is None or not plan.admin_state_up:
+        return []
+    patch = topo.provider_ports.get((here, gw.physnet))
+    if patch is None:
+        return []
+    ext = gw.network
+    owner = pl.cookie(pl.Owner.ROUTER, plan.key)
+    net_owner = pl.cookie(pl.Owner.NETWORK, ext.key)
+    flat = ext.network_type == "flat"
+    ext_zone = zone_of(ext)
+    out: list[Flow] = [
+        provider_in_flow(ext, patch, ext_zone),
+        pl.CLASSIFY.flow(
+            "gateway_arp", match(in_port=patch, vlan_vid=_tag(ext), eth_type=ETH_ARP),
+            actions=(*(() if flat else (PopVlan(),)),
+                     SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),
+                     SetField(pl.REG_CT_ZONE, ext_zone)),
+            write_metadata=(ext.key, _ALL_ONES_64), goto="arp_responder", cookie=net_owner),
+        arp_answer_flow(ext.key, gw.ip, gw.mac, owner),
+        pl.L2_LOOKUP.flow("router", match(metadata=ext.key, eth_dst=gw.mac),
+                          actions=(Resubmit("l3"),), cookie=owner),
+    ]
+    to_gw = {"metadata": ext.key, "eth_dst": gw.mac}
+    l3 = pl.L3
+    out.append(l3.flow("gateway_arp", match(**to_gw, eth_type=ETH_ARP),
+                       actions=(Output(pl.OFPP_CONTROLLER, 0xFFFF),), cookie=owner))
+    for ttl in (0, 1):
+        out.append(l3.flow("ttl_expired", match(**to_gw, eth_type=ETH_IPV4, nw_ttl=ttl),
+                           cookie=owner))
+    out.append(l3.flow(
+        "echo", match(**to_gw, eth_type=ETH_IPV4, ip_proto=IPPROTO_ICMP,
+                      icmpv4_type=ICMP_ECHO_REQUEST, ipv4_dst=gw.ip),
+        actions=(RegMove("eth_src", "eth_dst", 48), SetField("eth_src", gw.mac),
+                 RegMove("ipv4_src", "ipv4_dst", 32), SetField("ipv4_src", gw.ip),
+                 SetField("icmpv4_type", ICMP_ECHO_REPLY), Output(OFPP_IN_PORT)),
+        cookie=owner))
+    out.append(l3.flow("unsnat", match(**to_gw, eth_type=ETH_IPV4, ipv4_dst=gw.ip),
+                       actions=(Ct(zone=gw.zone, nat=True, table="unnat"),), cookie=owner))
+    for f in fips:
+        fip_owner = pl.cookie(pl.Owner.FLOATING_IP, f.key)
+        out.append(arp_answer_flow(ext.key, f.fip, gw.mac, fip_owner))
+        out.append(l3.flow(
+            "dnat", match(**to_gw, eth_type=ETH_IPV4, ipv4_dst=f.fip),
+            actions=(Ct(commit=True, zone=gw.zone, nat_spec=Nat("dst", f.fixed),
+                        table="unnat"),),
+            cookie=fip_owner))
+    for p in forwards:
+        pf_owner = pl.cookie(pl.Owner.PORT_FORWARDING, p.key)
+        out.append(arp_answer_flow(ext.key, p.fip, gw.mac,
+                                   pl.cookie(pl.Owner.FLOATING_IP, p.fip_key)))
+        out.append(l3.flow(
+            "dnat_port",
+            match(**to_gw, eth_type=ETH_IPV4, ip_proto=IP_PROTOS[p.protocol], ipv4_dst=p.fip,
+                  **{_PORT_FIELD[p.protocol]: p.external_port}),
+            actions=(Ct(commit=True, zone=gw.zone,
+                        nat_spec=Nat("dst", p.internal_ip, port_min=p.internal_port),
+                        table="unnat"),),
+            cookie=pf_owner))
+    for leg in plan.legs:
+        out.append(pl.UNNAT.flow(
+            "route", match(**to_gw, eth_type=ETH_IPV4,
+                           ipv4_dst=(leg.prefix, _mask(leg.prefixlen))),
+            actions=(DecTtl(), SetField("eth_src", leg.mac), SetField(pl.REG_CT_ZONE, leg.zone),
+                     SetField(pl.REG_FLAGS, 0), CtClear(),
+                     RegMove("ipv4_dst", pl.REG_NEXTHOP, 32)),
+            write_metadata=(leg.network_key, _ALL_ONES_64), goto="l3_resolve", cookie=owner))
+        from_leg = {"metadata": leg.network_key, "eth_dst": leg.mac}
+        leaves = SetField("metadata", ext.key)
+        for f in fips:
+            if f.fixed & _mask(leg.prefixlen) != leg.prefix:
+                continue
+            out.append(pl.SNAT.flow(
+                "fip", match(**from_leg, eth_type=ETH_IPV4, ipv4_src=f.fixed),
+                actions=(leaves, Ct(commit=True, zone=gw.zone, nat_spec=Nat("src", f.fip),
+                                    table="l3_resolve")),
+                cookie=pl.cookie(pl.Owner.FLOATING_IP, f.key)))
+        nat = Ct(commit=True, zone=gw.zone, nat_spec=Nat("src", gw.ip), table="l3_resolve") \
+            if gw.snat else Ct(zone=gw.zone, nat=True, table="l3_resolve")
+        out.append(pl.SNAT.flow("snat", match(**from_leg, eth_type=ETH_IPV4),
+                                actions=(leaves, nat), cookie=owner))
+        # frames to the router's MAC that other chassis sent here (transit_flows)
+        net = leg.network
+        if net is None or net.network_type not in TUNNEL_TYPES:
+            continue
+        out.append(pl.L2_LOOKUP.flow("router", match(**from_leg), actions=(Resubmit("l3"),),
+                                     cookie=owner))
+        for dpid in sorted(carriers.get(leg.network_id, ())):
+            remote = topo.switches.get(dpid)
+            if dpid == here or remote is None:
+                continue
+            tunnel = topo.tunnels.get((here, remote.chassis, net.network_type))
+            if tunnel is not None:
+                out.append(tunnel_in_flow(net, tunnel, leg.zone))
+    if gw.upstream is not None:
+        bound = topo.mac_bindings.get((ext.key, gw.upstream))
+        if bound is not None:
+            out.append(pl.L3_RESOLVE.flow(
+                "resolve", match(metadata=ext.key, **{pl.REG_NEXTHOP: gw.upstream}),
+                actions=(SetField("eth_dst", bound),), goto="l2_lookup", cookie=net_owner))
+            out.append(pl.L2_LOOKUP.flow(
+                "remote_mac", match(metadata=ext.key, eth_dst=bound),
+                actions=to_provider(ext, patch), cookie=net_owner))
+    return out
+
+
+def bindings_in(flows: Iterable[Flow]) -> dict[tuple[int, int], int]:
+    """The upstream MACs a switch's own flows say it learnt (the l3_resolve flows of
+    external networks that `gateway_flows` writes): what a restarted controller takes
+    back from its gateway chassis, so that its first state keeps them (0 flow_mods)."""
+    out = {}
+    for f in flows:
+        if f.table != "l3_resolve" or f.cookie >> pl.COOKIE_KIND_SHIFT != pl.Owner.NETWORK:
+            continue
+        fields = {m.field: m.value for m in f.match}
+        hw = [a.value for a in f.actions if isinstance(a, SetField) and a.field == "eth_dst"]
+        if "metadata" in fields and pl.REG_NEXTHOP in fields and len(hw) == 1:
+            out[(fields["metadata"], fields[pl.REG_NEXTHOP])] = hw[0]
+    return out
+
+
+def upstream_wanted(plans: Mapping[str, RouterPlan], gateways: Mapping[str, int]
+                    ) -> dict[tuple[int, int], tuple[RouterPlan, int]]:
+    """(gateway dpid, external network key) -> (a router there, upstream address): what
+    each gateway chassis must ask the physical network's ARP for."""
+    out: dict[tuple[int, int], tuple[RouterPlan, int]] = {}
+    for rid in sorted(gateways):
+        plan = plans.get(rid)
+        if plan is None or plan.gateway is None or plan.gateway.upstream is None:
+            continue
+        out.setdefault((gateways[rid], plan.gateway.network.key), (plan, plan.gateway.upstream))
+    return out
+
+
+__all__ = ["FipRule", "ForwardRule", "bindings_in", "choose_gateway", "choose_gateways",
+           "gateway_candidates", "gateway_order", "gateway_flows", "nat_rules", "transit_flows",
+           "upstream_wanted"]

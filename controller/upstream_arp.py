@@ -1,0 +1,121 @@
+"""The upstream router's MAC, learnt by each gateway chassis (OVN's MAC_Binding).
+
+A router's default route leaves its gateway chassis towards the external subnet's
+`gateway_ip`, an address on the physical network that no intent names a MAC for. The
+gateway chassis asks: the controller sends an ARP request out of the provider patch
+(a packet-out, from the router's gateway MAC and address) until the upstream has
+answered, then once per REFRESH so that a replaced upstream router is followed. The
+answer comes back to the gateway MAC and l3's "gateway_arp" flow copies it to the
+controller (compiler/gateway.py); what a known upstream says is put in the topology
+(`Topology.learn_mac`), and the compile that follows writes the l3_resolve flow.
+
+Only answers from an upstream some router there is waiting for, heard on that
+router's gateway chassis and external network, are learnt: anything else the
+physical network sends to the gateway MAC is ignored, so a host on the external
+network cannot make the gateway send a router's traffic elsewhere by ARP alone
+(it could still answer first for the upstream's address, as on any LAN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+from os_ken.lib.packet import arp, ethernet, packet, vlan
+
+from controller.compiler.overlay import OFPVID_PRESENT
+from controller.compiler.routing import RouterPlan
+from controller.flows import mac_text
+from controller.topology import TopologyView
+
+ETH_ARP = 0x0806
+ETH_VLAN = 0x8100
+RETRY = 1.0  # seconds between two requests while the upstream has not answered
+REFRESH = 30.0  # seconds between two requests once it has
+
+
+@dataclass(frozen=True)
+class Request:
+    """One ARP request to send: out of `ofport` on switch `datapath_id`."""
+
+    datapath_id: int
+    ofport: int
+    frame: bytes
+
+
+def _ip_text(value: int) -> str:
+    return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
+def request_frame(src_mac: int, src_ip: int, target_ip: int, vlan_id: Optional[int]) -> bytes:
+    """who-has target_ip tell src_ip, broadcast, tagged with `vlan_id` if given."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(
+        dst="ff:ff:ff:ff:ff:ff", src=mac_text(src_mac),
+        ethertype=ETH_VLAN if vlan_id is not None else ETH_ARP))
+    if vlan_id is not None:
+        pkt.add_protocol(vlan.vlan(vid=vlan_id, ethertype=ETH_ARP))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=mac_text(src_mac),
+                             src_ip=_ip_text(src_ip), dst_mac="00:00:00:00:00:00",
+                             dst_ip=_ip_text(target_ip)))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def parse_arp(data: bytes) -> Optional[tuple[int, int]]:
+    """(sender IPv4, sender MAC) of an ARP packet (tagged or not), else None."""
+    try:
+        pkt = packet.Packet(data)
+    except Exception:  # a truncated or foreign frame is not ours to learn from
+        return None
+    found = pkt.get_protocol(arp.arp)
+    if found is None:
+        return None
+    ip = sum(int(b) << s for b, s in zip(found.src_ip.split("."), (24, 16, 8, 0), strict=True))
+    return ip, int(found.src_mac.replace(":", ""), 16)
+
+
+class UpstreamArp:
+    """When to ask whom, and which answers to believe. Not thread-safe by itself: the
+    engine calls it from the OpenFlow thread only."""
+
+    def __init__(self) -> None:
+        self._sent: dict[tuple[int, int], float] = {}
+
+    def due(self, wanted: Mapping[tuple[int, int], tuple[RouterPlan, int]],
+            topo: TopologyView, now: float) -> list[Request]:
+        out = []
+        for (dpid, net_key), (plan, upstream) in sorted(wanted.items()):
+            gw = plan.gateway
+            if gw is None:
+                continue
+            known = (net_key, upstream) in topo.mac_bindings
+            last = self._sent.get((dpid, net_key))
+            if last is not None and now - last < (REFRESH if known else RETRY):
+                continue
+            patch = topo.provider_ports.get((dpid, gw.physnet))
+            if patch is None:
+                continue
+            tag = None if gw.network.network_type == "flat" else \
+                gw.network.segmentation_id & ~OFPVID_PRESENT
+            out.append(Request(dpid, patch, request_frame(gw.mac, gw.ip, upstream, tag)))
+            self._sent[(dpid, net_key)] = now
+        for key in set(self._sent) - set(wanted):
+            del self._sent[key]
+        return out
+
+    @staticmethod
+    def heard(wanted: Mapping[tuple[int, int], tuple[RouterPlan, int]], datapath_id: int,
+              metadata: Optional[int], data: bytes) -> Optional[tuple[int, int, int]]:
+        """(external network key, upstream IPv4, its MAC) if `data`, punted by switch
+        `datapath_id` with the network key `metadata`, is an answer some router there
+        waits for; else None."""
+        sender = parse_arp(data)
+        if sender is None:
+            return None
+        ip, hw = sender
+        for (dpid, net_key), (_, upstream) in wanted.items():
+            if dpid == datapath_id and upstream == ip and metadata in (None, net_key):
+                return net_key, ip, hw
+        return None

@@ -1,0 +1,328 @@
+"""The way out: SNAT, floating IPs and port forwarding through a router's gateway, on
+real OVS with real traffic.
+
+Two hypervisors (namespaces, each with its own OVS). The physical network physnet1:
+a provider bridge br-ex on each (standalone, a learning switch), joined by one veth,
+mapped by `loom-bridge-mappings`; hv2 is the only gateway chassis
+(`external_ids:loom-gateway=true`). On physnet1 sits the "outside" host, 198.51.100.1,
+the external subnet's gateway (the upstream router, as far as Loom knows).
+
+Through the REST API: the flat external network `public` (198.51.100.0/24), and two
+projects that both use 10.0.0.0/24 on a VXLAN network, each with a router whose
+gateway is on `public`. alpha has a1 (hv1) and a2 (hv2); beta has b1 (hv1), at a1's
+very address. Guests route through 10.0.0.1 (set by hand: no DHCP yet).
+
+Checked: both projects reach the outside at once, each seen there from its own
+router's gateway address, each getting its own replies (a1 and b1 transit to hv2,
+the gateway chassis, through their tunnel); a floating IP brings the outside host
+to a1 with its real source address, and stops doing so once disassociated, live
+connection included; a port forwarding maps one external port to a2's port and
+nothing else; a security group still holds behind a floating IP; a controller
+restart sends no flow_mod and a ping through the floating IP loses nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from topologies.guest import Guest
+from topologies.lab import Lab
+
+pytestmark = pytest.mark.integration
+
+SPEC = """
+name: nat
+hypervisors:
+  - name: hv1
+  - name: hv2
+controller: {}
+"""
+PROVIDER_BRIDGE = "br-ex"
+UPLINK = "phy0"
+OUTSIDE_IP = "198.51.100.1"
+# guest -> (project, hypervisor, address)
+GUESTS = {"a1": ("alpha", "hv1", "10.0.0.11"), "a2": ("alpha", "hv2", "10.0.0.12"),
+          "b1": ("beta", "hv1", "10.0.0.11")}
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def _created(resp: Any, what: str) -> dict[str, Any]:
+    assert resp.status in (200, 201), (what, resp.status, resp.body)
+    return dict(next(iter(resp.body.values())))
+
+
+class World:
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.guests: dict[str, Guest] = {}
+        self.ports: dict[str, dict[str, Any]] = {}
+        self.routers: dict[str, dict[str, Any]] = {}
+        self.public: dict[str, Any] = {}
+        self.outside: Guest | None = None
+
+    def gateway_ip(self, project: str) -> str:
+        info = self.routers[project]["external_gateway_info"]
+        return str(info["external_fixed_ips"][0]["ip_address"])
+
+
+def _physical_network(lab: Lab) -> None:
+    hv1, hv2 = lab.hypervisor("hv1"), lab.hypervisor("hv2")
+    lab.sandbox.add_veth(UPLINK, UPLINK, hv1.netns, hv2.netns)
+    for hv in (hv1, hv2):
+        hv.ovs.add_bridge(PROVIDER_BRIDGE, fail_mode="standalone")
+        hv.ovs.vsctl("--may-exist", "add-port", PROVIDER_BRIDGE, UPLINK)
+        hv.ovs.vsctl("set", "Open_vSwitch", ".",
+                     f"external_ids:loom-bridge-mappings=physnet1:{PROVIDER_BRIDGE}")
+    hv2.ovs.vsctl("set", "Open_vSwitch", ".", "external_ids:loom-gateway=true")
+    deadline = time.monotonic() + 30
+    for hv in (hv1, hv2):
+        while len(hv.ovs.vsctl("--bare", "--columns=name", "find", "Interface",
+                               "type=patch").split()) < 2:
+            assert time.monotonic() < deadline, f"{hv.name}: no provider patch in 30 s"
+            time.sleep(0.2)
+
+
+def _build(world: World) -> None:
+    lab, api = world.lab, world.lab.api
+    world.public = _created(api.post("/v2.0/networks", {"network": {
+        "name": "public", "project_id": "admin", "router:external": True, "shared": True,
+        "provider:network_type": "flat", "provider:physical_network": "physnet1"}}), "public")
+    _created(api.post("/v2.0/subnets", {"subnet": {
+        "network_id": world.public["id"], "cidr": "198.51.100.0/24", "ip_version": 4,
+        "gateway_ip": OUTSIDE_IP, "enable_dhcp": False, "project_id": "admin",
+        "allocation_pools": [{"start": "198.51.100.10", "end": "198.51.100.99"}]}}), "public v4")
+    subnets, mtu = {}, {}
+    for project in ("alpha", "beta"):
+        net = _created(api.post("/v2.0/networks", {"network": {
+            "name": f"{project}-net", "project_id": project,
+            "provider:network_type": "vxlan"}}), f"{project} net")
+        mtu[project] = int(net["mtu"])  # what VXLAN leaves of the underlay's 1500
+        subnets[project] = _created(api.post("/v2.0/subnets", {"subnet": {
+            "network_id": net["id"], "cidr": "10.0.0.0/24", "ip_version": 4,
+            "project_id": project}}), f"{project} subnet")
+        # the project's default group lets in what the checks below send from outside
+        sgs = api.get(f"/v2.0/security-groups?project_id={project}&name=default").ok()
+        for sg in sgs["security_groups"]:
+            for proto, lo, hi in (("tcp", 1, 65535), ("icmp", None, None)):
+                rule = {"security_group_id": sg["id"], "direction": "ingress",
+                        "ethertype": "IPv4", "protocol": proto,
+                        "remote_ip_prefix": "0.0.0.0/0"}
+                if lo is not None:
+                    rule.update(port_range_min=lo, port_range_max=hi)
+                _created(api.post("/v2.0/security-group-rules",
+                                  {"security_group_rule": rule}), "rule")
+        router = _created(api.post("/v2.0/routers", {"router": {
+            "name": f"{project}-router", "project_id": project,
+            "external_gateway_info": {"network_id": world.public["id"]}}}), "router")
+        resp = api.put(f"/v2.0/routers/{router['id']}/add_router_interface",
+                       {"subnet_id": subnets[project]["id"]})
+        assert resp.status == 200, (resp.status, resp.body)
+        world.routers[project] = router
+    for name, (project, hv, ip) in GUESTS.items():
+        port = _created(api.post("/v2.0/ports", {"port": {
+            "network_id": subnets[project]["network_id"], "project_id": project,
+            "fixed_ips": [{"subnet_id": subnets[project]["id"], "ip_address": ip}]}}), name)
+        world.ports[name] = port
+        world.guests[name] = Guest(name, port["mac_address"], f"{ip}/24", sandbox=lab.sandbox,
+                                   ovs=lab.hypervisor(hv).ovs, bridge="br-int",
+                                   port_id=port["id"], mtu=mtu[project])
+        world.guests[name].run(["ip", "route", "replace", "default", "via", "10.0.0.1"])
+    lab.wait_ports_active([p["id"] for p in world.ports.values()])
+    # the outside host: on physnet1, through hv2's provider bridge (not Loom's)
+    world.outside = Guest("outside", "02:00:5e:00:51:01", f"{OUTSIDE_IP}/24",
+                          sandbox=lab.sandbox, ovs=lab.hypervisor("hv2").ovs,
+                          bridge=PROVIDER_BRIDGE)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    spec = tmp_path_factory.mktemp("nat") / "nat.yaml"
+    spec.write_text(SPEC)
+    lab = Lab.up(spec, name=f"nat-{secrets.token_hex(3)}", progress=_quiet)
+    w = World(lab)
+    try:
+        _physical_network(lab)
+        _build(w)
+        deadline = time.monotonic() + 40  # the upstream's MAC learnt, the flows in place
+        while w.guests["a1"].ping(OUTSIDE_IP, count=1, timeout=1)[1] != 1:
+            assert time.monotonic() < deadline, "no SNATed ping to the outside in 40 s"
+        yield w
+    finally:
+        for g in w.guests.values():
+            g.close()
+        if w.outside is not None:
+            w.outside.close()
+        problems = lab.down()
+        assert not problems, problems
+
+
+def _capture(g: Guest, bpf: str, seconds: int = 6, count: int = 20) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", g.netns, "timeout", str(seconds), "tcpdump", "-l", "-n",
+         "-i", "eth0", "-c", str(count), bpf],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)
+    return proc
+
+
+def _fip(world: World, port: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"floating_network_id": world.public["id"], "project_id": "alpha"}
+    if port is not None:
+        body["port_id"] = world.ports[port]["id"]
+    return _created(world.lab.api.post("/v2.0/floatingips", {"floatingip": body}), "fip")
+
+
+def test_both_projects_go_out_at_once_each_from_its_own_gateway_address(world: World) -> None:
+    outside = world.outside
+    assert outside is not None
+    cap = _capture(outside, "tcp dst port 7001 and tcp[tcpflags] & tcp-syn != 0", seconds=8)
+    listener = outside.tcp_listen(7001, keep=True)
+    results: dict[str, bool] = {}
+
+    def send(name: str) -> None:
+        results[name] = world.guests[name].tcp_connect(
+            OUTSIDE_IP, 7001, f"from {name} " * 500, listener=listener)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in ("a1", "b1")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"a1": True, "b1": True}
+    out, _ = cap.communicate(timeout=20)
+    sources = set(re.findall(r"IP (\d+\.\d+\.\d+\.\d+)\.\d+ > ", out))
+    assert sources == {world.gateway_ip("alpha"), world.gateway_ip("beta")}, out
+    assert "10.0.0." not in out  # no private address ever reaches the outside
+    for name in ("a1", "a2", "b1"):  # a2 sits on the gateway chassis itself
+        assert world.guests[name].ping(OUTSIDE_IP, count=3, interval=0.2) == (3, 3), name
+
+
+def test_a_floating_ip_brings_the_outside_in_until_disassociated(world: World) -> None:
+    api, a1, outside = world.lab.api, world.guests["a1"], world.outside
+    assert outside is not None
+    fip = _fip(world, "a1")
+    address = fip["floating_ip_address"]
+    assert fip["router_id"] == world.routers["alpha"]["id"]
+    assert fip["fixed_ip_address"] == "10.0.0.11"
+    try:
+        cap = _capture(a1, "tcp dst port 7002 and tcp[tcpflags] & tcp-syn != 0")
+        listener = a1.tcp_listen(7002, keep=True)
+        deadline = time.monotonic() + 20
+        while not outside.tcp_connect(address, 7002, "in through the floating ip",
+                                      listener=listener, timeout=2):
+            assert time.monotonic() < deadline, "the floating IP never answered"
+        out, _ = cap.communicate(timeout=15)
+        assert f"IP {OUTSIDE_IP}." in out, out  # the guest sees the real source
+        # going out, a1 now shows its floating address, not the router's
+        cap = _capture(outside, "icmp and icmp[icmptype] == icmp-echo", seconds=5, count=2)
+        assert a1.ping(OUTSIDE_IP, count=2, interval=0.2) == (2, 2)
+        out, _ = cap.communicate(timeout=15)
+        assert f"IP {address} > {OUTSIDE_IP}" in out, out
+        # a live connection through it, then the association goes
+        live = subprocess.Popen(
+            ["ip", "netns", "exec", outside.netns, "nc", "-n", address, "7002"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert live.stdin is not None
+        live.stdin.write(b"before\n")
+        live.stdin.flush()
+        assert listener.wait_for(b"before", timeout=5)
+        resp = api.put(f"/v2.0/floatingips/{fip['id']}", {"floatingip": {"port_id": None}})
+        assert resp.status == 200 and resp.body["floatingip"]["port_id"] is None
+        time.sleep(1.0)
+        live.stdin.write(b"after\n")
+        live.stdin.flush()
+        assert not listener.wait_for(b"after", timeout=3)
+        live.kill()
+        fresh = a1.tcp_listen(7003)
+        assert not outside.tcp_connect(address, 7003, "no longer", listener=fresh, timeout=2)
+    finally:
+        api.delete(f"/v2.0/floatingips/{fip['id']}")
+
+
+def test_a_port_forwarding_maps_one_port_and_nothing_else(world: World) -> None:
+    api, a2, outside = world.lab.api, world.guests["a2"], world.outside
+    assert outside is not None
+    fip = _fip(world, None)
+    address = fip["floating_ip_address"]
+    pf: dict[str, Any] = {}
+    try:
+        pf = _created(api.post(f"/v2.0/floatingips/{fip['id']}/port_forwardings", {
+            "port_forwarding": {"protocol": "tcp", "external_port": 10080, "internal_port": 80,
+                                "internal_ip_address": "10.0.0.12",
+                                "internal_port_id": world.ports["a2"]["id"]}}), "pf")
+        listener = a2.tcp_listen(80, keep=True)
+        deadline = time.monotonic() + 20
+        while not outside.tcp_connect(address, 10080, "forwarded", listener=listener,
+                                      timeout=2):
+            assert time.monotonic() < deadline, "the port forwarding never answered"
+        other = a2.tcp_listen(10081)
+        assert not outside.tcp_connect(address, 10081, "not forwarded", listener=other,
+                                       timeout=2)
+        assert not outside.tcp_connect(address, 80, "not forwarded", listener=listener,
+                                       timeout=2)
+    finally:
+        if pf:  # a floating IP with port forwardings cannot be deleted (Neutron's 409)
+            api.delete(f"/v2.0/floatingips/{fip['id']}/port_forwardings/{pf['id']}")
+        api.delete(f"/v2.0/floatingips/{fip['id']}")
+
+
+def test_a_security_group_still_holds_behind_a_floating_ip(world: World) -> None:
+    api, a2, outside = world.lab.api, world.guests["a2"], world.outside
+    assert outside is not None
+    sg = _created(api.post("/v2.0/security-groups", {"security_group": {
+        "name": "ssh-only", "project_id": "alpha"}}), "sg")
+    _created(api.post("/v2.0/security-group-rules", {"security_group_rule": {
+        "security_group_id": sg["id"], "direction": "ingress", "ethertype": "IPv4",
+        "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+        "remote_ip_prefix": "0.0.0.0/0"}}), "rule")
+    port = world.ports["a2"]
+    default = port["security_groups"]
+    fip = _fip(world, "a2")
+    try:
+        resp = api.put(f"/v2.0/ports/{port['id']}", {"port": {"security_groups": [sg["id"]]}})
+        assert resp.status == 200, resp.body
+        ssh = a2.tcp_listen(22, keep=True)
+        deadline = time.monotonic() + 20
+        while not outside.tcp_connect(fip["floating_ip_address"], 22, "ssh", listener=ssh,
+                                      timeout=2):
+            assert time.monotonic() < deadline, "port 22 never answered through the fip"
+        web = a2.tcp_listen(80)
+        assert not outside.tcp_connect(fip["floating_ip_address"], 80, "web", listener=web,
+                                       timeout=2)
+    finally:
+        api.put(f"/v2.0/ports/{port['id']}", {"port": {"security_groups": default}})
+        api.delete(f"/v2.0/floatingips/{fip['id']}")
+
+
+def test_a_controller_restart_sends_no_flow_mod_and_loses_no_ping(world: World) -> None:
+    lab, outside = world.lab, world.outside
+    assert outside is not None
+    fip = _fip(world, "a1")
+    try:
+        deadline = time.monotonic() + 20
+        while outside.ping(fip["floating_ip_address"], count=1, timeout=1)[1] != 1:
+            assert time.monotonic() < deadline, "the floating IP never answered ping"
+        pinger = subprocess.Popen(
+            ["ip", "netns", "exec", outside.netns, "ping", "-n", "-i", "0.05", "-w", "12",
+             fip["floating_ip_address"]], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        lab._restart_controller()
+        lab._wait_switches(2, timeout=30)
+        out, _ = pinger.communicate(timeout=30)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert m and m.group(1) == m.group(2), out
+        time.sleep(2.0)
+        assert lab.api.metric("loom_flow_mods_total") == 0
+    finally:
+        lab.api.delete(f"/v2.0/floatingips/{fip['id']}")
