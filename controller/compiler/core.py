@@ -12,7 +12,15 @@ from controller import pipeline as pl
 from controller.compiler.acl import GroupIndex, switch_acl_flows
 from controller.compiler.fabric import FabricPlan, fabric_bindings, fabric_switch_state
 from controller.compiler.fabric import plan as plan_fabric
-from controller.compiler.gateway import choose_gateways, gateway_flows, nat_rules, transit_flows
+from controller.compiler.gateway import (
+    choose_gateways,
+    fip_flows,
+    fip_rule,
+    forward_flows,
+    forward_rule,
+    gateway_flows,
+    transit_flows,
+)
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
 from controller.compiler.overlay import (
     flood_group,
@@ -256,9 +264,15 @@ def _routing_flows(intent: Intent, topo: TopologyView, datapath_id: int, placeme
         out.extend(router_unit_flows(
             plan, datapath_id, gateway, {leg.network_id for leg in plan.legs
                                          if leg.network_id in local_by_net},
-            topo, lambda rid=rid: placement.router_fips.get(rid, ()),  # type: ignore[misc]
-            lambda fid: placement.fip_forwards.get(fid, ()), intent,
-            lambda nid: placement.by_network.get(nid, {}).keys()))
+            topo, lambda nid: placement.by_network.get(nid, {}).keys()))
+        if gateway != datapath_id:
+            continue
+        for fip in placement.router_fips.get(rid, ()):
+            out.extend(fip_unit_flows(fip, datapath_id, routing.plans,
+                                      placement.gateways))
+            for pf in placement.fip_forwards.get(fip.id, ()):
+                out.extend(forward_unit_flows(intent, pf, datapath_id, routing.plans,
+                                              placement.gateways))
     for nid in sorted(placement.resolve_nets.get(datapath_id, ())):
         network = intent.networks[nid]
         for port in intent.ports_on_network(nid):
@@ -273,12 +287,11 @@ def _routing_flows(intent: Intent, topo: TopologyView, datapath_id: int, placeme
 
 def router_unit_flows(plan: RouterPlan, here: int, gateway: Optional[int],
                       local: set[str], topo: TopologyView,
-                      fips: Callable[[], Iterable[FloatingIP]],
-                      forwards: Callable[[str], Iterable[PortForwarding]], intent: Intent,
                       carriers: Callable[[str], Iterable[int]]) -> list[Flow]:
     """A router's flows on one switch: its l3 flows for the networks bound here (every
     network, on its gateway chassis), then either the gateway's flows (gateway.py) or
-    the transit to the gateway chassis. The full and the incremental compile share it."""
+    the transit to the gateway chassis. The full and the incremental compile share it;
+    floating IPs and port forwardings are units of their own (`nat_unit_flows`)."""
     gateway_here = gateway == here
     ingress = frozenset(leg.network_key for leg in plan.legs
                         if gateway_here or leg.network_id in local)
@@ -286,12 +299,33 @@ def router_unit_flows(plan: RouterPlan, here: int, gateway: Optional[int],
     if not gateway_here:
         out.extend(transit_flows(plan, local, here, gateway, topo))
         return out
-    fip_list = list(fips())
-    pf_list = [pf for fip in fip_list for pf in forwards(fip.id)]
-    frules, prules = nat_rules(intent, plan.router_id, fip_list, pf_list)
-    out.extend(gateway_flows(plan, frules, prules, here, topo,
+    out.extend(gateway_flows(plan, here, topo,
                              {leg.network_id: carriers(leg.network_id) for leg in plan.legs}))
     return out
+
+
+def fip_unit_flows(fip: Optional[FloatingIP], here: int,
+                   plans: Mapping[str, RouterPlan], gateways: Mapping[str, int]
+                   ) -> list[Flow]:
+    """A floating IP's flows on switch `here`: some only if it is its router's gateway."""
+    rule = None if fip is None else fip_rule(fip)
+    if fip is None or rule is None or fip.router_id is None \
+            or gateways.get(fip.router_id) != here or fip.router_id not in plans:
+        return []
+    return fip_flows(plans[fip.router_id], rule)
+
+
+def forward_unit_flows(intent: Intent, pf: Optional[PortForwarding], here: int,
+                       plans: Mapping[str, RouterPlan], gateways: Mapping[str, int]
+                       ) -> list[Flow]:
+    """A port forwarding's flows on switch `here` (its router's gateway chassis)."""
+    found = None if pf is None else forward_rule(intent, pf)
+    if found is None:
+        return []
+    rid, rule = found
+    if gateways.get(rid) != here or rid not in plans:
+        return []
+    return forward_flows(plans[rid], rule)
 
 
 def compile_all(intent: Intent, topo: TopologyView, fast_failover: bool = True

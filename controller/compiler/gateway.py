@@ -154,29 +154,25 @@ class ForwardRule:
     internal_port: int
 
 
-def nat_rules(intent: Intent, router_id: str, fips: Iterable[FloatingIP],
-              forwards: Iterable[PortForwarding]) -> tuple[tuple[FipRule, ...],
-                                                          tuple[ForwardRule, ...]]:
-    """The router's floating IPs (associated ones) and port forwardings, sorted."""
-    frules = []
-    for fip in fips:
-        if fip.router_id != router_id or fip.port_id is None or not fip.fixed_ip_address:
-            continue
-        if ":" in fip.floating_ip_address or ":" in fip.fixed_ip_address:
-            continue
-        frules.append(FipRule(object_key(fip.id), ip4(fip.floating_ip_address),
-                              ip4(fip.fixed_ip_address)))
-    prules = []
-    for pf in forwards:
-        owner = intent.floating_ips.get(pf.floatingip_id)
-        if owner is None or owner.router_id != router_id or pf.protocol not in IP_PROTOS:
-            continue
-        prules.append(ForwardRule(object_key(pf.id), object_key(owner.id),
-                                  ip4(owner.floating_ip_address), pf.protocol,
-                                  pf.external_port, ip4(pf.internal_ip_address),
-                                  pf.internal_port))
-    return (tuple(sorted(frules, key=lambda r: (r.fip, r.key))),
-            tuple(sorted(prules, key=lambda r: (r.fip, r.protocol, r.external_port, r.key))))
+def fip_rule(fip: FloatingIP) -> Optional[FipRule]:
+    """The floating IP's NAT rule, when it is associated (IPv4 both sides)."""
+    if fip.router_id is None or fip.port_id is None or not fip.fixed_ip_address:
+        return None
+    if ":" in fip.floating_ip_address or ":" in fip.fixed_ip_address:
+        return None
+    return FipRule(object_key(fip.id), ip4(fip.floating_ip_address),
+                   ip4(fip.fixed_ip_address))
+
+
+def forward_rule(intent: Intent, pf: PortForwarding) -> Optional[tuple[str, ForwardRule]]:
+    """(router id, rule) of a port forwarding whose floating IP has a router."""
+    fip = intent.floating_ips.get(pf.floatingip_id)
+    if fip is None or fip.router_id is None or pf.protocol not in IP_PROTOS \
+            or ":" in fip.floating_ip_address or ":" in pf.internal_ip_address:
+        return None
+    return fip.router_id, ForwardRule(
+        object_key(pf.id), object_key(fip.id), ip4(fip.floating_ip_address), pf.protocol,
+        pf.external_port, ip4(pf.internal_ip_address), pf.internal_port)
 
 
 # ---------------------------------------------------------------- flows
@@ -210,12 +206,13 @@ def transit_flows(plan: RouterPlan, ingress: Iterable[str], here: int,
     return out
 
 
-def gateway_flows(plan: RouterPlan, fips: tuple[FipRule, ...],
-                  forwards: tuple[ForwardRule, ...], here: int, topo: TopologyView,
+def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
                   carriers: Mapping[str, Iterable[int]]) -> list[Flow]:
     """Everything the router's gateway chassis `here` holds for the way out and in
     (the module's docstring), besides the router's l3 flows (routing.router_flows with
-    gateway_here, for every leg)."""
+    gateway_here, for every leg) and its floating IPs' and port forwardings' own
+    flows (`fip_flows`, `forward_flows`: units of their own, so that one of them
+    changing costs its own flows, not the router's)."""
     gw = plan.gateway
     if gw is None or not plan.admin_state_up:
         return []
@@ -255,26 +252,6 @@ def gateway_flows(plan: RouterPlan, fips: tuple[FipRule, ...],
         cookie=owner))
     out.append(l3.flow("unsnat", match(**to_gw, eth_type=ETH_IPV4, ipv4_dst=gw.ip),
                        actions=(Ct(zone=gw.zone, nat=True, table="unnat"),), cookie=owner))
-    for f in fips:
-        fip_owner = pl.cookie(pl.Owner.FLOATING_IP, f.key)
-        out.append(arp_answer_flow(ext.key, f.fip, gw.mac, fip_owner))
-        out.append(l3.flow(
-            "dnat", match(**to_gw, eth_type=ETH_IPV4, ipv4_dst=f.fip),
-            actions=(Ct(commit=True, zone=gw.zone, nat_spec=Nat("dst", f.fixed),
-                        table="unnat"),),
-            cookie=fip_owner))
-    for p in forwards:
-        pf_owner = pl.cookie(pl.Owner.PORT_FORWARDING, p.key)
-        out.append(arp_answer_flow(ext.key, p.fip, gw.mac,
-                                   pl.cookie(pl.Owner.FLOATING_IP, p.fip_key)))
-        out.append(l3.flow(
-            "dnat_port",
-            match(**to_gw, eth_type=ETH_IPV4, ip_proto=IP_PROTOS[p.protocol], ipv4_dst=p.fip,
-                  **{_PORT_FIELD[p.protocol]: p.external_port}),
-            actions=(Ct(commit=True, zone=gw.zone,
-                        nat_spec=Nat("dst", p.internal_ip, port_min=p.internal_port),
-                        table="unnat"),),
-            cookie=pf_owner))
     for leg in plan.legs:
         out.append(pl.UNNAT.flow(
             "route", match(**to_gw, eth_type=ETH_IPV4,
@@ -285,14 +262,6 @@ def gateway_flows(plan: RouterPlan, fips: tuple[FipRule, ...],
             write_metadata=(leg.network_key, _ALL_ONES_64), goto="l3_resolve", cookie=owner))
         from_leg = {"metadata": leg.network_key, "eth_dst": leg.mac}
         leaves = SetField("metadata", ext.key)
-        for f in fips:
-            if f.fixed & _mask(leg.prefixlen) != leg.prefix:
-                continue
-            out.append(pl.SNAT.flow(
-                "fip", match(**from_leg, eth_type=ETH_IPV4, ipv4_src=f.fixed),
-                actions=(leaves, Ct(commit=True, zone=gw.zone, nat_spec=Nat("src", f.fip),
-                                    table="l3_resolve")),
-                cookie=pl.cookie(pl.Owner.FLOATING_IP, f.key)))
         nat = Ct(commit=True, zone=gw.zone, nat_spec=Nat("src", gw.ip), table="l3_resolve") \
             if gw.snat else Ct(zone=gw.zone, nat=True, table="l3_resolve")
         out.append(pl.SNAT.flow("snat", match(**from_leg, eth_type=ETH_IPV4),
@@ -320,6 +289,57 @@ def gateway_flows(plan: RouterPlan, fips: tuple[FipRule, ...],
                 "remote_mac", match(metadata=ext.key, eth_dst=bound),
                 actions=to_provider(ext, patch), cookie=net_owner))
     return out
+
+
+def fip_flows(plan: RouterPlan, f: FipRule) -> list[Flow]:
+    """A floating IP on its router's gateway chassis: its ARP answer (the gateway's
+    MAC), DNAT in, and SNAT out of the internal subnet its fixed address is on."""
+    gw = plan.gateway
+    if gw is None or not plan.admin_state_up:
+        return []
+    owner = pl.cookie(pl.Owner.FLOATING_IP, f.key)
+    ext = gw.network
+    out = [
+        arp_answer_flow(ext.key, f.fip, gw.mac, owner),
+        pl.L3.flow("dnat", match(metadata=ext.key, eth_dst=gw.mac, eth_type=ETH_IPV4,
+                                 ipv4_dst=f.fip),
+                   actions=(Ct(commit=True, zone=gw.zone, nat_spec=Nat("dst", f.fixed),
+                               table="unnat"),),
+                   cookie=owner),
+    ]
+    for leg in plan.legs:
+        if f.fixed & _mask(leg.prefixlen) != leg.prefix:
+            continue
+        out.append(pl.SNAT.flow(
+            "fip", match(metadata=leg.network_key, eth_dst=leg.mac, eth_type=ETH_IPV4,
+                         ipv4_src=f.fixed),
+            actions=(SetField("metadata", ext.key),
+                     Ct(commit=True, zone=gw.zone, nat_spec=Nat("src", f.fip),
+                        table="l3_resolve")),
+            cookie=owner))
+    return out
+
+
+def forward_flows(plan: RouterPlan, p: ForwardRule) -> list[Flow]:
+    """A port forwarding on its router's gateway chassis: DNAT of (protocol, floating
+    IP, external port) to the internal address and port; its floating IP's ARP answer
+    (owned by the floating IP: equal for every forwarding of it)."""
+    gw = plan.gateway
+    if gw is None or not plan.admin_state_up:
+        return []
+    ext = gw.network
+    return [
+        arp_answer_flow(ext.key, p.fip, gw.mac, pl.cookie(pl.Owner.FLOATING_IP, p.fip_key)),
+        pl.L3.flow(
+            "dnat_port",
+            match(metadata=ext.key, eth_dst=gw.mac, eth_type=ETH_IPV4,
+                  ip_proto=IP_PROTOS[p.protocol], ipv4_dst=p.fip,
+                  **{_PORT_FIELD[p.protocol]: p.external_port}),
+            actions=(Ct(commit=True, zone=gw.zone,
+                        nat_spec=Nat("dst", p.internal_ip, port_min=p.internal_port),
+                        table="unnat"),),
+            cookie=pl.cookie(pl.Owner.PORT_FORWARDING, p.key)),
+    ]
 
 
 def bindings_in(flows: Iterable[Flow]) -> dict[tuple[int, int], int]:
@@ -351,5 +371,5 @@ def upstream_wanted(plans: Mapping[str, RouterPlan], gateways: Mapping[str, int]
 
 
 __all__ = ["FipRule", "ForwardRule", "bindings_in", "choose_gateway", "choose_gateways",
-           "gateway_candidates", "gateway_order", "gateway_flows", "nat_rules", "transit_flows",
-           "upstream_wanted"]
+           "fip_flows", "fip_rule", "forward_flows", "forward_rule", "gateway_candidates",
+           "gateway_order", "gateway_flows", "transit_flows", "upstream_wanted"]

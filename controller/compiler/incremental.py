@@ -12,7 +12,11 @@ state split by *unit*, the intent object that owns a group of flows on that swit
     ("net", id)       a network bound here: flood, tunnels in, the flood group
     ("sg", id)        a security group with ports bound here: its remote-group rules
     ("member", id)    a port whose addresses a remote-group rule here names
-    ("router", id)    a router with a network bound here: its l3 flows (compiler/routing.py)
+    ("router", id)    a router with a network bound here, or whose gateway chassis this is:
+                      its l3 flows (compiler/routing.py), its transit to the gateway
+                      chassis or, there, its gateway's flows (compiler/gateway.py)
+    ("fip", id)       a floating IP, on its router's gateway chassis: DNAT, SNAT, ARP
+    ("pf", id)        a port forwarding, likewise: its DNAT
 
 A "netport" unit also lives where its network is only routed to (a network of a router
 present here): the port's resolve flow, and how to reach its chassis.
@@ -62,6 +66,8 @@ from controller.compiler.core import (
     DesiredSwitch,
     FlowKey,
     compile_all,
+    fip_unit_flows,
+    forward_unit_flows,
     router_unit_flows,
 )
 from controller.compiler.gateway import choose_gateway, choose_gateways, upstream_wanted
@@ -258,6 +264,9 @@ class Compiler:
         # the port forwardings of each floating IP
         self.gateways: dict[str, int] = {}
         self.gw_routers: dict[int, set[str]] = {}
+        # routers whose gateway chassis moved away from each switch in this compile
+        # (their floating IP units there are evaluated again: to nothing)
+        self._gw_before: dict[int, set[str]] = {}
         self.router_fips: dict[str, set[str]] = {}
         self.fip_forwards: dict[str, set[str]] = {}
 
@@ -354,6 +363,7 @@ class Compiler:
         dirty: dict[int, set[UnitKey]] = defaultdict(set)
         self._nets_moved = set()
         self._refresh_routing(set(self.switches), dirty)
+        self._gw_before = {}
         for dpid, sw in self.switches.items():
             units = dirty[dpid]
             units.update((PIPELINE, QOS))
@@ -437,6 +447,7 @@ class Compiler:
         refresh |= self._nets_moved
         self._nets_moved = set()
         self._refresh_routing(refresh, dirty)
+        self._gw_before = {}
 
         for dpid in tdelta.tunnels | tdelta.provider_ports:
             sw = self.switches.get(dpid)
@@ -478,6 +489,7 @@ class Compiler:
             if new == old:
                 continue
             if old is not None:
+                self._gw_before.setdefault(old, set()).add(rid)
                 del self.gateways[rid]
                 there = self.gw_routers.get(old, set())
                 there.discard(rid)
@@ -497,19 +509,22 @@ class Compiler:
         gateway chassis (nowhere else holds NAT)."""
         intent = self.intent
         assert intent is not None
-        routers: set[str] = set()
+        marks: list[tuple[str, UnitKey]] = []  # (router, unit) for its gateway chassis
         for fid in idelta.ids("floating_ips"):
             before, after = old.floating_ips.get(fid), intent.floating_ips.get(fid)
             if compiled_view(before) == compiled_view(after):
                 continue
+            routers = {f.router_id for f in (before, after)
+                       if f is not None and f.router_id is not None}
+            for rid in routers:
+                marks.append((rid, ("fip", fid)))
+                marks.extend((rid, ("pf", p)) for p in self.fip_forwards.get(fid, ()))
             if before is not None and before.router_id is not None:
-                routers.add(before.router_id)
                 ids = self.router_fips.get(before.router_id, set())
                 ids.discard(fid)
                 if not ids:
                     self.router_fips.pop(before.router_id, None)
             if after is not None and after.router_id is not None:
-                routers.add(after.router_id)
                 self.router_fips.setdefault(after.router_id, set()).add(fid)
         for pid in idelta.ids("port_forwardings"):
             before_pf = old.port_forwardings.get(pid)
@@ -521,7 +536,7 @@ class Compiler:
                     continue
                 fip = table.floating_ips.get(pf.floatingip_id)
                 if fip is not None and fip.router_id is not None:
-                    routers.add(fip.router_id)
+                    marks.append((fip.router_id, ("pf", pid)))
             if before_pf is not None:
                 ids = self.fip_forwards.get(before_pf.floatingip_id, set())
                 ids.discard(pid)
@@ -529,10 +544,19 @@ class Compiler:
                     self.fip_forwards.pop(before_pf.floatingip_id, None)
             if after_pf is not None:
                 self.fip_forwards.setdefault(after_pf.floatingip_id, set()).add(pid)
-        for rid in routers:
+        for rid, unit in marks:
             dpid = self.gateways.get(rid)
             if dpid is not None:
-                dirty[dpid].add(("router", rid))
+                dirty[dpid].add(unit)
+
+    def _nat_units(self, rid: str) -> set[UnitKey]:
+        """The floating IP and port forwarding units of router `rid` (they live on its
+        gateway chassis: marked wherever the router is refreshed)."""
+        out: set[UnitKey] = set()
+        for fid in self.router_fips.get(rid, ()):
+            out.add(("fip", fid))
+            out.update(("pf", p) for p in self.fip_forwards.get(fid, ()))
+        return out
 
     # ------------------------------------------------------------------ routing
     def _routers_touched(self, old: Intent, idelta: IntentDelta) -> set[str]:
@@ -629,6 +653,9 @@ class Compiler:
                 resolve |= self.router_plans[rid].nets
             units = dirty[dpid]
             units.update(("router", r) for r in sw.routers | present)
+            for r in (sw.routers | present) & (self.gw_routers.get(dpid, set())
+                                               | self._gw_before.get(dpid, set())):
+                units.update(self._nat_units(r))
             for rid in sw.routers - present:
                 where = self.router_switches.get(rid, set())
                 where.discard(dpid)
@@ -659,14 +686,10 @@ class Compiler:
         intent, topo = self.intent, self.topo
         if plan is None or rid not in sw.routers or intent is None or topo is None:
             return ()
-        fips, forwards = intent.floating_ips, intent.port_forwardings
         return tuple(router_unit_flows(
             plan, sw.dpid, self.gateways.get(rid),
             {leg.network_id for leg in plan.legs if leg.network_id in sw.local_nets}, topo,
-            lambda: [fips[f] for f in sorted(self.router_fips.get(rid, ())) if f in fips],
-            lambda fid: [forwards[p] for p in sorted(self.fip_forwards.get(fid, ()))
-                         if p in forwards],
-            intent, self._carriers))
+            self._carriers))
 
     def _carriers(self, nid: str) -> set[int]:
         """The switches a network is bound on."""
@@ -914,6 +937,13 @@ class Compiler:
                     flows = self._member_unit(sw, oid)
                 elif kind == "router":
                     flows = self._router_unit(sw, oid)
+                elif kind == "fip":
+                    flows = tuple(fip_unit_flows(intent.floating_ips.get(oid), dpid,
+                                                 self.router_plans, self.gateways))
+                elif kind == "pf":
+                    flows = tuple(forward_unit_flows(
+                        intent, intent.port_forwardings.get(oid), dpid, self.router_plans,
+                        self.gateways))
                 else:  # pragma: no cover - a typo in this module
                     raise CompileError(f"unknown unit {unit}")
                 sw.set_unit(unit, flows, pending)

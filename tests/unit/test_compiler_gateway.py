@@ -249,8 +249,10 @@ def test_a_floating_ip_change_touches_only_the_gateway_chassis() -> None:
     after = dataclasses.replace(intent, floating_ips=MappingProxyType(
         {**intent.floating_ips, FIP.id: FIP}))
     idelta, tdelta = _deltas((intent, topo), (after, topo))
+    evaluated = compiler.units_evaluated
     offers = compiler.update(after, topo, idelta, tdelta)
     assert set(offers) == {gw}
+    assert compiler.units_evaluated - evaluated == 1  # the floating IP's unit, not its router's
     assert_same(compiler, after, topo)
 
 
