@@ -344,7 +344,14 @@ def owner_index(intent: Intent) -> dict[tuple[str, int], dict[str, Any]]:
     for rt in intent.routers.values():
         put("router", rt.id, name=rt.name)
     for f in intent.floating_ips.values():
-        put("floating_ip", f.id, floating_ip_address=f.floating_ip_address)
+        put("floating_ip", f.id, floating_ip_address=f.floating_ip_address,
+            fixed_ip_address=f.fixed_ip_address, port_id=f.port_id, router_id=f.router_id)
+    for pf in intent.port_forwardings.values():
+        fip = intent.floating_ips.get(pf.floatingip_id)
+        put("port_forwarding", pf.id, floatingip_id=pf.floatingip_id,
+            floating_ip_address=fip.floating_ip_address if fip is not None else None,
+            protocol=pf.protocol, external_port=pf.external_port,
+            internal_ip_address=pf.internal_ip_address, internal_port=pf.internal_port)
     for q in intent.qos_policies.values():
         put("qos_policy", q.id, name=q.name)
     return idx

@@ -269,3 +269,22 @@ def test_floating_ip_ports_are_not_answered_where_guests_are() -> None:
     tpas = {dict((m.field, m.value) for m in f.match).get("arp_tpa") for f in d1.values()
             if f.table == "arp_responder"}
     assert ip4("198.51.100.99") in tpas and ip4("198.51.100.20") not in tpas
+
+
+def test_every_gateway_flow_names_its_owner() -> None:
+    """/v1/trace and the flow dump name the router, floating IP or port forwarding."""
+    from controller.explain.trace import owner_index, owner_of
+
+    intent, topo = gateway_world(forwards=(PF,))
+    topo = dataclasses.replace(topo, mac_bindings=MappingProxyType(
+        {(EXT.key, ip4("198.51.100.1")): UPSTREAM_MAC}))
+    gw = _gateway_of(intent, topo)
+    owners = owner_index(intent)
+    kinds = set()
+    for flow in compile_all(intent, topo)[gw].flows.values():
+        owner = owner_of(flow.cookie, owners)
+        assert owner is not None, flow
+        kinds.add(owner["kind"])
+    assert {"router", "floating_ip", "port_forwarding", "network"} <= kinds
+    pf = next(v for (k, _), v in owners.items() if k == "port_forwarding")
+    assert pf["external_port"] == 10080 and pf["internal_port"] == 80
