@@ -13,11 +13,19 @@ Python: ``lab = Lab.up(load_spec(path))``; ``lab.guest("a1").ping(...)``;
 `up` prints one line per step and records everything it makes, as it makes it, in
 ``/run/loom-lab/<name>.json``; `down` removes exactly that (see labstate.py), also
 after `up` was killed half-way. The plumbing is in labnet.py, the spec in labspec.py.
+
+With `external` in the spec, `up` also builds a provider network outside Loom (br-ex
+on the mapped hypervisors, joined by one Linux bridge, the "physical switch", in
+``<prefix>-ext``; the outside host ``<prefix>-outside`` with an HTTP server that
+answers with the caller's address), sets loom-bridge-mappings and loom-gateway, and
+creates the flat ``router:external`` network and its subnet, the spec's routers and
+the guests' floating IPs through the API. ``lab.external``, ``lab.outside``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
 import os
@@ -37,14 +45,19 @@ from topologies.controller_process import ROOT, ControllerProcess, free_port
 from topologies.guest import Guest
 from topologies.labnet import (
     PHYS_BRIDGE,
+    PROVIDER_BRIDGE,
     UNDERLAY_IF,
     Hypervisor,
     adopt_hypervisor,
+    make_external_switch,
     make_hypervisor,
     make_mgmt,
+    make_outside,
     make_underlay,
+    plumb_external,
     remove_hypervisor,
     tunnel_ports,
+    unplumb_external,
 )
 from topologies.labspec import ControllerSpec, LabSpec, PlacedGuest, SpecError, load_spec
 from topologies.labstate import (
@@ -182,6 +195,7 @@ class Lab:
         self.hypervisors: dict[str, Hypervisor] = {}
         self.guests: dict[str, Guest] = {}
         self.controller: ControllerProcess | None = None
+        self._gateways: dict[str, str | None] = {}  # project/network -> IPv4 gateway_ip
 
     # -- public API -------------------------------------------------------------
     @property
@@ -219,6 +233,26 @@ class Lab:
     def underlay_netns(self) -> str:
         return str(self.state.data["underlay"]["netns"])
 
+    @property
+    def external(self) -> dict[str, Any]:
+        """The external network as made: netns, physical_network, hypervisors
+        ({name: {gateway}}), outside, outside_netns, http_port, network_id,
+        subnet_id, cidr, gateway_ip; {} if the spec has none."""
+        return dict(self.state.data.get("external") or {})
+
+    @property
+    def outside(self) -> Guest:
+        """A handle on the outside host (ping, tcp_connect, run, like a guest)."""
+        ext = self.state.data.get("external") or {}
+        if not ext.get("outside_netns"):
+            raise LabError(f"lab {self.name} has no external network")
+        return Guest.existing("outside", ext["outside_netns"], ext["outside_mac"],
+                              ext["outside"], sandbox=self.sandbox, port_id="outside")
+
+    def router_info(self, project: str, router: str) -> dict[str, Any]:
+        """id, gateway_ip (None without an external gateway), interfaces of a router."""
+        return dict(self.state.data["api"]["routers"][f"{project}/{router}"])
+
     def __enter__(self) -> Lab:
         return self
 
@@ -246,7 +280,7 @@ class Lab:
         if not isinstance(spec, LabSpec):
             spec = load_spec(spec, name)
         elif name:
-            spec = LabSpec(name, spec.hypervisors, spec.projects, spec.controller, spec.source)
+            spec = dataclasses.replace(spec, name=name)
         with lab_lock(spec.name):
             prefix = Sandbox._fresh_prefix()
             state = LabState.create(spec.name, prefix, spec_file=spec.source,
@@ -274,6 +308,8 @@ class Lab:
                                                                hv.name, self.progress)
             harden_arp(made)
         self._warm_up(list(self.hypervisors.values()))
+        if self.spec.external is not None:
+            self._make_external()
         self._timing("plumbing", t0)
         if with_controller:
             t1 = time.monotonic()
@@ -281,6 +317,7 @@ class Lab:
                 rec["chassis_source"] = "command-line"
             self._start_controller()
             self._wait_integration_bridges(self.hypervisors.values())
+            self._wait_provider_patches()
             self._timing("controller", t1)
             t2 = time.monotonic()
             ports = self._create_api_objects()
@@ -299,6 +336,41 @@ class Lab:
         self._timing("total", t0)
         self.progress(f"lab {self.name} is up in {time.monotonic() - t0:.1f}s; "
                       f"tear down: python -m topologies.lab down {self.name}")
+
+    def _make_external(self) -> None:
+        """The physical switch, br-ex and its uplink on each mapped hypervisor (gateways
+        flagged), and the outside host with its HTTP server."""
+        assert self.spec is not None and self.spec.external is not None
+        ext = self.spec.external
+        ns = make_external_switch(self.sandbox, self.state, ext.physical_network)
+        self.state.data["external"]["all_hypervisors"] = ext.all_hypervisors
+        for name in ext.hypervisors:
+            plumb_external(self.sandbox, self.state, self.hypervisor(name),
+                           gateway=name in ext.gateways)
+        gateways = ", ".join(ext.gateways) or "none flagged: every mapping chassis may SNAT"
+        self.progress(f"external {ext.physical_network}: switch netns {ns}; {PROVIDER_BRIDGE} "
+                      f"on {', '.join(ext.hypervisors)} (gateways: {gateways})")
+        outside = make_outside(self.sandbox, self.state, ext.outside, ext.http_port)
+        self.progress(f"outside host: netns {outside}, {ext.outside}"
+                      + (f", HTTP on :{ext.http_port} (answers with the client's address)"
+                         if ext.http_port else ""))
+
+    def _wait_provider_patches(self, timeout: float = 30) -> None:
+        """Loom patches br-int to br-ex on every hypervisor mapping the physnet."""
+        ext = self.state.data.get("external") or {}
+        deadline = time.monotonic() + timeout
+        for name in ext.get("hypervisors", {}):
+            hv = self.hypervisor(name)
+            while len(hv.ovs.vsctl("--bare", "--columns=name", "find", "Interface",
+                                   "type=patch").split()) < 2:
+                if time.monotonic() > deadline:
+                    raise LabError(f"{name}: no patch between {INTEGRATION_BRIDGE} and "
+                                   f"{PROVIDER_BRIDGE} in {timeout:.0f}s (loom-bridge-mappings "
+                                   f"{ext.get('physical_network')}:{PROVIDER_BRIDGE})")
+                time.sleep(0.1)
+        if ext.get("hypervisors"):
+            self.progress(f"{INTEGRATION_BRIDGE} patched to {PROVIDER_BRIDGE} on "
+                          f"{', '.join(ext['hypervisors'])}")
 
     def _warm_up(self, hvs: list[Hypervisor]) -> None:
         """The underlay answers everywhere, and OVS knows every peer's MAC."""
@@ -478,7 +550,11 @@ class Lab:
         """Networks, subnets and one port per guest, through the REST API as admin."""
         assert self.spec is not None
         api, rec = self.api, self.state.data["api"]
+        rec.setdefault("routers", {})
+        rec.setdefault("floatingips", {})
         ports: dict[str, dict[str, Any]] = {}
+        ext_net = self._create_external_network() if self.spec.external else None
+        v4_subnets: dict[str, str] = {}  # project/network -> its IPv4 subnet id
         for project in self.spec.projects:
             for net in project.networks:
                 key = f"{project.name}/{net.name}"
@@ -499,6 +575,9 @@ class Lab:
                                    name=f"{net.name}-v{version}")
                     rec["subnets"][f"{key}/{sub.cidr}"] = s["id"]
                     subnet_ids[sub.cidr] = s["id"]
+                    if version == 4:
+                        v4_subnets[key] = s["id"]
+                        self._gateways[key] = s.get("gateway_ip")
                     self.state.save()
                 self.progress(f"network {key}: {n['provider:network_type']} "
                               f"{n['provider:segmentation_id']}, "
@@ -514,9 +593,71 @@ class Lab:
                     rec["ports"][g.name] = port["id"]
                     self.state.save()
                     ports[g.name] = port
+        self._create_routers(v4_subnets, ext_net)
+        for project in self.spec.projects:
+            for net in project.networks:
+                for g in net.guests:
+                    if g.floating_ip:
+                        assert ext_net is not None
+                        fip = api.create("floatingip", floating_network_id=ext_net,
+                                         port_id=ports[g.name]["id"], project_id=project.name)
+                        rec["floatingips"][g.name] = {"id": fip["id"],
+                                                      "address": fip["floating_ip_address"]}
+                        self.state.save()
+                        self.progress(f"floating IP {fip['floating_ip_address']} -> {g.name}")
         self.progress(f"API: {len(rec['networks'])} network(s), {len(rec['subnets'])} "
-                      f"subnet(s), {len(ports)} port(s)")
+                      f"subnet(s), {len(ports)} port(s)"
+                      + (f", {len(rec['routers'])} router(s), {len(rec['floatingips'])} "
+                         "floating IP(s)" if ext_net or rec["routers"] else ""))
         return ports
+
+    def _create_external_network(self) -> str:
+        """The flat, shared router:external network on the physnet and its subnet, whose
+        gateway_ip is the outside host (the upstream router); returns the network id."""
+        assert self.spec is not None and self.spec.external is not None
+        ext, api = self.spec.external, self.api
+        n = api.post("/v2.0/networks", {"network": {
+            "name": ext.network, "project_id": "admin", "router:external": True,
+            "shared": True, "provider:network_type": "flat",
+            "provider:physical_network": ext.physical_network}}).ok()["network"]
+        self.state.data["external"].update(network_id=n["id"], network=ext.network,
+                                           mtu=n["mtu"])
+        self.state.save()
+        start, end = ext.allocation_pool
+        s = api.create("subnet", network_id=n["id"], cidr=ext.cidr, ip_version=4,
+                       gateway_ip=ext.outside_ip, enable_dhcp=False, project_id="admin",
+                       name=f"{ext.network}-v4",
+                       allocation_pools=[{"start": start, "end": end}])
+        self.state.data["external"].update(subnet_id=s["id"], cidr=ext.cidr,
+                                           gateway_ip=ext.outside_ip, pool=[start, end])
+        self.state.save()
+        self.progress(f"external network {ext.network}: flat on {ext.physical_network}, "
+                      f"router:external, shared, {ext.cidr} (gateway_ip {ext.outside_ip}, "
+                      f"pool {start}-{end}), id {n['id']}")
+        return str(n["id"])
+
+    def _create_routers(self, v4_subnets: dict[str, str], ext_net: str | None) -> None:
+        assert self.spec is not None
+        api, rec = self.api, self.state.data["api"]["routers"]
+        for project in self.spec.projects:
+            for r in project.routers:
+                body: dict[str, Any] = {"name": r.name, "project_id": project.name}
+                if r.external_gateway:
+                    body["external_gateway_info"] = {"network_id": ext_net}
+                router = api.create("router", **body)
+                info = router.get("external_gateway_info") or {}
+                fixed = info.get("external_fixed_ips") or [{}]
+                key = f"{project.name}/{r.name}"
+                rec[key] = {"id": router["id"], "gateway_ip": fixed[0].get("ip_address"),
+                            "interfaces": list(r.interfaces)}
+                self.state.save()
+                for net in r.interfaces:
+                    api.put(f"/v2.0/routers/{router['id']}/add_router_interface",
+                            {"subnet_id": v4_subnets[f"{project.name}/{net}"]}).ok()
+                gw = rec[key]["gateway_ip"]
+                self.progress(f"router {key}: " + (f"gateway {gw}" if gw else "no gateway")
+                              + (f", interfaces on {', '.join(r.interfaces)}"
+                                 if r.interfaces else ""))
 
     def _make_guest(self, pg: PlacedGuest, port: dict[str, Any]) -> Guest:
         assert self.spec is not None
@@ -528,15 +669,21 @@ class Lab:
             sub = next(s.network for s in net.subnets if ip in s.network)
             cidrs.setdefault(ip.version, f"{ip}/{sub.prefixlen}")
         mtu = int(self.state.data["api"]["networks"][f"{pg.project}/{pg.network}"]["mtu"])
+        gateway = self._gateways.get(f"{pg.project}/{pg.network}") if cidrs.get(4) else None
         g = Guest(pg.name, port["mac_address"], cidrs.get(4), cidrs.get(6), sandbox=self.sandbox,
-                  ovs=hv.ovs, bridge=INTEGRATION_BRIDGE, port_id=port["id"], mtu=mtu)
+                  ovs=hv.ovs, bridge=INTEGRATION_BRIDGE, port_id=port["id"], mtu=mtu,
+                  gateway=gateway)
+        fip = self.state.data["api"].get("floatingips", {}).get(pg.name, {}).get("address")
         self.guests[pg.name] = g
         self.state.set("guests", pg.name, {
             "project": pg.project, "network": pg.network, "hypervisor": hv.name,
             "netns": g.netns, "mac": g.mac, "ip_cidr": g.ip_cidr, "ipv6_cidr": g.ipv6_cidr,
-            "port_id": g.port_id, "port_name": g.port_name, "mtu": mtu})
+            "port_id": g.port_id, "port_name": g.port_name, "mtu": mtu, "gateway": gateway,
+            "floating_ip": fip})
         self.progress(f"guest {pg.name}: {pg.project}/{pg.network} on {hv.name}, "
-                      f"{g.ip_cidr or g.ipv6_cidr}, {g.mac}, netns {g.netns}")
+                      f"{g.ip_cidr or g.ipv6_cidr}, {g.mac}, netns {g.netns}"
+                      + (f", default via {gateway}" if gateway else "")
+                      + (f", floating IP {fip}" if fip else ""))
         return g
 
     def wait_ports_active(self, port_ids: list[str], timeout: float = 60) -> None:
@@ -585,6 +732,10 @@ class Lab:
             self.hypervisors[name] = hv
             harden_arp(hv)
             self._warm_up(list(self.hypervisors.values()))
+            ext = self.state.data.get("external") or {}
+            if ext.get("all_hypervisors"):
+                plumb_external(self.sandbox, self.state, hv, gateway=False)
+                self.progress(f"external {ext['physical_network']}: {PROVIDER_BRIDGE} on {name}")
             if self.state.data["controller"].get("state_dir"):
                 self.progress(f"chassis {name}: {self.register_chassis(hv)}")
                 self._wait_integration_bridges([hv])
@@ -611,6 +762,7 @@ class Lab:
                 self.progress(f"guest {g_name}: port deleted, namespace removed")
             if has_ctl:
                 self.progress(f"chassis {name}: {self.unregister_chassis(name)}")
+            unplumb_external(self.sandbox, self.state, name)
             remove_hypervisor(self.sandbox, self.state, name)
             self.hypervisors.pop(name, None)
             self.progress(f"hypervisor {name}: removed")
@@ -682,6 +834,25 @@ def status_text(state: LabState) -> str:
         lines.append(f"  hypervisor {name}: netns {h.get('netns')}, mgmt {h.get('mgmt_ip')}, "
                      f"encap {h.get('encap_ip')}, ovs-vswitchd "
                      f"{'running' if alive else 'NOT RUNNING'}, db {h.get('db_remote')}")
+    ext = d.get("external") or {}
+    if ext:
+        hvs = ", ".join(f"{n}{' (gateway)' if h.get('gateway') else ''}"
+                        for n, h in ext.get("hypervisors", {}).items())
+        lines.append(f"  external: {ext.get('physical_network')} switch netns {ext.get('netns')}"
+                     f" (bridge {ext.get('bridge')}), {PROVIDER_BRIDGE} on {hvs or 'none'}")
+        if ext.get("outside_netns"):
+            http = ""
+            if ext.get("http_port"):
+                up = pid_alive(ext.get("http_pid"), ext.get("http_log"))
+                http = (f", HTTP :{ext['http_port']} pid {ext.get('http_pid')} "
+                        f"{'running' if up else 'NOT RUNNING'}")
+            lines.append(f"  outside: {ext['outside']} netns {ext['outside_netns']}{http}")
+        if ext.get("network_id"):
+            lines.append(f"  network {ext.get('network')}: {ext.get('cidr')}, gateway_ip "
+                         f"{ext.get('gateway_ip')}, id {ext['network_id']}")
+    for key, r in d.get("api", {}).get("routers", {}).items():
+        lines.append(f"  router {key}: gateway {r.get('gateway_ip') or 'none'}, interfaces "
+                     f"{', '.join(r.get('interfaces', [])) or 'none'}, id {r['id']}")
     for name, g in d.get("guests", {}).items():
         status = "?"
         if api is not None:
@@ -692,7 +863,8 @@ def status_text(state: LabState) -> str:
                 status = "?"
         lines.append(f"  guest {name}: {g['project']}/{g['network']} on {g['hypervisor']}, "
                      f"{g.get('ip_cidr') or g.get('ipv6_cidr')}, {g['mac']}, port "
-                     f"{g['port_id']} {status}, netns {g['netns']}")
+                     f"{g['port_id']} {status}, netns {g['netns']}"
+                     + (f", floating IP {g['floating_ip']}" if g.get("floating_ip") else ""))
     return "\n".join(lines)
 
 

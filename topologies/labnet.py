@@ -12,6 +12,8 @@
   what ovs-vswitchd's tunnel route table (``ovs/route/show``) resolves remote encap
   IPs with; it also answers ARP for the encap IP.
 
+- External (only with the spec's `external`): see make_external_switch below.
+
 Hypervisor N uses the same host number on both nets: hv ``host`` 11 is
 100.64.x.11 and 172.31.0.11. Offloads are off on every veth end and bridge.
 """
@@ -19,7 +21,10 @@ Hypervisor N uses the same host number on both nets: hv ``host`` 11 is
 from __future__ import annotations
 
 import ipaddress
+import json
 import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,3 +220,97 @@ def remove_hypervisor(sb: LabSandbox, state: LabState, name: str) -> None:
 def _quiet_ipv6(ns: str) -> None:
     for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
         nsutil.sysctl(key, 1, netns=ns)
+
+
+# -- the external ("provider") network ---------------------------------------------------
+# A physical network outside Loom: one Linux bridge EXT_SWITCH in the namespace
+# ``<prefix>-ext`` is the physical switch; every hypervisor that maps the physnet has
+# EXT_UPLINK (a veth into it) as a port of its provider bridge PROVIDER_BRIDGE
+# (standalone, a learning switch; Loom patches br-int to it). The outside host
+# ``<prefix>-outside`` hangs off the same switch.
+PROVIDER_BRIDGE = "br-ex"
+EXT_SWITCH = "extsw"
+EXT_UPLINK = "ext0"
+OUTSIDE_PEER = "outside"
+ECHO_HTTP = Path(__file__).resolve().parent / "echo_http.py"
+
+
+def make_external_switch(sb: LabSandbox, state: LabState, physnet: str) -> str:
+    """The physical switch's namespace and Linux bridge; returns the namespace."""
+    ns = sb.add_netns("ext")
+    _quiet_ipv6(ns)
+    nsutil.run(["ip", "link", "add", EXT_SWITCH, "type", "bridge"], netns=ns)
+    nsutil.disable_offloads(EXT_SWITCH, netns=ns)
+    nsutil.link_up(EXT_SWITCH, netns=ns)
+    state.data.setdefault("external", {}).update(
+        netns=ns, bridge=EXT_SWITCH, physical_network=physnet, hypervisors={})
+    state.save()
+    return ns
+
+
+def plumb_external(sb: LabSandbox, state: LabState, hv: Hypervisor, gateway: bool) -> None:
+    """br-ex on `hv`, its uplink into the physical switch, the bridge mapping, and
+    `loom-gateway=true` if `gateway`."""
+    ext = state.data["external"]
+    sb.add_veth(EXT_UPLINK, hv.name, hv.netns, ext["netns"])
+    nsutil.run(["ip", "link", "set", hv.name, "master", EXT_SWITCH], netns=ext["netns"])
+    hv.ovs.add_bridge(PROVIDER_BRIDGE, fail_mode="standalone")
+    hv.ovs.vsctl("--may-exist", "add-port", PROVIDER_BRIDGE, EXT_UPLINK)
+    hv.ovs.vsctl("set", "Open_vSwitch", ".",
+                 f"external_ids:loom-bridge-mappings={ext['physical_network']}:"
+                 f"{PROVIDER_BRIDGE}")
+    if gateway:
+        hv.ovs.vsctl("set", "Open_vSwitch", ".", "external_ids:loom-gateway=true")
+    ext["hypervisors"][hv.name] = {"gateway": gateway}
+    state.save()
+
+
+def unplumb_external(sb: LabSandbox, state: LabState, name: str) -> None:
+    """Forget a removed hypervisor's uplink (the veth went with its namespace)."""
+    ext = state.data.get("external") or {}
+    if name in ext.get("hypervisors", {}):
+        sb.delete_link(name, ext["netns"])
+        ext["hypervisors"].pop(name)
+        state.save()
+
+
+def make_outside(sb: LabSandbox, state: LabState, cidr: str, http_port: int) -> str:
+    """The outside host: a namespace on the physical switch with `cidr`, and (unless
+    `http_port` is 0) the echo HTTP server. Returns the namespace."""
+    ext = state.data["external"]
+    ns = sb.add_netns("outside")
+    _quiet_ipv6(ns)
+    sb.add_veth("eth0", OUTSIDE_PEER, ns, ext["netns"])
+    nsutil.run(["ip", "link", "set", OUTSIDE_PEER, "master", EXT_SWITCH], netns=ext["netns"])
+    nsutil.add_address("eth0", cidr, netns=ns)
+    out = nsutil.run(["ip", "-j", "link", "show", "dev", "eth0"], netns=ns).stdout
+    mac = str(json.loads(out)[0]["address"]).lower()
+    ext.update(outside_netns=ns, outside=cidr, outside_mac=mac, http_port=http_port)
+    state.save()
+    if http_port:
+        log = state.workdir / "outside" / "http.log"
+        ext["http_pid"] = start_echo_http(sb, ns, http_port, log)
+        ext["http_log"] = str(log)
+        state.save()
+    return ns
+
+
+def start_echo_http(sb: LabSandbox, netns: str, port: int, log: Path,
+                    timeout: float = 10.0) -> int:
+    """echo_http.py in `netns` on `port`, recorded (marker: its log path); returns its
+    pid once it listens."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = nsutil.popen([sys.executable, str(ECHO_HTTP), "--port", str(port), "--log",
+                         str(log)], netns=netns)
+    sb.record_process(proc.pid, str(log))
+    deadline = time.monotonic() + timeout
+    while not nsutil.run(["ss", "-Hltn", f"sport = :{port}"], netns=netns,
+                         check=False).stdout.strip():
+        if proc.poll() is not None:
+            raise RuntimeError(f"echo_http.py on port {port} in {netns} exited "
+                               f"{proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"echo_http.py in {netns} not listening on {port} "
+                               f"in {timeout:.0f}s")
+        time.sleep(0.05)
+    return proc.pid

@@ -15,11 +15,31 @@
             subnets: [{cidr: 10.0.0.0/24}]
             guests:
               - {name: a1, hypervisor: hv1, ip: 10.0.0.11}   # ip optional (IPAM picks)
+              - {name: a2, hypervisor: hv1, floating_ip: true}  # needs a router (below)
+        routers:                    # optional: Neutron routers of the project
+          - name: router
+            external_gateway: true  # optional (default false): needs `external` (below)
+            interfaces: [web]       # networks whose (IPv4) subnet the router joins
+    external:                       # optional: a provider "outside" network (physnet)
+      physical_network: physnet1    # optional (default physnet1)
+      hypervisors: [hv1, hv2]       # optional: those that map it (default: all)
+      gateways: [hv2]               # optional: loom-gateway=true (default: none, so
+                                    # every mapping chassis may SNAT)
+      network: public               # optional: the API network's name (default public)
+      outside: 198.51.100.1/24      # optional: the outside host = the subnet's gateway_ip
+      allocation_pool: [198.51.100.10, 198.51.100.99]   # optional (default .10-.99)
+      http_port: 80                 # optional: the outside host's HTTP server (0: none)
 
 With `auth_tokens` the API needs a token, so the lab writes them to
 ``<workdir>/controller/auth-tokens.yaml`` and calls the API with the first admin
 token of the list, or, if there is none, with one it adds (``lab-admin-<random>``,
 project ``admin``), recorded in the lab's state file.
+
+`external` builds a physical network outside Loom: a Linux bridge in its own
+namespace (the "physical switch") with a veth to ``br-ex`` on every mapped
+hypervisor, and the "outside" host (a namespace playing the internet, with an HTTP
+server that answers with the client's address); through the API, a flat, shared
+``router:external`` network on the physnet with the outside's subnet.
 
 Names of hypervisors and guests become namespace and interface names
 (``<prefix>-<name>``, and ``<prefix>-t<guest>`` for a guest's switch port), so they
@@ -77,6 +97,7 @@ class GuestSpec:
     name: str
     hypervisor: str
     ip: str | None = None
+    floating_ip: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,9 +110,45 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class RouterSpec:
+    name: str
+    external_gateway: bool = False
+    interfaces: tuple[str, ...] = ()  # network names of the project
+
+
+@dataclass(frozen=True)
 class ProjectSpec:
     name: str
     networks: tuple[NetworkSpec, ...]
+    routers: tuple[RouterSpec, ...] = ()
+
+    def router_of(self, network: str) -> RouterSpec | None:
+        return next((r for r in self.routers if network in r.interfaces), None)
+
+
+DEFAULT_OUTSIDE = "198.51.100.1/24"  # TEST-NET-2: documentation space, never routed
+
+
+@dataclass(frozen=True)
+class ExternalSpec:
+    """The provider network the lab builds outside Loom, and its API network."""
+
+    physical_network: str = "physnet1"
+    hypervisors: tuple[str, ...] = ()  # mapping the physnet; resolved: never empty
+    all_hypervisors: bool = True       # the default: hypervisors added later map it too
+    gateways: tuple[str, ...] = ()
+    network: str = "public"
+    outside: str = DEFAULT_OUTSIDE     # address/prefix of the outside host
+    allocation_pool: tuple[str, str] = ("198.51.100.10", "198.51.100.99")
+    http_port: int = 80                # 0: no HTTP server
+
+    @property
+    def cidr(self) -> str:
+        return str(ipaddress.ip_interface(self.outside).network)
+
+    @property
+    def outside_ip(self) -> str:
+        return str(ipaddress.ip_interface(self.outside).ip)
 
 
 ROLES = ("admin", "member")
@@ -144,6 +201,7 @@ class LabSpec:
     projects: tuple[ProjectSpec, ...] = ()
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     source: str = "<dict>"
+    external: ExternalSpec | None = None
 
     def guests(self) -> list[PlacedGuest]:
         return [
@@ -157,6 +215,12 @@ class LabSpec:
                 if p.name == project and n.name == network:
                     return n
         raise KeyError(f"{project}/{network}")
+
+    def project(self, name: str) -> ProjectSpec:
+        for p in self.projects:
+            if p.name == name:
+                return p
+        raise KeyError(name)
 
 
 class _Checker:
@@ -211,8 +275,8 @@ _SHORT = "1-8 chars of a-z 0-9 -, starting with a letter"
 def parse_spec(data: Any, source: str = "<dict>", name: str | None = None) -> LabSpec:
     """Validate a spec already loaded from YAML; raise SpecError listing every problem."""
     c = _Checker()
-    if not c.mapping(data, "spec", {"name", "hypervisors", "projects", "controller"},
-                     {"hypervisors"}):
+    if not c.mapping(data, "spec", {"name", "hypervisors", "projects", "controller",
+                                    "external"}, {"hypervisors"}):
         raise SpecError(source, c.problems)
     lab_name = name or data.get("name") or Path(source).stem
     c.name(lab_name, "name", LAB_NAME_RE, "1-64 chars of A-Z a-z 0-9 _ . -")
@@ -220,10 +284,13 @@ def parse_spec(data: Any, source: str = "<dict>", name: str | None = None) -> La
     controller = _controller(c, data.get("controller"))
     hv_names = {h.name for h in hypervisors}
     projects = _projects(c, data.get("projects"), hv_names)
+    external = _external(c, data.get("external"), [h.name for h in hypervisors])
     _check_global(c, hypervisors, projects)
+    _check_l3(c, projects, data.get("external") is not None)
     if c.problems:
         raise SpecError(source, c.problems)
-    return LabSpec(str(lab_name), tuple(hypervisors), tuple(projects), controller, source)
+    return LabSpec(str(lab_name), tuple(hypervisors), tuple(projects), controller, source,
+                   external)
 
 
 def load_spec(path: str | Path, name: str | None = None) -> LabSpec:
@@ -296,7 +363,7 @@ def _projects(c: _Checker, raw: Any, hv_names: set[str]) -> list[ProjectSpec]:
     out = []
     for i, item in enumerate(c.items(raw, "projects", required=False)):
         where = f"projects[{i}]"
-        if not c.mapping(item, where, {"name", "networks"}, {"name", "networks"}):
+        if not c.mapping(item, where, {"name", "networks", "routers"}, {"name", "networks"}):
             continue
         pname = c.name(item.get("name"), f"{where}.name", PROJECT_RE,
                        "1-64 chars of A-Z a-z 0-9 _ . -")
@@ -305,9 +372,160 @@ def _projects(c: _Checker, raw: Any, hv_names: set[str]) -> list[ProjectSpec]:
             for j, n in enumerate(c.items(item.get("networks"), f"{where}.networks",
                                           required=True))
         ]
+        routers = [
+            _router(c, r, f"{where}.routers[{j}]")
+            for j, r in enumerate(c.items(item.get("routers"), f"{where}.routers",
+                                          required=False))
+        ]
         if pname:
-            out.append(ProjectSpec(pname, tuple(n for n in nets if n is not None)))
+            out.append(ProjectSpec(pname, tuple(n for n in nets if n is not None),
+                                   tuple(r for r in routers if r is not None)))
     return out
+
+
+def _flag(c: _Checker, raw: Any, where: str) -> bool:
+    if raw is None:
+        return False
+    if not isinstance(raw, bool):
+        c.fail(where, f"{raw!r} is not true or false")
+        return False
+    return raw
+
+
+def _router(c: _Checker, raw: Any, where: str) -> RouterSpec | None:
+    if not c.mapping(raw, where, {"name", "external_gateway", "interfaces"}, {"name"}):
+        return None
+    rname = c.name(raw.get("name"), f"{where}.name", PROJECT_RE,
+                   "1-64 chars of A-Z a-z 0-9 _ . -")
+    gateway = _flag(c, raw.get("external_gateway"), f"{where}.external_gateway")
+    interfaces = []
+    for k, n in enumerate(c.items(raw.get("interfaces"), f"{where}.interfaces",
+                                  required=False)):
+        if not isinstance(n, str):
+            c.fail(f"{where}.interfaces[{k}]", f"{n!r} is not a network name")
+        elif n in interfaces:
+            c.fail(f"{where}.interfaces[{k}]", f"network {n!r} listed twice")
+        else:
+            interfaces.append(n)
+    if rname is None:
+        return None
+    return RouterSpec(rname, gateway, tuple(interfaces))
+
+
+def _hv_list(c: _Checker, raw: Any, where: str, known: list[str]) -> list[str]:
+    out: list[str] = []
+    for k, hv in enumerate(c.items(raw, where, required=False)):
+        if hv not in known:
+            c.fail(f"{where}[{k}]", f"{hv!r} is not a hypervisor of this lab "
+                                    f"(known: {', '.join(known) or 'none'})")
+        elif hv in out:
+            c.fail(f"{where}[{k}]", f"{hv!r} listed twice")
+        else:
+            out.append(str(hv))
+    return out
+
+
+PHYSNET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _external(c: _Checker, raw: Any, hv_names: list[str]) -> ExternalSpec | None:
+    """The `external` section; defaults make `external: {}` a complete one."""
+    if raw is None:
+        return None
+    keys = {"physical_network", "hypervisors", "gateways", "network", "outside",
+            "allocation_pool", "http_port"}
+    if not c.mapping(raw, "external", keys, set()):
+        return None
+    d = ExternalSpec()
+    before = len(c.problems)
+    ok = True
+    physnet = raw.get("physical_network", d.physical_network)
+    if c.name(physnet, "external.physical_network", PHYSNET_RE,
+              "1-64 chars of A-Z a-z 0-9 _ . -, as in loom-bridge-mappings") is None:
+        ok = False
+    netname = raw.get("network", d.network)
+    if c.name(netname, "external.network", PROJECT_RE,
+              "1-64 chars of A-Z a-z 0-9 _ . -") is None:
+        ok = False
+    given = raw.get("hypervisors")
+    hvs = _hv_list(c, given, "external.hypervisors", hv_names) if given is not None \
+        else list(hv_names)
+    if given == []:
+        c.fail("external.hypervisors", "must be a non-empty list (or left out: all)")
+    gateways = _hv_list(c, raw.get("gateways"), "external.gateways", hv_names)
+    for k, gw in enumerate(gateways):
+        if gw not in hvs:
+            c.fail(f"external.gateways[{k}]", f"{gw!r} does not map "
+                                              f"{physnet} (not in external.hypervisors)")
+    outside = _external_outside(c, raw.get("outside", d.outside))
+    pool = _external_pool(c, raw.get("allocation_pool"), outside)
+    port = raw.get("http_port", d.http_port)
+    if port != 0 and c.port(port, "external.http_port") is None:
+        ok = False
+    if not ok or outside is None or pool is None or len(c.problems) > before:
+        return None
+    return ExternalSpec(str(physnet), tuple(hvs), given is None, tuple(gateways),
+                        str(netname), outside, pool, int(port))
+
+
+def _external_outside(c: _Checker, raw: Any) -> str | None:
+    try:
+        iface = ipaddress.ip_interface(str(raw))
+    except ValueError:
+        c.fail("external.outside", f"{raw!r} is not an address/prefix (e.g. {DEFAULT_OUTSIDE})")
+        return None
+    net = iface.network
+    if iface.version != 4 or "/" not in str(raw):
+        c.fail("external.outside", f"{raw!r}: an IPv4 address with its prefix, "
+                                   f"e.g. {DEFAULT_OUTSIDE}")
+        return None
+    if net.num_addresses < 8:
+        c.fail("external.outside", f"{net} is too small for routers and floating IPs")
+        return None
+    if iface.ip in (net.network_address, net.broadcast_address):
+        c.fail("external.outside", f"{iface.ip} is the network or broadcast address of {net}")
+        return None
+    return str(iface)
+
+
+def _external_pool(c: _Checker, raw: Any, outside: str | None) -> tuple[str, str] | None:
+    """[start, end] inside the outside's subnet, not holding the outside's address."""
+    if outside is None:
+        return None
+    iface = ipaddress.IPv4Interface(outside)
+    net = iface.network
+    where = "external.allocation_pool"
+    if raw is None:  # .10-.99, or the upper half of a small subnet
+        hosts = list(net.hosts())
+        first, last = (hosts[9], hosts[98]) if len(hosts) >= 99 else \
+            (hosts[len(hosts) // 2], hosts[-1])
+        if first <= iface.ip <= last:
+            c.fail(where, f"the default pool {first}-{last} holds the outside host's address "
+                          f"{iface.ip}: give external.allocation_pool")
+            return None
+        return str(first), str(last)
+    if not isinstance(raw, list) or len(raw) != 2:
+        c.fail(where, f"expected [start, end], got {raw!r}")
+        return None
+    try:
+        start, end = (ipaddress.IPv4Address(str(a)) for a in raw)
+    except ValueError as exc:
+        c.fail(where, f"{raw!r}: {exc}")
+        return None
+    if start not in net or end not in net:
+        c.fail(where, f"{start}-{end} is not inside {net}")
+        return None
+    if start > end:
+        c.fail(where, f"start {start} is after end {end}")
+        return None
+    if start in (net.network_address, net.broadcast_address) \
+            or end in (net.network_address, net.broadcast_address):
+        c.fail(where, f"{start}-{end} holds the network or broadcast address of {net}")
+        return None
+    if start <= iface.ip <= end:
+        c.fail(where, f"{start}-{end} holds the outside host's address {iface.ip}")
+        return None
+    return str(start), str(end)
 
 
 def _network(c: _Checker, raw: Any, where: str, hv_names: set[str]) -> NetworkSpec | None:
@@ -364,7 +582,8 @@ def _guests(
     out = []
     for k, item in enumerate(c.items(raw, where, required=False)):
         here = f"{where}[{k}]"
-        if not c.mapping(item, here, {"name", "hypervisor", "ip"}, {"name", "hypervisor"}):
+        if not c.mapping(item, here, {"name", "hypervisor", "ip", "floating_ip"},
+                         {"name", "hypervisor"}):
             continue
         gname = c.name(item.get("name"), f"{here}.name", NAME_RE, _SHORT)
         hv = item.get("hypervisor")
@@ -372,8 +591,9 @@ def _guests(
             known = ", ".join(sorted(hv_names)) or "none"
             c.fail(f"{here}.hypervisor", f"{hv!r} is not a hypervisor of this lab (known: {known})")
         ip = _guest_ip(c, item.get("ip"), f"{here}.ip", subnets)
+        fip = _flag(c, item.get("floating_ip"), f"{here}.floating_ip")
         if gname and hv in hv_names:
-            out.append(GuestSpec(gname, str(hv), ip))
+            out.append(GuestSpec(gname, str(hv), ip, fip))
     return out
 
 
@@ -430,7 +650,43 @@ def _check_global(c: _Checker, hvs: list[HypervisorSpec], projects: list[Project
                     ips.add(g.ip)
 
 
-RESERVED_NAMES = {"ul": "the underlay namespace"}
+def _check_l3(c: _Checker, projects: list[ProjectSpec], external: bool) -> None:
+    """Routers join networks of their own project, one router per network; external
+    gateways need `external`; a floating IP needs a router with one on its network."""
+    for i, p in enumerate(projects):
+        nets = {n.name: n for n in p.networks}
+        owner: dict[str, str] = {}
+        names: set[str] = set()
+        for j, r in enumerate(p.routers):
+            where = f"projects[{i}].routers[{j}]"
+            if r.name in names:
+                c.fail(f"{where}.name", f"duplicate router {r.name!r} in project {p.name!r}")
+            names.add(r.name)
+            if r.external_gateway and not external:
+                c.fail(f"{where}.external_gateway", "needs a top-level `external` section "
+                                                    "(the provider network)")
+            for k, iface in enumerate(r.interfaces):
+                if iface not in nets:
+                    c.fail(f"{where}.interfaces[{k}]", f"{iface!r} is not a network of project "
+                                                       f"{p.name!r} (known: "
+                                                       f"{', '.join(sorted(nets)) or 'none'})")
+                elif not any(s.network.version == 4 for s in nets[iface].subnets):
+                    c.fail(f"{where}.interfaces[{k}]", f"network {iface!r} has no IPv4 subnet")
+                elif iface in owner:
+                    c.fail(f"{where}.interfaces[{k}]", f"network {iface!r} is already an "
+                                                       f"interface of router {owner[iface]!r}")
+                else:
+                    owner[iface] = r.name
+        for j, n in enumerate(p.networks):
+            router = p.router_of(n.name)
+            for k, g in enumerate(n.guests):
+                if g.floating_ip and (router is None or not router.external_gateway):
+                    c.fail(f"projects[{i}].networks[{j}].guests[{k}].floating_ip",
+                           f"network {n.name!r} has no router with an external gateway")
+
+
+RESERVED_NAMES = {"ul": "the underlay namespace", "ext": "the external network's switch",
+                  "outside": "the external network's outside host"}
 
 
 def _unique(c: _Checker, seen: dict[str, str], name: str, where: str) -> None:

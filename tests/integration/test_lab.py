@@ -63,6 +63,78 @@ def test_shipped_specs_are_valid() -> None:
     assert len(demo.projects) == 2 and all("10.0.0.0/24" in c for c in cidrs.values())
     assert len({g.spec.hypervisor for g in demo.guests()}) == 3
     assert len(load_spec(SMALL).hypervisors) == 2
+    ext = demo.external
+    assert ext is not None and ext.physical_network == "physnet1"
+    assert ext.hypervisors == ("hv1", "hv2", "hv3") and ext.gateways == ("hv2",)
+    assert (ext.outside_ip, ext.cidr, ext.http_port) == ("198.51.100.1", "198.51.100.0/24", 80)
+    for p in demo.projects:  # each project's router: gateway, interface on its web subnet
+        assert [(r.external_gateway, r.interfaces) for r in p.routers] == [(True, ("web",))]
+    assert {g.name for g in demo.guests() if g.spec.floating_ip} == {"a1", "b2"}
+    assert load_spec(SMALL).external is None
+
+
+def test_spec_external_defaults_and_errors() -> None:
+    base = {"name": "t", "hypervisors": [{"name": "hv1"}, {"name": "hv2"}]}
+    ext = parse_spec({**base, "external": {}}).external
+    assert ext is not None
+    assert (ext.physical_network, ext.hypervisors, ext.gateways, ext.network, ext.outside,
+            ext.allocation_pool, ext.http_port, ext.all_hypervisors) == (
+        "physnet1", ("hv1", "hv2"), (), "public", "198.51.100.1/24",
+        ("198.51.100.10", "198.51.100.99"), 80, True)
+    bad = {**base, "hypervisors": [{"name": "hv1"}, {"name": "ext"}],
+           "external": {"hypervisors": ["hv1", "hv1"], "gateways": ["hv9"],
+                        "outside": "198.51.100.50/24",
+                        "allocation_pool": ["198.51.100.40", "198.51.100.60"],
+                        "http_port": 70000, "physical_network": "phys net", "bgp": True},
+           "projects": [{"name": "p", "networks": [
+               {"name": "web", "type": "vxlan", "subnets": [{"cidr": "10.0.0.0/24"}],
+                "guests": [{"name": "g1", "hypervisor": "hv1", "floating_ip": "yes"}]},
+               {"name": "db", "type": "vxlan", "subnets": [{"cidr": "10.0.1.0/24"}],
+                "guests": [{"name": "g2", "hypervisor": "hv1", "floating_ip": True}]}],
+               "routers": [{"name": "r", "external_gateway": True,
+                            "interfaces": ["web", "nope"]},
+                           {"name": "r", "interfaces": ["web"]}]}]}
+    with pytest.raises(SpecError) as err:
+        parse_spec(bad, "bad.yaml")
+    text = str(err.value)
+    for expected in (
+        "external: unknown key 'bgp'",
+        "external.physical_network: 'phys net' is not a valid name",
+        "external.hypervisors[1]: 'hv1' listed twice",
+        "external.gateways[0]: 'hv9' is not a hypervisor of this lab",
+        "external.allocation_pool: 198.51.100.40-198.51.100.60 holds the outside host's "
+        "address 198.51.100.50",
+        "external.http_port: 70000 is not a TCP port",
+        "hypervisors[1].name: name 'ext' is reserved for the external network's switch",
+        "projects[0].networks[0].guests[0].floating_ip: 'yes' is not true or false",
+        "projects[0].routers[0].interfaces[1]: 'nope' is not a network of project 'p'",
+        "projects[0].routers[1].name: duplicate router 'r' in project 'p'",
+        "projects[0].routers[1].interfaces[0]: network 'web' is already an interface of "
+        "router 'r'",
+        "projects[0].networks[1].guests[0].floating_ip: network 'db' has no router with an "
+        "external gateway",
+    ):
+        assert expected in text, f"{expected!r} not in:\n{text}"
+    for external, expected in (
+        ({"gateways": ["hv2"], "hypervisors": ["hv1"]},
+         "external.gateways[0]: 'hv2' does not map physnet1"),
+        ({"hypervisors": []}, "external.hypervisors: must be a non-empty list"),
+        ({"outside": "198.51.100.1"}, "external.outside: '198.51.100.1': an IPv4 address "
+                                      "with its prefix"),
+        ({"outside": "198.51.100.0/24"}, "is the network or broadcast address"),
+        ({"outside": "198.51.100.50/24"}, "the default pool 198.51.100.10-198.51.100.99 "
+                                          "holds the outside host's address"),
+        ({"allocation_pool": ["198.51.100.99", "198.51.100.10"]}, "is after end"),
+        ({"allocation_pool": ["198.51.101.10", "198.51.101.20"]}, "is not inside"),
+    ):
+        with pytest.raises(SpecError, match=re.escape(expected)):
+            parse_spec({**base, "external": external})
+    no_ext = {**base, "projects": [{"name": "p", "networks": [
+        {"name": "web", "type": "vxlan", "subnets": [{"cidr": "10.0.0.0/24"}]}],
+        "routers": [{"name": "r", "external_gateway": True, "interfaces": ["web"]}]}]}
+    with pytest.raises(SpecError, match=re.escape(
+            "projects[0].routers[0].external_gateway: needs a top-level `external`")):
+        parse_spec(no_ext)
 
 
 def test_spec_errors_name_every_problem_and_where() -> None:
@@ -478,6 +550,81 @@ def test_first_pings_across_hypervisors_answer_right_after_up() -> None:
     finally:
         down = _lab_cli("down", name)
         assert down.returncode == 0, down.stdout + down.stderr
+
+
+# -- the external network: br-ex, the physical switch, the outside host ------------------
+EXTERNAL_SPEC = {
+    "hypervisors": [{"name": "hv1"}, {"name": "hv2"}],
+    "external": {"gateways": ["hv2"]},
+    "projects": [{"name": "alpha", "networks": [
+        {"name": "web", "type": "vxlan", "subnets": [{"cidr": "10.0.0.0/24"}],
+         "guests": [{"name": "a1", "hypervisor": "hv1", "ip": "10.0.0.11", "floating_ip": True},
+                    {"name": "a2", "hypervisor": "hv1", "ip": "10.0.0.12"}]},
+        {"name": "db", "type": "vxlan", "subnets": [{"cidr": "10.0.1.0/24"}],
+         "guests": [{"name": "a3", "hypervisor": "hv2", "ip": "10.0.1.13"}]}],
+        "routers": [{"name": "r1", "external_gateway": True, "interfaces": ["web"]}]}],
+}
+
+
+def _curl(netns: str, url: str, timeout: int = 4) -> str | None:
+    proc = nsutil.run(["curl", "-s", "-m", str(timeout), url], netns=netns, check=False,
+                      timeout=timeout + 5)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def test_external_network_snat_floating_ip_and_teardown_leaves_nothing() -> None:
+    """The spec's `external`: br-ex on each hypervisor with its uplink into the lab's
+    physical switch, mappings and the gateway flag, the outside host with its echo
+    HTTP server, the external network through the API; routers and floating IPs of
+    the spec; guests routed through their gateway_ip. An added hypervisor maps the
+    physnet too. `down` leaves nothing."""
+    spec = parse_spec(EXTERNAL_SPEC, "ext.yaml", name=_unique("t-ext"))
+    lab = Lab.up(spec, progress=_quiet)
+    prefix, workdir = lab.prefix, str(lab.state.workdir)
+    try:
+        ext = lab.external
+        assert set(ext["hypervisors"]) == {"hv1", "hv2"}
+        for name, gateway in (("hv1", False), ("hv2", True)):
+            ovs = lab.hypervisor(name).ovs
+            ids = ovs.vsctl("get", "Open_vSwitch", ".", "external_ids")
+            assert "loom-bridge-mappings=\"physnet1:br-ex\"" in ids, ids
+            assert ("loom-gateway=\"true\"" in ids) == gateway, ids
+            assert "ext0" in ovs.vsctl("list-ports", "br-ex").split()
+            assert ovs.vsctl("get", "Bridge", "br-ex", "fail_mode") == "standalone"
+        net = lab.api.get(f"/v2.0/networks/{ext['network_id']}").ok()["network"]
+        assert (net["router:external"], net["shared"], net["provider:network_type"],
+                net["provider:physical_network"]) == (True, True, "flat", "physnet1")
+        sub = lab.api.get(f"/v2.0/subnets/{ext['subnet_id']}").ok()["subnet"]
+        assert (sub["cidr"], sub["gateway_ip"]) == ("198.51.100.0/24", "198.51.100.1")
+        router = lab.router_info("alpha", "r1")
+        assert router["gateway_ip"].startswith("198.51.100.")
+        fip = lab.guest_info("a1")["floating_ip"]
+        assert fip and fip != router["gateway_ip"]
+        assert lab.guest_info("a2")["gateway"] == "10.0.0.1"
+        assert "default via 10.0.0.1" in lab.guest("a2").run(["ip", "route"]).stdout
+        # out: a2 by SNAT (the outside sees the router's address), a1 as its floating IP,
+        # a3 (no router) not at all
+        deadline = time.monotonic() + 40
+        while _curl(lab.guest("a2").netns, "http://198.51.100.1/", 2) is None:
+            assert time.monotonic() < deadline, "no SNATed answer from the outside in 40 s"
+        assert _curl(lab.guest("a2").netns, "http://198.51.100.1/") == router["gateway_ip"]
+        assert _curl(lab.guest("a1").netns, "http://198.51.100.1/") == fip
+        assert _curl(lab.guest("a3").netns, "http://198.51.100.1/", 2) is None
+        assert lab.outside.ip == "198.51.100.1" and nsutil.netns_exists(lab.outside.netns)
+        log = Path(ext["http_log"]).read_text()
+        assert router["gateway_ip"] in log and "10.0.0." not in log
+        text = status_text(LabState.load(lab.name))
+        assert "external: physnet1" in text and "hv2 (gateway)" in text
+        assert "HTTP :80 pid" in text and "running" in text and f"floating IP {fip}" in text
+        # a hypervisor added later maps the physnet too (external.hypervisors defaulted)
+        hv3 = lab.add_hypervisor("hv3")
+        assert "ext0" in hv3.ovs.vsctl("list-ports", "br-ex").split()
+        assert "physnet1:br-ex" in hv3.ovs.vsctl("get", "Open_vSwitch", ".", "external_ids")
+        lab.remove_hypervisor("hv3")
+        assert "hv3" not in lab.external["hypervisors"]
+    finally:
+        assert lab.down() == []
+    assert _leftovers(prefix, workdir) == []
 
 
 # -- a lab whose controller takes --auth-tokens -----------------------------------------
