@@ -282,7 +282,9 @@ L3_RESOLVE = Table(
     _NET | frozenset({REG_NEXTHOP}),
     ("l2_lookup",),
     miss_drops=True,
-    priorities={"resolve": 100},
+    # "upstream": on an external network, a next hop no flow names (a host of the
+    # external subnet) goes to the upstream router, which delivers it on its link
+    priorities={"resolve": 100, "upstream": 50},
 )
 L2_LOOKUP = Table(
     "l2_lookup", 50,

@@ -40,7 +40,20 @@ On the gateway chassis (`gateway_flows`), with Z the router's own conntrack zone
                         eth_src = the router's MAC there, REG_CT_ZONE = that network's
                         zone, ct_clear, metadata = that network, l3_resolve
     l3_resolve    the upstream router's address -> its MAC (learnt: topology
-                        mac_bindings), l2_lookup -> the physical network
+                        mac_bindings), l2_lookup -> the physical network; any other
+                        address of the external subnet -> the upstream's MAC too
+                        ("upstream"), but the gateway's own and its floating IPs ->
+                        the gateway MAC, back into l3 here: hairpin
+
+Hairpin (a guest to its own or a neighbour's floating IP): the external subnet is
+on-link from the gateway (l3 routes it with the address as its own next hop), so
+such a packet is SNATed, resolved to the gateway MAC, and comes back into l3 as if
+from outside: DNAT, unnat, the guest. Both NATs share the router's zone: two
+connections with distinct tuples (the inbound flows clear the conntrack state
+first, so the second lookup sees the translated addresses), and the reply walks them
+back in turn. unnat clears in_port: the packet may leave by the port it came in by.
+A floating IP of another router whose gateway is elsewhere is reached through the
+upstream router.
 
 Security groups keep working: the guest's connection is committed in its network's
 zone by its own port's ACLs on its own chassis, before any NAT (outbound) or after
@@ -250,14 +263,21 @@ def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
                  RegMove("ipv4_src", "ipv4_dst", 32), SetField("ipv4_src", gw.ip),
                  SetField("icmpv4_type", ICMP_ECHO_REPLY), Output(OFPP_IN_PORT)),
         cookie=owner))
+    # ct_clear first: a hairpinned packet comes here from this router's snat, tracked
+    # in the same zone, and must be looked up again with its new addresses
     out.append(l3.flow("unsnat", match(**to_gw, eth_type=ETH_IPV4, ipv4_dst=gw.ip),
-                       actions=(Ct(zone=gw.zone, nat=True, table="unnat"),), cookie=owner))
+                       actions=(CtClear(), Ct(zone=gw.zone, nat=True, table="unnat")),
+                       cookie=owner))
+    out.append(_resolve_to(ext.key, gw.ip, gw.mac, owner))
     for leg in plan.legs:
         out.append(pl.UNNAT.flow(
             "route", match(**to_gw, eth_type=ETH_IPV4,
                            ipv4_dst=(leg.prefix, _mask(leg.prefixlen))),
+            # in_port cleared: a hairpinned packet may have to leave by the port it came
+            # in by (its own guest's, or the tunnel from that guest's chassis), which
+            # OpenFlow's output would otherwise skip
             actions=(DecTtl(), SetField("eth_src", leg.mac), SetField(pl.REG_CT_ZONE, leg.zone),
-                     SetField(pl.REG_FLAGS, 0), CtClear(),
+                     SetField(pl.REG_FLAGS, 0), SetField("in_port", 0), CtClear(),
                      RegMove("ipv4_dst", pl.REG_NEXTHOP, 32)),
             write_metadata=(leg.network_key, _ALL_ONES_64), goto="l3_resolve", cookie=owner))
         from_leg = {"metadata": leg.network_key, "eth_dst": leg.mac}
@@ -282,13 +302,21 @@ def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
     if gw.upstream is not None:
         bound = topo.mac_bindings.get((ext.key, gw.upstream))
         if bound is not None:
+            out.append(_resolve_to(ext.key, gw.upstream, bound, net_owner))
             out.append(pl.L3_RESOLVE.flow(
-                "resolve", match(metadata=ext.key, **{pl.REG_NEXTHOP: gw.upstream}),
-                actions=(SetField("eth_dst", bound),), goto="l2_lookup", cookie=net_owner))
+                "upstream", match(metadata=ext.key), actions=(SetField("eth_dst", bound),),
+                goto="l2_lookup", cookie=net_owner))
             out.append(pl.L2_LOOKUP.flow(
                 "remote_mac", match(metadata=ext.key, eth_dst=bound),
                 actions=to_provider(ext, patch), cookie=net_owner))
     return out
+
+
+def _resolve_to(network_key: int, ip: int, hw: int, owner: int) -> Flow:
+    """A next hop on the external network whose MAC Loom knows."""
+    return pl.L3_RESOLVE.flow("resolve", match(metadata=network_key, **{pl.REG_NEXTHOP: ip}),
+                              actions=(SetField("eth_dst", hw),), goto="l2_lookup",
+                              cookie=owner)
 
 
 def fip_flows(plan: RouterPlan, f: FipRule) -> list[Flow]:
@@ -301,10 +329,11 @@ def fip_flows(plan: RouterPlan, f: FipRule) -> list[Flow]:
     ext = gw.network
     out = [
         arp_answer_flow(ext.key, f.fip, gw.mac, owner),
+        _resolve_to(ext.key, f.fip, gw.mac, owner),  # from inside: hairpin
         pl.L3.flow("dnat", match(metadata=ext.key, eth_dst=gw.mac, eth_type=ETH_IPV4,
                                  ipv4_dst=f.fip),
-                   actions=(Ct(commit=True, zone=gw.zone, nat_spec=Nat("dst", f.fixed),
-                               table="unnat"),),
+                   actions=(CtClear(), Ct(commit=True, zone=gw.zone,
+                                          nat_spec=Nat("dst", f.fixed), table="unnat")),
                    cookie=owner),
     ]
     for leg in plan.legs:
@@ -328,16 +357,18 @@ def forward_flows(plan: RouterPlan, p: ForwardRule) -> list[Flow]:
     if gw is None or not plan.admin_state_up:
         return []
     ext = gw.network
+    fip_owner = pl.cookie(pl.Owner.FLOATING_IP, p.fip_key)
     return [
-        arp_answer_flow(ext.key, p.fip, gw.mac, pl.cookie(pl.Owner.FLOATING_IP, p.fip_key)),
+        arp_answer_flow(ext.key, p.fip, gw.mac, fip_owner),
+        _resolve_to(ext.key, p.fip, gw.mac, fip_owner),
         pl.L3.flow(
             "dnat_port",
             match(metadata=ext.key, eth_dst=gw.mac, eth_type=ETH_IPV4,
                   ip_proto=IP_PROTOS[p.protocol], ipv4_dst=p.fip,
                   **{_PORT_FIELD[p.protocol]: p.external_port}),
-            actions=(Ct(commit=True, zone=gw.zone,
-                        nat_spec=Nat("dst", p.internal_ip, port_min=p.internal_port),
-                        table="unnat"),),
+            actions=(CtClear(), Ct(commit=True, zone=gw.zone,
+                                   nat_spec=Nat("dst", p.internal_ip, port_min=p.internal_port),
+                                   table="unnat")),
             cookie=pl.cookie(pl.Owner.PORT_FORWARDING, p.key)),
     ]
 

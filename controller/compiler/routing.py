@@ -131,6 +131,8 @@ class Gateway:
     ip: int  # its IPv4 address: the SNAT address
     upstream: Optional[int]  # the external subnet's gateway_ip: the default route's next hop
     snat: bool  # enable_snat
+    prefix: int = 0  # the external subnet (on-link from the gateway: floating IPs, and
+    prefixlen: int = 0  # other routers' gateways, are reached there, hairpin included)
 
     @property
     def network_key(self) -> int:
@@ -228,8 +230,13 @@ def plan_gateway(intent: Intent, router: Router) -> Optional[Gateway]:
         upstream = ip4(subnet.gateway_ip) if subnet.gateway_ip and \
             ":" not in subnet.gateway_ip else None
         zone = router.snat_zone or object_key(router.id) % pl.CT_ZONE_SPAN + 1
+        try:
+            on_link = ipaddress.IPv4Network(subnet.cidr, strict=False)
+        except ValueError:
+            continue
         return Gateway(port.id, network, physnet, zone, mac(port.mac_address),
-                       ip4(f.ip_address), upstream, router.enable_snat)
+                       ip4(f.ip_address), upstream, router.enable_snat,
+                       int(on_link.network_address), on_link.prefixlen)
     return None
 
 
@@ -332,6 +339,18 @@ def router_flows(plan: RouterPlan, ingress: frozenset[int], gateway_here: bool =
                          SetField(pl.REG_NEXTHOP, gw.upstream), SetField(pl.REG_FLAGS, 0),
                          CtClear()),
                 goto="snat", cookie=owner))
+            if gw.prefixlen and (gw.prefix, gw.prefixlen) not in \
+                    {(r.prefix, r.prefixlen) for r in plan.routes}:
+                # the external subnet is on-link: its addresses are their own next hop
+                # (a floating IP of this chassis' routers is resolved here: hairpin)
+                put(t.flow(
+                    pl.route_priority(gw.prefixlen),
+                    match(**to_router, eth_type=ETH_IPV4,
+                          ipv4_dst=(gw.prefix, _mask(gw.prefixlen))),
+                    actions=(DecTtl(), SetField("eth_src", gw.mac),
+                             RegMove("ipv4_dst", pl.REG_NEXTHOP, 32), SetField(pl.REG_FLAGS, 0),
+                             CtClear()),
+                    goto="snat", cookie=owner))
     return tuple(out.values())
 
 

@@ -250,6 +250,32 @@ def test_a_floating_ip_brings_the_outside_in_until_disassociated(world: World) -
         api.delete(f"/v2.0/floatingips/{fip['id']}")
 
 
+def test_guests_reach_their_own_and_a_neighbours_floating_ip_from_inside(world: World
+                                                                         ) -> None:
+    """Hairpin, in the gateway chassis' pipeline: the upstream (the outside host, which
+    does not forward) is never asked to send the packets back."""
+    api, a1, a2, outside = world.lab.api, world.guests["a1"], world.guests["a2"], world.outside
+    assert outside is not None
+    fips = {name: _fip(world, name) for name in ("a1", "a2")}
+    try:
+        cap = _capture(outside, "icmp or tcp port 7004", seconds=8)
+        for src in (a1, a2):  # a1 crosses the tunnel to the gateway chassis, a2 is on it
+            for name, fip in fips.items():
+                address = fip["floating_ip_address"]
+                deadline = time.monotonic() + 15
+                while src.ping(address, count=1, timeout=1)[1] != 1:
+                    assert time.monotonic() < deadline, f"{src.name} -> {name}'s fip"
+        listener = a2.tcp_listen(7004)
+        assert a1.tcp_connect(fips["a2"]["floating_ip_address"], 7004, "hairpin " * 500,
+                              listener=listener)
+        out, _ = cap.communicate(timeout=20)
+        frames = [line for line in out.splitlines() if re.match(r"^\d\d:\d\d:\d\d", line)]
+        assert frames == [], out  # nothing went out to the upstream and back
+    finally:
+        for fip in fips.values():
+            api.delete(f"/v2.0/floatingips/{fip['id']}")
+
+
 def test_a_port_forwarding_maps_one_port_and_nothing_else(world: World) -> None:
     api, a2, outside = world.lab.api, world.guests["a2"], world.outside
     assert outside is not None

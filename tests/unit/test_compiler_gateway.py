@@ -14,7 +14,7 @@ from controller.compiler import compile_all
 from controller.compiler.gateway import choose_gateway
 from controller.compiler.incremental import Compiler
 from controller.compiler.routing import RoutingIndex
-from controller.flows import Ct, Flow, Nat, Output, Resubmit, SetField, ip4, mac, match
+from controller.flows import Ct, CtClear, Flow, Nat, Output, Resubmit, SetField, ip4, mac, match
 from controller.intent import FloatingIP, Intent, Network, PortForwarding, Subnet
 from controller.intent_delta import IntentDelta
 from controller.topology import TopologyDelta, TopologyView
@@ -122,15 +122,27 @@ def test_snat_fip_and_port_forwarding_compile_on_the_gateway_only() -> None:
     assert fip_out.actions[-1].nat_spec == Nat("src", ip4("198.51.100.20"))
     assert fip_out.cookie >> pl.COOKIE_KIND_SHIFT == pl.Owner.FLOATING_IP
     dnat = _find(flows, "l3", "dnat", **to_gw, eth_type=0x0800, ipv4_dst=ip4("198.51.100.20"))
-    assert dnat.actions == (Ct(commit=True, zone=ZONE, nat_spec=Nat("dst", ip4("10.0.1.10")),
-                               table="unnat"),)
+    assert dnat.actions == (CtClear(), Ct(commit=True, zone=ZONE,
+                                          nat_spec=Nat("dst", ip4("10.0.1.10")),
+                                          table="unnat"))
     pf = _find(flows, "l3", "dnat_port", **to_gw, eth_type=0x0800, ip_proto=6,
                ipv4_dst=ip4("198.51.100.30"), tcp_dst=10080)
-    assert pf.actions[0].nat_spec == Nat("dst", ip4("10.0.1.10"), port_min=80)
+    assert pf.actions[-1].nat_spec == Nat("dst", ip4("10.0.1.10"), port_min=80)
     assert pf.cookie >> pl.COOKIE_KIND_SHIFT == pl.Owner.PORT_FORWARDING
     unsnat = _find(flows, "l3", "unsnat", **to_gw, eth_type=0x0800,
                    ipv4_dst=ip4("198.51.100.10"))
-    assert unsnat.actions == (Ct(zone=ZONE, nat=True, table="unnat"),)
+    assert unsnat.actions == (CtClear(), Ct(zone=ZONE, nat=True, table="unnat"))
+    # the external subnet is on-link from the gateway: a floating IP from inside is
+    # resolved to the gateway MAC here (hairpin), anything else there goes upstream
+    on_link = _find(flows, "l3", pl.route_priority(24), metadata=N1.key,
+                    eth_dst=mac("fa:16:3e:00:01:01"), eth_type=0x0800,
+                    ipv4_dst=(ip4("198.51.100.0"), 0xFFFFFF00))
+    assert on_link.goto == "snat"
+    hairpin = _find(flows, "l3_resolve", "resolve", metadata=EXT.key,
+                    **{pl.REG_NEXTHOP: ip4("198.51.100.20")})
+    assert hairpin.actions == (SetField("eth_dst", mac(GW_MAC)),)
+    assert _find(flows, "l3_resolve", "upstream", metadata=EXT.key).actions == (
+        SetField("eth_dst", UPSTREAM_MAC),)
     back = _find(flows, "unnat", "route", **to_gw, eth_type=0x0800,
                  ipv4_dst=(ip4("10.0.1.0"), 0xFFFFFF00))
     assert back.write_metadata == (N1.key, (1 << 64) - 1) and back.goto == "l3_resolve"
