@@ -5,7 +5,10 @@ Nothing here does I/O. `parse_trace` turns the text ovs-vswitchd prints into pas
 the registers that matter (in_port, reg7 = the output port chosen by l2_lookup,
 tun_id) as they were when the entry was hit. `explain_hop` maps every entry's
 cookie back to the intent object that made it and names each decision the ACL
-ladder took; `judge` turns the hops of one trace into a verdict and its reason.
+ladder took; `judge` turns the hops of one trace into a verdict and its reason: "allowed" (a
+copy reached the destination port), "exited" (towards an address outside, a copy
+left through a router's provider patch to the external network, NAT named by the
+flow that did it), or "dropped".
 
 The text format is OVS 3.1's; tests/unit/test_trace_parse.py holds real captures.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from controller import pipeline as pl
@@ -45,6 +48,7 @@ class Packet:
     dst_ip: str
     src_port: Optional[int] = None  # tcp/udp only
     dst_port: Optional[int] = None
+    ttl: int = 64
 
     @property
     def ipv6(self) -> bool:
@@ -77,7 +81,7 @@ def trace_flow(packet: Packet, in_port: int, tun_id: Optional[int] = None) -> st
         parts += [f"ipv6_src={packet.src_ip}", f"ipv6_dst={packet.dst_ip}"]
     else:
         parts += [f"nw_src={packet.src_ip}", f"nw_dst={packet.dst_ip}"]
-    parts.append("nw_ttl=64")
+    parts.append(f"nw_ttl={packet.ttl}")
     if packet.protocol in ("tcp", "udp"):
         # OVS 3.1 refuses tp_src/tp_dst after `udp` ("prerequisites not met")
         p = packet.protocol
@@ -101,6 +105,8 @@ class Output:
     skipped: bool = False  # "skipping output to input port"
     tunnel: bool = False  # "output to native tunnel"
     failed: Optional[str] = None  # a note saying the output could not happen
+    bridge: str = ""  # the bridge whose flow output it ("": unknown)
+    pass_index: int = 0  # the pass (Pass.index) it happened in
 
 
 @dataclass
@@ -131,6 +137,10 @@ class Pass:
     ct_state: Optional[str]
     ct_defaulted: bool  # OVS ran out of --ct-next flags and assumed trk|new
     flow: dict[str, str] = field(default_factory=dict)
+    # "Replacing src/dst IP/ports to simulate NAT": the fields before and after, as
+    # OVS printed them ({"nw_src": "10.0.0.11", ...}); empty when the ct() did no NAT
+    nat_initial: dict[str, str] = field(default_factory=dict)
+    nat_modified: dict[str, str] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
     final_flow: str = ""
     megaflow: str = ""
@@ -273,7 +283,8 @@ class _PassParser:
             return
         m = _OUTPUT.match(body)
         if m:
-            entry.outputs.append(Output(int(m["port"]), self.tun_id))
+            entry.outputs.append(Output(int(m["port"]), self.tun_id, bridge=entry.bridge,
+                                        pass_index=entry.pass_index))
 
 
 def parse_trace(text: str) -> ParsedTrace:
@@ -288,6 +299,11 @@ def parse_trace(text: str) -> ParsedTrace:
         m = _RECIRC.match(stripped)
         if m:
             pending = Pass(len(passes), m["id"], m["state"], bool(m["default"]))
+            continue
+        if pending is not None and stripped.startswith(("Initial flow: ", "Modified flow: ")):
+            label, _, fields = stripped.partition(": ")
+            target = pending.nat_initial if label == "Initial flow" else pending.nat_modified
+            target.update(parse_flow_fields(fields))
             continue
         if raw.startswith("Flow: "):
             current = pending or Pass(len(passes), None, None, False)
@@ -312,6 +328,30 @@ def parse_trace(text: str) -> ParsedTrace:
         if p.ct_state is None and "ct_state" in p.flow:
             p.ct_state = p.flow["ct_state"]
     return ParsedTrace(passes)
+
+
+def packet_after(packet: Packet, parsed: ParsedTrace, pass_index: int) -> Packet:
+    """`packet` as the pass `pass_index` left it: what a copy tunnelled then carries to
+    the next chassis (a router rewrote its MACs and TTL, NAT its addresses and ports)."""
+    if not 0 <= pass_index < len(parsed.passes):
+        return packet
+    p = parsed.passes[pass_index]
+    fields = parse_flow_fields(p.final_flow) if p.final_flow and \
+        p.final_flow != "unchanged" else p.flow
+    src_key, dst_key = ("ipv6_src", "ipv6_dst") if packet.ipv6 else ("nw_src", "nw_dst")
+
+    def number(key: str, default: Optional[int]) -> Optional[int]:
+        value = fields.get(key, "")
+        return int(value) if value.isdigit() else default
+
+    ports = packet.protocol in ("tcp", "udp")
+    return replace(
+        packet, src_mac=fields.get("dl_src") or packet.src_mac,
+        dst_mac=fields.get("dl_dst") or packet.dst_mac,
+        src_ip=fields.get(src_key) or packet.src_ip, dst_ip=fields.get(dst_key) or packet.dst_ip,
+        src_port=number("tp_src", packet.src_port) if ports else packet.src_port,
+        dst_port=number("tp_dst", packet.dst_port) if ports else packet.dst_port,
+        ttl=number("nw_ttl", packet.ttl) or packet.ttl)
 
 
 # ---------------------------------------------------------------- owners
@@ -397,7 +437,10 @@ def priority_name(table: str, priority: Optional[int], entry: Optional[Entry] = 
             names = [pick] if pick in names else names
         elif table == "l2_lookup" and {"known_mac", "remote_mac"} <= set(names):
             sets_out = f"->{pl.REG_OUT_PORT}"
-            names = ["known_mac" if any(a.startswith("set_field:") and a.endswith(sets_out)
+            routers = entry.cookie is not None and \
+                pl.cookie_owner(entry.cookie)[0] == "router" and "router" in names
+            names = ["router" if routers else
+                     "known_mac" if any(a.startswith("set_field:") and a.endswith(sets_out)
                                         for a in entry.actions) else "remote_mac"]
     return "|".join(names) or None
 
@@ -412,6 +455,8 @@ class HopContext:
     datapath_id: int
     ports: Mapping[int, str]  # ofport -> intent port id bound there
     tunnels: Mapping[int, tuple[str, str]]  # ofport -> (remote chassis, tunnel type)
+    # ofport -> physical network of the patch port to its provider bridge (the way out)
+    providers: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -492,9 +537,17 @@ def decisions_of(parsed: ParsedTrace, ctx: HopContext,
                                               "the router routes into"),
                 "l2_lookup": ("no_l2_destination", "no port or tunnel for this MAC"),
                 "output": ("no_output", "no delivery flow for the chosen port"),
+                "snat": ("no_snat_flow", "routed towards the router's gateway, but no "
+                                         "flow of the snat table takes it out"),
+                "unnat": ("no_unnat_route", "come in through a router's gateway, but the "
+                                            "address is on none of its subnets"),
             }.get(table, ("dropped", f"miss in {table}"))
             ofport = e.reg7 if table == "output" else e.in_port
             out.append(Decision(False, kind, None, _port(ctx, ofport), ctx.chassis, table,
+                                e.priority, e.cookie, owner, detail))
+        elif table == "l3" and pname in _L3_DROPS:
+            kind, detail = _L3_DROPS[pname]
+            out.append(Decision(False, kind, None, _port(ctx, e.in_port), ctx.chassis, table,
                                 e.priority, e.cookie, owner, detail))
         elif table == "port_security" and pname == "drop":
             out.append(Decision(False, "port_security", "egress", _port(ctx, e.in_port),
@@ -503,8 +556,95 @@ def decisions_of(parsed: ParsedTrace, ctx: HopContext,
     return out
 
 
+_L3_DROPS = {  # l3 priority name -> (kind, detail) of a router that drops the packet
+    "router_mac": ("not_routed", "sent to a router's MAC, but no route of the router "
+                                 "matches the destination (an external gateway needs a "
+                                 "live gateway chassis and its upstream router's MAC)"),
+    "ttl_expired": ("ttl_expired", "TTL 0 or 1 at a router: never forwarded"),
+}
+
+
 def _port(ctx: HopContext, ofport: Optional[int]) -> Optional[str]:
     return None if ofport is None else ctx.ports.get(ofport)
+
+
+# ---------------------------------------------------------------- NAT
+_CT_ACTION = re.compile(r"^ct\((?P<args>.*)\)$")
+_NAT = re.compile(r"(?:^|[,(])nat(?:\((?P<spec>[^)]*)\))?(?=$|[,)])")
+_CT_ZONE = re.compile(r"(?:^|,)zone=(?P<zone>[^,()]+)")
+_NAT_KINDS = {"src": "snat", "dst": "dnat"}
+
+
+@dataclass(frozen=True)
+class NatStep:
+    """A conntrack NAT one flow asked for: source or destination NAT to an address (a
+    router's gateway address, a floating IP, a port forwarding's internal address), or
+    a bare `nat` (un-NAT of a connection's replies, no new translation)."""
+
+    kind: str  # snat | dnat | unnat
+    address: Optional[str]  # what it translates to, as OVS prints it ("198.51.100.10")
+    zone: Optional[str]  # the conntrack zone, as OVS prints it ("5" or a register)
+    commit: bool
+    chassis: str
+    table: Optional[str]
+    priority: int
+    priority_name: Optional[str]
+    cookie: Optional[int]
+    owner: Optional[Mapping[str, Any]]
+    action: str
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.kind, "address": self.address, "zone": self.zone,
+                               "commit": self.commit, "owner": dict(self.owner or {}) or None,
+                               "chassis": self.chassis, "table": self.table,
+                               "priority": self.priority,
+                               "priority_name": self.priority_name,
+                               "cookie": None if self.cookie is None else f"{self.cookie:#x}",
+                               "action": self.action}
+        return out
+
+
+def parse_nat(action: str) -> Optional[tuple[str, Optional[str], Optional[str], bool]]:
+    """(kind, address, zone, commit) of a `ct(...)` action that NATs, else None.
+
+    'ct(commit,zone=5,nat(src=198.51.100.10),table=45)' -> ('snat', '198.51.100.10',
+    '5', True); 'ct(table=43,zone=5,nat)' -> ('unnat', None, '5', False).
+    """
+    m = _CT_ACTION.match(action.strip())
+    if m is None:
+        return None
+    args = m["args"]
+    n = _NAT.search(args)
+    if n is None:
+        return None
+    kind, address = "unnat", None
+    spec = n["spec"] or ""
+    for part in spec.split(","):
+        key, _, value = part.strip().partition("=")
+        if key in _NAT_KINDS:
+            kind, address = _NAT_KINDS[key], value or None
+    z = _CT_ZONE.search(args)
+    commit = ",commit," in f",{args},"
+    return kind, address, z["zone"] if z else None, commit
+
+
+def nat_steps(parsed: ParsedTrace, ctx: HopContext,
+              owners: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[NatStep]:
+    """Every NAT the integration bridge's flows asked conntrack for, in trace order."""
+    out: list[NatStep] = []
+    for e in parsed.entries:
+        if e.bridge != ctx.bridge or e.priority is None:
+            continue
+        table = pl.TABLE_NAMES.get(e.table)
+        for action in e.actions:
+            nat = parse_nat(action)
+            if nat is None:
+                continue
+            kind, address, zone, commit = nat
+            out.append(NatStep(kind, address, zone, commit, ctx.chassis, table, e.priority,
+                               priority_name(table, e.priority, e) if table else None,
+                               e.cookie, owner_of(e.cookie, owners), action.strip()))
+    return out
 
 
 def entry_view(e: Entry, owners: Mapping[tuple[str, int], Mapping[str, Any]],
@@ -542,26 +682,43 @@ class Hop:
     parsed: ParsedTrace
     decisions: list[Decision]
     raw: str = ""
+    nats: list[NatStep] = field(default_factory=list)  # nat_steps() of the hop
+
+    def _ours(self, o: Output) -> bool:
+        """An output of the integration bridge's flows (not of a bridge behind a patch
+        or a native tunnel, whose port numbers are another bridge's)."""
+        return o.bridge in ("", self.ctx.bridge)
 
     def deliveries(self) -> list[tuple[int, Optional[str]]]:
         """(ofport, port id) of every local port a copy was output to."""
         return [(o.ofport, self.ctx.ports.get(o.ofport)) for o in self.parsed.outputs
-                if not o.skipped and not o.failed and o.ofport not in self.ctx.tunnels]
+                if not o.skipped and not o.failed and self._ours(o)
+                and o.ofport not in self.ctx.tunnels and o.ofport not in self.ctx.providers]
 
     def tunnel_outputs(self) -> list[Output]:
         return [o for o in self.parsed.outputs
-                if o.ofport in self.ctx.tunnels and not o.skipped]
+                if o.ofport in self.ctx.tunnels and not o.skipped and self._ours(o)]
+
+    def exits(self) -> list[Output]:
+        """The copies output to a provider patch: onto a physical network, out of Loom."""
+        return [o for o in self.parsed.outputs
+                if o.ofport in self.ctx.providers and not o.skipped and not o.failed
+                and self._ours(o)]
 
     def view(self, owners: Mapping[tuple[str, int], Mapping[str, Any]],
              raw: bool = False) -> dict[str, Any]:
         in_remote = self.ctx.tunnels.get(self.in_port)
         outputs: list[dict[str, Any]] = []
         for o in self.parsed.outputs:
+            if not self._ours(o):
+                continue
             item: dict[str, Any] = {"ofport": o.ofport}
             tunnel = self.ctx.tunnels.get(o.ofport)
             if tunnel is not None:
                 item.update(kind="tunnel", remote_chassis=tunnel[0], tunnel_type=tunnel[1],
                             tun_id=o.tun_id)
+            elif o.ofport in self.ctx.providers:
+                item.update(kind="provider", physnet=self.ctx.providers[o.ofport])
             else:
                 item.update(kind="port", port=self.ctx.ports.get(o.ofport))
             if o.skipped:
@@ -581,16 +738,21 @@ class Hop:
             "flow": self.flow,
             "tables": [entry_view(e, owners, self.ctx.bridge) for e in self.parsed.entries],
             "conntrack": [{"recirculation": p.recirc_id, "ct_state": p.ct_state,
-                           "defaulted": p.ct_defaulted}
+                           "defaulted": p.ct_defaulted,
+                           **({"nat": {"from": p.nat_initial, "to": p.nat_modified}}
+                              if p.nat_modified else {})}
                           for p in self.parsed.passes if p.recirc_id],
             "datapath_actions": self.parsed.datapath_actions,
             "outputs": outputs,
         }
+        if self.nats:
+            out["nat"] = [n.view() for n in self.nats]
         if raw:
             out["ofproto_trace"] = self.raw
             out["context"] = {
                 "ports": {str(k): v for k, v in sorted(self.ctx.ports.items())},
                 "tunnels": {str(k): list(v) for k, v in sorted(self.ctx.tunnels.items())},
+                "providers": {str(k): v for k, v in sorted(self.ctx.providers.items())},
             }
         return out
 
@@ -604,16 +766,41 @@ class Endpoint:
     ofport: Optional[int]
 
 
+@dataclass(frozen=True)
+class Outside:
+    """A destination no port holds, beyond the external gateway of the router that
+    serves the source's subnet: where the packet should leave Loom."""
+
+    ip: str
+    router_id: str
+    router_name: str
+    external_network_id: str
+    enable_snat: bool = True
+
+    def view(self) -> dict[str, Any]:
+        return {"ip": self.ip, "router": {"id": self.router_id, "name": self.router_name},
+                "external_network": self.external_network_id,
+                "enable_snat": self.enable_snat}
+
+
 def judge(hops: Sequence[Hop], src: Endpoint, dst: Optional[Endpoint],
-          unreachable: Optional[dict[str, Any]] = None) -> tuple[str, dict[str, Any]]:
-    """("allowed" | "dropped", reason) for a trace that ran through `hops`.
+          unreachable: Optional[dict[str, Any]] = None,
+          outside: Optional[Outside] = None) -> tuple[str, dict[str, Any]]:
+    """("allowed" | "exited" | "dropped", reason) for a trace that ran through `hops`.
 
     Allowed means a copy was output to the destination port on its chassis; the
     reason is then the decision that let it into that port (normally the ingress
-    security-group rule). Dropped names the first decision that stopped it.
+    security-group rule); towards `outside`, a port the router DNATed the packet to
+    (hairpin to a floating IP), with the NATs in "nat". Exited (`outside` given: no
+    port holds the address, a router's gateway leads to it) means a copy was output
+    to a provider patch, onto the external network; the reason names the router, the
+    chassis and the NAT done on the way (`exit_reason`). Dropped names the first
+    decision that stopped it.
     """
     if unreachable is not None:
         return "dropped", unreachable
+    if outside is not None:
+        return _judge_outside(hops, src, outside)
     if dst is None:
         return "dropped", {"kind": "unknown_destination"}
     for hop in hops:
@@ -653,6 +840,108 @@ def judge(hops: Sequence[Hop], src: Endpoint, dst: Optional[Endpoint],
                 return "dropped", d.view()
     return "dropped", {"kind": "not_delivered", "port": dst.port_id,
                        "detail": "no flow output the packet to the destination port"}
+
+
+def _judge_outside(hops: Sequence[Hop], src: Endpoint, outside: Outside
+                   ) -> tuple[str, dict[str, Any]]:
+    for hop in hops:
+        exits = hop.exits()
+        if exits:
+            return "exited", exit_reason(hop, exits[0], hops, src, outside)
+    for hop in hops:  # hairpin: to a floating IP the router DNATs back inside
+        for _, port_id in hop.deliveries():
+            if port_id is None:
+                continue
+            ingress = _last(hop.decisions, "ingress", port_id, allow=True)
+            reason = ingress.view() if ingress is not None else {
+                "kind": "delivered", "port": port_id, "chassis": hop.ctx.chassis}
+            nats = [n.view() for h in hops for n in h.nats if n.kind in ("snat", "dnat")]
+            return "allowed", {**reason, "router": {"id": outside.router_id,
+                                                    "name": outside.router_name},
+                               "nat": nats,
+                               "detail": "hairpin: the router NATs the packet back inside, "
+                                         "to a port it delivers to"}
+    first = hops[0].decisions if hops else []
+    for d in first:
+        if not d.allow and d.port_id == src.port_id and d.direction in ("egress", None):
+            return "dropped", d.view()
+    for hop in hops:
+        for o in hop.parsed.outputs:
+            if o.failed and hop._ours(o):
+                return "dropped", {"kind": "tunnel_failure", "chassis": hop.ctx.chassis,
+                                   "ofport": o.ofport, "detail": o.failed}
+    for hop in reversed(hops):
+        for d in reversed(hop.decisions):
+            if not d.allow:
+                return "dropped", d.view()
+    return "dropped", {
+        "kind": "not_exited", **outside.view(),
+        "detail": f"no flow output the packet to the external network of router "
+                  f"{_name(outside.router_name, outside.router_id)}: is one of the chassis "
+                  "mapping its physical network live (the gateway chassis), and the "
+                  "upstream router's MAC learnt there?"}
+
+
+def _name(name: Optional[str], object_id: Optional[str]) -> str:
+    return f"{name} ({object_id})" if name else str(object_id)
+
+
+def exit_reason(hop: Hop, out: Output, hops: Sequence[Hop], src: Endpoint,
+                outside: Outside) -> dict[str, Any]:
+    """Why and how the packet left: the router, the provider patch, and the source NAT
+    the flows did on the way (the last SNAT before the output, by the router for its
+    gateway address, or by a floating IP), with the egress rule that let it go."""
+    snat = next((n for n in reversed(hop.nats) if n.kind == "snat"), None)
+    nat_owner = dict(snat.owner or {}) if snat is not None else {}
+    router: dict[str, Any] = {"id": outside.router_id, "name": outside.router_name}
+    if nat_owner.get("kind") == "router" and nat_owner.get("id"):
+        router = {"id": nat_owner["id"], "name": nat_owner.get("name")}
+    physnet = hop.ctx.providers.get(out.ofport)
+    where = (f"leaves chassis {hop.ctx.chassis} through the provider patch (ofport "
+             f"{out.ofport}) to physical network {physnet}, external network "
+             f"{outside.external_network_id}")
+    if snat is None:
+        kind = "routed"
+        what = (f"routed by router {_name(router['name'], router['id'])} without source "
+                f"NAT: it leaves with its own address")
+    elif nat_owner.get("kind") == "floating_ip":
+        kind = "floating_ip"
+        what = (f"SNAT to floating IP {snat.address} ({nat_owner.get('id')}) on router "
+                f"{_name(router['name'], router['id'])}")
+    else:
+        kind = "snat"
+        what = f"SNAT by router {_name(router['name'], router['id'])} to {snat.address}"
+    reason: dict[str, Any] = {
+        "kind": kind, "router": router,
+        "nat": None if snat is None else snat.view(),
+        "source_ip": snat.address if snat is not None else None,
+        "external_network": outside.external_network_id, "physnet": physnet,
+        "chassis": hop.ctx.chassis, "ofport": out.ofport,
+        "detail": f"{what}; {where}",
+    }
+    leaves_as = _addresses(hop.parsed, out.pass_index)
+    if leaves_as:
+        reason["leaves_as"] = leaves_as
+    if snat is not None and nat_owner:
+        reason["owner"] = nat_owner
+    egress = _last(hops[0].decisions if hops else [], "egress", src.port_id, allow=True)
+    if egress is not None:
+        reason["egress"] = egress.view()
+    return reason
+
+
+_ADDRESS_FIELDS = (("nw_src", "src_ip"), ("ipv6_src", "src_ip"), ("nw_dst", "dst_ip"),
+                   ("ipv6_dst", "dst_ip"), ("tp_src", "src_port"), ("tp_dst", "dst_port"))
+
+
+def _addresses(parsed: ParsedTrace, pass_index: int) -> dict[str, str]:
+    """The packet's addresses at the end of a pass, NAT as OVS simulated it included
+    (ofproto/trace rewrites the flow of the recirculation after a ct(nat))."""
+    if not 0 <= pass_index < len(parsed.passes):
+        return {}
+    p = parsed.passes[pass_index]
+    fields = parse_flow_fields(p.final_flow) if p.final_flow else p.flow
+    return {name: fields[key] for key, name in _ADDRESS_FIELDS if fields.get(key)}
 
 
 def _last(decisions: Iterable[Decision], direction: str, port_id: str,

@@ -4,9 +4,31 @@ The tracer resolves the query against the intent (source port, its MAC and IP;
 the destination port that holds `dst_ip`) and the topology (where each is bound),
 runs `ofproto/trace` on the source chassis' integration bridge, and, for every copy
 that leaves through a tunnel, again on the remote chassis with in_port = its tunnel
-port towards the source chassis and tun_id = the key the copy was sent with. Every
+port towards the source chassis, tun_id = the key the copy was sent with, and the
+packet as it left (a router rewrote its MACs and TTL, a NAT its addresses). Every
 flow hit is mapped back to its owner through its cookie; the verdict and its
 reason come from what the installed flows did, never from the intent alone.
+
+An address no port holds, off the source's own subnets, is *outside* when the
+router serving the source's subnet has an external gateway: the packet is then
+sent to that router's MAC (the subnet's gateway port), followed over the tunnel to
+the router's gateway chassis when the source sits elsewhere, and through conntrack
+(--ct-next: the recirculation after each ct(), NAT included). The verdicts:
+
+    allowed   a copy was output to the destination port; the reason is the decision
+              that let it in (normally the ingress security-group rule); to a floating
+              IP from inside, the port the router hairpins it to (the NATs in "nat")
+    exited    (outside only) a copy was output to a provider patch port, onto the
+              external network; the reason names the router, the gateway chassis and
+              patch, and the source NAT on the way with the flow's owner: the router
+              (SNAT to its gateway address, kind "snat") or a floating IP (kind
+              "floating_ip"); kind "routed" when the router does no SNAT
+    dropped   the first decision that stopped it (a security-group default deny, port
+              security, a table miss, a router with no route, ...)
+
+ofproto/trace runs no conntrack: the NAT is the ct(nat(...)) action a flow asked for
+(its cookie names the rule), and the addresses OVS rewrites in the recirculation to
+simulate it ("leaves_as": what the outside host would see).
 """
 
 from __future__ import annotations
@@ -24,18 +46,22 @@ from controller.explain.trace import (
     Endpoint,
     Hop,
     HopContext,
+    Outside,
     Packet,
     TraceParseError,
     acl_summary,
     decisions_of,
     judge,
+    nat_steps,
     owner_index,
+    packet_after,
     parse_trace,
     trace_flow,
 )
-from controller.intent import Intent, Port
+from controller.intent import Intent, Port, Router
 from controller.topology import Topology, TopologyView
 
+MAX_HOPS = 16  # switches one trace runs on; a copy never crosses more tunnels than that
 QUERY_PARAMS = ("port", "dst_ip", "protocol", "dst_port", "src_port", "src_ip", "ct_state", "raw")
 TRUE = ("1", "true", "yes", "on")
 
@@ -110,8 +136,9 @@ class Tracer:
                              type="InvalidInput")
         source_ip = self._source_ip(port, dst_addr, src_ip)
         dst = _destination(intent, port, str(dst_addr))
+        outside = None if dst is not None else _outside(intent, port, source_ip, dst_addr)
         dst_mac = dst.mac_address if dst is not None else "ff:ff:ff:ff:ff:ff"
-        if dst is not None and dst.network_id != port.network_id:
+        if (dst is not None and dst.network_id != port.network_id) or outside is not None:
             # another network: the guest sends to its gateway, a router's MAC if it has one
             dst_mac = _gateway_mac(intent, port, source_ip) or dst_mac
         packet = Packet(protocol, port.mac_address, dst_mac, source_ip, str(dst_addr),
@@ -130,13 +157,13 @@ class Tracer:
         hops: list[Hop] = []
         owners = owner_index(intent)
         unreachable = None
-        if dst is None:
+        if dst is None and outside is None:
             unreachable = self._no_destination(intent, port, dst_addr)
         else:
             hops = self._follow(topo, packet, binding.datapath_id, binding.ofport, ct_next,
                                 owners)
-        verdict, reason = judge(hops, src, dst_end, unreachable)
-        return {
+        verdict, reason = judge(hops, src, dst_end, unreachable, outside)
+        answer: dict[str, Any] = {
             "verdict": verdict,
             "reason": reason,
             "packet": packet.view(),
@@ -152,6 +179,9 @@ class Tracer:
             "hops": [h.view(owners, raw) for h in hops],
             "intent_generation": intent.generation,
         }
+        if outside is not None:
+            answer["external"] = _external_view(outside, hops)
+        return answer
 
     # ---- helpers
     def _source_ip(self, port: Port, dst: Any, src_ip: Optional[str]) -> str:
@@ -187,7 +217,9 @@ class Tracer:
         return HopContext(
             chassis=switch.chassis, bridge=switch.bridge, datapath_id=dpid,
             ports={b.ofport: b.port_id for b in topo.bindings_on(dpid)},
-            tunnels={t.ofport: (t.remote_chassis, t.tunnel_type) for t in topo.tunnels_on(dpid)})
+            tunnels={t.ofport: (t.remote_chassis, t.tunnel_type) for t in topo.tunnels_on(dpid)},
+            providers={ofport: physnet for (here, physnet), ofport in topo.provider_ports.items()
+                       if here == dpid})
 
     def _remote_of(self, chassis: str) -> str:
         for state in self.topology.chassis_states():
@@ -213,46 +245,69 @@ class Tracer:
     def _follow(self, topo: TopologyView, packet: Packet, dpid: int, in_port: int,
                 ct_next: str, owners: Mapping[tuple[str, int], Mapping[str, Any]]
                 ) -> list[Hop]:
-        """The source hop, then one hop per remote chassis a copy was tunnelled to."""
+        """The source hop, then one hop per remote chassis a copy was tunnelled to (the
+        source's own chassis again too: a packet hairpinned on a router's gateway
+        chassis comes back through the tunnel it left by)."""
         hops: list[Hop] = []
-        queue: list[tuple[int, int, Optional[int]]] = [(dpid, in_port, None)]
-        seen: set[int] = set()
-        while queue:
-            here, port, tun_id = queue.pop(0)
-            if here in seen:
+        queue: list[tuple[int, int, Optional[int], Packet]] = [(dpid, in_port, None, packet)]
+        seen: set[tuple[int, int, Optional[int]]] = set()
+        while queue and len(hops) < MAX_HOPS:
+            here, port, tun_id, sent = queue.pop(0)
+            if (here, port, tun_id) in seen:
                 continue
-            seen.add(here)
+            seen.add((here, port, tun_id))
             ctx = self._context(topo, here)
-            flow = trace_flow(packet, port, tun_id)
+            flow = trace_flow(sent, port, tun_id)
             text = self._run(ctx, flow, ct_next)
             try:
                 parsed = parse_trace(text)
             except TraceParseError as exc:
                 raise TraceError(f"Unexpected ofproto/trace output on {ctx.chassis}: {exc}",
                                  500, "TraceParseError", detail=text[:2000]) from None
-            hop = Hop(ctx, flow, port, tun_id, parsed, decisions_of(parsed, ctx, owners), text)
+            hop = Hop(ctx, flow, port, tun_id, parsed, decisions_of(parsed, ctx, owners), text,
+                      nat_steps(parsed, ctx, owners))
             hops.append(hop)
             for out in hop.tunnel_outputs():
                 if out.failed:
                     continue
                 remote, ttype = ctx.tunnels[out.ofport]
                 view = topo.chassis.get(remote)
-                if view is None or view.datapath_id is None or view.datapath_id in seen:
+                if view is None or view.datapath_id is None:
                     continue
                 back = topo.tunnels.get((view.datapath_id, ctx.chassis, ttype))
                 if back is None:
                     continue  # the remote has no tunnel back to us yet: nothing would classify
-                queue.append((view.datapath_id, back.ofport, out.tun_id))
+                queue.append((view.datapath_id, back.ofport, out.tun_id,
+                              packet_after(sent, parsed, out.pass_index)))
         return hops
+
+
+# ports that hold an address on an external network but are no guest: a packet to
+# them goes out through a router's gateway (onto the physical network) like any
+# packet to the outside
+_EXTERNAL_OWNERS = ("network:router_gateway", "network:floatingip")
+
+
+def _external_view(outside: Outside, hops: list[Hop]) -> dict[str, Any]:
+    """Where an outside destination is, and where the trace saw the packet leave."""
+    out: dict[str, Any] = {**outside.view(), "chassis": None, "ofport": None, "physnet": None}
+    for hop in hops:
+        for o in hop.exits():
+            out.update(chassis=hop.ctx.chassis, ofport=o.ofport,
+                       physnet=hop.ctx.providers.get(o.ofport))
+            return out
+    return out
 
 
 def _destination(intent: Intent, source: Port, ip: str) -> Optional[Port]:
     """The port holding `ip`, preferring the source's own network (addresses overlap),
     then the networks a router joins to the source's, then any network with a subnet
     holding `ip`. Only those networks' ports are looked at, never every port: a trace
-    costs what the path costs, at 10,000 ports too."""
+    costs what the path costs, at 10,000 ports too. A router's gateway port and a
+    floating IP's port are no destination (the address is outside, `_outside`)."""
     def holder(network_id: str) -> Optional[Port]:
         return next((p for p in intent.ports_on_network(network_id) if p.id != source.id
+                     and p.device_owner not in _EXTERNAL_OWNERS
                      and any(_same_ip(f.ip_address, ip) for f in p.fixed_ips)), None)
 
     here = holder(source.network_id)
@@ -271,6 +326,36 @@ def _destination(intent: Intent, source: Port, ip: str) -> Optional[Port]:
         other = holder(network_id)
         if other is not None:
             return other
+    return None
+
+
+def _outside(intent: Intent, source: Port, source_ip: str, dst: Any) -> Optional[Outside]:
+    """The way out towards `dst`, an address no port holds: the router with an
+    external gateway and an interface on the subnet of the source's address, when
+    `dst` is on none of the subnets that router (or the source's network) joins. None:
+    no such router, or the address is inside (then nothing answers its ARP)."""
+    if dst.version != 4:
+        return None  # the external gateway is IPv4 only (gateway.py)
+    own = {f.subnet_id for f in source.fixed_ips if _same_ip(f.ip_address, source_ip)}
+    if not own:  # a given src_ip: the subnet holding it
+        address = ipaddress.ip_address(source_ip)
+        own = {s.id for s in intent.subnets_of(source.network_id) if _holds(s.cidr, address)}
+    if any(_holds(s.cidr, dst) for s in intent.subnets_of(source.network_id)):
+        return None
+    routers: list[Router] = []
+    for ri in sorted(intent.router_interfaces.values(), key=lambda r: r.id):
+        router = intent.routers.get(ri.router_id)
+        if ri.subnet_id in own and router is not None and router not in routers:
+            routers.append(router)
+    for router in routers:
+        if router.external_network_id is None or router.gateway_port_id is None:
+            continue
+        inside = [intent.subnets.get(ri.subnet_id) for ri in intent.router_interfaces.values()
+                  if ri.router_id == router.id]
+        if any(s is not None and _holds(s.cidr, dst) for s in inside):
+            return None  # one of the router's own subnets: an unknown address there
+        return Outside(str(dst), router.id, router.name, router.external_network_id,
+                       router.enable_snat)
     return None
 
 
