@@ -206,6 +206,13 @@ class SwitchWorker:
     def stop(self) -> None:
         self._wake.set()
 
+    def release(self, compiled_topology: int) -> None:
+        """The engine has compiled topology `compiled_topology`: a worker holding back
+        for a version up to it (`relearn_macs`) pushes what it was offered."""
+        if self._min_topology and compiled_topology >= self._min_topology:
+            self._min_topology = 0
+            self._wake.set()
+
     def _pushed(self, dpid: int, diff: FlowDiff, seconds: float) -> None:
         LOG.info("switch %#x: +%d -%d flows, %d group changes in %.3f s", dpid,
                  len(diff.adds), len(diff.deletes), diff.size - len(diff.adds) - len(diff.deletes),
@@ -227,6 +234,7 @@ class SwitchWorker:
                 relearnt = self.engine.relearn_macs(self.sync.installed)
                 if relearnt is not None:
                     self._min_topology = relearnt
+                    self.release(self.engine.compiled_topology)  # (compiled already?)
         except Exception:
             LOG.warning("switch %#x: reading its flows failed; read again on push",
                         self.datapath_id, exc_info=True)
@@ -238,9 +246,10 @@ class SwitchWorker:
             desired, keys = self._take()
             if desired is None or desired is self.sync.synced:
                 continue
-            if desired.topology_version < self._min_topology:
+            if self._min_topology:
                 # compiled before the upstream MACs it holds were taken back: it would
                 # delete them; the compile that follows their return is on its way
+                # (`release` wakes this worker then, changed or not)
                 with self._offer_lock:
                     if self._changed_keys is not None and keys is not None:
                         self._changed_keys.update(keys)
@@ -313,6 +322,7 @@ class Engine:
         self._settle_kicked = 0.0
         self._stopping = threading.Event()
         self._compiled_generation = -1
+        self.compiled_topology = -1  # the topology version the last compile was of
         self._started = time.monotonic()
         self._counters: dict[int, SwitchCounters] = {}
         # integration bridges without an OpenFlow connection: (chassis, bridge) -> since
@@ -423,17 +433,27 @@ class Engine:
 
     def relearn_macs(self, installed: Mapping[Any, Any]) -> Optional[int]:
         """What a switch that just connected holds of the upstream MACs it learnt
-        (`gateway.bindings_in`), back into the topology: the topology version a state
-        offered to it must have reached to keep them, or None (nothing new)."""
-        version = self.topology.learn_macs(bindings_in(installed.values()))
-        if version is not None:
-            self.kick()
+        (`gateway.bindings_in`), back into the topology: the topology version a compile
+        must have reached before this switch is given its state (so that it keeps
+        them), or None (it holds none)."""
+        heard = bindings_in(installed.values())
+        if not heard:
+            return None
+        version = self.topology.learn_macs(heard)
+        if version is None:
+            # known already (another gateway taught them first): still, what this
+            # switch is offered must come from a compile that knew them
+            return self.topology.view().version
+        self.kick()
         return version
 
     def arp_requests(self) -> list[tuple[int, int, bytes]]:
-        """(dpid, ofport, frame): ARP requests for the upstream routers, due now."""
-        return [(r.datapath_id, r.ofport, r.frame) for r in self._upstream_arp.due(
-            self._compiler.upstreams(), self.topology.view(), time.monotonic())]
+        """(dpid, ofport, frame): ARP requests for the upstream routers, and gratuitous
+        ARPs of the distributed floating IPs, due now."""
+        topo, now = self.topology.view(), time.monotonic()
+        due = self._upstream_arp.due(self._compiler.upstreams(), topo, now)
+        due += self._upstream_arp.announce(self._compiler.announcements(), topo, now)
+        return [(r.datapath_id, r.ofport, r.frame) for r in due]
 
     def probe_targets(self) -> list[tuple[int, int]]:
         """(dpid, port) pairs to send an LLDP probe out of: up ports of fabric switches."""
@@ -624,7 +644,15 @@ class Engine:
         LOG.debug("compiled %d switches for topology %d in %.3f s%s", len(order), topo.version,
                   time.perf_counter() - started,
                   f" ({topo.fabric_stage.describe()})" if topo.fabric_stage else "")
+        self._release_held(topo.version, workers)
         self._compiled(intent.generation, changed)
+
+    def _release_held(self, version: int, workers: Mapping[int, SwitchWorker]) -> None:
+        """Topology `version` is compiled and handed out: workers that held back for it
+        push what they hold (their switch's state may not have changed with it)."""
+        self.compiled_topology = version
+        for worker in workers.values():
+            worker.release(version)
 
     def _compiled(self, generation: int, changed: set[int]) -> None:
         """A compile of `generation` is handed out; `changed`: the switches it changed."""
@@ -683,6 +711,7 @@ class Engine:
         LOG.debug("compiled %s: %d switches changed, topology %d, generation %d, %.3f s",
                   "in full" if full else "incrementally", len(offers), topo.version,
                   intent.generation, elapsed)
+        self._release_held(topo.version, workers)
         self._compiled(intent.generation, changed)
 
     def _regroup_urgent(self, urgent: list[int], plan: Any,

@@ -255,13 +255,15 @@ L3 = Table(
 )
 SNAT = Table(
     "snat", 42,
-    "leaving through a router's external gateway (gateway chassis only): source NAT in "
-    "the router's own conntrack zone to the port's floating IP, else to the gateway "
-    "address (enable_snat), else none; then on to l3_resolve on the external network",
+    "leaving through a router's external gateway: source NAT in the router's own "
+    "conntrack zone to the port's floating IP (on the chassis its NAT runs on), else "
+    "to the gateway address (enable_snat; gateway chassis), then on to l3_resolve on "
+    "the external network; elsewhere the frame goes on to the gateway chassis "
+    "(transit, through l2_lookup)",
     _NET | frozenset({"eth_dst", "eth_type", "ipv4_src"}),
-    ("l3_resolve",),
+    ("l3_resolve", "l2_lookup"),
     miss_drops=True,
-    priorities={"fip": 200, "snat": 100},
+    priorities={"fip": 200, "snat": 100, "transit": 90},
     resubmits=("l3_resolve",),
 )
 UNNAT = Table(

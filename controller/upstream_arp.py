@@ -27,6 +27,7 @@ from os_ken.lib.packet import arp, ethernet, packet, vlan
 from controller.compiler.overlay import OFPVID_PRESENT
 from controller.compiler.routing import RouterPlan
 from controller.flows import mac_text
+from controller.intent import Network
 from controller.topology import TopologyView
 
 ETH_ARP = 0x0806
@@ -76,12 +77,44 @@ def parse_arp(data: bytes) -> Optional[tuple[int, int]]:
     return ip, int(found.src_mac.replace(":", ""), 16)
 
 
+def _tag_of(network: Network) -> Optional[int]:
+    return None if network.network_type == "flat" else \
+        network.segmentation_id & ~OFPVID_PRESENT
+
+
 class UpstreamArp:
     """When to ask whom, and which answers to believe. Not thread-safe by itself: the
-    engine calls it from the OpenFlow thread only."""
+    engine calls it from the OpenFlow thread only.
+
+    It also announces each distributed floating IP from its chassis (a gratuitous ARP
+    from the floating IP's own MAC, at once and then once per REFRESH): a physical
+    switch that has not seen that MAC would flood every frame to it, to every port of
+    the physical network, as OVN's nat-addresses announcements avoid too."""
 
     def __init__(self) -> None:
         self._sent: dict[tuple[int, int], float] = {}
+        self._announced: dict[tuple[int, int, int], float] = {}
+
+    def announce(self, fips: list[tuple[int, Network, int, int]], topo: TopologyView,
+                 now: float) -> list[Request]:
+        """Gratuitous ARPs due for `fips` ((switch, external network, MAC, IPv4))."""
+        out = []
+        wanted = set()
+        for dpid, network, hw, ip in sorted(fips, key=lambda f: (f[0], f[2], f[3])):
+            key = (dpid, hw, ip)
+            wanted.add(key)
+            last = self._announced.get(key)
+            if last is not None and now - last < REFRESH:
+                continue
+            physnet = network.physical_network
+            patch = None if physnet is None else topo.provider_ports.get((dpid, physnet))
+            if patch is None:
+                continue
+            out.append(Request(dpid, patch, request_frame(hw, ip, ip, _tag_of(network))))
+            self._announced[key] = now
+        for key in set(self._announced) - wanted:
+            del self._announced[key]
+        return out
 
     def due(self, wanted: Mapping[tuple[int, int], tuple[RouterPlan, int]],
             topo: TopologyView, now: float) -> list[Request]:
@@ -97,9 +130,8 @@ class UpstreamArp:
             patch = topo.provider_ports.get((dpid, gw.physnet))
             if patch is None:
                 continue
-            tag = None if gw.network.network_type == "flat" else \
-                gw.network.segmentation_id & ~OFPVID_PRESENT
-            out.append(Request(dpid, patch, request_frame(gw.mac, gw.ip, upstream, tag)))
+            out.append(Request(dpid, patch, request_frame(gw.mac, gw.ip, upstream,
+                                                          _tag_of(gw.network))))
             self._sent[(dpid, net_key)] = now
         for key in set(self._sent) - set(wanted):
             del self._sent[key]

@@ -13,12 +13,18 @@ from controller.compiler.acl import GroupIndex, switch_acl_flows
 from controller.compiler.fabric import FabricPlan, fabric_bindings, fabric_switch_state
 from controller.compiler.fabric import plan as plan_fabric
 from controller.compiler.gateway import (
+    ExtUse,
     choose_gateways,
+    ext_use,
+    external_side_flows,
     fip_flows,
+    fip_home,
+    fip_reach_flows,
     fip_rule,
     forward_flows,
     forward_rule,
     gateway_flows,
+    gateway_reach_flows,
     transit_flows,
 )
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
@@ -45,7 +51,7 @@ from controller.compiler.routing import (
     senders_of,
 )
 from controller.flows import Flow, Group, Match, Meter
-from controller.intent import FloatingIP, Intent, Port, PortForwarding
+from controller.intent import FloatingIP, Intent, Network, Port, PortForwarding
 from controller.topology import TUNNEL_TYPES, Binding, TopologyView
 
 FlowKey = tuple[str, int, Match]
@@ -258,21 +264,32 @@ def _routing_flows(intent: Intent, topo: TopologyView, datapath_id: int, placeme
     port, how to reach the port's chassis (compiler/routing.py)."""
     out: list[Flow] = []
     routing = placement.routing
+    uses: dict[str, list[ExtUse]] = defaultdict(list)  # external network -> who NATs here
     for rid in sorted(placement.routers.get(datapath_id, ())):
         plan = routing.plans[rid]
         gateway = placement.gateways.get(rid)
+        use = ext_use(plan) if gateway == datapath_id else None
+        if use is not None:
+            uses[use.network.id].append(use)
         out.extend(router_unit_flows(
             plan, datapath_id, gateway, {leg.network_id for leg in plan.legs
                                          if leg.network_id in local_by_net},
             topo, lambda nid: placement.by_network.get(nid, {}).keys()))
-        if gateway != datapath_id:
-            continue
         for fip in placement.router_fips.get(rid, ()):
-            out.extend(fip_unit_flows(fip, datapath_id, routing.plans,
-                                      placement.gateways))
+            # on its router's gateway, or distributed to its guest's chassis (both
+            # hold the router)
+            place, flows = fip_unit_flows(intent, fip, datapath_id, routing.plans,
+                                          placement.gateways, topo, True)
+            out.extend(flows)
+            if place.use is not None:
+                uses[place.use.network.id].append(place.use)
+            if gateway != datapath_id:
+                continue
             for pf in placement.fip_forwards.get(fip.id, ()):
                 out.extend(forward_unit_flows(intent, pf, datapath_id, routing.plans,
                                               placement.gateways))
+    for nid in sorted(uses):
+        out.extend(external_side_flows(uses[nid], datapath_id, topo))
     for nid in sorted(placement.resolve_nets.get(datapath_id, ())):
         network = intent.networks[nid]
         for port in intent.ports_on_network(nid):
@@ -298,21 +315,46 @@ def router_unit_flows(plan: RouterPlan, here: int, gateway: Optional[int],
     out = list(router_flows(plan, ingress, gateway_here))
     if not gateway_here:
         out.extend(transit_flows(plan, local, here, gateway, topo))
+        out.extend(gateway_reach_flows(plan, here, gateway, topo))
         return out
     out.extend(gateway_flows(plan, here, topo,
                              {leg.network_id: carriers(leg.network_id) for leg in plan.legs}))
     return out
 
 
-def fip_unit_flows(fip: Optional[FloatingIP], here: int,
-                   plans: Mapping[str, RouterPlan], gateways: Mapping[str, int]
-                   ) -> list[Flow]:
-    """A floating IP's flows on switch `here`: some only if it is its router's gateway."""
-    rule = None if fip is None else fip_rule(fip)
-    if fip is None or rule is None or fip.router_id is None \
-            or gateways.get(fip.router_id) != here or fip.router_id not in plans:
-        return []
-    return fip_flows(plans[fip.router_id], rule)
+@dataclass(frozen=True)
+class FipPlace:
+    """Where a floating IP's NAT runs (`gateway.fip_home`), and, when that is its
+    guest's chassis, what announces it there (a gratuitous ARP from its own MAC, so
+    that the physical switches learn where it is: controller/upstream_arp.py)."""
+
+    home: Optional[int]
+    announce: Optional[tuple[Network, int, int]] = None  # (external network, MAC, IPv4)
+    use: Optional[ExtUse] = None  # here is its home, and it is distributed
+
+
+def fip_unit_flows(intent: Intent, fip: Optional[FloatingIP], here: int,
+                   plans: Mapping[str, RouterPlan], gateways: Mapping[str, int],
+                   topo: TopologyView, present: bool) -> tuple[FipPlace, list[Flow]]:
+    """A floating IP's place and its flows on switch `here`: all of them at home;
+    where its router is `present` otherwise, how to reach it as a next hop
+    (`gateway.fip_reach_flows`)."""
+    rule = None if fip is None else fip_rule(fip, intent)
+    if fip is None or rule is None or fip.router_id is None or fip.router_id not in plans:
+        return FipPlace(None), []
+    plan = plans[fip.router_id]
+    home, distributed = fip_home(plan, rule, gateways.get(fip.router_id), topo)
+    if home is None or plan.gateway is None:
+        return FipPlace(None), []
+    announce = (plan.gateway.network, rule.mac, rule.fip) \
+        if distributed and rule.mac is not None else None
+    if home == here:
+        use = ext_use(plan) if distributed else None
+        return FipPlace(home, announce, use), fip_flows(plan, rule, distributed, here, topo)
+    if not present:
+        return FipPlace(home, announce), []
+    return FipPlace(home, announce), fip_reach_flows(plan, rule, home, distributed, here,
+                                                     topo)
 
 
 def forward_unit_flows(intent: Intent, pf: Optional[PortForwarding], here: int,

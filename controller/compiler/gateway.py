@@ -55,6 +55,18 @@ back in turn. unnat clears in_port: the packet may leave by the port it came in 
 A floating IP of another router whose gateway is elsewhere is reached through the
 upstream router.
 
+Distributed floating IPs (OVN's DVR): a floating IP whose guest sits on a chassis
+that maps the external network's physnet runs there, not on the gateway: its own
+MAC (the floating IP port's) answers ARP on that chassis alone, l2_lookup hands
+frames to it to l3 there, DNAT / unnat / SNAT work as above under that MAC, and the
+guest's way out leaves by that chassis' provider patch (the upstream's MAC is the
+one the gateway learnt: topology mac_bindings are per network). The chassis
+announces the MAC by gratuitous ARP (upstream_arp.py). When the guest moves to a
+chassis without the mapping, or the mapping goes, the floating IP returns to the
+gateway chassis under the gateway MAC (`fip_home`). Where the router is present
+but the floating IP is not, one resolve flow points at its MAC, out of the provider
+patch (`fip_reach_flows`: hairpin between chassis).
+
 Security groups keep working: the guest's connection is committed in its network's
 zone by its own port's ACLs on its own chassis, before any NAT (outbound) or after
 it (inbound, the un-NATed packet), so security groups see the guest's own address
@@ -81,10 +93,12 @@ from controller.compiler.routing import (
     ICMP_ECHO_REPLY,
     ICMP_ECHO_REQUEST,
     IPPROTO_ICMP,
+    Leg,
     RouterPlan,
     _mask,
 )
 from controller.flows import (
+    Action,
     Ct,
     CtClear,
     DecTtl,
@@ -96,9 +110,10 @@ from controller.flows import (
     Resubmit,
     SetField,
     ip4,
+    mac,
     match,
 )
-from controller.intent import FloatingIP, Intent, PortForwarding, object_key
+from controller.intent import FloatingIP, Intent, Network, PortForwarding, object_key
 from controller.topology import TUNNEL_TYPES, TopologyView
 
 IP_PROTOS = {"tcp": 6, "udp": 17}
@@ -154,6 +169,8 @@ class FipRule:
     key: int  # the floating IP's object key (its cookie)
     fip: int
     fixed: int
+    port_id: str = ""  # the guest's port
+    mac: Optional[int] = None  # the floating IP port's MAC: its address where distributed
 
 
 @dataclass(frozen=True)
@@ -167,14 +184,33 @@ class ForwardRule:
     internal_port: int
 
 
-def fip_rule(fip: FloatingIP) -> Optional[FipRule]:
+def fip_rule(fip: FloatingIP, intent: Intent) -> Optional[FipRule]:
     """The floating IP's NAT rule, when it is associated (IPv4 both sides)."""
     if fip.router_id is None or fip.port_id is None or not fip.fixed_ip_address:
         return None
     if ":" in fip.floating_ip_address or ":" in fip.fixed_ip_address:
         return None
+    own = intent.ports.get(fip.floating_port_id) if fip.floating_port_id else None
     return FipRule(object_key(fip.id), ip4(fip.floating_ip_address),
-                   ip4(fip.fixed_ip_address))
+                   ip4(fip.fixed_ip_address), fip.port_id,
+                   mac(own.mac_address) if own is not None else None)
+
+
+def fip_home(plan: RouterPlan, f: FipRule, gateway: Optional[int], topo: TopologyView
+             ) -> tuple[Optional[int], bool]:
+    """Where a floating IP's NAT runs, and whether that is distributed: on the chassis
+    its guest is bound to when that chassis maps the external network's physnet (the
+    floating IP's own MAC answers there), else on the router's gateway chassis (the
+    gateway MAC answers)."""
+    gw = plan.gateway
+    if gw is None:
+        return None, False
+    binding = topo.bindings.get(f.port_id)
+    if f.mac is not None and binding is not None \
+            and (binding.datapath_id, gw.physnet) in topo.provider_ports \
+            and binding.datapath_id in topo.switches:
+        return binding.datapath_id, True
+    return gateway, False
 
 
 def forward_rule(intent: Intent, pf: PortForwarding) -> Optional[tuple[str, ForwardRule]]:
@@ -191,8 +227,9 @@ def forward_rule(intent: Intent, pf: PortForwarding) -> Optional[tuple[str, Forw
 # ---------------------------------------------------------------- flows
 def transit_flows(plan: RouterPlan, ingress: Iterable[str], here: int,
                   gateway_dpid: Optional[int], topo: TopologyView) -> list[Flow]:
-    """On a chassis that is not the router's gateway: what no route matches goes, as it
-    is, through the tunnel of its network to the gateway chassis."""
+    """On a chassis that is not the router's gateway: what no route matches (l3's
+    default route leads to `snat`) and no distributed floating IP here takes goes, as
+    it is, through the tunnel of its network to the gateway chassis."""
     if not plan.default_via_gateway or gateway_dpid is None or gateway_dpid == here:
         return []
     remote = topo.switches.get(gateway_dpid)
@@ -208,9 +245,8 @@ def transit_flows(plan: RouterPlan, ingress: Iterable[str], here: int,
         tunnel = topo.tunnels.get((here, remote.chassis, net.network_type))
         if tunnel is None:
             continue
-        out.append(pl.L3.flow(
-            pl.route_priority(0),
-            match(metadata=leg.network_key, eth_dst=leg.mac, eth_type=ETH_IPV4),
+        out.append(pl.SNAT.flow(
+            "transit", match(metadata=leg.network_key, eth_dst=leg.mac, eth_type=ETH_IPV4),
             goto="l2_lookup", cookie=owner))
         out.append(pl.L2_LOOKUP.flow(
             "router", match(metadata=leg.network_key, eth_dst=leg.mac),
@@ -219,13 +255,34 @@ def transit_flows(plan: RouterPlan, ingress: Iterable[str], here: int,
     return out
 
 
+def gateway_reach_flows(plan: RouterPlan, here: int, gateway_dpid: Optional[int],
+                        topo: TopologyView) -> list[Flow]:
+    """Where the router is present, not its gateway, but the physnet is mapped (a
+    distributed floating IP may NAT here): the router's gateway address as a next hop,
+    the gateway MAC, out of the provider patch (a reply to a packet the router SNATed
+    and a floating IP here DNATed: hairpin between chassis)."""
+    gw = plan.gateway
+    if gw is None or not plan.admin_state_up or gateway_dpid is None \
+            or gateway_dpid == here:
+        return []
+    patch = topo.provider_ports.get((here, gw.physnet))
+    if patch is None:
+        return []
+    owner = pl.cookie(pl.Owner.ROUTER, plan.key)
+    ext = gw.network
+    return [_resolve_to(ext.key, gw.ip, gw.mac, owner),
+            pl.L2_LOOKUP.flow("remote_mac", match(metadata=ext.key, eth_dst=gw.mac),
+                              actions=to_provider(ext, patch), cookie=owner)]
+
+
 def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
                   carriers: Mapping[str, Iterable[int]]) -> list[Flow]:
     """Everything the router's gateway chassis `here` holds for the way out and in
     (the module's docstring), besides the router's l3 flows (routing.router_flows with
     gateway_here, for every leg) and its floating IPs' and port forwardings' own
     flows (`fip_flows`, `forward_flows`: units of their own, so that one of them
-    changing costs its own flows, not the router's)."""
+    changing costs its own flows, not the router's), and the external network's own
+    (`external_side_flows`, once per switch)."""
     gw = plan.gateway
     if gw is None or not plan.admin_state_up:
         return []
@@ -234,17 +291,7 @@ def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
         return []
     ext = gw.network
     owner = pl.cookie(pl.Owner.ROUTER, plan.key)
-    net_owner = pl.cookie(pl.Owner.NETWORK, ext.key)
-    flat = ext.network_type == "flat"
-    ext_zone = zone_of(ext)
     out: list[Flow] = [
-        provider_in_flow(ext, patch, ext_zone),
-        pl.CLASSIFY.flow(
-            "gateway_arp", match(in_port=patch, vlan_vid=_tag(ext), eth_type=ETH_ARP),
-            actions=(*(() if flat else (PopVlan(),)),
-                     SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),
-                     SetField(pl.REG_CT_ZONE, ext_zone)),
-            write_metadata=(ext.key, _ALL_ONES_64), goto="arp_responder", cookie=net_owner),
         arp_answer_flow(ext.key, gw.ip, gw.mac, owner),
         pl.L2_LOOKUP.flow("router", match(metadata=ext.key, eth_dst=gw.mac),
                           actions=(Resubmit("l3"),), cookie=owner),
@@ -273,19 +320,13 @@ def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
         out.append(pl.UNNAT.flow(
             "route", match(**to_gw, eth_type=ETH_IPV4,
                            ipv4_dst=(leg.prefix, _mask(leg.prefixlen))),
-            # in_port cleared: a hairpinned packet may have to leave by the port it came
-            # in by (its own guest's, or the tunnel from that guest's chassis), which
-            # OpenFlow's output would otherwise skip
-            actions=(DecTtl(), SetField("eth_src", leg.mac), SetField(pl.REG_CT_ZONE, leg.zone),
-                     SetField(pl.REG_FLAGS, 0), SetField("in_port", 0), CtClear(),
-                     RegMove("ipv4_dst", pl.REG_NEXTHOP, 32)),
-            write_metadata=(leg.network_key, _ALL_ONES_64), goto="l3_resolve", cookie=owner))
+            actions=_routed_in(leg), write_metadata=(leg.network_key, _ALL_ONES_64),
+            goto="l3_resolve", cookie=owner))
         from_leg = {"metadata": leg.network_key, "eth_dst": leg.mac}
-        leaves = SetField("metadata", ext.key)
         nat = Ct(commit=True, zone=gw.zone, nat_spec=Nat("src", gw.ip), table="l3_resolve") \
             if gw.snat else Ct(zone=gw.zone, nat=True, table="l3_resolve")
         out.append(pl.SNAT.flow("snat", match(**from_leg, eth_type=ETH_IPV4),
-                                actions=(leaves, nat), cookie=owner))
+                                actions=(*_leaving(gw.mac, ext.key), nat), cookie=owner))
         # frames to the router's MAC that other chassis sent here (transit_flows)
         net = leg.network
         if net is None or net.network_type not in TUNNEL_TYPES:
@@ -299,16 +340,6 @@ def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
             tunnel = topo.tunnels.get((here, remote.chassis, net.network_type))
             if tunnel is not None:
                 out.append(tunnel_in_flow(net, tunnel, leg.zone))
-    if gw.upstream is not None:
-        bound = topo.mac_bindings.get((ext.key, gw.upstream))
-        if bound is not None:
-            out.append(_resolve_to(ext.key, gw.upstream, bound, net_owner))
-            out.append(pl.L3_RESOLVE.flow(
-                "upstream", match(metadata=ext.key), actions=(SetField("eth_dst", bound),),
-                goto="l2_lookup", cookie=net_owner))
-            out.append(pl.L2_LOOKUP.flow(
-                "remote_mac", match(metadata=ext.key, eth_dst=bound),
-                actions=to_provider(ext, patch), cookie=net_owner))
     return out
 
 
@@ -319,19 +350,57 @@ def _resolve_to(network_key: int, ip: int, hw: int, owner: int) -> Flow:
                               cookie=owner)
 
 
-def fip_flows(plan: RouterPlan, f: FipRule) -> list[Flow]:
-    """A floating IP on its router's gateway chassis: its ARP answer (the gateway's
-    MAC), DNAT in, and SNAT out of the internal subnet its fixed address is on."""
+def _leaving(hw: int, ext_key: int) -> tuple[Action, ...]:
+    """Routed out of the external network (the next hop is in REG_NEXTHOP already): TTL
+    - 1, the source MAC of where it leaves, the conntrack state of the guest's network
+    dropped; then the NAT."""
+    return (DecTtl(), SetField("eth_src", hw), SetField(pl.REG_FLAGS, 0), CtClear(),
+            SetField("metadata", ext_key))
+
+
+def fip_reach_flows(plan: RouterPlan, f: FipRule, home: int, distributed: bool,
+                    here: int, topo: TopologyView) -> list[Flow]:
+    """Where the router is present but the floating IP's NAT is elsewhere (`home`): the
+    floating IP as a next hop on the external network, its MAC there, out through this
+    chassis' provider patch (a guest here reaching a neighbour's floating IP from
+    inside: hairpin, over the physical network). Nothing without the patch: what
+    leaves from here then goes through the gateway chassis, which knows it."""
+    gw = plan.gateway
+    if gw is None or not plan.admin_state_up or home == here:
+        return []
+    patch = topo.provider_ports.get((here, gw.physnet))
+    if patch is None:
+        return []
+    ext = gw.network
+    hw = f.mac if distributed and f.mac is not None else gw.mac
+    # the gateway MAC is the router's to own (every centralised floating IP of it
+    # leads there); a distributed floating IP's MAC is its own
+    mac_owner = pl.cookie(pl.Owner.FLOATING_IP, f.key) if hw != gw.mac \
+        else pl.cookie(pl.Owner.ROUTER, plan.key)
+    return [
+        _resolve_to(ext.key, f.fip, hw, pl.cookie(pl.Owner.FLOATING_IP, f.key)),
+        pl.L2_LOOKUP.flow("remote_mac", match(metadata=ext.key, eth_dst=hw),
+                          actions=to_provider(ext, patch), cookie=mac_owner),
+    ]
+
+
+def fip_flows(plan: RouterPlan, f: FipRule, distributed: bool, here: int,
+              topo: TopologyView) -> list[Flow]:
+    """A floating IP where its NAT runs (`fip_home`): its ARP answer, DNAT in, and SNAT
+    out of the internal subnet its fixed address is on, under the gateway MAC on the
+    gateway chassis or its own MAC on its guest's chassis (`distributed`), which then
+    also takes the external network's frames to that MAC and routes them in itself."""
     gw = plan.gateway
     if gw is None or not plan.admin_state_up:
         return []
+    hw = f.mac if distributed and f.mac is not None else gw.mac
     owner = pl.cookie(pl.Owner.FLOATING_IP, f.key)
     ext = gw.network
+    to_fip = {"metadata": ext.key, "eth_dst": hw}
     out = [
-        arp_answer_flow(ext.key, f.fip, gw.mac, owner),
-        _resolve_to(ext.key, f.fip, gw.mac, owner),  # from inside: hairpin
-        pl.L3.flow("dnat", match(metadata=ext.key, eth_dst=gw.mac, eth_type=ETH_IPV4,
-                                 ipv4_dst=f.fip),
+        arp_answer_flow(ext.key, f.fip, hw, owner),
+        _resolve_to(ext.key, f.fip, hw, owner),  # from inside: hairpin
+        pl.L3.flow("dnat", match(**to_fip, eth_type=ETH_IPV4, ipv4_dst=f.fip),
                    actions=(CtClear(), Ct(commit=True, zone=gw.zone,
                                           nat_spec=Nat("dst", f.fixed), table="unnat")),
                    cookie=owner),
@@ -342,11 +411,96 @@ def fip_flows(plan: RouterPlan, f: FipRule) -> list[Flow]:
         out.append(pl.SNAT.flow(
             "fip", match(metadata=leg.network_key, eth_dst=leg.mac, eth_type=ETH_IPV4,
                          ipv4_src=f.fixed),
-            actions=(SetField("metadata", ext.key),
+            actions=(*_leaving(hw, ext.key),
                      Ct(commit=True, zone=gw.zone, nat_spec=Nat("src", f.fip),
                         table="l3_resolve")),
             cookie=owner))
+        if distributed:
+            out.append(pl.UNNAT.flow(
+                "route", match(**to_fip, eth_type=ETH_IPV4, ipv4_dst=(leg.prefix,
+                                                                      _mask(leg.prefixlen))),
+                actions=_routed_in(leg), write_metadata=(leg.network_key, _ALL_ONES_64),
+                goto="l3_resolve", cookie=owner))
+    if distributed:
+        out.append(pl.L2_LOOKUP.flow("router", match(**to_fip), actions=(Resubmit("l3"),),
+                                     cookie=owner))
+        for ttl in (0, 1):
+            out.append(pl.L3.flow("ttl_expired", match(**to_fip, eth_type=ETH_IPV4,
+                                                       nw_ttl=ttl), cookie=owner))
     return out
+
+
+@dataclass(frozen=True)
+class ExtUse:
+    """A switch NATs for an external network (a router's gateway, a distributed
+    floating IP): what `external_side_flows` needs of it."""
+
+    network: Network
+    physnet: str
+    upstream: Optional[int]
+
+
+def ext_use(plan: RouterPlan) -> Optional[ExtUse]:
+    gw = plan.gateway
+    if gw is None or not plan.admin_state_up:
+        return None
+    return ExtUse(gw.network, gw.physnet, gw.upstream)
+
+
+def external_side_flows(uses: Iterable[ExtUse], here: int, topo: TopologyView) -> list[Flow]:
+    """What a chassis that NATs for an external network needs of it, once, whoever
+    asks (its own unit in the incremental compile, so that a thousand floating IPs on
+    one chassis do not each carry a copy): its frames in from the provider patch, ARP
+    from there to the ARP responder, and the upstream routers' MACs (learnt) for what
+    leaves; a next hop on the external subnet that no flow names goes to the first
+    upstream (lowest address) whose MAC is known."""
+    uses = list(uses)
+    if not uses:
+        return []
+    first = uses[0]
+    patch = topo.provider_ports.get((here, first.physnet))
+    if patch is None:
+        return []
+    ext = first.network
+    net_owner = pl.cookie(pl.Owner.NETWORK, ext.key)
+    flat = ext.network_type == "flat"
+    ext_zone = zone_of(ext)
+    out = [
+        provider_in_flow(ext, patch, ext_zone),
+        pl.CLASSIFY.flow(
+            "gateway_arp", match(in_port=patch, vlan_vid=_tag(ext), eth_type=ETH_ARP),
+            actions=(*(() if flat else (PopVlan(),)),
+                     SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),
+                     SetField(pl.REG_CT_ZONE, ext_zone)),
+            write_metadata=(ext.key, _ALL_ONES_64), goto="arp_responder", cookie=net_owner),
+    ]
+    fallback = False
+    macs = set()
+    for upstream in sorted({u.upstream for u in uses if u.upstream is not None}):
+        bound = topo.mac_bindings.get((ext.key, upstream))
+        if bound is None:
+            continue
+        out.append(_resolve_to(ext.key, upstream, bound, net_owner))
+        if not fallback:
+            fallback = True
+            out.append(pl.L3_RESOLVE.flow(
+                "upstream", match(metadata=ext.key), actions=(SetField("eth_dst", bound),),
+                goto="l2_lookup", cookie=net_owner))
+        if bound not in macs:
+            macs.add(bound)
+            out.append(pl.L2_LOOKUP.flow(
+                "remote_mac", match(metadata=ext.key, eth_dst=bound),
+                actions=to_provider(ext, patch), cookie=net_owner))
+    return out
+
+
+def _routed_in(leg: Leg) -> tuple[Action, ...]:
+    """Into the internal network `leg` after DNAT or un-SNAT. in_port is cleared: a
+    hairpinned packet may have to leave by the port it came in by (its own guest's, or
+    the tunnel from that guest's chassis), which OpenFlow's output would skip."""
+    return (DecTtl(), SetField("eth_src", leg.mac), SetField(pl.REG_CT_ZONE, leg.zone),
+            SetField(pl.REG_FLAGS, 0), SetField("in_port", 0), CtClear(),
+            RegMove("ipv4_dst", pl.REG_NEXTHOP, 32))
 
 
 def forward_flows(plan: RouterPlan, p: ForwardRule) -> list[Flow]:
@@ -401,6 +555,9 @@ def upstream_wanted(plans: Mapping[str, RouterPlan], gateways: Mapping[str, int]
     return out
 
 
-__all__ = ["FipRule", "ForwardRule", "bindings_in", "choose_gateway", "choose_gateways",
-           "fip_flows", "fip_rule", "forward_flows", "forward_rule", "gateway_candidates",
-           "gateway_order", "gateway_flows", "transit_flows", "upstream_wanted"]
+__all__ = ["ExtUse", "FipRule", "ForwardRule", "bindings_in", "choose_gateway",
+           "choose_gateways", "ext_use", "external_side_flows", "fip_flows",
+           "fip_reach_flows", "fip_rule", "forward_flows", "forward_rule",
+           "gateway_candidates", "gateway_order", "gateway_flows", "gateway_reach_flows",
+           "transit_flows",
+           "upstream_wanted"]

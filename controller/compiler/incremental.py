@@ -15,8 +15,12 @@ state split by *unit*, the intent object that owns a group of flows on that swit
     ("router", id)    a router with a network bound here, or whose gateway chassis this is:
                       its l3 flows (compiler/routing.py), its transit to the gateway
                       chassis or, there, its gateway's flows (compiler/gateway.py)
-    ("fip", id)       a floating IP, on its router's gateway chassis: DNAT, SNAT, ARP
+    ("fip", id)       a floating IP, where its NAT runs: its guest's chassis if that maps
+                      the external network (distributed), else its router's gateway
     ("pf", id)        a port forwarding, likewise: its DNAT
+    ("ext", id)       an external network where a router or floating IP NATs for it here:
+                      its frames in, ARP to the responder, the upstream's MAC (once
+                      per switch, not once per floating IP)
 
 A "netport" unit also lives where its network is only routed to (a network of a router
 present here): the port's resolve flow, and how to reach its chassis.
@@ -70,7 +74,14 @@ from controller.compiler.core import (
     forward_unit_flows,
     router_unit_flows,
 )
-from controller.compiler.gateway import choose_gateway, choose_gateways, upstream_wanted
+from controller.compiler.gateway import (
+    ExtUse,
+    choose_gateway,
+    choose_gateways,
+    ext_use,
+    external_side_flows,
+    upstream_wanted,
+)
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
 from controller.compiler.overlay import (
     flood_group,
@@ -93,7 +104,7 @@ from controller.compiler.routing import (
     senders_of,
 )
 from controller.flows import Conjunction, Flow, Group
-from controller.intent import Intent, Port, SecurityGroupRule, object_key
+from controller.intent import FloatingIP, Intent, Network, Port, SecurityGroupRule, object_key
 from controller.intent_delta import IntentDelta
 from controller.topology import TUNNEL_TYPES, Binding, TopologyDelta, TopologyView
 
@@ -158,6 +169,10 @@ class _Switch:
     members: set[str] = field(default_factory=set)  # member units present
     routers: set[str] = field(default_factory=set)  # routers present (a network of theirs here)
     resolve_nets: set[str] = field(default_factory=set)  # the networks of those routers
+    # external network -> the units that NAT for it here and what they need of it, and
+    # how many need each distinct thing (its ext unit changes only when those do)
+    ext_users: dict[str, dict[UnitKey, ExtUse]] = field(default_factory=dict)
+    ext_needs: dict[str, dict[ExtUse, int]] = field(default_factory=dict)
     desired: Optional[DesiredSwitch] = None
     # object key -> port id, of `local`: persistent, so an offer shares it as it is
     # (a frozenset rebuilt per offer cost O(ports on the switch) per change)
@@ -269,6 +284,10 @@ class Compiler:
         self._gw_before: dict[int, set[str]] = {}
         self.router_fips: dict[str, set[str]] = {}
         self.fip_forwards: dict[str, set[str]] = {}
+        self.port_fips: dict[str, set[str]] = {}  # guest port -> its floating IPs
+        self.fip_home: dict[str, int] = {}  # floating IP -> the switch its flows are on
+        # distributed floating IPs: -> (home, external network, its MAC, its address)
+        self.fip_announce: dict[str, tuple[int, Network, int, int]] = {}
 
     @property
     def generation(self) -> int:
@@ -284,6 +303,12 @@ class Compiler:
 
     def shaping(self) -> dict[int, Mapping[str, Shaping]]:
         return {d: sw.qos.shaping for d, sw in self.switches.items()}
+
+    def announcements(self) -> list[tuple[int, Network, int, int]]:
+        """(switch, external network, MAC, IPv4) of the distributed floating IPs: what
+        each chassis announces by gratuitous ARP (controller/upstream_arp.py). A copy:
+        safe from another thread."""
+        return list(self.fip_announce.values())
 
     def upstreams(self) -> dict[tuple[int, int], tuple[RouterPlan, int]]:
         """(gateway dpid, external network) -> (a router there, its upstream address):
@@ -353,6 +378,8 @@ class Compiler:
         for fip in intent.floating_ips.values():
             if fip.router_id is not None:
                 self.router_fips.setdefault(fip.router_id, set()).add(fip.id)
+            if fip.port_id is not None:
+                self.port_fips.setdefault(fip.port_id, set()).add(fip.id)
         for pf in intent.port_forwardings.values():
             self.fip_forwards.setdefault(pf.floatingip_id, set()).add(pf.id)
         self._assign_gateways(self.router_plans)
@@ -432,12 +459,21 @@ class Compiler:
         gateway_topology = bool(tdelta.chassis or tdelta.provider_ports)
         refresh |= self._assign_gateways(self.router_plans if gateway_topology else routers)
         self._nat_changed(old, idelta, dirty)
+        if tdelta.mac_bindings:  # the upstream's MAC: each ext unit that sends to it
+            for at, switch in self.switches.items():
+                for nid, needs in switch.ext_needs.items():
+                    if any((u.network.key, u.upstream) in tdelta.mac_bindings
+                           for u in needs):
+                        dirty[at].add(("ext", nid))
         for net_key, _ in tdelta.mac_bindings:
             for rid, dpid in self.gateways.items():
                 plan = self.router_plans.get(rid)
                 if plan is not None and plan.gateway is not None \
                         and plan.gateway.network.key == net_key:
                     dirty[dpid].add(("router", rid))
+                    # distributed floating IPs send to the upstream too (rare: once
+                    # per upstream router)
+                    self._mark_fips(self.router_fips.get(rid, ()), dirty)
 
         for pid in sorted(ports):
             self._port_changed(pid, old, dirty)
@@ -456,6 +492,7 @@ class Compiler:
             units = dirty[dpid]
             units.add(QOS)
             units.update(("router", r) for r in sw.routers)  # transit, gateway tunnels in
+            units.update(("ext", nid) for nid in sw.ext_users)  # its provider patch
             for nid in sw.local_nets:
                 units.add(("net", nid))
             for nid in set(sw.local_nets) | sw.resolve_nets:
@@ -468,6 +505,10 @@ class Compiler:
             moved = sorted(pid for dpid in tdelta.provider_ports
                            if (there := self.switches.get(dpid)) is not None
                            for pid in there.local)
+            for pid in moved:  # a floating IP is distributed only where the mapping is
+                self._mark_fips(self.port_fips.get(pid, ()), dirty)
+                for dpid in tdelta.provider_ports:
+                    dirty[dpid].update(("fip", f) for f in self.port_fips.get(pid, ()))
             for dpid in self.switches:
                 units = dirty[dpid]
                 units.add(QOS)
@@ -516,9 +557,20 @@ class Compiler:
                 continue
             routers = {f.router_id for f in (before, after)
                        if f is not None and f.router_id is not None}
+            for dpid in self._fip_places(fid, before) | self._fip_places(fid, after):
+                dirty[dpid].add(("fip", fid))
             for rid in routers:
-                marks.append((rid, ("fip", fid)))
                 marks.extend((rid, ("pf", p)) for p in self.fip_forwards.get(fid, ()))
+            for f, add in ((before, False), (after, True)):
+                if f is None or f.port_id is None:
+                    continue
+                ids = self.port_fips.setdefault(f.port_id, set())
+                if add:
+                    ids.add(fid)
+                else:
+                    ids.discard(fid)
+                    if not ids:
+                        self.port_fips.pop(f.port_id, None)
             if before is not None and before.router_id is not None:
                 ids = self.router_fips.get(before.router_id, set())
                 ids.discard(fid)
@@ -545,16 +597,67 @@ class Compiler:
             if after_pf is not None:
                 self.fip_forwards.setdefault(after_pf.floatingip_id, set()).add(pid)
         for rid, unit in marks:
-            dpid = self.gateways.get(rid)
-            if dpid is not None:
-                dirty[dpid].add(unit)
+            gateway = self.gateways.get(rid)
+            if gateway is not None:
+                dirty[gateway].add(unit)
 
-    def _nat_units(self, rid: str) -> set[UnitKey]:
-        """The floating IP and port forwarding units of router `rid` (they live on its
-        gateway chassis: marked wherever the router is refreshed)."""
+    @staticmethod
+    def _note_ext(sw: _Switch, unit: UnitKey, use: Optional[ExtUse], later: set[str]) -> None:
+        """`unit` NATs here for `use`'s external network (or no longer): the network's
+        ext unit is evaluated again when what it must hold changes."""
+        for nid, users in list(sw.ext_users.items()):
+            old = users.get(unit)
+            if old is None or old == use:
+                continue
+            del users[unit]
+            needs = sw.ext_needs[nid]
+            needs[old] -= 1
+            if not needs[old]:
+                del needs[old]
+                later.add(nid)
+            if not users:
+                del sw.ext_users[nid]
+                del sw.ext_needs[nid]
+        if use is not None:
+            users = sw.ext_users.setdefault(use.network.id, {})
+            if users.get(unit) != use:
+                users[unit] = use
+                needs = sw.ext_needs.setdefault(use.network.id, {})
+                needs[use] = needs.get(use, 0) + 1
+                if needs[use] == 1:
+                    later.add(use.network.id)
+
+    def _fip_places(self, fid: str, fip: Optional[FloatingIP]) -> set[int]:
+        """The switches a floating IP's unit may live on, now or last compile: where it
+        was put, its router's gateway, its guest's chassis."""
+        out = {self.fip_home[fid]} if fid in self.fip_home else set()
+        if fip is not None:
+            if fip.router_id is not None:
+                # where its router is: how to reach it (fip_reach_flows)
+                out |= self.router_switches.get(fip.router_id, set())
+            if fip.router_id is not None and fip.router_id in self.gateways:
+                out.add(self.gateways[fip.router_id])
+            topo = self.topo
+            binding = None if fip.port_id is None or topo is None \
+                else topo.bindings.get(fip.port_id)
+            if binding is not None:
+                out.add(binding.datapath_id)
+        return out
+
+    def _mark_fips(self, fids: Iterable[str], dirty: dict[int, set[UnitKey]]) -> None:
+        intent = self.intent
+        assert intent is not None
+        for fid in fids:
+            for dpid in self._fip_places(fid, intent.floating_ips.get(fid)):
+                dirty[dpid].add(("fip", fid))
+
+    def _nat_units(self, rid: str, dirty: dict[int, set[UnitKey]]) -> set[UnitKey]:
+        """Router `rid`'s floating IPs marked wherever they may live, and its port
+        forwarding units (returned: they live on its gateway chassis)."""
         out: set[UnitKey] = set()
-        for fid in self.router_fips.get(rid, ()):
-            out.add(("fip", fid))
+        fids = self.router_fips.get(rid, ())
+        self._mark_fips(fids, dirty)
+        for fid in fids:
             out.update(("pf", p) for p in self.fip_forwards.get(fid, ()))
         return out
 
@@ -655,7 +758,9 @@ class Compiler:
             units.update(("router", r) for r in sw.routers | present)
             for r in (sw.routers | present) & (self.gw_routers.get(dpid, set())
                                                | self._gw_before.get(dpid, set())):
-                units.update(self._nat_units(r))
+                units.update(self._nat_units(r, dirty))
+            for rid in sw.routers ^ present:  # its floating IPs' reach flows come or go
+                units.update(("fip", f) for f in self.router_fips.get(rid, ()))
             for rid in sw.routers - present:
                 where = self.router_switches.get(rid, set())
                 where.discard(dpid)
@@ -706,6 +811,10 @@ class Compiler:
         self._place(pid)
         now = self.placed.get(pid)
         hosts = {b.datapath_id for b in (was, now) if b is not None}
+        if pid in self.port_fips:  # a floating IP follows its guest (distributed)
+            for dpid in hosts:
+                dirty[dpid].update(("fip", f) for f in self.port_fips[pid])
+            self._mark_fips(self.port_fips[pid], dirty)
         qos = self._has_qos(before, old) or self._has_qos(after, intent)
         for dpid in hosts:
             units = dirty[dpid]
@@ -917,6 +1026,7 @@ class Compiler:
                                  set(qos_before.per_port)
                                  if sw.qos.per_port.get(p) != qos_before.per_port.get(p))
                 sw.set_unit(QOS, share_cap_flows(sw.qos.caps), pending)
+            ext_later = {oid for kind, oid in units if kind == "ext"}
             for unit in sorted(units):
                 if unit == QOS:
                     continue
@@ -937,9 +1047,28 @@ class Compiler:
                     flows = self._member_unit(sw, oid)
                 elif kind == "router":
                     flows = self._router_unit(sw, oid)
+                    plan = self.router_plans.get(oid)
+                    self._note_ext(sw, unit, ext_use(plan) if plan is not None and oid in
+                                   sw.routers and self.gateways.get(oid) == dpid else None,
+                                   ext_later)
                 elif kind == "fip":
-                    flows = tuple(fip_unit_flows(intent.floating_ips.get(oid), dpid,
-                                                 self.router_plans, self.gateways))
+                    fip = intent.floating_ips.get(oid)
+                    place, fip_flows = fip_unit_flows(
+                        intent, fip, dpid, self.router_plans, self.gateways, topo,
+                        fip is not None and fip.router_id in sw.routers)
+                    flows = tuple(fip_flows)
+                    self._note_ext(sw, unit, place.use, ext_later)
+                    if place.home is None:
+                        self.fip_home.pop(oid, None)
+                        self.fip_announce.pop(oid, None)
+                    else:
+                        self.fip_home[oid] = place.home
+                        if place.announce is None:
+                            self.fip_announce.pop(oid, None)
+                        else:
+                            self.fip_announce[oid] = (place.home, *place.announce)
+                elif kind == "ext":
+                    continue  # after the units that use it (`ext_later`)
                 elif kind == "pf":
                     flows = tuple(forward_unit_flows(
                         intent, intent.port_forwardings.get(oid), dpid, self.router_plans,
@@ -947,6 +1076,11 @@ class Compiler:
                 else:  # pragma: no cover - a typo in this module
                     raise CompileError(f"unknown unit {unit}")
                 sw.set_unit(unit, flows, pending)
+            for nid in sorted(ext_later):
+                self.units_evaluated += 1
+                needs = sw.ext_needs.get(nid, {})
+                sw.set_unit(("ext", nid), external_side_flows(
+                    sorted(needs, key=lambda u: u.upstream or 0), dpid, topo), pending)
             touched = sw.commit(pending)
             changed = bool(touched) or sw.groups != groups_before \
                 or sw.qos.meters != qos_before.meters

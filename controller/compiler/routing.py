@@ -330,27 +330,26 @@ def router_flows(plan: RouterPlan, ingress: frozenset[int], gateway_here: bool =
                          CtClear(), hop),
                 write_metadata=(to.network_key, _ALL_ONES_64), goto="l3_resolve",
                 cookie=owner))
-        if gateway_here and plan.default_via_gateway:
+        if plan.default_via_gateway:
+            # the way out (compiler/gateway.py): the next hop is the upstream router;
+            # `snat` then NATs here (the gateway chassis, or a distributed floating
+            # IP's chassis) or sends the frame on to the gateway chassis (transit)
             gw = plan.gateway
             assert gw is not None and gw.upstream is not None
-            put(t.flow(
-                pl.route_priority(0), match(**to_router, eth_type=ETH_IPV4),
-                actions=(DecTtl(), SetField("eth_src", gw.mac),
-                         SetField(pl.REG_NEXTHOP, gw.upstream), SetField(pl.REG_FLAGS, 0),
-                         CtClear()),
-                goto="snat", cookie=owner))
+            put(t.flow(pl.route_priority(0), match(**to_router, eth_type=ETH_IPV4),
+                       actions=(SetField(pl.REG_NEXTHOP, gw.upstream),), goto="snat",
+                       cookie=owner))
             if gw.prefixlen and (gw.prefix, gw.prefixlen) not in \
                     {(r.prefix, r.prefixlen) for r in plan.routes}:
-                # the external subnet is on-link: its addresses are their own next hop
-                # (a floating IP of this chassis' routers is resolved here: hairpin)
+                # the external subnet is on-link where NAT runs: its addresses are
+                # their own next hop (the router's floating IPs are resolved where it
+                # is present: hairpin; gateway.py)
                 put(t.flow(
                     pl.route_priority(gw.prefixlen),
                     match(**to_router, eth_type=ETH_IPV4,
                           ipv4_dst=(gw.prefix, _mask(gw.prefixlen))),
-                    actions=(DecTtl(), SetField("eth_src", gw.mac),
-                             RegMove("ipv4_dst", pl.REG_NEXTHOP, 32), SetField(pl.REG_FLAGS, 0),
-                             CtClear()),
-                    goto="snat", cookie=owner))
+                    actions=(RegMove("ipv4_dst", pl.REG_NEXTHOP, 32),), goto="snat",
+                    cookie=owner))
     return tuple(out.values())
 
 

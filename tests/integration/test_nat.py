@@ -48,6 +48,7 @@ controller: {}
 PROVIDER_BRIDGE = "br-ex"
 UPLINK = "phy0"
 OUTSIDE_IP = "198.51.100.1"
+OUTSIDE_MAC = "02:00:5e:00:51:01"
 # guest -> (project, hypervisor, address)
 GUESTS = {"a1": ("alpha", "hv1", "10.0.0.11"), "a2": ("alpha", "hv2", "10.0.0.12"),
           "b1": ("beta", "hv1", "10.0.0.11")}
@@ -140,7 +141,7 @@ def _build(world: World) -> None:
         world.guests[name].run(["ip", "route", "replace", "default", "via", "10.0.0.1"])
     lab.wait_ports_active([p["id"] for p in world.ports.values()])
     # the outside host: on physnet1, through hv2's provider bridge (not Loom's)
-    world.outside = Guest("outside", "02:00:5e:00:51:01", f"{OUTSIDE_IP}/24",
+    world.outside = Guest("outside", OUTSIDE_MAC, f"{OUTSIDE_IP}/24",
                           sandbox=lab.sandbox, ovs=lab.hypervisor("hv2").ovs,
                           bridge=PROVIDER_BRIDGE)
 
@@ -258,7 +259,10 @@ def test_guests_reach_their_own_and_a_neighbours_floating_ip_from_inside(world: 
     assert outside is not None
     fips = {name: _fip(world, name) for name in ("a1", "a2")}
     try:
-        cap = _capture(outside, "icmp or tcp port 7004", seconds=8)
+        # never sent to the upstream (the outside host) to be sent back: frames the
+        # physical network floods before it learns a floating IP's MAC do not count
+        cap = _capture(outside, f"ether dst {OUTSIDE_MAC} and (icmp or tcp port 7004)",
+                       seconds=8)
         for src in (a1, a2):  # a1 crosses the tunnel to the gateway chassis, a2 is on it
             for name, fip in fips.items():
                 address = fip["floating_ip_address"]
@@ -270,10 +274,48 @@ def test_guests_reach_their_own_and_a_neighbours_floating_ip_from_inside(world: 
                               listener=listener)
         out, _ = cap.communicate(timeout=20)
         frames = [line for line in out.splitlines() if re.match(r"^\d\d:\d\d:\d\d", line)]
-        assert frames == [], out  # nothing went out to the upstream and back
+        assert frames == [], out
     finally:
         for fip in fips.values():
             api.delete(f"/v2.0/floatingips/{fip['id']}")
+
+
+def _nat_flows(world: World, hv: str, address: str) -> int:
+    """Flows on `hv`'s integration bridge that DNAT to or match floating IP `address`."""
+    rows = world.lab.hypervisor(hv).ovs.dump_flows("br-int", "table=40", stats=False)
+    return sum(1 for r in rows if f"nw_dst={address}" in r and "nat" in r)
+
+
+def test_a_floating_ip_runs_on_its_guests_chassis_or_else_on_the_gateway(world: World
+                                                                         ) -> None:
+    """Distributed where the guest's chassis maps the physical network (hv1 does: a1's
+    floating IP is NATed there, not on hv2, the gateway); moved to the gateway chassis
+    when that mapping goes, and back when it returns; reachable from outside each time."""
+    lab, api, a1, outside = world.lab, world.lab.api, world.guests["a1"], world.outside
+    assert outside is not None
+    fip = _fip(world, "a1")
+    address = fip["floating_ip_address"]
+    hv1 = lab.hypervisor("hv1").ovs
+    mappings = f"external_ids:loom-bridge-mappings=physnet1:{PROVIDER_BRIDGE}"
+    try:
+        for where, other in (("hv1", "hv2"), ("hv2", "hv1"), ("hv1", "hv2")):
+            if where == "hv2":
+                hv1.vsctl("remove", "Open_vSwitch", ".", "external_ids",
+                          "loom-bridge-mappings")
+            else:
+                hv1.vsctl("set", "Open_vSwitch", ".", mappings)
+            deadline = time.monotonic() + 20
+            while _nat_flows(world, where, address) == 0 or \
+                    _nat_flows(world, other, address) != 0:
+                assert time.monotonic() < deadline, f"{address}'s NAT never moved to {where}"
+                time.sleep(0.2)
+            deadline = time.monotonic() + 20
+            while outside.ping(address, count=1, timeout=1)[1] != 1:
+                assert time.monotonic() < deadline, f"{address} unreachable on {where}"
+            assert a1.ping(OUTSIDE_IP, count=2, interval=0.2) == (2, 2), where
+    finally:
+        hv1.vsctl("set", "Open_vSwitch", ".", mappings)
+        api.delete(f"/v2.0/floatingips/{fip['id']}")
 
 
 def test_a_port_forwarding_maps_one_port_and_nothing_else(world: World) -> None:
@@ -339,6 +381,9 @@ def test_a_controller_restart_sends_no_flow_mod_and_loses_no_ping(world: World) 
         deadline = time.monotonic() + 20
         while outside.ping(fip["floating_ip_address"], count=1, timeout=1)[1] != 1:
             assert time.monotonic() < deadline, "the floating IP never answered ping"
+        time.sleep(1.0)
+        before = {hv: set(lab.hypervisor(hv).ovs.dump_flows("br-int", stats=False))
+                  for hv in ("hv1", "hv2")}
         pinger = subprocess.Popen(
             ["ip", "netns", "exec", outside.netns, "ping", "-n", "-i", "0.05", "-w", "12",
              fip["floating_ip_address"]], stdout=subprocess.PIPE, text=True)
@@ -349,6 +394,10 @@ def test_a_controller_restart_sends_no_flow_mod_and_loses_no_ping(world: World) 
         m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
         assert m and m.group(1) == m.group(2), out
         time.sleep(2.0)
-        assert lab.api.metric("loom_flow_mods_total") == 0
+        after = {hv: set(lab.hypervisor(hv).ovs.dump_flows("br-int", stats=False))
+                 for hv in ("hv1", "hv2")}
+        changed = {hv: (sorted(before[hv] - after[hv]), sorted(after[hv] - before[hv]))
+                   for hv in before if before[hv] != after[hv]}
+        assert lab.api.metric("loom_flow_mods_total") == 0, changed
     finally:
         lab.api.delete(f"/v2.0/floatingips/{fip['id']}")

@@ -10,7 +10,8 @@ tunnel to hv2 and through conntrack, and says it leaves there through the provid
 patch after SNAT by its own project's router to that router's gateway address (beta's
 guest at alpha's guest's very address names beta's router); from a guest on the
 gateway chassis itself it is one hop; with a floating IP associated, the NAT named is
-the floating IP's. What the switches do agrees: the guests do reach the outside host.
+the floating IP's; to a neighbour's floating IP it is a hairpin, delivered inside.
+What the switches do agrees: the guests do reach the outside host.
 """
 
 from __future__ import annotations
@@ -165,23 +166,24 @@ def test_a_floating_ip_is_named_as_the_nat_rule(nat_world: World) -> None:
 
 
 def test_a_floating_ip_from_inside_is_a_hairpin_to_its_port(nat_world: World) -> None:
-    """a2 (the gateway chassis) to a1's floating IP: SNAT, then DNAT back inside and
-    over the tunnel to a1 on hv1 (the router's hairpin: nothing goes out)."""
+    """a1 (hv1) to a2's floating IP (a2 on hv2, which maps the physnet: the floating IP
+    is NATed there, on the gateway chassis too): over the tunnel to hv2, SNAT, DNAT back
+    inside, delivered to a2 (the router's hairpin: nothing goes out)."""
     w = nat_world
-    fip = _fip(w, "a1")
+    fip = _fip(w, "a2")
     try:
         address = fip["floating_ip_address"]
         deadline = time.monotonic() + 20
-        while w.guests["a2"].ping(address, count=1, timeout=1)[1] != 1:
-            assert time.monotonic() < deadline, "a1's floating IP never answered a2"
-        answer = _trace(w, "a2", address)
+        while w.guests["a1"].ping(address, count=1, timeout=1)[1] != 1:
+            assert time.monotonic() < deadline, "a2's floating IP never answered a1"
+        answer = _trace(w, "a1", address)
         assert answer["verdict"] == "allowed", json.dumps(answer["reason"], indent=1)
         reason = answer["reason"]
-        assert reason["port"] == w.ports["a1"]["id"] and reason["chassis"] == "hv1"
+        assert reason["port"] == w.ports["a2"]["id"] and reason["chassis"] == "hv2"
         assert reason["router"]["id"] == w.routers["alpha"]["id"]
-        assert {(n["type"], n["address"]) for n in reason["nat"]} >= {("dnat", "10.0.0.11")}
+        assert {(n["type"], n["address"]) for n in reason["nat"]} >= {("dnat", "10.0.0.12")}
         assert answer["external"]["chassis"] is None  # it never left
-        assert [h["chassis"] for h in answer["hops"]] == ["hv2", "hv1"]
-        assert answer["delivered_to"][0]["port"] == w.ports["a1"]["id"]
+        assert [h["chassis"] for h in answer["hops"]] == ["hv1", "hv2"]
+        assert answer["delivered_to"][0]["port"] == w.ports["a2"]["id"]
     finally:
         w.lab.api.delete(f"/v2.0/floatingips/{fip['id']}")

@@ -14,7 +14,19 @@ from controller.compiler import compile_all
 from controller.compiler.gateway import choose_gateway
 from controller.compiler.incremental import Compiler
 from controller.compiler.routing import RoutingIndex
-from controller.flows import Ct, CtClear, Flow, Nat, Output, Resubmit, SetField, ip4, mac, match
+from controller.flows import (
+    Ct,
+    CtClear,
+    DecTtl,
+    Flow,
+    Nat,
+    Output,
+    Resubmit,
+    SetField,
+    ip4,
+    mac,
+    match,
+)
 from controller.intent import FloatingIP, Intent, Network, PortForwarding, Subnet
 from controller.intent_delta import IntentDelta
 from controller.topology import TopologyDelta, TopologyView
@@ -51,7 +63,10 @@ ZONE = 4242
 
 
 def gateway_world(gateways: tuple[int, ...] = (D2, D3), fips: tuple[FloatingIP, ...] = (FIP,),
-                  forwards: tuple[PortForwarding, ...] = ()) -> tuple[Intent, TopologyView]:
+                  forwards: tuple[PortForwarding, ...] = (),
+                  mapped: tuple[int, ...] = (D2, D3)) -> tuple[Intent, TopologyView]:
+    """The routing world's router with a gateway on EXT; `mapped`: the chassis that map
+    EXT's physnet (by default not hv1, where guest a, the floating IP's, lives)."""
     router = dataclasses.replace(ROUTER, external_network_id=EXT.id, gateway_port_id=GWP.id,
                                  enable_snat=True, snat_zone=ZONE)
     intent, topo = world(router)
@@ -66,7 +81,7 @@ def gateway_world(gateways: tuple[int, ...] = (D2, D3), fips: tuple[FloatingIP, 
                for name, c in topo.chassis.items()}
     topo = dataclasses.replace(
         topo, chassis=MappingProxyType(chassis),
-        provider_ports=MappingProxyType({(d, "ext"): PATCH for d in (D1, D2, D3)}))
+        provider_ports=MappingProxyType({(d, "ext"): PATCH for d in mapped}))
     return intent, topo
 
 
@@ -106,17 +121,17 @@ def test_snat_fip_and_port_forwarding_compile_on_the_gateway_only() -> None:
     out = compile_all(intent, topo)
     flows = out[gw].flows
     to_gw = {"metadata": EXT.key, "eth_dst": mac(GW_MAC)}
-    # the default route leaves through snat with the gateway's MAC and the upstream hop
+    # the default route: the upstream hop, then snat (TTL, the gateway's MAC, NAT)
     route0 = _find(flows, "l3", pl.route_priority(0), metadata=N1.key,
                    eth_dst=mac("fa:16:3e:00:01:01"), eth_type=0x0800)
     assert route0.goto == "snat"
-    assert SetField("eth_src", mac(GW_MAC)) in route0.actions
-    assert SetField(pl.REG_NEXTHOP, ip4("198.51.100.1")) in route0.actions
+    assert route0.actions == (SetField(pl.REG_NEXTHOP, ip4("198.51.100.1")),)
     snat = _find(flows, "snat", "snat", metadata=N1.key, eth_dst=mac("fa:16:3e:00:01:01"),
                  eth_type=0x0800)
-    assert snat.actions[-1] == Ct(commit=True, zone=ZONE,
-                                  nat_spec=Nat("src", ip4("198.51.100.10")),
-                                  table="l3_resolve")
+    assert snat.actions == (DecTtl(), SetField("eth_src", mac(GW_MAC)), SetField(pl.REG_FLAGS, 0),
+                            CtClear(), SetField("metadata", EXT.key),
+                            Ct(commit=True, zone=ZONE, nat_spec=Nat("src", ip4("198.51.100.10")),
+                               table="l3_resolve"))
     fip_out = _find(flows, "snat", "fip", metadata=N1.key, eth_dst=mac("fa:16:3e:00:01:01"),
                     eth_type=0x0800, ipv4_src=ip4("10.0.1.10"))
     assert fip_out.actions[-1].nat_spec == Nat("src", ip4("198.51.100.20"))
@@ -165,7 +180,8 @@ def test_snat_fip_and_port_forwarding_compile_on_the_gateway_only() -> None:
         else:
             assert not answers, f"switch {dpid:#x} answers ARP for the gateway"
             assert not [f for f in desired.flows.values() if f.table in ("snat", "unnat")
-                        and f.priority != 0]
+                        and f.priority not in (0, pl.SNAT.priorities["transit"])
+                        or f.goto == "l3_resolve" and f.table == "snat"]
 
 
 def test_other_chassis_send_the_way_out_to_the_gateway_chassis() -> None:
@@ -176,7 +192,9 @@ def test_other_chassis_send_the_way_out_to_the_gateway_chassis() -> None:
     rmac = mac("fa:16:3e:00:01:01")
     route0 = _find(d1, "l3", pl.route_priority(0), metadata=N1.key, eth_dst=rmac,
                    eth_type=0x0800)
-    assert route0.actions == () and route0.goto == "l2_lookup"
+    assert route0.goto == "snat"  # no NAT here: on as it is
+    assert _find(d1, "snat", "transit", metadata=N1.key, eth_dst=rmac,
+                 eth_type=0x0800).goto == "l2_lookup"
     transit = _find(d1, "l2_lookup", "router", metadata=N1.key, eth_dst=rmac)
     tunnel = topo.tunnels[(D1, _chassis(D2), "vxlan")]
     assert transit.actions == (SetField("tunnel_id", N1.segmentation_id), Output(tunnel.ofport))
@@ -227,6 +245,27 @@ def test_incremental_equals_full_through_gateway_changes() -> None:
     intent = dataclasses.replace(intent, floating_ips=MappingProxyType(
         {**intent.floating_ips, FIP.id: gone}))
     steps.append((intent, topo))
+    # hv1 maps the physnet: a's floating IP is distributed there; then it is not again
+    mapped = dict(topo.provider_ports)
+    topo = dataclasses.replace(topo, version=topo.version + 1, provider_ports=MappingProxyType(
+        {**mapped, (D1, "ext"): PATCH}))
+    intent = dataclasses.replace(intent, floating_ips=MappingProxyType(
+        {**intent.floating_ips, FIP.id: FIP}))
+    steps.append((intent, topo))
+    # the upstream router is replaced (a new MAC): the distributed floating IP's chassis
+    # sends to it too
+    topo = dataclasses.replace(topo, version=topo.version + 1, mac_bindings=MappingProxyType(
+        {(EXT.key, ip4("198.51.100.1")): UPSTREAM_MAC + 1}))
+    steps.append((intent, topo))
+    # a moves to hv2 (which maps it too), then back
+    moved = dataclasses.replace(topo.bindings[A.id], datapath_id=D2, chassis=_chassis(D2),
+                                ofport=55)
+    topo = dataclasses.replace(topo, version=topo.version + 1, bindings=MappingProxyType(
+        {**topo.bindings, A.id: moved}))
+    steps.append((intent, topo))
+    topo = dataclasses.replace(topo, version=topo.version + 1, provider_ports=MappingProxyType(
+        mapped))
+    steps.append((intent, topo))
     # the gateway chassis dies: the router moves
     gw = _gateway_of(intent, topo)
     dead = dataclasses.replace(topo.chassis[_chassis(gw)], connected=False)
@@ -253,9 +292,12 @@ def test_incremental_equals_full_through_gateway_changes() -> None:
     assert compiler.full_compiles == 1  # every step above was incremental
 
 
-def test_a_floating_ip_change_touches_only_the_gateway_chassis() -> None:
-    intent, topo = gateway_world(fips=())
-    gw = _gateway_of(intent, topo)
+def test_a_floating_ip_change_touches_only_where_its_router_is() -> None:
+    """Its NAT on the gateway chassis (hv1, a's chassis, does not map the physnet), and
+    how to reach it where the router is present and the physnet mapped (hv2); not the
+    router's own flows, nor any other switch."""
+    intent, topo = gateway_world(gateways=(D3,), fips=())
+    assert _gateway_of(intent, topo) == D3
     compiler = Compiler()
     compiler.update(intent, topo, None, None)
     after = dataclasses.replace(intent, floating_ips=MappingProxyType(
@@ -263,8 +305,12 @@ def test_a_floating_ip_change_touches_only_the_gateway_chassis() -> None:
     idelta, tdelta = _deltas((intent, topo), (after, topo))
     evaluated = compiler.units_evaluated
     offers = compiler.update(after, topo, idelta, tdelta)
-    assert set(offers) == {gw}
-    assert compiler.units_evaluated - evaluated == 1  # the floating IP's unit, not its router's
+    assert set(offers) == {D3, D2}
+    # D2 learns the floating IP as a next hop (the gateway MAC, out of its patch, it
+    # knew already: the router's gateway address leads there too)
+    assert {k[0] for k in offers[D2].changed_keys or ()} == {"l3_resolve"}
+    # the floating IP's unit on each switch of its router (D1, D2, D3), nothing else
+    assert compiler.units_evaluated - evaluated == 3
     assert_same(compiler, after, topo)
 
 
@@ -300,3 +346,37 @@ def test_every_gateway_flow_names_its_owner() -> None:
     assert {"router", "floating_ip", "port_forwarding", "network"} <= kinds
     pf = next(v for (k, _), v in owners.items() if k == "port_forwarding")
     assert pf["external_port"] == 10080 and pf["internal_port"] == 80
+
+
+def test_a_floating_ip_is_distributed_to_its_guests_chassis_when_it_maps_the_physnet() -> None:
+    """Its own MAC answers there, and NAT runs there; nothing of it on the gateway."""
+    intent, topo = gateway_world(gateways=(D2,), mapped=(D1, D2))
+    topo = dataclasses.replace(topo, mac_bindings=MappingProxyType(
+        {(EXT.key, ip4("198.51.100.1")): UPSTREAM_MAC}))
+    out = compile_all(intent, topo)
+    d1, d2 = out[D1].flows, out[D2].flows
+    fmac = mac(FIP_PORT.mac_address)
+    fip_ip = ip4("198.51.100.20")
+    dnat = _find(d1, "l3", "dnat", metadata=EXT.key, eth_dst=fmac, eth_type=0x0800,
+                 ipv4_dst=fip_ip)
+    assert dnat.actions[-1].nat_spec == Nat("dst", ip4("10.0.1.10"))
+    out_nat = _find(d1, "snat", "fip", metadata=N1.key, eth_dst=mac("fa:16:3e:00:01:01"),
+                    eth_type=0x0800, ipv4_src=ip4("10.0.1.10"))
+    assert SetField("eth_src", fmac) in out_nat.actions
+    assert _find(d1, "l2_lookup", "router", metadata=EXT.key, eth_dst=fmac).actions == (
+        Resubmit("l3"),)
+    assert _find(d1, "unnat", "route", metadata=EXT.key, eth_dst=fmac, eth_type=0x0800,
+                 ipv4_dst=(ip4("10.0.1.0"), 0xFFFFFF00)).goto == "l3_resolve"
+    assert _find(d1, "l3_resolve", "upstream", metadata=EXT.key).actions == (
+        SetField("eth_dst", UPSTREAM_MAC),)
+    arp = [f for f in d1.values() if f.table == "arp_responder"
+           and ("arp_tpa", fip_ip) in {(m.field, m.value) for m in f.match}]
+    assert len(arp) == 1 and SetField("eth_src", fmac) in arp[0].actions
+    # the gateway neither answers for it nor NATs it (one MAC in one place): it only
+    # knows where it is, out of its own provider patch (hairpin from its guests)
+    fip_cookies = {f.cookie for f in d1.values()
+                   if f.cookie >> pl.COOKIE_KIND_SHIFT == pl.Owner.FLOATING_IP}
+    on_gateway = [f for f in d2.values() if f.cookie in fip_cookies]
+    assert fip_cookies and sorted(f.table for f in on_gateway) == ["l2_lookup", "l3_resolve"]
+    assert _find(d2, "l2_lookup", "remote_mac", metadata=EXT.key, eth_dst=fmac).actions == (
+        Output(PATCH),)

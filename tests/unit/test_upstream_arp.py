@@ -16,6 +16,7 @@ from controller.flows import ip4
 from controller.topology import Topology
 from controller.upstream_arp import REFRESH, RETRY, UpstreamArp, parse_arp, request_frame
 from tests.unit.test_compiler_gateway import EXT, GW_MAC, PATCH, UPSTREAM_MAC, gateway_world
+from tests.unit.test_compiler_routing import D2
 
 UPSTREAM = ip4("198.51.100.1")
 
@@ -83,3 +84,22 @@ def test_a_restarted_controller_takes_the_macs_back_from_the_gateways_flows() ->
     assert version is not None and fresh.view().mac_bindings == {
         (EXT.key, UPSTREAM): UPSTREAM_MAC}
     assert fresh.learn_macs({(EXT.key, UPSTREAM): UPSTREAM_MAC}) is None  # no news
+
+
+def test_a_distributed_floating_ip_is_announced_from_its_chassis_then_refreshed() -> None:
+    """A gratuitous ARP from the floating IP's own MAC, out of that chassis' provider
+    patch: at once, then once per REFRESH, and no more once it is gone."""
+    _, topo, _ = _wanted()
+    fmac, fip = 0xFA163EEE0002, ip4("198.51.100.20")
+    dpid = D2  # it maps the physnet
+    items = [(dpid, EXT, fmac, fip)]
+    teller = UpstreamArp()
+    first = teller.announce(items, topo, 10.0)
+    assert [(r.datapath_id, r.ofport) for r in first] == [(dpid, PATCH)]
+    garp = packet.Packet(first[0].frame).get_protocol(arp.arp)
+    assert (garp.src_mac, garp.src_ip, garp.dst_ip) == (
+        "fa:16:3e:ee:00:02", "198.51.100.20", "198.51.100.20")
+    assert teller.announce(items, topo, 10.0 + REFRESH / 2) == []
+    assert len(teller.announce(items, topo, 10.0 + REFRESH)) == 1
+    assert teller.announce([], topo, 10.0 + 3 * REFRESH) == []
+    assert len(teller.announce(items, topo, 10.0 + 3 * REFRESH)) == 1  # new again: at once
