@@ -14,8 +14,9 @@ routers and floating IPs.
                   chassis hv2, the router's SNAT in conntrack, out of br-ex
        (c) FIP    the outside host -> b1's floating IP (beta, hv1, a1's very address;
                   the floating IP is on b1 so that a1 keeps going out through the
-                  router's SNAT, not its own floating IP): br-ex, DNAT in conntrack on
-                  hv2, the tunnel to hv1
+                  router's SNAT, not its own floating IP): hv1 maps the physical
+                  network, so the floating IP is distributed there: br-ex, the
+                  physical link to hv1, DNAT in conntrack on hv1
    ``--repeats`` rounds of the three in turn (every other round in reverse); the
    median per path and the ratios b/a, c/a.
 
@@ -503,7 +504,7 @@ def traffic_report(res: dict[str, Any], args: argparse.Namespace) -> None:
           f"received")
     what = {"(a) L2": "a1 (hv1) > a2 (hv2), one VXLAN network",
             "(b) SNAT": "a1 (hv1) > outside (hv2 br-ex), router SNAT on hv2",
-            "(c) FIP": f"outside > {res.get('fip', '?')} = b1 (hv1), DNAT on hv2"}
+            "(c) FIP": f"outside > {res.get('fip', '?')} = b1 (hv1), DNAT on hv1"}
     print(f"{'path':9} {'from > to':52} {'median':>6}  each run")
     for p in PATHS:
         runs = res["runs"][p]
