@@ -44,7 +44,6 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from controller import intent as model
-from controller.rest import ipam
 from controller.rest.auth import Principal
 from controller.rest.errors import (
     BadRequest,
@@ -56,7 +55,7 @@ from controller.rest.errors import (
 )
 from controller.rest.index import IntentIndex, index_for_write
 from controller.rest.policy import check_admin_only, network_visible, owner_for_create, owns
-from controller.rest.ports import FLOATINGIP, resolve_fixed_ips
+from controller.rest.ports import FLOATINGIP, put_device_port, resolve_fixed_ips
 from controller.rest.resource import Resource, ViewContext, now
 from controller.rest.router_gateway import allocate_one_ipv4, has_ipv4_subnet
 from controller.rest.validate import Attr, integer, ip_address, optional, string, uuid_str
@@ -303,23 +302,8 @@ def _floating_port(
         fixed = allocate_one_ipv4(network, idx, elevated, port_id, FLOATINGIP)
         if fixed is None:
             raise exhausted
-    stamp = now()
-    port = model.Port(
-        id=port_id,
-        project_id="",  # Neutron: "tenant intentionally not set", never shown to users
-        network_id=network.id,
-        name="",
-        mac_address=ipam.random_mac(idx.macs.get(network.id, {})),
-        fixed_ips=fixed,
-        port_security_enabled=False,
-        security_groups=(),
-        device_id=fip_id,
-        device_owner=FLOATINGIP,
-        created_at=stamp,
-        updated_at=stamp,
-        revision_number=1,
-    )
-    helper.put(port)
+    # project "": Neutron's "tenant intentionally not set", never shown to users
+    port = put_device_port(helper, idx, port_id, "", network.id, fixed, fip_id, FLOATINGIP)
     return port
 
 

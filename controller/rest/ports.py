@@ -94,6 +94,21 @@ def ip_in_use(ip: str, subnet_id: str) -> NeutronError:
     )
 
 
+def put_device_port(helper: TxnHelper, idx: IntentIndex, port_id: str, project_id: str,
+                    network_id: str, fixed_ips: tuple[model.FixedIP, ...], device_id: str,
+                    device_owner: str) -> model.Port:
+    """A port Loom makes for a router or a floating IP (an interface, a gateway, a
+    floating address): no port security, no groups, a fresh MAC on its network."""
+    stamp = now()
+    port = model.Port(
+        id=port_id, project_id=project_id, network_id=network_id, name="",
+        mac_address=ipam.random_mac(idx.macs.get(network_id, {})), fixed_ips=fixed_ips,
+        port_security_enabled=False, security_groups=(), device_id=device_id,
+        device_owner=device_owner, created_at=stamp, updated_at=stamp, revision_number=1)
+    helper.put(port)
+    return port
+
+
 def resolve_fixed_ips(
     network: model.Network,
     requested: Optional[list[dict[str, str]]],

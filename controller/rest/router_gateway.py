@@ -38,12 +38,11 @@ import ipaddress
 from typing import Any, Optional
 
 from controller import intent as model
-from controller.rest import ipam
 from controller.rest.auth import Principal
 from controller.rest.errors import NeutronError, PolicyNotAuthorized, conflict, not_found
 from controller.rest.index import IntentIndex, index_for_write
 from controller.rest.policy import network_visible
-from controller.rest.ports import ROUTER_GATEWAY, resolve_fixed_ips
+from controller.rest.ports import ROUTER_GATEWAY, put_device_port, resolve_fixed_ips
 from controller.rest.resource import now
 from controller.rest.router_interfaces import interfaces_of, router_bad
 from controller.rest.validate import boolean, ip_address, keyed, list_of, uuid_str
@@ -175,23 +174,9 @@ def _gateway_port(
             raise conflict("IpAddressGenerationFailure",
                            f"No more IP addresses available on network {network.id}.")
         fixed = found
-    stamp = now()
-    port = model.Port(
-        id=port_id,
-        project_id="",  # Neutron: "intentionally not set", the port is hidden from users
-        network_id=network.id,
-        name="",
-        mac_address=ipam.random_mac(idx.macs.get(network.id, {})),
-        fixed_ips=fixed,
-        port_security_enabled=False,
-        security_groups=(),
-        device_id=router.id,
-        device_owner=ROUTER_GATEWAY,
-        created_at=stamp,
-        updated_at=stamp,
-        revision_number=1,
-    )
-    helper.put(port)
+    # project "": Neutron's "intentionally not set", the port is hidden from users
+    port = put_device_port(helper, idx, port_id, "", network.id, fixed, router.id,
+                           ROUTER_GATEWAY)
     return port
 
 

@@ -34,7 +34,6 @@ import ipaddress
 from typing import Any, Optional
 
 from controller import intent as model
-from controller.rest import ipam
 from controller.rest.auth import Principal
 from controller.rest.errors import (
     BadRequest,
@@ -47,7 +46,7 @@ from controller.rest.errors import (
 )
 from controller.rest.index import IntentIndex, index_for_write
 from controller.rest.policy import network_owner, owns, subnet_visible
-from controller.rest.ports import ROUTER_INTERFACE, resolve_fixed_ips
+from controller.rest.ports import ROUTER_INTERFACE, put_device_port, resolve_fixed_ips
 from controller.rest.resource import now
 from controller.rest.validate import uuid_str
 from controller.store.txn import TxnHelper
@@ -178,23 +177,8 @@ def _add_by_subnet(
         port_id=port_id,
         device_owner=ROUTER_INTERFACE,
     )
-    stamp = now()
-    port = model.Port(
-        id=port_id,
-        project_id=router.project_id,
-        network_id=network.id,
-        name="",
-        mac_address=ipam.random_mac(idx.macs.get(network.id, {})),
-        fixed_ips=fixed_ips,
-        port_security_enabled=False,
-        security_groups=(),
-        device_id=router.id,
-        device_owner=ROUTER_INTERFACE,
-        created_at=stamp,
-        updated_at=stamp,
-        revision_number=1,
-    )
-    helper.put(port)
+    port = put_device_port(helper, idx, port_id, router.project_id, network.id, fixed_ips,
+                           router.id, ROUTER_INTERFACE)
     return port, subnet
 
 

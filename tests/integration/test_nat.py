@@ -29,6 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -77,7 +78,9 @@ class World:
         return str(info["external_fixed_ips"][0]["ip_address"])
 
 
-def _physical_network(lab: Lab) -> None:
+def _physical_network(lab: Lab, gateways: tuple[str, ...] = ("hv2",)) -> None:
+    """br-ex on both hypervisors, joined by a veth, mapped as physnet1; `gateways`
+    flagged loom-gateway; returns once Loom has patched br-int to br-ex on both."""
     hv1, hv2 = lab.hypervisor("hv1"), lab.hypervisor("hv2")
     lab.sandbox.add_veth(UPLINK, UPLINK, hv1.netns, hv2.netns)
     for hv in (hv1, hv2):
@@ -85,7 +88,9 @@ def _physical_network(lab: Lab) -> None:
         hv.ovs.vsctl("--may-exist", "add-port", PROVIDER_BRIDGE, UPLINK)
         hv.ovs.vsctl("set", "Open_vSwitch", ".",
                      f"external_ids:loom-bridge-mappings=physnet1:{PROVIDER_BRIDGE}")
-    hv2.ovs.vsctl("set", "Open_vSwitch", ".", "external_ids:loom-gateway=true")
+    for name in gateways:
+        lab.hypervisor(name).ovs.vsctl("set", "Open_vSwitch", ".",
+                                       "external_ids:loom-gateway=true")
     deadline = time.monotonic() + 30
     for hv in (hv1, hv2):
         while len(hv.ovs.vsctl("--bare", "--columns=name", "find", "Interface",
@@ -146,16 +151,18 @@ def _build(world: World) -> None:
                           bridge=PROVIDER_BRIDGE)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    spec = tmp_path_factory.mktemp("nat") / "nat.yaml"
+@contextmanager
+def nat_lab(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[World]:
+    """The lab above, up and built, the way out working (the upstream's MAC learnt, the
+    flows in place); taken down after. Shared with test_trace_nat.py."""
+    spec = tmp_path_factory.mktemp(name) / "nat.yaml"
     spec.write_text(SPEC)
-    lab = Lab.up(spec, name=f"nat-{secrets.token_hex(3)}", progress=_quiet)
+    lab = Lab.up(spec, name=f"{name}-{secrets.token_hex(3)}", progress=_quiet)
     w = World(lab)
     try:
         _physical_network(lab)
         _build(w)
-        deadline = time.monotonic() + 40  # the upstream's MAC learnt, the flows in place
+        deadline = time.monotonic() + 40
         while w.guests["a1"].ping(OUTSIDE_IP, count=1, timeout=1)[1] != 1:
             assert time.monotonic() < deadline, "no SNATed ping to the outside in 40 s"
         yield w
@@ -166,6 +173,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             w.outside.close()
         problems = lab.down()
         assert not problems, problems
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with nat_lab(tmp_path_factory, "nat") as w:
+        yield w
 
 
 def _capture(g: Guest, bpf: str, seconds: int = 6, count: int = 20) -> subprocess.Popen[str]:

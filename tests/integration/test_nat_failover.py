@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from controller.compiler.gateway import gateway_order
-from tests.integration.test_nat import OUTSIDE_IP, PROVIDER_BRIDGE, UPLINK, _created
+from tests.integration.test_nat import OUTSIDE_IP, PROVIDER_BRIDGE, _created, _physical_network
 from topologies.guest import Guest
 from topologies.lab import Lab
 
@@ -55,14 +55,7 @@ class World:
 
 def _build(world: World) -> None:
     lab, api = world.lab, world.lab.api
-    hv1, hv2 = lab.hypervisor("hv1"), lab.hypervisor("hv2")
-    lab.sandbox.add_veth(UPLINK, UPLINK, hv1.netns, hv2.netns)
-    for hv in (hv1, hv2):
-        hv.ovs.add_bridge(PROVIDER_BRIDGE, fail_mode="standalone")
-        hv.ovs.vsctl("--may-exist", "add-port", PROVIDER_BRIDGE, UPLINK)
-        hv.ovs.vsctl("set", "Open_vSwitch", ".",
-                     f"external_ids:loom-bridge-mappings=physnet1:{PROVIDER_BRIDGE}",
-                     "external_ids:loom-gateway=true")
+    _physical_network(lab, gateways=("hv1", "hv2"))
     public = _created(api.post("/v2.0/networks", {"network": {
         "name": "public", "project_id": "admin", "router:external": True, "shared": True,
         "provider:network_type": "flat", "provider:physical_network": "physnet1"}}), "public")

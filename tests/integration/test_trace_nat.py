@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,38 +27,18 @@ import pytest
 
 from tests.integration.test_nat import (
     OUTSIDE_IP,
-    SPEC,
     World,
-    _build,
     _fip,
-    _physical_network,
-    _quiet,
+    nat_lab,
 )
-from topologies.lab import Lab
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def nat_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    spec = tmp_path_factory.mktemp("trace-nat") / "nat.yaml"
-    spec.write_text(SPEC)
-    lab = Lab.up(spec, name=f"tnat-{secrets.token_hex(3)}", progress=_quiet)
-    w = World(lab)
-    try:
-        _physical_network(lab)
-        _build(w)
-        deadline = time.monotonic() + 40  # the upstream's MAC learnt, the flows in place
-        while w.guests["a1"].ping(OUTSIDE_IP, count=1, timeout=1)[1] != 1:
-            assert time.monotonic() < deadline, "no SNATed ping to the outside in 40 s"
+    with nat_lab(tmp_path_factory, "tnat") as w:
         yield w
-    finally:
-        for g in w.guests.values():
-            g.close()
-        if w.outside is not None:
-            w.outside.close()
-        problems = lab.down()
-        assert not problems, problems
 
 
 def _trace(world: World, guest: str, dst_ip: str, **query: Any) -> dict[str, Any]:
