@@ -23,13 +23,15 @@ On the gateway chassis (`gateway_flows`), with Z the router's own conntrack zone
 
     classify      ARP from the physical network -> arp_responder ("gateway_arp")
     arp_responder who-has the gateway address or a floating IP -> the gateway MAC
-    l3            out:  default route -> TTL - 1, eth_src = gateway MAC,
-                        REG_NEXTHOP = upstream router, goto snat   (routing.py)
-    snat          from a floating IP's fixed address -> ct(commit, zone Z,
-                        nat(src = floating IP)); else ct(commit, zone Z,
-                        nat(src = gateway address)) (enable_snat) or ct(zone Z, nat)
-                        (no SNAT: replies of DNATed connections still un-NAT);
-                        metadata = external network, then l3_resolve
+    l3            out:  default route -> REG_NEXTHOP = upstream router; the
+                        external subnet -> REG_NEXTHOP = the destination; goto snat
+                        (routing.py; on every chassis of the router)
+    snat          from a floating IP's fixed address -> TTL - 1, eth_src = its MAC
+                        here, ct(commit, zone Z, nat(src = floating IP)); else TTL - 1,
+                        eth_src = gateway MAC, ct(commit, zone Z, nat(src = gateway
+                        address)) (enable_snat) or ct(zone Z, nat) (no SNAT: replies
+                        of DNATed connections still un-NAT); metadata = external
+                        network, then l3_resolve. Elsewhere: "transit" (above)
     l2_lookup     to the gateway MAC on the external network -> l3
     l3            in:   ARP to the gateway MAC -> controller (learns the upstream MAC)
                         port forwarding: (proto, floating IP, port) -> ct(commit,
