@@ -33,7 +33,7 @@ from controller.compiler.fabric import (
     repair_patches,
     routing_plan,
 )
-from controller.compiler.gateway import bindings_in
+from controller.compiler.gateway import bindings_in, upstream_wanted
 from controller.compiler.incremental import Compiler
 from controller.compiler.tunnels import desired_tunnels
 from controller.discovery import Discovery, LinkTable
@@ -332,6 +332,7 @@ class Engine:
         self._protection: Optional[Protection] = None
         self._compiler = Compiler(fast_failover)
         self._upstream_arp = UpstreamArp()
+        self._fabric_upstreams: Mapping[tuple[int, int], tuple[Any, int]] = {}
         self._changes = ChangeLog()
         self._protector = threading.Thread(target=self._protect_loop, daemon=True,
                                            name="fabric protection")
@@ -420,8 +421,7 @@ class Engine:
     # ---- external gateways: the upstream router's MAC (controller/upstream_arp.py)
     def arp_in(self, datapath_id: int, metadata: Optional[int], data: bytes) -> bool:
         """An ARP packet a gateway chassis punted; True if it was one (learnt or not)."""
-        heard = self._upstream_arp.heard(self._compiler.upstreams(), datapath_id, metadata,
-                                         data)
+        heard = self._upstream_arp.heard(self._upstreams(), datapath_id, metadata, data)
         if heard is None:
             return parse_arp(data) is not None
         net_key, ip, hw = heard
@@ -430,6 +430,13 @@ class Engine:
                      ipaddress.IPv4Address(ip), mac_text(hw))
             self.kick()
         return True
+
+    def _upstreams(self) -> Mapping[tuple[int, int], tuple[Any, int]]:
+        """Whom each gateway chassis asks ARP for: from the incremental compiler, or,
+        with a fabric (compiled whole each time), from the last compile's placement."""
+        if self.topology.view().fabric_switches:
+            return self._fabric_upstreams
+        return self._compiler.upstreams()
 
     def relearn_macs(self, installed: Mapping[Any, Any]) -> Optional[int]:
         """What a switch that just connected holds of the upstream MACs it learnt
@@ -451,7 +458,7 @@ class Engine:
         """(dpid, ofport, frame): ARP requests for the upstream routers, and gratuitous
         ARPs of the distributed floating IPs, due now."""
         topo, now = self.topology.view(), time.monotonic()
-        due = self._upstream_arp.due(self._compiler.upstreams(), topo, now)
+        due = self._upstream_arp.due(self._upstreams(), topo, now)
         due += self._upstream_arp.announce(self._compiler.announcements(), topo, now)
         return [(r.datapath_id, r.ofport, r.frame) for r in due]
 
@@ -604,6 +611,7 @@ class Engine:
         self._compiler = Compiler(self.fast_failover)  # unit state is for chassis only
         started = time.perf_counter()
         placement = Placement(intent, topo, self.fast_failover)
+        self._fabric_upstreams = upstream_wanted(placement.routing.plans, placement.gateways)
         changed: set[int] = set()
         shaping: dict[str, dict] = {}
         links_lost = self.topology.links_lost
