@@ -197,6 +197,7 @@ class NorthboundStore:
         self._down_since: Optional[float] = None
         self._last_outage: Optional[dict[str, Any]] = None
         self._outage_cause: Optional[str] = None  # the reason as worded when it began
+        self._losses_seen = 0  # the link's losses accounted for in `_last_outage`
         self._link: Optional[_LinkWatch] = None
         self._link_seen = (-1, False)  # (events, session up) the reason was computed from
         self._session_up_since: Optional[float] = None  # monotonic; None while the socket is down
@@ -505,6 +506,22 @@ class NorthboundStore:
         elif self._session_up_since is None:
             self._session_up_since = time.monotonic()
         was_connected = self._connected
+        link = self._link
+        losses = link.losses if link is not None else 0
+        if was_connected and whole and losses > self._losses_seen and link is not None \
+                and link.at is not None:
+            # lost and back between two looks (a server restarted in milliseconds):
+            # too short to be seen as an outage, still recorded as one
+            now = time.time()
+            self._last_outage = {
+                "reason": f"connection to {self.remote} lost at {iso_time(link.at)}: "
+                          f"{describe_loss(link.error)}; reconnected at once",
+                "from": iso_time(link.at),
+                "to": iso_time(now),
+            }
+            log.warning("northbound store %s: connection lost and back at once",
+                        self.remote)
+        self._losses_seen = losses
         if was_connected and not whole:
             self._connected = False
             self._down_since = time.time()
