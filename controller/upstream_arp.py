@@ -18,20 +18,19 @@ network cannot make the gateway send a router's traffic elsewhere by ARP alone
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-from os_ken.lib.packet import arp, ethernet, packet, vlan
+from os_ken.lib.packet import arp, ether_types, ethernet, packet, vlan
 
 from controller.compiler.overlay import OFPVID_PRESENT
 from controller.compiler.routing import RouterPlan
-from controller.flows import mac_text
+from controller.flows import mac, mac_text
 from controller.intent import Network
 from controller.topology import TopologyView
 
-ETH_ARP = 0x0806
-ETH_VLAN = 0x8100
 RETRY = 1.0  # seconds between two requests while the upstream has not answered
 REFRESH = 30.0  # seconds between two requests once it has
 
@@ -45,21 +44,17 @@ class Request:
     frame: bytes
 
 
-def _ip_text(value: int) -> str:
-    return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))
-
-
 def request_frame(src_mac: int, src_ip: int, target_ip: int, vlan_id: Optional[int]) -> bytes:
     """who-has target_ip tell src_ip, broadcast, tagged with `vlan_id` if given."""
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(
         dst="ff:ff:ff:ff:ff:ff", src=mac_text(src_mac),
-        ethertype=ETH_VLAN if vlan_id is not None else ETH_ARP))
+        ethertype=ether_types.ETH_TYPE_8021Q if vlan_id is not None else ether_types.ETH_TYPE_ARP))
     if vlan_id is not None:
-        pkt.add_protocol(vlan.vlan(vid=vlan_id, ethertype=ETH_ARP))
+        pkt.add_protocol(vlan.vlan(vid=vlan_id, ethertype=ether_types.ETH_TYPE_ARP))
     pkt.add_protocol(arp.arp(opcode=arp.ARP_REQUEST, src_mac=mac_text(src_mac),
-                             src_ip=_ip_text(src_ip), dst_mac="00:00:00:00:00:00",
-                             dst_ip=_ip_text(target_ip)))
+                             src_ip=str(ipaddress.IPv4Address(src_ip)), dst_mac="00:00:00:00:00:00",
+                             dst_ip=str(ipaddress.IPv4Address(target_ip))))
     pkt.serialize()
     return bytes(pkt.data)
 
@@ -73,8 +68,7 @@ def parse_arp(data: bytes) -> Optional[tuple[int, int]]:
     found = pkt.get_protocol(arp.arp)
     if found is None:
         return None
-    ip = sum(int(b) << s for b, s in zip(found.src_ip.split("."), (24, 16, 8, 0), strict=True))
-    return ip, int(found.src_mac.replace(":", ""), 16)
+    return int(ipaddress.IPv4Address(found.src_ip)), mac(found.src_mac)
 
 
 def _tag_of(network: Network) -> Optional[int]:
