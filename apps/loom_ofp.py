@@ -27,6 +27,8 @@ from os_ken.ofproto import ofproto_v1_3
 
 from apps.guard import guarded
 from controller.discovery import PROBE_INTERVAL, lldp_frame, restamp
+from controller.pipeline import cookie_owner, is_punt_meter
+from controller.punt import PACKET_INS, PUNT_DROPS
 from controller.southbound.openflow import OpenFlowChannel
 
 LOG = logging.getLogger(__name__)
@@ -44,7 +46,9 @@ _REPLY_EVENTS = [
     ofp_event.EventOFPMeterConfigStatsReply,
     ofp_event.EventONFBundleCtrlMsg,
     ofp_event.EventOFPPortStatsReply,
+    ofp_event.EventOFPMeterStatsReply,
 ]
+PUNT_STATS_INTERVAL = 5.0  # seconds between reads of the punt meters' drop counters
 
 
 class LoomOpenFlowApp(app_manager.OSKenApp):
@@ -61,6 +65,7 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
         self._probes: dict[tuple[int, int], bytes] = {}
         self.threads.append(hub.spawn(self._probe_loop))
         self.threads.append(hub.spawn(self._liveness_loop))
+        self.threads.append(hub.spawn(self._punt_drops_loop))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @guarded
@@ -113,16 +118,29 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded
     def _packet_in(self, ev: Any) -> None:
-        # Punted: LLDP probes (fabric switches) and ARP to a router's gateway MAC
-        # (gateway chassis: the upstream's answers); anything else is a bug.
+        # Punted (controller/punt.py): a guest port's DHCP requests (cookie of the port;
+        # the reply goes out of that port), ARP to a router's gateway MAC (gateway
+        # chassis: the upstream's answers), LLDP probes (fabric switches); anything
+        # else is a bug.
         msg = ev.msg
         if ENGINE is None:
             return
-        data, dpid = bytes(msg.data), msg.datapath.id
-        if _hook("arp_in", lambda *_: False)(dpid, msg.match.get("metadata"), data):
+        data, dp = bytes(msg.data), msg.datapath
+        dpid, in_port = dp.id, msg.match.get("in_port")
+        if cookie_owner(msg.cookie)[0] == "port":
+            reply = _hook("punt_in", lambda *_: None)(dpid, msg.cookie, data)
+            if reply is not None and in_port is not None:
+                dp.send(_packet_out(dp, in_port, reply))
             return
-        if not ENGINE.lldp_in(dpid, msg.match["in_port"], data):
-            LOG.warning("unexpected packet-in from %#x", dpid)
+        if _hook("arp_in", lambda *_: False)(dpid, msg.match.get("metadata"), data):
+            PACKET_INS.labels("upstream_arp").inc()
+            return
+        if in_port is not None and ENGINE.lldp_in(dpid, in_port, data):
+            PACKET_INS.labels("lldp").inc()
+            return
+        PACKET_INS.labels("unexpected").inc()
+        LOG.warning("unexpected packet-in from %#x (table %s, cookie %#x)", dpid,
+                    msg.table_id, msg.cookie)
 
     def _probe_loop(self) -> None:
         """Send LLDP out of every up fabric port once per PROBE_INTERVAL, spread out.
@@ -183,6 +201,31 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
                 except Exception:
                     LOG.exception("port counter round failed")
                 hub.sleep(max(0.0, PROBE_INTERVAL - (time.monotonic() - started)))
+
+    def _punt_drops_loop(self) -> None:
+        """Read what each switch's punt meters dropped (guests' DHCP beyond their rate,
+        ARP floods at a gateway) into /metrics: one meter stats request per switch
+        every PUNT_STATS_INTERVAL."""
+        while True:
+            hub.sleep(PUNT_STATS_INTERVAL)
+            for dpid, channel in list(self.channels.items()):
+                try:
+                    self._read_punt_drops(dpid, channel)
+                except Exception as exc:  # a busy or departing switch: next round
+                    LOG.debug("switch %#x: meter counters unavailable: %s", dpid, exc)
+
+    def _read_punt_drops(self, dpid: int, channel: OpenFlowChannel) -> None:
+        if channel.closed.is_set():
+            return
+        dp = channel.datapath
+        xid = channel.reserve_xids(1)
+        msg = dp.ofproto_parser.OFPMeterStatsRequest(dp, 0, dp.ofproto.OFPM_ALL)
+        msg.set_xid(xid)
+        msg.serialize()
+        replies = channel.call(bytes(msg.buf), xid, timeout=PUNT_STATS_INTERVAL)
+        dropped = sum(band.packet_band_count for r in replies for st in r.body
+                      if is_punt_meter(st.meter_id) for band in st.band_stats)
+        PUNT_DROPS.labels(f"{dpid:016x}").set(dropped)
 
     def _read_rx(self, dpid: int, ports: set[int]) -> None:
         channel = self.channels.get(dpid)

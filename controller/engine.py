@@ -36,10 +36,12 @@ from controller.compiler.fabric import (
 from controller.compiler.gateway import bindings_in, upstream_wanted
 from controller.compiler.incremental import Compiler
 from controller.compiler.tunnels import desired_tunnels
+from controller.dhcp import DEFAULT_LEASE_SECONDS
 from controller.discovery import Discovery, LinkTable
 from controller.flows import mac_text
 from controller.intent import Intent, Port
 from controller.ofwire.consts import OFPP_MAX
+from controller.punt import DhcpService
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
 from controller.southbound.chassis import ControllerLink
 from controller.southbound.registry import ChassisRegistry
@@ -303,8 +305,10 @@ class Engine:
     """Implements controller.runtime.Runtime for the REST layer."""
 
     def __init__(self, store: Any, topology: Topology,
-                 registry: Optional[ChassisRegistry] = None, fast_failover: bool = True) -> None:
+                 registry: Optional[ChassisRegistry] = None, fast_failover: bool = True,
+                 dhcp_lease_seconds: Optional[int] = None) -> None:
         self.store = store
+        self.dhcp = DhcpService(dhcp_lease_seconds or DEFAULT_LEASE_SECONDS)
         self.topology = topology
         self.registry = registry
         self.fast_failover = fast_failover
@@ -417,6 +421,16 @@ class Engine:
 
     def lldp_in(self, datapath_id: int, in_port: int, data: bytes) -> bool:
         return self.discovery.lldp_in(datapath_id, in_port, data, time.monotonic())
+
+    # ---- what guests punt (controller/punt.py): DHCP, answered from intent
+    def punt_in(self, datapath_id: int, cookie: int, data: bytes) -> Optional[bytes]:
+        """The reply to a packet a guest port's flow sent up (cookie of the port), to go
+        out of that port; None: nothing to send. Never blocks (os-ken's event thread)."""
+        kind, key = pl.cookie_owner(cookie)
+        if kind != "port":
+            return None
+        compiler = self._compiler
+        return self.dhcp.handle(compiler.port_at(datapath_id, key), compiler.intent, data)
 
     # ---- external gateways: the upstream router's MAC (controller/upstream_arp.py)
     def arp_in(self, datapath_id: int, metadata: Optional[int], data: bytes) -> bool:

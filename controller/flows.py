@@ -379,10 +379,14 @@ class Group:
 
 @dataclass(frozen=True)
 class Meter:
+    """One drop band. `pps`: the rate is in packets per second and the burst in packets
+    (the punt meters), else kbit/s and kbit (QoS)."""
+
     meter_id: int
     rate_kbps: int
     burst_kb: int
     owner: int = field(default=0, compare=False)
+    pps: bool = False
 
 
 # ---------------------------------------------------------------- value helpers

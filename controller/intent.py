@@ -67,10 +67,9 @@ class AllocationPool:
     end: str
 
 
-# Loom serves no DHCP yet, so a subnet says `enable_dhcp: false` unless a client asks
-# for true; that is accepted and stored as asked (Neutron clients may send it) but
-# nothing answers DHCP (README). The REST API's default is this one.
-ENABLE_DHCP_DEFAULT = False
+# As Neutron: a subnet serves DHCP unless asked not to (Loom answers it, controller/dhcp.py).
+# The REST API's default is this one.
+ENABLE_DHCP_DEFAULT = True
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML/JSON map of token -> {project_id, role}")
     p.add_argument("--no-fast-failover", action="store_true",
                    help="fabric: plain next hops without watched buckets (for comparison)")
+    p.add_argument("--dhcp-lease-time", type=positive_int, default=None, metavar="SECONDS",
+                   help="lease time Loom's DHCP gives guests (they renew at half of it); "
+                        "default 43200 (controller/dhcp.py)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -114,6 +117,7 @@ class Options:
     auth_tokens: Optional[Path]
     no_fast_failover: bool
     log_level: str
+    dhcp_lease_time: Optional[int] = None
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -253,7 +257,8 @@ class Controller:
                  len(store.latest().ports))
 
         started = time.monotonic()
-        engine = Engine(store, topology, registry, fast_failover=not o.no_fast_failover)
+        engine = Engine(store, topology, registry, fast_failover=not o.no_fast_failover,
+                        dhcp_lease_seconds=o.dhcp_lease_time)
         kick.target = engine.kick
         store.subscribe(engine.kick)
         engine.start()

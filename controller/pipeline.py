@@ -199,8 +199,36 @@ PORT_SECURITY = Table(
                "arp_sha", "ip_proto", "icmpv6_type", "ipv6_nd_sll", "udp_src", "udp_dst"}),
     ("arp_responder",),
     miss_drops=True,
-    priorities={"exempt": 200, "allow": 100, "drop": 10},
+    priorities={
+        # a DHCPv4 client packet from the port's own MAC, on a subnet Loom serves:
+        # to the controller through the port's punt meter (controller/dhcp.py), never
+        # on to the network (no other guest ever sees it), whatever the port's
+        # security groups say, and whether port security is on or off
+        "dhcp_punt": 300,
+        "exempt": 200,
+        # a DHCP server's reply sent by a guest (rogue server): dropped
+        "dhcp_server_drop": 150,
+        "allow": 100, "drop": 10},
 )
+# Packets punted to the controller go through an OpenFlow meter (packets per second):
+# one per port, so a guest flooding DHCP requests exhausts only its own budget, and one
+# per switch for the upstream router's ARP on a gateway chassis. Their ids sit above the
+# QoS meters' 1..METER_ID_SPAN: PUNT_METER_BASE + ofport (ofports stay below 0xFF00).
+PUNT_METER_BASE = 0x10000
+PUNT_METER_UPSTREAM_ARP = PUNT_METER_BASE + 0xFFFE
+PUNT_RATE_PPS = 10
+PUNT_BURST_PACKETS = 20
+UPSTREAM_ARP_RATE_PPS = 100
+UPSTREAM_ARP_BURST_PACKETS = 200
+
+
+def punt_meter_id(ofport: int) -> int:
+    """The punt meter of the port at `ofport` (controller/compiler/ports.py)."""
+    return PUNT_METER_BASE + ofport
+
+
+def is_punt_meter(meter_id: int) -> bool:
+    return PUNT_METER_BASE < meter_id <= PUNT_METER_UPSTREAM_ARP
 ARP_RESPONDER = Table(
     "arp_responder", 20,
     "answer ARP for addresses the controller knows, on the local switch",

@@ -204,7 +204,12 @@ class SwitchSync:
             flow_diff = diff_flows(self.installed, desired.flows)
         diff = FlowDiff(flow_diff.adds, flow_diff.deletes,
                         *diff_groups(self.installed_groups, desired.groups))
-        meter_adds, meter_mods, meter_deletes = diff_groups(  # same shape: id -> object
+        # the compiler hands the same meter map on while no meter changes (a switch's
+        # punt meters are one per DHCP port: comparing them all per push would cost
+        # what the switch holds, not what changed)
+        meters_same = changed_keys is not None and self.synced is not None \
+            and desired.meters is self.synced.meters
+        meter_adds, meter_mods, meter_deletes = ((), (), ()) if meters_same else diff_groups(
             self.installed_meters, desired.meters)  # type: ignore[arg-type]
         # Meters cannot go in a bundle (OVS refuses): the ones flows will point to go
         # first, the ones no flow points to any more go after the commit.
@@ -231,7 +236,8 @@ class SwitchSync:
             if self._on_pushed is not None:
                 self._on_pushed(self.channel.datapath_id, diff, elapsed)
         self._send_meters(meter_deletes, ofwire.OFPMC_DELETE)
-        self.installed_meters = dict(desired.meters)
+        if not meters_same:
+            self.installed_meters = dict(desired.meters)
         self.synced = desired
         return diff
 

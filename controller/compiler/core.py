@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Optional
@@ -26,6 +26,7 @@ from controller.compiler.gateway import (
     gateway_flows,
     gateway_reach_flows,
     transit_flows,
+    upstream_arp_meter,
 )
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
 from controller.compiler.overlay import (
@@ -40,7 +41,7 @@ from controller.compiler.overlay import (
     tunnel_in_flow,
     zones_for,
 )
-from controller.compiler.ports import NO_QOS, port_flows
+from controller.compiler.ports import NO_QOS, dhcp_served, port_flows, punt_meter
 from controller.compiler.qos import PolicyIndex, Shaping, share_cap_flows, switch_qos
 from controller.compiler.routing import (
     RouterPlan,
@@ -67,8 +68,8 @@ class DesiredSwitch:
     flows: Mapping[FlowKey, Flow] = field(default_factory=lambda: MappingProxyType({}))
     groups: Mapping[int, Group] = field(default_factory=lambda: MappingProxyType({}))
     meters: Mapping[int, Meter] = field(default_factory=lambda: MappingProxyType({}))
-    # intent ports whose flows are in `flows`, by object key (a set, or a map keyed by it)
-    port_keys: Collection[int] = frozenset()
+    # object key -> port id, of the intent ports whose flows are in `flows`
+    port_keys: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
     # linux-htb per interface, applied through the chassis' OVSDB, not OpenFlow
     shaping: Mapping[str, Shaping] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -153,7 +154,8 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         add(f)
 
     local_by_net: dict[str, list[int]] = defaultdict(list)
-    port_keys = set()
+    port_keys: dict[int, str] = {}
+    meters: dict[int, Meter] = {}
     here = placement.by_switch.get(datapath_id, [])
     fabric = placement.fabric if datapath_id in topo.fabric_switches else None
     zone_nets = {p.network_id for p, _ in here} | (set(fabric.members) if fabric else set())
@@ -167,12 +169,16 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         add(f)
     for port, binding in here:
         network = intent.networks[port.network_id]
+        dhcp = dhcp_served(port, intent)
+        if dhcp:
+            meter = punt_meter(binding.ofport)
+            meters[meter.meter_id] = meter
         for f in port_flows(port, network, binding.ofport, zones[network.id],
-                            qos.per_port.get(port.id, NO_QOS)):
+                            qos.per_port.get(port.id, NO_QOS), dhcp):
             add(f)
         local_by_net[network.id].append(binding.ofport)
         local_ports[binding.ofport] = port
-        port_keys.add(port.key)
+        port_keys[port.key] = port.id
     for f in switch_acl_flows(local_ports, placement.groups):
         add(f)
 
@@ -251,8 +257,10 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         topology_version=topo.version,
         flows=MappingProxyType(flows),
         groups=MappingProxyType(groups),
-        meters=MappingProxyType(qos.meters),
-        port_keys=frozenset(port_keys),
+        meters=MappingProxyType({**meters, **qos.meters, **(
+            {pl.PUNT_METER_UPSTREAM_ARP: upstream_arp_meter()}
+            if datapath_id in placement.gateways.values() else {})}),
+        port_keys=MappingProxyType(port_keys),
         shaping=MappingProxyType(qos.shaping),
     )
 

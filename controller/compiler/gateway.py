@@ -105,6 +105,7 @@ from controller.flows import (
     CtClear,
     DecTtl,
     Flow,
+    Meter,
     Nat,
     Output,
     PopVlan,
@@ -277,6 +278,14 @@ def gateway_reach_flows(plan: RouterPlan, here: int, gateway_dpid: Optional[int]
                               actions=to_provider(ext, patch), cookie=owner)]
 
 
+def upstream_arp_meter() -> Meter:
+    """The meter the gateway chassis' copies of ARP to the controller go through (held by
+    every switch that is some router's gateway chassis): a flood of ARP at a gateway MAC
+    from the physical network costs the controller at most this rate."""
+    return Meter(pl.PUNT_METER_UPSTREAM_ARP, pl.UPSTREAM_ARP_RATE_PPS,
+                 pl.UPSTREAM_ARP_BURST_PACKETS, pps=True)
+
+
 def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
                   carriers: Mapping[str, Iterable[int]]) -> list[Flow]:
     """Everything the router's gateway chassis `here` holds for the way out and in
@@ -301,7 +310,8 @@ def gateway_flows(plan: RouterPlan, here: int, topo: TopologyView,
     to_gw = {"metadata": ext.key, "eth_dst": gw.mac}
     l3 = pl.L3
     out.append(l3.flow("gateway_arp", match(**to_gw, eth_type=ETH_ARP),
-                       actions=(Output(pl.OFPP_CONTROLLER, 0xFFFF),), cookie=owner))
+                       actions=(Output(pl.OFPP_CONTROLLER, 0xFFFF),),
+                       meter=pl.PUNT_METER_UPSTREAM_ARP, cookie=owner))
     for ttl in (0, 1):
         out.append(l3.flow("ttl_expired", match(**to_gw, eth_type=ETH_IPV4, nw_ttl=ttl),
                            cookie=owner))

@@ -80,6 +80,7 @@ from controller.compiler.gateway import (
     choose_gateways,
     ext_use,
     external_side_flows,
+    upstream_arp_meter,
     upstream_wanted,
 )
 from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
@@ -93,7 +94,13 @@ from controller.compiler.overlay import (
     tunnel_in_flow,
     zone_of,
 )
-from controller.compiler.ports import NO_QOS, port_flows
+from controller.compiler.ports import (
+    NO_QOS,
+    dhcp_served,
+    port_flows,
+    punt_meter,
+    serves_dhcp,
+)
 from controller.compiler.qos import PolicyIndex, Shaping, SwitchQos, share_cap_flows, switch_qos
 from controller.compiler.routing import (
     RouterPlan,
@@ -103,7 +110,7 @@ from controller.compiler.routing import (
     resolve_flows,
     senders_of,
 )
-from controller.flows import Conjunction, Flow, Group
+from controller.flows import Conjunction, Flow, Group, Meter
 from controller.intent import FloatingIP, Intent, Network, Port, SecurityGroupRule, object_key
 from controller.intent_delta import IntentDelta
 from controller.topology import TUNNEL_TYPES, Binding, TopologyDelta, TopologyView
@@ -177,6 +184,39 @@ class _Switch:
     # object key -> port id, of `local`: persistent, so an offer shares it as it is
     # (a frozenset rebuilt per offer cost O(ports on the switch) per change)
     port_keys: immutables.Map = field(default_factory=immutables.Map)
+    # meter id -> punt meter of the local ports Loom answers DHCP for, and port -> its id
+    punt_meters: immutables.Map = field(default_factory=immutables.Map)
+    punt_meter_of: dict[str, int] = field(default_factory=dict)
+    _meters: Optional[tuple[tuple[Any, Any, bool], Mapping[int, Meter]]] = None
+
+    def set_punt_meter(self, pid: str, meter: Optional[Meter]) -> None:
+        """The punt meter of local port `pid` (None: it has none)."""
+        if meter is None:
+            if pid in self.punt_meter_of:
+                self.punt_meters = self.punt_meters.delete(self.punt_meter_of.pop(pid))
+            return
+        if self.punt_meter_of.get(pid) != meter.meter_id:
+            self.set_punt_meter(pid, None)
+            self.punt_meter_of[pid] = meter.meter_id
+        if self.punt_meters.get(meter.meter_id) != meter:
+            self.punt_meters = self.punt_meters.set(meter.meter_id, meter)
+
+    def meters(self, upstream_arp: bool) -> Mapping[int, Meter]:
+        """Every meter the switch should hold: QoS, the ports' punt meters, the upstream
+        ARP punt meter of a gateway chassis. The same object while none of them changes
+        (the reconciler compares meters only when it is a new one)."""
+        inputs = (self.punt_meters, self.qos.meters, upstream_arp)
+        cached = self._meters
+        if cached is not None and cached[0][0] is inputs[0] and cached[0][1] is inputs[1] \
+                and cached[0][2] == upstream_arp:
+            return cached[1]
+        built = self.punt_meters
+        if self.qos.meters:
+            built = built.update(self.qos.meters)
+        if upstream_arp:
+            built = built.set(pl.PUNT_METER_UPSTREAM_ARP, upstream_arp_meter())
+        self._meters = (inputs, built)
+        return built
 
     def set_unit(self, key: UnitKey, flows: Iterable[Flow], changed: set[FlowKey]) -> None:
         """Replace one unit's flows; `changed` gets the keys to merge again (`commit`).
@@ -315,6 +355,17 @@ class Compiler:
         whom each gateway chassis asks ARP for (controller/upstream_arp.py)."""
         return upstream_wanted(self.router_plans, self.gateways)
 
+    def port_at(self, dpid: int, key: int) -> Optional[Port]:
+        """Read-only, safe from another thread: the intent port whose flows on switch
+        `dpid` carry cookie key `key` (a punted packet's port), as of the last compile;
+        None if that switch holds no such port. O(1)."""
+        sw, intent = self.switches.get(dpid), self.intent
+        desired = sw.desired if sw is not None else None
+        if desired is None or intent is None:
+            return None
+        pid = desired.port_keys.get(key)
+        return intent.ports.get(pid) if pid is not None else None
+
     def carriers_of(self, network_id: str) -> Optional[tuple[int, ...]]:
         """Read-only, safe from another thread: the switches the last compile placed a
         port of network `network_id` on, in no order. Each holds the network's ARP
@@ -431,6 +482,16 @@ class Compiler:
             ports.update(p.id for p in intent.ports_on_network(nid))
             for dpid in self._carriers(nid):
                 dirty[dpid].add(("net", nid))
+
+        for sid in idelta.ids("subnets"):
+            # DHCP served or not: the punt flows of the subnet's ports (ports.dhcp_served)
+            before_s, after_s = old.subnets.get(sid), intent.subnets.get(sid)
+            if serves_dhcp(before_s) == serves_dhcp(after_s):
+                continue
+            for snap, sub in ((old, before_s), (intent, after_s)):
+                if sub is not None:
+                    ports.update(p.id for p in snap.ports_on_network(sub.network_id)
+                                 if any(f.subnet_id == sid for f in p.fixed_ips))
 
         groups: set[str] = set()
         for rid in idelta.ids("security_group_rules"):
@@ -1091,7 +1152,7 @@ class Compiler:
                 datapath_id=dpid, generation=intent.generation, topology_version=topo.version,
                 flows=sw.flows,
                 groups=MappingProxyType({g.group_id: g for _, g in sorted(sw.groups.items())}),
-                meters=MappingProxyType(dict(sw.qos.meters)),
+                meters=sw.meters(bool(self.gw_routers.get(dpid))),
                 port_keys=sw.port_keys,
                 shaping=MappingProxyType(dict(sw.qos.shaping)))
             out[dpid] = Offer(sw.desired, None if full else frozenset(touched),
@@ -1116,12 +1177,15 @@ class Compiler:
         assert intent is not None
         binding = sw.local.get(pid)
         if binding is None:
+            sw.set_punt_meter(pid, None)
             return ()
         port = intent.ports[pid]
         network = intent.networks[port.network_id]
         ofport = binding.ofport
+        dhcp = dhcp_served(port, intent)
+        sw.set_punt_meter(pid, punt_meter(ofport) if dhcp else None)
         out = list(port_flows(port, network, ofport, zone_of(network),
-                              sw.qos.per_port.get(pid, NO_QOS)))
+                              sw.qos.per_port.get(pid, NO_QOS), dhcp))
         out.extend(port_guard_flows(port, ofport))
         if port.port_security_enabled:
             for sg in sorted(set(port.security_groups)):

@@ -12,8 +12,19 @@ from typing import Optional
 
 from controller import pipeline as pl
 from controller.compiler.qos import PortQos
-from controller.flows import Action, Flow, Output, SetField, SetQueue, ip4, ip6, mac, match
-from controller.intent import Network, Port
+from controller.flows import (
+    Action,
+    Flow,
+    Meter,
+    Output,
+    SetField,
+    SetQueue,
+    ip4,
+    ip6,
+    mac,
+    match,
+)
+from controller.intent import Intent, Network, Port, Subnet
 
 ETH_ARP = 0x0806
 ETH_IPV4 = 0x0800
@@ -22,6 +33,9 @@ IPPROTO_ICMPV6 = 58
 ICMPV6_NS = 135
 ICMPV6_RS = 133
 ICMPV6_NA = 136
+IPPROTO_UDP = 17
+DHCP_SERVER_PORT = 67
+DHCP_CLIENT_PORT = 68
 _ALL_ONES_64 = (1 << 64) - 1
 NO_QOS = PortQos()
 
@@ -43,13 +57,29 @@ def split_ips(port: Port) -> tuple[list[str], list[str]]:
     return v4, v6
 
 
+def serves_dhcp(subnet: Optional[Subnet]) -> bool:
+    return subnet is not None and subnet.ip_version == 4 and subnet.enable_dhcp
+
+
+def dhcp_served(port: Port, intent: Intent) -> bool:
+    """Whether Loom answers the port's DHCPv4: it has an IPv4 address on a subnet with
+    enable_dhcp. O(the port's addresses)."""
+    return any(serves_dhcp(intent.subnets.get(f.subnet_id)) for f in port.fixed_ips)
+
+
+def punt_meter(ofport: int) -> Meter:
+    """The meter every packet the port's guest sends to the controller goes through."""
+    return Meter(pl.punt_meter_id(ofport), pl.PUNT_RATE_PPS, pl.PUNT_BURST_PACKETS, pps=True)
+
+
 @lru_cache(maxsize=65536)
 def port_flows(port: Port, network: Network, ofport: int, zone: int,
-               qos: PortQos = NO_QOS) -> tuple[Flow, ...]:
+               qos: PortQos = NO_QOS, dhcp: bool = False) -> tuple[Flow, ...]:
     """Everything one local port needs on the switch it is bound to.
 
     `zone` is the network's conntrack zone on this switch, carried in REG_CT_ZONE;
-    `qos` what the port's QoS policy asks of its flows (meter, queue, DSCP).
+    `qos` what the port's QoS policy asks of its flows (meter, queue, DSCP); `dhcp`:
+    Loom answers its DHCPv4 (`dhcp_served`), through the meter `punt_meter(ofport)`.
     """
     owner = pl.cookie(pl.Owner.PORT, port.key)
     classify_actions: list[Action] = [SetField(pl.REG_CT_ZONE, zone)]
@@ -70,6 +100,13 @@ def port_flows(port: Port, network: Network, ofport: int, zone: int,
             actions=(Output(ofport),), cookie=owner),
     ]
     flows.extend(_port_security(port, ofport, owner, qos.dscp))
+    if dhcp:
+        flows.append(pl.PORT_SECURITY.flow(
+            "dhcp_punt", match(in_port=ofport, eth_src=mac(port.mac_address),
+                               eth_type=ETH_IPV4, ip_proto=IPPROTO_UDP,
+                               udp_src=DHCP_CLIENT_PORT, udp_dst=DHCP_SERVER_PORT),
+            actions=(Output(pl.OFPP_CONTROLLER, 0xFFFF),),
+            meter=pl.punt_meter_id(ofport), cookie=owner))
     return tuple(flows)
 
 
@@ -85,7 +122,13 @@ def _port_security(port: Port, ofport: int, owner: int, dscp: Optional[int]) -> 
         return out
     src = mac(port.mac_address)
     v4, v6 = split_ips(port)
-    flows = [table.flow("drop", match(in_port=ofport), cookie=owner)]
+    flows = [
+        table.flow("drop", match(in_port=ofport), cookie=owner),
+        # a guest is never a DHCP server to its neighbours
+        table.flow("dhcp_server_drop", match(in_port=ofport, eth_type=ETH_IPV4,
+                                             ip_proto=IPPROTO_UDP, udp_src=DHCP_SERVER_PORT,
+                                             udp_dst=DHCP_CLIENT_PORT), cookie=owner),
+    ]
     for addr in v4:
         flows.append(table.flow(
             "allow", match(in_port=ofport, eth_src=src, eth_type=ETH_ARP, arp_sha=src,

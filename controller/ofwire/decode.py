@@ -509,9 +509,10 @@ def parse_meter_config(body: Union[bytes, bytearray, memoryview]) -> list[Union[
                 break
             bands.append((btype, rate, burst))
             q += blen
-        if (flags & ~c.OFPMF_STATS) in (c.OFPMF_KBPS | c.OFPMF_BURST, c.OFPMF_KBPS) and \
-                len(bands) == 1 and bands[0][0] == c.OFPMBT_DROP:
-            out.append(Meter(meter_id, bands[0][1], bands[0][2]))
+        unit = flags & ~(c.OFPMF_STATS | c.OFPMF_BURST)
+        if unit in (c.OFPMF_KBPS, c.OFPMF_PKTPS) and len(bands) == 1 and \
+                bands[0][0] == c.OFPMBT_DROP:
+            out.append(Meter(meter_id, bands[0][1], bands[0][2], pps=unit == c.OFPMF_PKTPS))
         else:
             out.append(OpaqueMeter(meter_id, flags, body[p:end]))
         p = end

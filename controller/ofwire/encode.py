@@ -635,10 +635,16 @@ def encode_group_mod(group: Group, command: int, xid: int) -> bytes:
 
 
 METER_FLAGS = c.OFPMF_KBPS | c.OFPMF_BURST
+METER_FLAGS_PPS = c.OFPMF_PKTPS | c.OFPMF_BURST
+
+
+def meter_flags(meter: Meter) -> int:
+    return METER_FLAGS_PPS if meter.pps else METER_FLAGS
 
 
 def encode_meter_mod(meter: Meter, command: int, xid: int) -> bytes:
-    """OFPT_METER_MOD: kbps with a burst, one drop band; a DELETE carries no band.
+    """OFPT_METER_MOD: kbps (or packets per second) with a burst, one drop band; a
+    DELETE carries no band.
 
     Meters go outside bundles: OVS rejects meter_mods inside one.
     """
@@ -646,8 +652,8 @@ def encode_meter_mod(meter: Meter, command: int, xid: int) -> bytes:
         return _METER_MOD.pack(c.OFP_VERSION, c.OFPT_METER_MOD, 16, xid, command, 0,
                                meter.meter_id)
     band = _METER_BAND_DROP.pack(c.OFPMBT_DROP, 16, meter.rate_kbps, meter.burst_kb)
-    return _METER_MOD.pack(c.OFP_VERSION, c.OFPT_METER_MOD, 32, xid, command, METER_FLAGS,
-                           meter.meter_id) + band
+    return _METER_MOD.pack(c.OFP_VERSION, c.OFPT_METER_MOD, 32, xid, command,
+                           meter_flags(meter), meter.meter_id) + band
 
 
 def encode_header(msg_type: int, xid: int, body: bytes = b"") -> bytes:
@@ -708,5 +714,5 @@ def meter_config_reply(xid: int, meters: Sequence[Meter]) -> list[bytes]:
     entries = []
     for m in meters:
         mod = encode_meter_mod(m, c.OFPMC_ADD, 0)
-        entries.append(struct.pack("!HHI", len(mod) - 8, METER_FLAGS, m.meter_id) + mod[16:])
+        entries.append(struct.pack("!HHI", len(mod) - 8, meter_flags(m), m.meter_id) + mod[16:])
     return _multipart_replies(xid, c.OFPMP_METER_CONFIG, entries)

@@ -188,7 +188,8 @@ def osken_meter_mod(meter: Meter, command: int, xid: int) -> bytes:
     if command == ofp.OFPMC_DELETE:
         msg = parser.OFPMeterMod(DP, command, 0, meter.meter_id, [])
     else:
-        msg = parser.OFPMeterMod(DP, command, ofp.OFPMF_KBPS | ofp.OFPMF_BURST, meter.meter_id,
+        unit = ofp.OFPMF_PKTPS if meter.pps else ofp.OFPMF_KBPS
+        msg = parser.OFPMeterMod(DP, command, unit | ofp.OFPMF_BURST, meter.meter_id,
                                  [parser.OFPMeterBandDrop(meter.rate_kbps, meter.burst_kb)])
     msg.set_xid(xid)
     msg.serialize()

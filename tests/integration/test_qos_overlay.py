@@ -116,10 +116,12 @@ def _detach_all(lab: Lab, *guests: str) -> None:
 
 
 def _meters(lab: Lab, hv: str) -> dict[int, str]:
-    """meter id -> its description, as ovs-ofctl dump-meters shows it."""
+    """QoS meter id -> its description, as ovs-ofctl dump-meters shows it (the DHCP
+    punt meters, in packets per second, are not QoS)."""
     out = lab.hypervisor(hv).ovs.ofctl("dump-meters", "br-int")
-    return {int(m.group(1)): " ".join(m.group(2).split())
-            for m in re.finditer(r"meter=(\d+)\s(.*?)(?=meter=|\Z)", out, re.S)}
+    found = {int(m.group(1)): " ".join(m.group(2).split())
+             for m in re.finditer(r"meter=(\d+)\s(.*?)(?=meter=|\Z)", out, re.S)}
+    return {k: v for k, v in found.items() if "pktps" not in v}
 
 
 def _qos_rows(lab: Lab, hv: str, table: str = "QoS") -> set[str]:

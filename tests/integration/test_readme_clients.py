@@ -67,7 +67,7 @@ def test_readme_curl_block_runs_and_sets_net(controller: ControllerProcess) -> N
     # the subnet and the port went onto that network: $NET was set
     subnets = controller.api.get(f"/v2.0/subnets?network_id={net_id}").ok()["subnets"]
     assert [s["cidr"] for s in subnets] == ["10.0.0.0/24"]
-    assert subnets[0]["enable_dhcp"] is False  # what is true: no DHCP server runs
+    assert subnets[0]["enable_dhcp"] is True  # as Neutron: Loom answers DHCP
     ports = controller.api.get(f"/v2.0/ports?network_id={net_id}").ok()["ports"]
     assert [p["name"] for p in ports] == ["vm1"]
     assert "HTTP/1.1 201 Created" in proc.stdout

@@ -18,7 +18,7 @@ def test_defaults_follow_neutron(env: Env, net: dict[str, Any]) -> None:
     assert s["gateway_ip"] == "10.0.0.1"
     assert s["allocation_pools"] == [{"start": "10.0.0.2", "end": "10.0.0.254"}]
     # no DHCP server runs: the default says so (true is accepted and stored as asked)
-    assert s["ip_version"] == 4 and s["enable_dhcp"] is False and s["network_id"] == net["id"]
+    assert s["ip_version"] == 4 and s["enable_dhcp"] is True and s["network_id"] == net["id"]
     assert s["dns_nameservers"] == ["10.0.0.53", "8.8.8.8"]  # order kept
     stored = env.store.latest().subnets[s["id"]]
     assert stored.cidr == "10.0.0.0/24" and stored.gateway_ip == "10.0.0.1"
@@ -204,9 +204,11 @@ def test_filter_by_network_and_cidr(env: Env, net: dict[str, Any]) -> None:
     assert sorted(s["id"] for s in got) == sorted([a["id"], b["id"]])
 
 
-def test_enable_dhcp_true_is_accepted_and_stored_as_asked(env: Env, net: dict[str, Any]) -> None:
-    """Neutron clients may send enable_dhcp=true: accepted and shown as asked, although
-    Loom runs no DHCP server yet (README)."""
-    s = env.subnet(net["id"], "10.0.9.0/24", enable_dhcp=True)
-    assert s["enable_dhcp"] is True
+def test_enable_dhcp_is_stored_as_asked_and_can_be_turned_off(env: Env,
+                                                                net: dict[str, Any]) -> None:
+    s = env.subnet(net["id"], "10.0.9.0/24", enable_dhcp=False)
+    assert s["enable_dhcp"] is False
+    assert env.store.latest().subnets[s["id"]].enable_dhcp is False
+    got = env.ok("PUT", f"/v2.0/subnets/{s['id']}", {"subnet": {"enable_dhcp": True}})
+    assert got["subnet"]["enable_dhcp"] is True
     assert env.store.latest().subnets[s["id"]].enable_dhcp is True

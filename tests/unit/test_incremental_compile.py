@@ -150,6 +150,8 @@ steps = st.one_of(
     attach_step,
     st.tuples(st.just("detach"), st.integers(0, N_ROUTERS - 1), st.integers(0, len(NETS) - 1)),
     st.tuples(st.just("rename_subnet"), st.integers(0, len(NETS) - 1), st.text(max_size=3)),
+    # Loom's DHCP on or off: the punt flows and meters of the subnet's ports
+    st.tuples(st.just("subnet_dhcp"), st.integers(0, len(NETS) - 1), st.booleans()),
     st.tuples(st.just("provider"), st.sampled_from(DPIDS), st.booleans()),
 )
 
@@ -277,6 +279,9 @@ class World:
             sub = self.tables["subnets"][SUBNETS[step[1]].id]
             self.tables["subnets"][sub.id] = dataclasses.replace(
                 sub, name=step[2], revision_number=sub.revision_number + 1)
+        elif kind == "subnet_dhcp":
+            sub = self.tables["subnets"][SUBNETS[step[1]].id]
+            self.tables["subnets"][sub.id] = dataclasses.replace(sub, enable_dhcp=step[2])
         elif kind == "provider":  # a chassis' patch to physnet1 comes or goes
             _, d, up = step
             if up:

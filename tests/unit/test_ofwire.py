@@ -511,9 +511,24 @@ def test_foreign_table_and_truncation_are_tolerated() -> None:
 
 
 def test_opaque_meter() -> None:
-    pktps = struct.pack("!HHI", 24, c.OFPMF_PKTPS, 9) + struct.pack("!HHII4x", 1, 16, 10, 1)
-    (got,) = ofwire.parse_meter_config(pktps)
+    remark = struct.pack("!HHI", 24, c.OFPMF_KBPS, 9) + struct.pack("!HHII4x", 2, 16, 10, 1)
+    (got,) = ofwire.parse_meter_config(remark)  # a DSCP remark band: not Loom's
     assert isinstance(got, ofwire.OpaqueMeter) and got.meter_id == 9
+
+
+def test_packets_per_second_meter_round_trips() -> None:
+    """The punt meters count packets: decoded back equal to what was sent, so a
+    restart finds them in place and sends no meter mod."""
+    meter = Meter(65546, 10, 20, pps=True)
+    mod = ofwire.encode_meter_mod(meter, c.OFPMC_ADD, 1)
+    (got,) = ofwire.parse_meter_config(struct.pack("!HHI", len(mod) - 8, mod[10] << 8 |
+                                                   mod[11], 65546) + mod[16:])
+    assert got == meter and got.pps
+    kbps = Meter(7, 1000, 800)
+    mod = ofwire.encode_meter_mod(kbps, c.OFPMC_ADD, 1)
+    (got,) = ofwire.parse_meter_config(struct.pack("!HHI", len(mod) - 8, mod[10] << 8 |
+                                                   mod[11], 7) + mod[16:])
+    assert got == kbps and not got.pps
 
 
 # ---------------------------------------------------------------- to_ofctl

@@ -1,0 +1,98 @@
+"""Loom's DHCP in the flows: each served port punts its own DHCP requests through its
+own meter, a guest's DHCP server replies are dropped, and turning a subnet's DHCP on or
+off changes exactly its ports' flows, incrementally as in full."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from controller import pipeline as pl
+from controller.compiler import compile_all
+from controller.compiler.incremental import Compiler
+from controller.flows import Output
+from tests.unit.test_incremental_compile import (
+    DPIDS,
+    SUBNETS,
+    World,
+    assert_same,
+    intent_delta,
+    topology_delta,
+)
+
+PUNT = pl.TABLE_IDS["port_security"], pl.PORT_SECURITY.priorities["dhcp_punt"]
+ROGUE = pl.TABLE_IDS["port_security"], pl.PORT_SECURITY.priorities["dhcp_server_drop"]
+
+
+def _flows(desired, table_priority):  # type: ignore[no-untyped-def]
+    return [f for f in desired.flows.values()
+            if (pl.TABLE_IDS[f.table], f.priority) == table_priority]
+
+
+def _world() -> World:
+    world = World()
+    # port 0 on network 0 (DHCP subnet) bound to D1 at ofport 10, port security on;
+    # port 1 on network 1 bound to D2, port security off
+    world.apply(("port", 0, 0, 5, frozenset(), True, True, None, DPIDS[0]))
+    world.apply(("port", 1, 1, 6, frozenset(), False, True, None, DPIDS[1]))
+    return world
+
+
+def test_a_served_port_punts_its_own_dhcp_through_its_own_meter() -> None:
+    world = _world()
+    full = compile_all(world.intent(), world.view())
+    punt = _flows(full[DPIDS[0]], PUNT)
+    assert len(punt) == 1
+    flow = punt[0]
+    assert dict((m.field, m.value) for m in flow.match) == {
+        "in_port": 10, "eth_src": 0xFA163E000000, "eth_type": 0x0800, "ip_proto": 17,
+        "udp_src": 68, "udp_dst": 67}
+    assert flow.actions == (Output(pl.OFPP_CONTROLLER, 0xFFFF),) and flow.goto is None
+    assert flow.meter == pl.punt_meter_id(10)
+    meter = full[DPIDS[0]].meters[pl.punt_meter_id(10)]
+    assert meter.pps and meter.rate_kbps == pl.PUNT_RATE_PPS
+    # a port without port security is served too, and may send what it likes
+    assert len(_flows(full[DPIDS[1]], PUNT)) == 1
+    assert _flows(full[DPIDS[1]], ROGUE) == []
+    # with port security, a guest's DHCP server replies drop
+    rogue = _flows(full[DPIDS[0]], ROGUE)
+    assert len(rogue) == 1 and rogue[0].actions == () and rogue[0].goto is None
+
+
+def test_turning_a_subnets_dhcp_off_and_on_changes_its_ports_incrementally() -> None:
+    world = _world()
+    compiler = Compiler()
+    intent, topo = world.intent(), world.view()
+    compiler.update(intent, topo, None, None)
+    for enabled in (False, True):
+        sub = world.tables["subnets"][SUBNETS[0].id]
+        world.tables["subnets"][sub.id] = dataclasses.replace(sub, enable_dhcp=enabled)
+        world.generation += 1
+        new = world.intent()
+        offers = compiler.update(new, topo, intent_delta(intent, new),
+                                 topology_delta(topo, topo))
+        intent = new
+        assert_same(compiler, intent, topo)
+        assert set(offers) == {DPIDS[0]}, "only the switch of the subnet's port"
+        desired = compiler.desired(DPIDS[0])
+        assert desired is not None
+        assert len(_flows(desired, PUNT)) == (1 if enabled else 0)
+        assert (pl.punt_meter_id(10) in desired.meters) is enabled
+        assert compiler.full_compiles == 1
+
+
+def test_an_unchanged_meter_set_is_handed_on_as_the_same_object() -> None:
+    """The reconciler compares meters only when the map is a new one: a change that
+    touches no meter must keep the very same map."""
+    world = _world()
+    compiler = Compiler()
+    intent, topo = world.intent(), world.view()
+    compiler.update(intent, topo, None, None)
+    before = compiler.desired(DPIDS[0])
+    assert before is not None
+    world.apply(("rule", 0, 0, "ingress", "IPv4", "tcp", 22, None))
+    world.apply(("port", 0, 0, 5, frozenset({0}), True, True, None, DPIDS[0]))
+    new = world.intent()
+    compiler.update(new, topo, intent_delta(intent, new), topology_delta(topo, topo))
+    after = compiler.desired(DPIDS[0])
+    assert after is not None and after.flows != before.flows
+    assert after.meters is before.meters
