@@ -55,7 +55,7 @@ def wait_active(api: ApiClient, port_id: str, timeout: float = 20.0) -> None:
 
 
 @contextmanager
-def single_host(state_dir: Path) -> Iterator[SingleHost]:
+def single_host(state_dir: Path, extra_args: tuple[str, ...] = ()) -> Iterator[SingleHost]:
     sandbox = Sandbox()
     workdir = DEFAULT_BASE / f"{sandbox.prefix}-hv1"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -66,7 +66,8 @@ def single_host(state_dir: Path) -> Iterator[SingleHost]:
     try:
         hv.start()
         host_ip, _ = hv.add_mgmt_link()
-        ctl = ControllerProcess(state_dir, [hv.db_remote], of_host=host_ip)
+        ctl = ControllerProcess(state_dir, [hv.db_remote], of_host=host_ip,
+                                extra_args=extra_args)
         ctl.start()
         hv.wait_for_bridge("br-int", timeout=20)
         ctl.wait_switches(1)
