@@ -269,7 +269,8 @@ class Controller:
 
         from controller.explain import Tracer
 
-        app = make_app(store, engine, auth, tracer=Tracer(store, topology))
+        app = make_app(store, engine, auth, tracer=Tracer(
+            store, topology, dhcp_lease_seconds=o.dhcp_lease_time))
         if auth is None:
             LOG.warning("no --auth-tokens: authentication is OFF, API on loopback only")
         server = serve(_with_metrics(app), *o.rest_listen, policy=_connection_policy(o))

@@ -8,7 +8,8 @@ cookie back to the intent object that made it and names each decision the ACL
 ladder took; `judge` turns the hops of one trace into a verdict and its reason: "allowed" (a
 copy reached the destination port), "exited" (towards an address outside, a copy
 left through a router's provider patch to the external network, NAT named by the
-flow that did it), or "dropped".
+flow that did it), "punted" (sent to the controller and nowhere else: a guest's DHCP
+request, which Loom's DHCP server answers), or "dropped".
 
 The text format is OVS 3.1's; tests/unit/test_trace_parse.py holds real captures.
 """
@@ -98,7 +99,7 @@ def trace_flow(packet: Packet, in_port: int, tun_id: Optional[int] = None) -> st
 # ---------------------------------------------------------------- parsing
 @dataclass
 class Output:
-    """An OpenFlow output action the trace executed."""
+    """An OpenFlow output action to a port the trace executed."""
 
     ofport: int
     tun_id: Optional[int]  # the tunnel key set before it, if any
@@ -107,6 +108,17 @@ class Output:
     failed: Optional[str] = None  # a note saying the output could not happen
     bridge: str = ""  # the bridge whose flow output it ("": unknown)
     pass_index: int = 0  # the pass (Pass.index) it happened in
+
+
+@dataclass
+class ControllerOutput:
+    """An output to the controller (`CONTROLLER:max_len`, `controller(...)`): a packet-in,
+    never a port, so it is kept apart from the outputs."""
+
+    max_len: Optional[int]
+    meter: Optional[int]  # the OpenFlow meter of the flow (its `meter:N`), if any
+    bridge: str = ""
+    pass_index: int = 0
 
 
 @dataclass
@@ -126,6 +138,8 @@ class Entry:
     actions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
+    meter: Optional[int] = None  # the meter instruction of the flow (`meter:N`)
+    controller: list[ControllerOutput] = field(default_factory=list)
 
 
 @dataclass
@@ -160,6 +174,10 @@ class ParsedTrace:
         return [o for e in self.entries for o in e.outputs]
 
     @property
+    def controller_outputs(self) -> list[ControllerOutput]:
+        return [c for e in self.entries for c in e.controller]
+
+    @property
     def datapath_actions(self) -> list[str]:
         return [p.datapath_actions for p in self.passes]
 
@@ -177,6 +195,11 @@ _RECIRC = re.compile(r"^(?P<id>recirc\(0x[0-9a-f]+\)) - resume conntrack with "
 _SET_FIELD = re.compile(r"^set_field:(?P<value>0x[0-9a-fA-F]+|\d+)->(?P<field>\w+)$")
 _LOAD = re.compile(r"^load:(?P<value>0x[0-9a-fA-F]+|\d+)->NXM_NX_(?P<field>REG7|TUN_ID)\[\]$")
 _OUTPUT = re.compile(r"^output:(?P<port>\d+)$")
+_METER = re.compile(r"^meter:(?P<id>\d+)$")
+# OVS prints an output to OFPP_CONTROLLER as `CONTROLLER:<max_len>`, the NX controller
+# action as `controller` or `controller(reason=...,max_len=N,...)`
+_CONTROLLER = re.compile(r"^(?:CONTROLLER:(?P<len>\d+)|controller(?:\((?P<args>.*)\))?)$")
+_MAX_LEN = re.compile(r"(?:^|,)max_len=(?P<len>\d+)")
 
 
 def _int(text: str) -> int:
@@ -285,6 +308,20 @@ class _PassParser:
         if m:
             entry.outputs.append(Output(int(m["port"]), self.tun_id, bridge=entry.bridge,
                                         pass_index=entry.pass_index))
+            return
+        m = _METER.match(body)
+        if m:
+            entry.meter = int(m["id"])
+            return
+        m = _CONTROLLER.match(body)
+        if m:
+            length = m["len"]
+            if length is None and m["args"]:
+                found = _MAX_LEN.search(m["args"])
+                length = found["len"] if found else None
+            entry.controller.append(ControllerOutput(
+                int(length) if length is not None else None, entry.meter, entry.bridge,
+                entry.pass_index))
 
 
 def parse_trace(text: str) -> ParsedTrace:
@@ -473,6 +510,7 @@ class Decision:
     cookie: Optional[int]
     owner: Optional[Mapping[str, Any]]
     detail: str = ""
+    name: Optional[str] = None  # the priority's name, shown where the kind alone is vague
 
     def view(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
@@ -488,6 +526,8 @@ class Decision:
         out["port"] = self.port_id
         out.update(chassis=self.chassis, table=self.table, priority=self.priority,
                    cookie=None if self.cookie is None else f"{self.cookie:#x}")
+        if self.name:
+            out["priority_name"] = self.name
         if self.detail:
             out["detail"] = self.detail
         return out
@@ -553,7 +593,17 @@ def decisions_of(parsed: ParsedTrace, ctx: HopContext,
             out.append(Decision(False, "port_security", "egress", _port(ctx, e.in_port),
                                 ctx.chassis, table, e.priority, e.cookie, owner,
                                 "source MAC or IP is not one of the port's own"))
+        elif table == "port_security" and pname == "dhcp_server_drop":
+            out.append(Decision(False, "dhcp_server", "egress", _port(ctx, e.in_port),
+                                ctx.chassis, table, e.priority, e.cookie, owner,
+                                DHCP_SERVER_DROP_DETAIL, name=pname))
     return out
+
+
+DHCP_SERVER_DROP_DETAIL = (
+    "guests may not act as DHCP servers: port security drops every DHCP server packet "
+    "(UDP 67 -> 68) a guest sends, so no guest can hand out addresses to its neighbours "
+    "(Loom itself answers DHCP on subnets with enable_dhcp)")
 
 
 _L3_DROPS = {  # l3 priority name -> (kind, detail) of a router that drops the packet
@@ -647,6 +697,83 @@ def nat_steps(parsed: ParsedTrace, ctx: HopContext,
     return out
 
 
+# ---------------------------------------------------------------- punts
+# (table, priority name) of the flows that send a guest's packet to the controller, and
+# what Loom does with it there
+_PUNTS = {
+    ("port_security", "dhcp_punt"): (
+        "dhcp", "a DHCP client packet of the port (its own MAC, UDP 68 -> 67) is sent to "
+                "the controller and nowhere else (no other guest sees it): Loom's DHCP "
+                "server answers it by a packet-out to the port (OFFER to a DISCOVER, ACK to "
+                "a REQUEST for the port's address, NAK to a REQUEST for another)"),
+}
+
+
+@dataclass(frozen=True)
+class PuntStep:
+    """A packet a flow of the integration bridge sent to the controller: the flow, its
+    owner, the port it came in on and the meter that rate-limits it."""
+
+    kind: str  # dhcp | controller (a flow Loom does not name)
+    port_id: Optional[str]  # the port it came in on
+    chassis: str
+    table: Optional[str]
+    priority: int
+    priority_name: Optional[str]
+    cookie: Optional[int]
+    owner: Optional[Mapping[str, Any]]
+    meter: Optional[int]
+    max_len: Optional[int]
+    detail: str
+
+    def meter_view(self) -> Optional[dict[str, Any]]:
+        if self.meter is None:
+            return None
+        out: dict[str, Any] = {"id": self.meter}
+        if self.meter == pl.PUNT_METER_UPSTREAM_ARP:
+            out.update(rate_pps=pl.UPSTREAM_ARP_RATE_PPS,
+                       burst_packets=pl.UPSTREAM_ARP_BURST_PACKETS)
+        elif pl.is_punt_meter(self.meter):
+            out.update(rate_pps=pl.PUNT_RATE_PPS, burst_packets=pl.PUNT_BURST_PACKETS,
+                       ofport=self.meter - pl.PUNT_METER_BASE)
+        return out
+
+    def view(self) -> dict[str, Any]:
+        meter = self.meter_view()
+        if meter is None:
+            limit = "unmetered"
+        elif "rate_pps" in meter:
+            limit = (f"through punt meter {self.meter} ({meter['rate_pps']} packets/s, burst "
+                     f"{meter['burst_packets']}: beyond that the switch drops them)")
+        else:
+            limit = f"through meter {self.meter}"
+        return {"kind": self.kind, "port": self.port_id, "chassis": self.chassis,
+                "table": self.table, "priority": self.priority,
+                "priority_name": self.priority_name,
+                "cookie": None if self.cookie is None else f"{self.cookie:#x}",
+                "owner": dict(self.owner or {}) or None, "meter": meter,
+                "max_len": self.max_len,
+                "detail": f"{self.detail}; {limit}"}
+
+
+def punt_steps(parsed: ParsedTrace, ctx: HopContext,
+               owners: Mapping[tuple[str, int], Mapping[str, Any]]) -> list[PuntStep]:
+    """Every output to the controller the integration bridge's flows did, in trace order."""
+    out: list[PuntStep] = []
+    for e in parsed.entries:
+        if e.bridge != ctx.bridge or e.priority is None or not e.controller:
+            continue
+        table = pl.TABLE_NAMES.get(e.table)
+        pname = priority_name(table, e.priority, e) if table else None
+        kind, detail = _PUNTS.get((table or "", pname or ""), (
+            "controller", "sent to the controller by a flow Loom names no purpose for"))
+        for c in e.controller:
+            out.append(PuntStep(kind, _port(ctx, e.in_port), ctx.chassis, table, e.priority,
+                                pname, e.cookie, owner_of(e.cookie, owners), c.meter,
+                                c.max_len, detail))
+    return out
+
+
 def entry_view(e: Entry, owners: Mapping[tuple[str, int], Mapping[str, Any]],
                integration_bridge: str) -> dict[str, Any]:
     ours = e.bridge == integration_bridge
@@ -683,6 +810,7 @@ class Hop:
     decisions: list[Decision]
     raw: str = ""
     nats: list[NatStep] = field(default_factory=list)  # nat_steps() of the hop
+    punts: list[PuntStep] = field(default_factory=list)  # punt_steps() of the hop
 
     def _ours(self, o: Output) -> bool:
         """An output of the integration bridge's flows (not of a bridge behind a patch
@@ -747,6 +875,8 @@ class Hop:
         }
         if self.nats:
             out["nat"] = [n.view() for n in self.nats]
+        if self.punts:
+            out["punts"] = [p.view() for p in self.punts]
         if raw:
             out["ofproto_trace"] = self.raw
             out["context"] = {
@@ -785,8 +915,10 @@ class Outside:
 
 def judge(hops: Sequence[Hop], src: Endpoint, dst: Optional[Endpoint],
           unreachable: Optional[dict[str, Any]] = None,
-          outside: Optional[Outside] = None) -> tuple[str, dict[str, Any]]:
-    """("allowed" | "exited" | "dropped", reason) for a trace that ran through `hops`.
+          outside: Optional[Outside] = None,
+          broadcast: bool = False) -> tuple[str, dict[str, Any]]:
+    """("allowed" | "exited" | "punted" | "dropped", reason) for a trace that ran
+    through `hops`.
 
     Allowed means a copy was output to the destination port on its chassis; the
     reason is then the decision that let it into that port (normally the ingress
@@ -794,13 +926,21 @@ def judge(hops: Sequence[Hop], src: Endpoint, dst: Optional[Endpoint],
     (hairpin to a floating IP), with the NATs in "nat". Exited (`outside` given: no
     port holds the address, a router's gateway leads to it) means a copy was output
     to a provider patch, onto the external network; the reason names the router, the
-    chassis and the NAT done on the way (`exit_reason`). Dropped names the first
-    decision that stopped it.
+    chassis and the NAT done on the way (`exit_reason`). Punted means a flow sent it to
+    the controller and no copy went anywhere else (a guest's DHCP request, to Loom's
+    DHCP server); the reason names the flow, its owner and the meter (`PuntStep`).
+    `broadcast` (to 255.255.255.255, no destination port): allowed when a copy reached
+    any other port (kind "flooded"). Dropped names the first decision that stopped it.
     """
     if unreachable is not None:
         return "dropped", unreachable
+    punt = _punted(hops)
+    if punt is not None:
+        return "punted", punt
     if outside is not None:
         return _judge_outside(hops, src, outside)
+    if broadcast:
+        return _judge_broadcast(hops, src)
     if dst is None:
         return "dropped", {"kind": "unknown_destination"}
     for hop in hops:
@@ -840,6 +980,40 @@ def judge(hops: Sequence[Hop], src: Endpoint, dst: Optional[Endpoint],
                 return "dropped", d.view()
     return "dropped", {"kind": "not_delivered", "port": dst.port_id,
                        "detail": "no flow output the packet to the destination port"}
+
+
+def _punted(hops: Sequence[Hop]) -> Optional[dict[str, Any]]:
+    """The first punt's reason, when the packet went to the controller and nowhere else
+    (no port, tunnel or provider patch got a copy)."""
+    punts = [p for h in hops for p in h.punts]
+    if not punts or any(h.deliveries() or h.tunnel_outputs() or h.exits() for h in hops):
+        return None
+    return punts[0].view()
+
+
+def _judge_broadcast(hops: Sequence[Hop], src: Endpoint) -> tuple[str, dict[str, Any]]:
+    reached = [{"port": pid, "chassis": h.ctx.chassis, "ofport": ofport}
+               for h in hops for ofport, pid in h.deliveries() if pid != src.port_id]
+    if reached:
+        return "allowed", {"kind": "flooded", "port": src.port_id, "reached": reached,
+                           "detail": "a broadcast: the network floods it, and a copy was "
+                                     "output to each port in `reached` (their ingress "
+                                     "security groups let it in)"}
+    first = hops[0].decisions if hops else []
+    for d in first:
+        if not d.allow and d.port_id == src.port_id and d.direction in ("egress", None):
+            return "dropped", d.view()
+    for hop in hops:
+        for o in hop.parsed.outputs:
+            if o.failed and hop._ours(o):
+                return "dropped", {"kind": "tunnel_failure", "chassis": hop.ctx.chassis,
+                                   "ofport": o.ofport, "detail": o.failed}
+    for hop in reversed(hops):
+        for d in reversed(hop.decisions):
+            if not d.allow:
+                return "dropped", d.view()
+    return "dropped", {"kind": "not_delivered", "port": src.port_id,
+                       "detail": "no flow output the broadcast to any other port"}
 
 
 def _judge_outside(hops: Sequence[Hop], src: Endpoint, outside: Outside

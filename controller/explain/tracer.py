@@ -13,7 +13,14 @@ An address no port holds, off the source's own subnets, is *outside* when the
 router serving the source's subnet has an external gateway: the packet is then
 sent to that router's MAC (the subnet's gateway port), followed over the tunnel to
 the router's gateway chassis when the source sits elsewhere, and through conntrack
-(--ct-next: the recirculation after each ct(), NAT included). The verdicts:
+(--ct-next: the recirculation after each ct(), NAT included).
+
+A DHCPv4 packet (UDP 68 -> 67 from a client, 67 -> 68 from a server; the other port
+is the default when only one is given) may go to 255.255.255.255: it is then traced
+as the broadcast a guest sends (to ff:ff:ff:ff:ff:ff; from 0.0.0.0 when the client
+gives no src_ip, as a DISCOVER does), and the answer carries "dhcp": whether Loom
+serves the port's DHCP and the lease its reply would carry (controller/dhcp.py
+`lease_for`: address, mask, router, DNS, routes, MTU, lease time). The verdicts:
 
     allowed   a copy was output to the destination port; the reason is the decision
               that let it in (normally the ingress security-group rule); to a floating
@@ -23,8 +30,15 @@ the router's gateway chassis when the source sits elsewhere, and through conntra
               patch, and the source NAT on the way with the flow's owner: the router
               (SNAT to its gateway address, kind "snat") or a floating IP (kind
               "floating_ip"); kind "routed" when the router does no SNAT
+    punted    a flow sent it to the controller and nowhere else: a guest's DHCP request,
+              punted by port security's `dhcp_punt` flow of the port through its punt
+              meter; the reason names the flow, its owner (the port) and the meter, and
+              "reply" what Loom's DHCP server answers (the lease; null when the intent
+              gives the port nothing to lease and the request is ignored)
+    allowed   (to 255.255.255.255) also: a copy reached another port (kind "flooded")
     dropped   the first decision that stopped it (a security-group default deny, port
-              security, a table miss, a router with no route, ...)
+              security, a guest's DHCP server reply (kind "dhcp_server": port
+              security's `dhcp_server_drop`), a table miss, a router with no route, ...)
 
 ofproto/trace runs no conntrack: the NAT is the ct(nat(...)) action a flow asked for
 (its cookie names the rule), and the addresses OVS rewrites in the recirculation to
@@ -37,7 +51,13 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any, Optional, Protocol
 
-from controller.compiler.ports import link_local_of
+from controller import dhcp
+from controller.compiler.ports import (
+    DHCP_CLIENT_PORT,
+    DHCP_SERVER_PORT,
+    link_local_of,
+    serves_dhcp,
+)
 from controller.explain.runner import Runner, TraceUnavailable, TraceUnsupported
 from controller.explain.trace import (
     CT_ASSUMPTIONS,
@@ -56,6 +76,7 @@ from controller.explain.trace import (
     owner_index,
     packet_after,
     parse_trace,
+    punt_steps,
     trace_flow,
 )
 from controller.intent import Intent, Port, Router
@@ -64,6 +85,8 @@ from controller.topology import Topology, TopologyView
 MAX_HOPS = 16  # switches one trace runs on; a copy never crosses more tunnels than that
 QUERY_PARAMS = ("port", "dst_ip", "protocol", "dst_port", "src_port", "src_ip", "ct_state", "raw")
 TRUE = ("1", "true", "yes", "on")
+LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
 
 class TraceError(Exception):
@@ -86,10 +109,13 @@ class Tracer:
     """What the REST layer calls for /v1/trace: `Tracer(store, topology).trace_query(...)`."""
 
     def __init__(self, store: IntentSource, topology: Topology,
-                 runner: Optional[Runner] = None) -> None:
+                 runner: Optional[Runner] = None,
+                 dhcp_lease_seconds: Optional[int] = None) -> None:
         self.store = store
         self.topology = topology
         self.runner = runner or Runner()
+        # what the engine's DHCP server gives (launcher --dhcp-lease-time)
+        self.dhcp_lease_seconds = dhcp_lease_seconds or dhcp.DEFAULT_LEASE_SECONDS
 
     # ---- the REST entry point
     def trace_query(self, params: Mapping[str, str]) -> dict[str, Any]:
@@ -130,14 +156,21 @@ class Tracer:
             if dst_port is None:
                 raise TraceError(f"Invalid input for operation: dst_port is required for "
                                  f"{protocol}", type="InvalidInput")
-            src_port = src_port or DEFAULT_SRC_PORT
+            src_port = src_port or _default_src_port(protocol, dst_port, dst_addr.version)
         elif dst_port is not None or src_port is not None:
             raise TraceError(f"Invalid input for operation: {protocol} has no ports",
                              type="InvalidInput")
+        role = dhcp_role(protocol, src_port, dst_port, dst_addr.version)
+        # DHCP to the limited broadcast: what a client sends before it has an address,
+        # and what a server (a rogue guest) answers it with
+        broadcast = role is not None and dst_addr == LIMITED_BROADCAST
+        if broadcast and not src_ip and role == "client":
+            src_ip = "0.0.0.0"  # a DISCOVER (or a REQUEST before the address is bound)
         source_ip = self._source_ip(port, dst_addr, src_ip)
-        dst = _destination(intent, port, str(dst_addr))
-        outside = None if dst is not None else _outside(intent, port, source_ip, dst_addr)
-        dst_mac = dst.mac_address if dst is not None else "ff:ff:ff:ff:ff:ff"
+        dst = None if broadcast else _destination(intent, port, str(dst_addr))
+        outside = None if dst is not None or broadcast else \
+            _outside(intent, port, source_ip, dst_addr)
+        dst_mac = dst.mac_address if dst is not None else BROADCAST_MAC
         if (dst is not None and dst.network_id != port.network_id) or outside is not None:
             # another network: the guest sends to its gateway, a router's MAC if it has one
             dst_mac = _gateway_mac(intent, port, source_ip) or dst_mac
@@ -157,12 +190,16 @@ class Tracer:
         hops: list[Hop] = []
         owners = owner_index(intent)
         unreachable = None
-        if dst is None and outside is None:
+        if dst is None and outside is None and not broadcast:
             unreachable = self._no_destination(intent, port, dst_addr)
         else:
             hops = self._follow(topo, packet, binding.datapath_id, binding.ofport, ct_next,
                                 owners)
-        verdict, reason = judge(hops, src, dst_end, unreachable, outside)
+        verdict, reason = judge(hops, src, dst_end, unreachable, outside, broadcast)
+        lease = dhcp.lease_for(port, intent, self.dhcp_lease_seconds) \
+            if role == "client" else None
+        if verdict == "punted" and reason.get("kind") == "dhcp":
+            reason = _dhcp_punt_reason(reason, port, lease)
         answer: dict[str, Any] = {
             "verdict": verdict,
             "reason": reason,
@@ -181,6 +218,9 @@ class Tracer:
         }
         if outside is not None:
             answer["external"] = _external_view(outside, hops)
+        if role is not None:
+            answer["dhcp"] = _dhcp_view(role, intent, port, lease, verdict,
+                                        unreachable is not None, dst_addr)
         return answer
 
     # ---- helpers
@@ -265,7 +305,7 @@ class Tracer:
                 raise TraceError(f"Unexpected ofproto/trace output on {ctx.chassis}: {exc}",
                                  500, "TraceParseError", detail=text[:2000]) from None
             hop = Hop(ctx, flow, port, tun_id, parsed, decisions_of(parsed, ctx, owners), text,
-                      nat_steps(parsed, ctx, owners))
+                      nat_steps(parsed, ctx, owners), punt_steps(parsed, ctx, owners))
             hops.append(hop)
             for out in hop.tunnel_outputs():
                 if out.failed:
@@ -280,6 +320,93 @@ class Tracer:
                 queue.append((view.datapath_id, back.ofport, out.tun_id,
                               packet_after(sent, parsed, out.pass_index)))
         return hops
+
+
+def dhcp_role(protocol: str, src_port: Optional[int], dst_port: Optional[int],
+              version: int) -> Optional[str]:
+    """"client" (UDP 68 -> 67), "server" (UDP 67 -> 68) for a DHCPv4 packet, else None."""
+    if protocol != "udp" or version != 4:
+        return None
+    return {(DHCP_CLIENT_PORT, DHCP_SERVER_PORT): "client",
+            (DHCP_SERVER_PORT, DHCP_CLIENT_PORT): "server"}.get((src_port or 0, dst_port or 0))
+
+
+def _default_src_port(protocol: str, dst_port: int, version: int) -> int:
+    """A DHCPv4 packet's source port is fixed by the protocol: 68 to the server's 67,
+    67 to the client's 68; anything else comes from an ephemeral port."""
+    if protocol == "udp" and version == 4:
+        if dst_port == DHCP_SERVER_PORT:
+            return DHCP_CLIENT_PORT
+        if dst_port == DHCP_CLIENT_PORT:
+            return DHCP_SERVER_PORT
+    return DEFAULT_SRC_PORT
+
+
+def lease_view(lease: dhcp.Lease, port: Port) -> dict[str, Any]:
+    """What Loom's DHCP reply to the port carries (controller/dhcp.py `_reply`)."""
+    subnet = next((f.subnet_id for f in port.fixed_ips
+                   if _same_ip(f.ip_address, str(lease.address))), None)
+    return {
+        "address": str(lease.address), "subnet": subnet, "cidr": str(lease.network),
+        "subnet_mask": str(lease.network.netmask),
+        "broadcast_address": str(lease.network.broadcast_address),
+        "router": None if lease.router is None else str(lease.router),
+        "dns_nameservers": [str(a) for a in lease.dns],
+        "host_routes": [{"destination": str(d), "nexthop": str(n)} for d, n in lease.routes],
+        "mtu": lease.mtu,
+        "server_identifier": str(lease.server), "server_mac": dhcp.SERVER_MAC,
+        "lease_seconds": lease.seconds, "renewal_seconds": lease.seconds // 2,
+        "rebinding_seconds": lease.seconds * 7 // 8,
+    }
+
+
+def _dhcp_punt_reason(reason: dict[str, Any], port: Port, lease: Optional[dhcp.Lease]
+                      ) -> dict[str, Any]:
+    """The punt of a DHCP request, with what Loom's DHCP server does with it."""
+    out = {**reason, "answered_by": "Loom's DHCP server (controller/dhcp.py)",
+           "answered": lease is not None,
+           "reply": None if lease is None else lease_view(lease, port)}
+    if lease is None:
+        out["detail"] = (f"{reason['detail']}; but the intent gives port {port.id} no IPv4 "
+                         "address on a subnet with enable_dhcp, so the controller ignores "
+                         "the request (loom_dhcp_ignored_total): the switch's flows are "
+                         "behind the intent")
+    else:
+        router = f", router {lease.router}" if lease.router is not None else ""
+        dns = f", DNS {', '.join(map(str, lease.dns))}" if lease.dns else ""
+        out["detail"] = (f"{reason['detail']}; the reply gives {lease.address}/"
+                         f"{lease.network.prefixlen}{router}{dns}, MTU {lease.mtu}, for "
+                         f"{lease.seconds} s, from server {lease.server}")
+    return out
+
+
+def _dhcp_view(role: str, intent: Intent, port: Port, lease: Optional[dhcp.Lease],
+               verdict: str, unreachable: bool, dst: Any) -> dict[str, Any]:
+    """What the intent says of the port's DHCP, beside what the flows did."""
+    served = [f.subnet_id for f in port.fixed_ips
+              if serves_dhcp(intent.subnets.get(f.subnet_id))]
+    out: dict[str, Any] = {"role": role, "served": bool(served), "subnets": served}
+    if role == "server":
+        out["detail"] = ("a DHCP server's packet (UDP 67 -> 68) sent by a guest: port "
+                         "security drops it (dhcp_server_drop)" if port.port_security_enabled
+                         else "a DHCP server's packet (UDP 67 -> 68) sent by a guest whose "
+                         "port security is off: nothing drops it at its port (the "
+                         "receivers' security groups still apply)")
+        return out
+    out["lease"] = None if lease is None else lease_view(lease, port)
+    if not served:
+        out["detail"] = ("Loom does not answer this port's DHCP: none of its IPv4 subnets "
+                         "has enable_dhcp; the guest needs a static address")
+    elif unreachable and lease is not None and dst == lease.server:
+        out["detail"] = (f"the DHCP server identifier {lease.server} is held by no port (no "
+                         "router interface on the subnet): nothing answers the guest's ARP "
+                         "for it, so a unicast renew is never sent; the client rebinds by "
+                         "broadcast later (trace dst_ip=255.255.255.255 for that)")
+    elif verdict != "punted" and not unreachable:
+        out["detail"] = ("Loom serves this port's DHCP, but no dhcp_punt flow sent the "
+                         "request to the controller: the port's flows are not (yet) "
+                         "installed on its switch")
+    return out
 
 
 # ports that hold an address on an external network but are no guest: a packet to
