@@ -86,6 +86,10 @@ class Subnet:
     dns_nameservers: tuple[str, ...] = ()
     description: str = ""
     host_routes: tuple[tuple[str, str], ...] = ()  # (destination, nexthop)
+    # IPv6 (Neutron's): who advertises the prefix (router advertisements) and how guests
+    # get addresses: "slaac", "dhcpv6-stateless", "dhcpv6-stateful" or None
+    ipv6_ra_mode: Optional[str] = None
+    ipv6_address_mode: Optional[str] = None
     created_at: str = ""
     updated_at: str = ""
     revision_number: int = 0
