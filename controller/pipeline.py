@@ -196,7 +196,8 @@ PORT_SECURITY = Table(
     "port_security", 10,
     "source MAC and IPs must be the port's own, ARP and ND included",
     frozenset({"in_port", "eth_src", "eth_type", "ipv4_src", "ipv6_src", "arp_spa",
-               "arp_sha", "ip_proto", "icmpv6_type", "ipv6_nd_sll", "udp_src", "udp_dst"}),
+               "arp_sha", "ip_proto", "icmpv6_type", "ipv6_nd_sll", "ipv6_nd_target",
+               "ipv6_nd_tll", "udp_src", "udp_dst"}),
     ("arp_responder",),
     miss_drops=True,
     priorities={
@@ -206,8 +207,12 @@ PORT_SECURITY = Table(
         # security groups say, and whether port security is on or off
         "dhcp_punt": 300,
         "exempt": 200,
-        # a DHCP server's reply sent by a guest (rogue server): dropped
-        "dhcp_server_drop": 150,
+        # a DHCP (v4 or v6) server's reply sent by a guest (rogue server): dropped; so is
+        # a router advertisement (a rogue router)
+        "dhcp_server_drop": 150, "router_advert_drop": 150,
+        # a neighbour advertisement: only for the port's own addresses, with its own MAC
+        # (or none) as target link-layer address
+        "nd_advert": 120, "nd_advert_drop": 110,
         "allow": 100, "drop": 10},
 )
 # Packets punted to the controller go through an OpenFlow meter (packets per second):

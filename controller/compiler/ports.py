@@ -33,9 +33,12 @@ IPPROTO_ICMPV6 = 58
 ICMPV6_NS = 135
 ICMPV6_RS = 133
 ICMPV6_NA = 136
+ICMPV6_RA = 134
 IPPROTO_UDP = 17
 DHCP_SERVER_PORT = 67
 DHCP_CLIENT_PORT = 68
+DHCPV6_CLIENT_PORT = 546
+DHCPV6_SERVER_PORT = 547
 _ALL_ONES_64 = (1 << 64) - 1
 NO_QOS = PortQos()
 
@@ -124,10 +127,20 @@ def _port_security(port: Port, ofport: int, owner: int, dscp: Optional[int]) -> 
     v4, v6 = split_ips(port)
     flows = [
         table.flow("drop", match(in_port=ofport), cookie=owner),
-        # a guest is never a DHCP server to its neighbours
+        # a guest is never a DHCP server, nor a router, to its neighbours
         table.flow("dhcp_server_drop", match(in_port=ofport, eth_type=ETH_IPV4,
                                              ip_proto=IPPROTO_UDP, udp_src=DHCP_SERVER_PORT,
                                              udp_dst=DHCP_CLIENT_PORT), cookie=owner),
+        table.flow("dhcp_server_drop", match(in_port=ofport, eth_type=ETH_IPV6,
+                                             ip_proto=IPPROTO_UDP, udp_src=DHCPV6_SERVER_PORT,
+                                             udp_dst=DHCPV6_CLIENT_PORT), cookie=owner),
+        table.flow("router_advert_drop", match(in_port=ofport, eth_type=ETH_IPV6,
+                                               ip_proto=IPPROTO_ICMPV6, icmpv6_type=ICMPV6_RA),
+                   cookie=owner),
+        # a neighbour advertisement names the port's own addresses only (below)
+        table.flow("nd_advert_drop", match(in_port=ofport, eth_type=ETH_IPV6,
+                                           ip_proto=IPPROTO_ICMPV6, icmpv6_type=ICMPV6_NA),
+                   cookie=owner),
     ]
     for addr in v4:
         flows.append(table.flow(
@@ -142,6 +155,12 @@ def _port_security(port: Port, ofport: int, owner: int, dscp: Optional[int]) -> 
         flows.append(table.flow(
             "allow", match(in_port=ofport, eth_src=src, eth_type=ETH_IPV6, ipv6_src=ip6(addr)),
             actions=mark, goto=nxt, cookie=owner))
+        for tll in (src, 0):  # its own MAC as target link-layer address, or none given
+            flows.append(table.flow(
+                "nd_advert", match(in_port=ofport, eth_src=src, eth_type=ETH_IPV6,
+                                   ip_proto=IPPROTO_ICMPV6, icmpv6_type=ICMPV6_NA,
+                                   ipv6_nd_target=ip6(addr), ipv6_nd_tll=tll),
+                goto=nxt, cookie=owner))
     flows.append(table.flow(
         "allow", match(in_port=ofport, eth_src=src, eth_type=ETH_IPV6, ipv6_src=0,
                        ip_proto=IPPROTO_ICMPV6, icmpv6_type=ICMPV6_NS),

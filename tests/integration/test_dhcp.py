@@ -244,7 +244,7 @@ def test_a_guest_flooding_discovers_keeps_nobody_else_from_a_lease(world: World)
         lease = world.client(victim).start(timeout=30)
         assert lease is not None and lease.address == _ip(vport)
         # the REST API stays responsive meanwhile (printed, not asserted: shared machines)
-        latencies = []
+        latencies: list[float] = []
         while time.monotonic() - started < seconds - 1 and len(latencies) < 200:
             t = time.perf_counter()
             api.get("/v2.0/networks").ok()

@@ -54,8 +54,10 @@ def test_a_served_port_punts_its_own_dhcp_through_its_own_meter() -> None:
     assert len(_flows(full[DPIDS[1]], PUNT)) == 1
     assert _flows(full[DPIDS[1]], ROGUE) == []
     # with port security, a guest's DHCP server replies drop
-    rogue = _flows(full[DPIDS[0]], ROGUE)
-    assert len(rogue) == 1 and rogue[0].actions == () and rogue[0].goto is None
+    rogue = {dict((m.field, m.value) for m in f.match).get("udp_src"): f
+             for f in _flows(full[DPIDS[0]], ROGUE)}
+    assert set(rogue) == {67, 547, None}  # DHCPv4 and DHCPv6 servers, router adverts
+    assert all(f.actions == () and f.goto is None for f in rogue.values())
 
 
 def test_turning_a_subnets_dhcp_off_and_on_changes_its_ports_incrementally() -> None:
