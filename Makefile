@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 REQ_STAMP := $(VENV)/.requirements.stamp
 APT_PACKAGES := openvswitch-switch openvswitch-common mininet iproute2 iputils-ping iperf3 \
 	ethtool netcat-openbsd tcpdump python3-venv python3-pip make procps psmisc curl docker-compose \
-	chromium
+	chromium isc-dhcp-client dnsmasq-base
 # Lint/type-check only the source trees that exist and hold Python files (git keeps
 # no empty directories, and mypy refuses a directory without any .py file).
 py_dirs = $(strip $(foreach d,$(1),$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d))))

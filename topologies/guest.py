@@ -5,6 +5,11 @@ instance's namespace and is added to a bridge with the Neutron/OVN binding keys
 ``external_ids:iface-id`` (the port id), ``attached-mac`` and ``iface-status``, so a
 controller binds it exactly as it would a real VM's tap. Offloads are off on both
 ends (TCP breaks on the userspace datapath otherwise).
+
+A guest made with ``ip_cidr=None`` has no IPv4 address until `dhcp()` runs a real DHCP
+client (ISC dhclient with the stock dhclient-script, see topologies/dhcp_client.py) in
+its namespace: address, routes, MTU and the guest's own resolv.conf come from the
+server, and the client keeps running (renewing) until `close()`.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
+from topologies import dhcp_client as dhcp
 from topologies import netns as nsutil
+from topologies.dhcp_client import DhcpClient, DhcpError, DhcpLease
 from topologies.netns import CommandError, Sandbox
 from topologies.ovs_instance import OvsInstance
 
@@ -135,6 +142,7 @@ class Guest:
         self.bridge: str | None = None
         self.port_name: str | None = None
         self._listeners: list[TcpListener] = []
+        self.dhcp_client: DhcpClient | None = None
         # Guests never route or answer router solicitations; keep IPv6 quiet and fast.
         nsutil.sysctl("net.ipv6.conf.all.accept_dad", 0, netns=self.netns)
         nsutil.sysctl("net.ipv6.conf.default.accept_dad", 0, netns=self.netns)
@@ -158,9 +166,12 @@ class Guest:
         bridge: str | None = None,
         port_name: str | None = None,
         mtu: int = 1500,
+        dhcp_state_dir: str | Path | None = None,
     ) -> Guest:
         """A handle on a guest made earlier (e.g. by another process, as the lab's CLI
-        does): creates nothing; `sandbox` must be the one that recorded it."""
+        does): creates nothing; `sandbox` must be the one that recorded it.
+        `dhcp_state_dir`: the state dir of the DHCP client `dhcp()` started, which this
+        handle then controls (`dhcp_renew()`, `dhcp_release()`)."""
         self = cls.__new__(cls)
         self.name, self.mac, self.ip_cidr, self.ipv6_cidr = name, mac, ip_cidr, ipv6_cidr
         self.mtu, self.gateway, self.gateway6 = mtu, None, None
@@ -171,6 +182,10 @@ class Guest:
         self.port_id = port_id
         self.ovs, self.bridge, self.port_name = ovs, bridge, port_name
         self._listeners = []
+        self.dhcp_client = None
+        if dhcp_state_dir is not None:
+            self.dhcp_client = DhcpClient.adopt(netns, dhcp_state_dir, GUEST_IF,
+                                                sandbox=sandbox, label=name)
         return self
 
     # -- plumbing -----------------------------------------------------------------
@@ -212,9 +227,12 @@ class Guest:
         return self.ofport
 
     def detach(self) -> None:
-        """Remove the port from its bridge and delete the veth pair."""
+        """Remove the port from its bridge and delete the veth pair (a running DHCP
+        client is stopped first: its interface goes away)."""
         if self.ovs is None or self.port_name is None:
             return
+        if self.dhcp_client is not None:
+            self.dhcp_client.stop()
         if self.ovs.ovsdb_running:
             with contextlib.suppress(CommandError):
                 self.ovs.vsctl("--if-exists", "del-port", self.port_name)
@@ -243,9 +261,13 @@ class Guest:
         return str(ipaddress.ip_interface(self.ipv6_cidr).ip) if self.ipv6_cidr else None
 
     def close(self) -> None:
-        """Stop listeners, detach, delete the namespace (only what this guest made)."""
+        """Stop listeners and the DHCP client (removing its /etc/netns/<netns>), detach,
+        delete the namespace (only what this guest made)."""
         for listener in list(self._listeners):
             listener.close()
+        if self.dhcp_client is not None:
+            self.dhcp_client.close()
+            self.dhcp_client = None
         self.detach()
         if self.netns in self.sandbox.netns:
             self.sandbox.delete_netns(self.netns)
@@ -257,6 +279,81 @@ class Guest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- DHCP and what is configured ------------------------------------------------
+    def dhcp(self, timeout: float = 20.0, *, state_dir: str | Path | None = None,
+             wait: bool = True) -> DhcpLease | None:
+        """Get eth0's IPv4 configuration by DHCP and keep the client running (renewing).
+
+        Returns the lease as the server gave it (address/prefix, routers, dns, mtu,
+        classless routes, lease time, server id); the stock dhclient-script has then
+        configured it (see `addresses()`, `routes()`, `link_mtu()`, `resolv_conf()`),
+        and `ip_cidr` is the leased address. Raises DhcpError (with dhclient's log
+        tail) if no server answers within `timeout`. `state_dir`: where dhclient keeps
+        its config, lease, pid, log and script records (default
+        /run/loom-dhcp/<netns>, removed by `close()`). `wait=False`: return None at
+        once, then `dhcp_wait()` (to start several guests' clients together).
+        """
+        if self.ip_cidr is not None:
+            raise ValueError(f"{self.name} has a static IPv4 address {self.ip_cidr}: "
+                             "make it with ip_cidr=None to use DHCP")
+        if self.dhcp_client is not None and self.dhcp_client.running:
+            raise DhcpError(f"{self.name}: its DHCP client already runs")
+        if self.dhcp_client is None:
+            self.dhcp_client = DhcpClient(self.netns, GUEST_IF, state_dir=state_dir,
+                                          sandbox=self.sandbox, label=self.name)
+        lease = self.dhcp_client.start(timeout, wait=wait)
+        if lease is not None:
+            self._leased(lease)
+        return lease
+
+    def dhcp_wait(self, timeout: float = 20.0) -> DhcpLease:
+        """After `dhcp(wait=False)`: the lease, as `dhcp()` returns it."""
+        return self._leased(self._dhcp().wait_acquired(timeout))
+
+    def dhcp_renew(self, timeout: float = 15.0) -> DhcpLease:
+        """Make the running client send a DHCPREQUEST for its lease now (dhclient is
+        restarted from its lease file: INIT-REBOOT, see `DhcpClient.renew`); return the
+        answer's lease (`reason` REBOOT if ACKed, BOUND if NAKed and bound anew)."""
+        return self._leased(self._dhcp().renew(timeout))
+
+    def dhcp_wait_renewal(self, timeout: float) -> DhcpLease:
+        """The client's own next RENEW (T1, unicast to the server id) or REBIND (T2)."""
+        return self._leased(self._dhcp().wait_renewal(timeout))
+
+    def dhcp_release(self, timeout: float = 10.0) -> None:
+        """DHCPRELEASE (``dhclient -r``): the client stops, eth0 loses the address."""
+        self._dhcp().release(timeout)
+        self.ip_cidr = None
+        self.gateway = None
+
+    def _dhcp(self) -> DhcpClient:
+        if self.dhcp_client is None:
+            raise DhcpError(f"{self.name}: no DHCP client (call dhcp() first)")
+        return self.dhcp_client
+
+    def _leased(self, lease: DhcpLease) -> DhcpLease:
+        self.ip_cidr = lease.cidr
+        gateways = [gw for dest, gw in lease.routes if dest == "0.0.0.0/0"] \
+            if lease.routes else list(lease.routers)
+        self.gateway = gateways[0] if gateways else None
+        return lease
+
+    def addresses(self, version: int = 4) -> list[str]:
+        """eth0's global addresses (address/prefix) as configured now."""
+        return dhcp.addresses(self.netns, GUEST_IF, version)
+
+    def routes(self, version: int = 4) -> list[tuple[str, str | None]]:
+        """eth0's routes as (destination/prefix, gateway or None); default is 0.0.0.0/0."""
+        return dhcp.routes(self.netns, GUEST_IF, version)
+
+    def resolv_conf(self) -> str:
+        """/etc/resolv.conf as the guest sees it (its own once `dhcp()` ran)."""
+        return dhcp.resolv_conf(self.netns)
+
+    def link_mtu(self) -> int:
+        """eth0's MTU now (`mtu` is the one it was made with, DHCP may change it)."""
+        return dhcp.link_mtu(self.netns, GUEST_IF)
 
     # -- running things -----------------------------------------------------------
     def run(

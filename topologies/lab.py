@@ -20,6 +20,11 @@ on the mapped hypervisors, joined by one Linux bridge, the "physical switch", in
 answers with the caller's address), sets loom-bridge-mappings and loom-gateway, and
 creates the flat ``router:external`` network and its subnet, the spec's routers and
 the guests' floating IPs through the API. ``lab.external``, ``lab.outside``.
+
+Guests on a subnet with ``dhcp: true`` (labspec.DHCP_DEFAULT for subnets that do not
+say) get no static IPv4 configuration: once their ports are ACTIVE, a real DHCP client
+runs in each (`Guest.dhcp()`, state in ``<workdir>/dhcp/<guest>``) and keeps running;
+`up` fails unless every guest got exactly what the API says (`dhcp_problems`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import yaml
 from topologies import netns as nsutil
 from topologies.api_client import ApiClient
 from topologies.controller_process import ROOT, ControllerProcess, free_port
+from topologies.dhcp_client import DhcpError, DhcpLease, remove_netns_etc
 from topologies.guest import Guest
 from topologies.labnet import (
     PHYS_BRIDGE,
@@ -87,6 +93,45 @@ NEIGHBOUR_TIMEOUT = 15.0
 # packets where OVS's br-phy never takes them in, and the tunnel drops everything.
 ARP_SYSCTLS = (("arp_ignore", 1), ("arp_announce", 2))
 ARP_SYSCTL_SCOPES = ("all", "default", UNDERLAY_IF, PHYS_BRIDGE)
+# How long a DHCP guest may take to get its lease (dhclient's first try).
+DHCP_TIMEOUT = 20.0
+
+
+def dhcp_problems(lease: DhcpLease, fixed_ip: str, subnet: dict[str, Any], mtu: int,
+                  configured: list[str] | None = None) -> list[str]:
+    """What is wrong with a guest's DHCP lease, given its port's fixed IPv4 address, its
+    API subnet and its network's MTU (empty: all as the API says). Expected: the fixed
+    IP with the subnet's prefix; router = gateway_ip; DNS = dns_nameservers (in order);
+    option 26 = the network MTU; option 121 = host_routes plus the default route via
+    gateway_ip when there are host routes, none otherwise. `configured`: the guest's
+    addresses now (the leased one must be among them)."""
+    prefix = ipaddress.ip_network(subnet["cidr"]).prefixlen
+    want = f"{fixed_ip}/{prefix}"
+    gw = subnet.get("gateway_ip")
+    problems = []
+    if lease.cidr != want:
+        problems.append(f"address {lease.cidr}, but the port's fixed IP is {want}")
+    if list(lease.routers) != ([gw] if gw else []):
+        problems.append(f"routers {list(lease.routers)}, but gateway_ip is {gw}")
+    dns = [str(d) for d in subnet.get("dns_nameservers") or []]
+    if list(lease.dns) != dns:
+        problems.append(f"DNS servers {list(lease.dns)}, but dns_nameservers is {dns}")
+    if lease.mtu != mtu:
+        problems.append(f"MTU {lease.mtu}, but the network's is {mtu}")
+
+    def norm(dest: str, hop: str) -> tuple[str, str]:
+        return str(ipaddress.ip_network(dest, strict=False)), str(ipaddress.ip_address(hop))
+
+    routes = {norm(r["destination"], r["nexthop"]) for r in subnet.get("host_routes") or []}
+    if routes and gw:
+        routes.add(("0.0.0.0/0", str(gw)))
+    got = {norm(d, h) for d, h in lease.routes}
+    if got != routes:
+        problems.append(f"classless routes {sorted(got)}, but want {sorted(routes)} "
+                        "(host_routes, plus the default route if there are any)")
+    if configured is not None and lease.cidr not in configured:
+        problems.append(f"{lease.cidr} is not configured on eth0 (addresses: {configured})")
+    return problems
 
 
 def harden_arp(hv: Hypervisor) -> None:
@@ -196,6 +241,7 @@ class Lab:
         self.guests: dict[str, Guest] = {}
         self.controller: ControllerProcess | None = None
         self._gateways: dict[str, str | None] = {}  # project/network -> IPv4 gateway_ip
+        self._v4_subnets: dict[str, dict[str, Any]] = {}  # project/network -> API subnet
 
     # -- public API -------------------------------------------------------------
     @property
@@ -332,6 +378,13 @@ class Lab:
                 if len(self.hypervisors) > 1:
                     self._prime_tunnels()
                 self._timing("ports_active", t4)
+            dhcp = [pg for pg in self.spec.guests() if self._dhcp_subnet(pg) is not None]
+            if dhcp:
+                t5 = time.monotonic()
+                if not wait_active:  # DHCP needs the port's flows: wait for those ports
+                    self.wait_ports_active([ports[pg.name]["id"] for pg in dhcp])
+                self._dhcp_guests(dhcp, ports)
+                self._timing("dhcp", t5)
         self.state.data["phase"] = "up"
         self._timing("total", t0)
         self.progress(f"lab {self.name} is up in {time.monotonic() - t0:.1f}s; "
@@ -570,18 +623,31 @@ class Lab:
                 subnet_ids = {}
                 for sub in net.subnets:
                     version = sub.network.version
+                    extra: dict[str, Any] = {}
+                    if sub.dhcp:
+                        extra["enable_dhcp"] = True
+                    if sub.dns_nameservers:
+                        extra["dns_nameservers"] = list(sub.dns_nameservers)
+                    if sub.host_routes:
+                        extra["host_routes"] = [{"destination": d, "nexthop": h}
+                                                for d, h in sub.host_routes]
                     s = api.create("subnet", network_id=n["id"], cidr=sub.cidr,
                                    ip_version=version, project_id=project.name,
-                                   name=f"{net.name}-v{version}")
+                                   name=f"{net.name}-v{version}", **extra)
                     rec["subnets"][f"{key}/{sub.cidr}"] = s["id"]
                     subnet_ids[sub.cidr] = s["id"]
                     if version == 4:
                         v4_subnets[key] = s["id"]
                         self._gateways[key] = s.get("gateway_ip")
+                        self._v4_subnets[key] = s
+                    if sub.dhcp and not s.get("enable_dhcp"):
+                        raise LabError(f"subnet {key}/{sub.cidr}: created with enable_dhcp "
+                                       f"true, the API says {s.get('enable_dhcp')!r}")
                     self.state.save()
                 self.progress(f"network {key}: {n['provider:network_type']} "
                               f"{n['provider:segmentation_id']}, "
-                              f"{', '.join(s.cidr for s in net.subnets)}, id {n['id']}")
+                              f"{', '.join(s.cidr for s in net.subnets)}"
+                              + (" (DHCP)" if net.dhcp_subnet else "") + f", id {n['id']}")
                 for g in net.guests:
                     body = {"network_id": n["id"], "project_id": project.name, "name": g.name,
                             "binding:host_id": g.hypervisor}
@@ -659,6 +725,12 @@ class Lab:
                               + (f", interfaces on {', '.join(r.interfaces)}"
                                  if r.interfaces else ""))
 
+    def _dhcp_subnet(self, pg: PlacedGuest) -> str | None:
+        """The CIDR of the subnet a guest gets its IPv4 address from by DHCP, if any."""
+        assert self.spec is not None
+        sub = self.spec.network(pg.project, pg.network).dhcp_subnet
+        return sub.cidr if sub is not None else None
+
     def _make_guest(self, pg: PlacedGuest, port: dict[str, Any]) -> Guest:
         assert self.spec is not None
         net = self.spec.network(pg.project, pg.network)
@@ -669,8 +741,10 @@ class Lab:
             sub = next(s.network for s in net.subnets if ip in s.network)
             cidrs.setdefault(ip.version, f"{ip}/{sub.prefixlen}")
         mtu = int(self.state.data["api"]["networks"][f"{pg.project}/{pg.network}"]["mtu"])
-        gateway = self._gateways.get(f"{pg.project}/{pg.network}") if cidrs.get(4) else None
-        g = Guest(pg.name, port["mac_address"], cidrs.get(4), cidrs.get(6), sandbox=self.sandbox,
+        dhcp = self._dhcp_subnet(pg) is not None
+        static4 = None if dhcp else cidrs.get(4)  # DHCP guests: IPv4 comes later, by DHCP
+        gateway = self._gateways.get(f"{pg.project}/{pg.network}") if static4 else None
+        g = Guest(pg.name, port["mac_address"], static4, cidrs.get(6), sandbox=self.sandbox,
                   ovs=hv.ovs, bridge=INTEGRATION_BRIDGE, port_id=port["id"], mtu=mtu,
                   gateway=gateway)
         fip = self.state.data["api"].get("floatingips", {}).get(pg.name, {}).get("address")
@@ -679,12 +753,59 @@ class Lab:
             "project": pg.project, "network": pg.network, "hypervisor": hv.name,
             "netns": g.netns, "mac": g.mac, "ip_cidr": g.ip_cidr, "ipv6_cidr": g.ipv6_cidr,
             "port_id": g.port_id, "port_name": g.port_name, "mtu": mtu, "gateway": gateway,
-            "floating_ip": fip})
+            "floating_ip": fip, "dhcp": {"fixed_ip": cidrs.get(4)} if dhcp else None})
+        addr = f"IPv4 by DHCP (port {cidrs.get(4)})" if dhcp else g.ip_cidr
         self.progress(f"guest {pg.name}: {pg.project}/{pg.network} on {hv.name}, "
-                      f"{g.ip_cidr or g.ipv6_cidr}, {g.mac}, netns {g.netns}"
+                      f"{', '.join(a for a in (addr, g.ipv6_cidr) if a) or 'no address'}, "
+                      f"{g.mac}, netns {g.netns}"
                       + (f", default via {gateway}" if gateway else "")
                       + (f", floating IP {fip}" if fip else ""))
         return g
+
+    def _dhcp_guests(self, placed: list[PlacedGuest], ports: dict[str, dict[str, Any]]) -> None:
+        """Start every DHCP guest's client at once, then check each lease against the
+        API (`dhcp_problems`); raise LabError listing every guest that failed."""
+        started, failures = [], []
+        for pg in placed:
+            state_dir = self.state.workdir / "dhcp" / pg.name
+            self.guests[pg.name].dhcp(DHCP_TIMEOUT, state_dir=state_dir, wait=False)
+            self.state.data["guests"][pg.name]["dhcp"]["state_dir"] = str(state_dir)
+            self.state.save()
+            started.append(pg)
+        for pg in started:
+            g, key = self.guests[pg.name], f"{pg.project}/{pg.network}"
+            subnet = self._v4_subnets[key]
+            fixed = next((f["ip_address"] for f in ports[pg.name]["fixed_ips"]
+                          if f.get("subnet_id") == subnet["id"]), None)
+            try:
+                lease = g.dhcp_wait(DHCP_TIMEOUT)
+            except DhcpError as exc:
+                failures.append(f"guest {pg.name}: {exc}")
+                continue
+            mtu = int(self.state.data["api"]["networks"][key]["mtu"])
+            problems = dhcp_problems(lease, str(fixed), subnet, mtu, g.addresses()) \
+                if fixed else [f"port has no fixed IP on {subnet['cidr']}"]
+            rec = self.state.data["guests"][pg.name]
+            rec.update(ip_cidr=g.ip_cidr, gateway=g.gateway)
+            rec["dhcp"].update(server_id=lease.server_id, lease_time=lease.lease_time,
+                               routers=list(lease.routers), dns=list(lease.dns),
+                               mtu=lease.mtu, routes=[list(r) for r in lease.routes])
+            self.state.save()
+            if problems:
+                failures.append(f"guest {pg.name}: DHCP lease differs from the API: "
+                                + "; ".join(problems))
+                continue
+            self.progress(
+                f"guest {pg.name}: DHCP {lease.cidr} from {lease.server_id}"
+                + (f", router {', '.join(lease.routers)}" if lease.routers else "")
+                + (f", DNS {', '.join(lease.dns)}" if lease.dns else "")
+                + (f", MTU {lease.mtu}" if lease.mtu else "")
+                + (f", routes {', '.join(f'{d} via {h}' for d, h in lease.routes)}"
+                   if lease.routes else "")
+                + f", lease {lease.lease_time}s")
+        if failures:
+            raise LabError(f"{len(failures)} of {len(placed)} DHCP guest(s) failed:\n  "
+                           + "\n  ".join(failures))
 
     def wait_ports_active(self, port_ids: list[str], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -713,7 +834,8 @@ class Lab:
             lab.guests[g_name] = Guest.existing(
                 g_name, g["netns"], g["mac"], g["ip_cidr"], g.get("ipv6_cidr"),
                 sandbox=lab.sandbox, port_id=g["port_id"], ovs=hv.ovs if hv else None,
-                bridge=INTEGRATION_BRIDGE, port_name=g.get("port_name"), mtu=g.get("mtu", 1500))
+                bridge=INTEGRATION_BRIDGE, port_name=g.get("port_name"), mtu=g.get("mtu", 1500),
+                dhcp_state_dir=(g.get("dhcp") or {}).get("state_dir"))
         ctl = state.data["controller"]
         if ctl.get("state_dir"):
             lab.controller = ControllerProcess(
@@ -756,7 +878,8 @@ class Lab:
                     self.api.delete(f"/v2.0/ports/{g['port_id']}")
                     self.state.data["api"]["ports"].pop(g_name, None)
                 if g["netns"] in self.sandbox.netns:
-                    self.sandbox.delete_netns(g["netns"])
+                    self.sandbox.delete_netns(g["netns"])  # stops its DHCP client too
+                remove_netns_etc(g["netns"])
                 self.guests.pop(g_name, None)
                 self.state.drop("guests", g_name)
                 self.progress(f"guest {g_name}: port deleted, namespace removed")
@@ -862,7 +985,8 @@ def status_text(state: LabState) -> str:
             except (OSError, KeyError, TypeError):
                 status = "?"
         lines.append(f"  guest {name}: {g['project']}/{g['network']} on {g['hypervisor']}, "
-                     f"{g.get('ip_cidr') or g.get('ipv6_cidr')}, {g['mac']}, port "
+                     f"{g.get('ip_cidr') or g.get('ipv6_cidr')}"
+                     + (" (DHCP)" if g.get("dhcp") else "") + f", {g['mac']}, port "
                      f"{g['port_id']} {status}, netns {g['netns']}"
                      + (f", floating IP {g['floating_ip']}" if g.get("floating_ip") else ""))
     return "\n".join(lines)

@@ -12,7 +12,8 @@
           - name: web
             type: vxlan             # vxlan | gre | geneve | vlan
             segmentation_id: 1001   # optional (the API picks the lowest free one)
-            subnets: [{cidr: 10.0.0.0/24}]
+            subnets: [{cidr: 10.0.0.0/24}]   # optional per subnet: dhcp, dns_nameservers,
+                                             # host_routes (see below)
             guests:
               - {name: a1, hypervisor: hv1, ip: 10.0.0.11}   # ip optional (IPAM picks)
               - {name: a2, hypervisor: hv1, floating_ip: true}  # needs a router (below)
@@ -41,6 +42,14 @@ hypervisor, and the "outside" host (a namespace playing the internet, with an HT
 server that answers with the client's address); through the API, a flat, shared
 ``router:external`` network on the physnet with the outside's subnet.
 
+A subnet's optional keys: ``dhcp`` (IPv4 only; default `DHCP_DEFAULT`): the subnet is
+created with ``enable_dhcp: true`` and its guests get their IPv4 address, routes, MTU
+and resolv.conf from Loom's DHCP server (a real dhclient in the guest, after its port is
+ACTIVE) instead of being configured statically; the lab fails if what they get is not
+what the API says (the port's fixed IP, gateway_ip, dns_nameservers, host_routes, the
+network's MTU). ``dns_nameservers: [IP, ...]`` and ``host_routes: [{destination: CIDR,
+nexthop: IP}, ...]`` are passed to the API as they are.
+
 Names of hypervisors and guests become namespace and interface names
 (``<prefix>-<name>``, and ``<prefix>-t<guest>`` for a guest's switch port), so they
 are short: 1-8 characters of ``a-z 0-9 -``, starting with a letter, unique together.
@@ -66,6 +75,9 @@ SEGMENT_RANGES = {
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,7}$")
 LAB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Whether an IPv4 subnet without `dhcp:` gets its guests' addresses by DHCP. False until
+# Loom answers DHCP (issue 13); then True, as Neutron's enable_dhcp defaults to true.
+DHCP_DEFAULT = False
 
 
 class SpecError(ValueError):
@@ -86,6 +98,9 @@ class HypervisorSpec:
 @dataclass(frozen=True)
 class SubnetSpec:
     cidr: str
+    dhcp: bool = False  # IPv4 only: enable_dhcp, and guests configured by DHCP
+    dns_nameservers: tuple[str, ...] = ()
+    host_routes: tuple[tuple[str, str], ...] = ()  # (destination, nexthop)
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -107,6 +122,11 @@ class NetworkSpec:
     segmentation_id: int | None
     subnets: tuple[SubnetSpec, ...]
     guests: tuple[GuestSpec, ...] = ()
+
+    @property
+    def dhcp_subnet(self) -> SubnetSpec | None:
+        """The IPv4 subnet whose guests get their address by DHCP, if any."""
+        return next((s for s in self.subnets if s.dhcp), None)
 
 
 @dataclass(frozen=True)
@@ -556,9 +576,10 @@ def _network(c: _Checker, raw: Any, where: str, hv_names: set[str]) -> NetworkSp
 def _subnets(c: _Checker, raw: Any, where: str) -> list[SubnetSpec]:
     out: list[SubnetSpec] = []
     versions: set[int] = set()
+    keys = {"cidr", "dhcp", "dns_nameservers", "host_routes"}
     for k, item in enumerate(c.items(raw, where, required=True)):
         here = f"{where}[{k}]"
-        if not c.mapping(item, here, {"cidr"}, {"cidr"}) or "cidr" not in item:
+        if not c.mapping(item, here, keys, {"cidr"}) or "cidr" not in item:
             continue
         try:
             net = ipaddress.ip_network(str(item["cidr"]), strict=True)
@@ -572,7 +593,52 @@ def _subnets(c: _Checker, raw: Any, where: str) -> list[SubnetSpec]:
             c.fail(f"{here}.cidr", f"a network has at most one IPv{net.version} subnet here")
             continue
         versions.add(net.version)
-        out.append(SubnetSpec(str(net)))
+        dhcp = DHCP_DEFAULT and net.version == 4
+        if item.get("dhcp") is not None:
+            dhcp = _flag(c, item.get("dhcp"), f"{here}.dhcp")
+            if dhcp and net.version != 4:
+                c.fail(f"{here}.dhcp", "DHCP is IPv4 only (Loom answers DHCPv4)")
+        dns = _addresses(c, item.get("dns_nameservers"), f"{here}.dns_nameservers", net.version)
+        routes = _host_routes(c, item.get("host_routes"), f"{here}.host_routes", net.version)
+        out.append(SubnetSpec(str(net), dhcp, tuple(dns), tuple(routes)))
+    return out
+
+
+def _address(c: _Checker, value: Any, where: str, version: int) -> str | None:
+    try:
+        ip = ipaddress.ip_address(str(value))
+    except ValueError:
+        c.fail(where, f"{value!r} is not an IP address")
+        return None
+    if ip.version != version:
+        c.fail(where, f"{ip} is not IPv{version} like its subnet")
+        return None
+    return str(ip)
+
+
+def _addresses(c: _Checker, raw: Any, where: str, version: int) -> list[str]:
+    found = (_address(c, v, f"{where}[{k}]", version)
+             for k, v in enumerate(c.items(raw, where, required=False)))
+    return [ip for ip in found if ip is not None]
+
+
+def _host_routes(c: _Checker, raw: Any, where: str, version: int) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for k, item in enumerate(c.items(raw, where, required=False)):
+        here = f"{where}[{k}]"
+        if not c.mapping(item, here, {"destination", "nexthop"}, {"destination", "nexthop"}) \
+                or "destination" not in item or "nexthop" not in item:
+            continue
+        try:
+            dest = ipaddress.ip_network(str(item["destination"]), strict=True)
+        except ValueError as exc:
+            c.fail(f"{here}.destination", f"{item['destination']!r}: {exc}")
+            continue
+        hop = _address(c, item["nexthop"], f"{here}.nexthop", version)
+        if dest.version != version:
+            c.fail(f"{here}.destination", f"{dest} is not IPv{version} like its subnet")
+        elif hop is not None:
+            out.append((str(dest), hop))
     return out
 
 

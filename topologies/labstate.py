@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from topologies import netns as nsutil
+from topologies.dhcp_client import remove_netns_etc
 from topologies.netns import Sandbox
 
 STATE_DIR = Path(os.environ.get("LOOM_LAB_STATE", "/run/loom-lab"))
@@ -241,6 +242,7 @@ def teardown(state: LabState, progress: Progress, keep_workdir: bool = False) ->
     problems = nsutil.remove_objects(procs, links, spaces)
     workdir = state.workdir
     problems += _remove_strays(state.prefix, workdir, progress)
+    _remove_guest_etc(state.prefix, spaces, progress)
     if not keep_workdir and workdir.is_dir() and workdir.parent == WORK_BASE:
         shutil.rmtree(workdir, ignore_errors=True)
         progress(f"workdir {workdir}: removed")
@@ -275,6 +277,17 @@ def _remove_strays(prefix: str, workdir: Path, progress: Progress) -> list[str]:
             if nsutil.link_exists(link):
                 problems.append(f"link {link}: still there")
     return problems
+
+
+def _remove_guest_etc(prefix: str, spaces: list[str], progress: Progress) -> None:
+    """The guests' /etc/netns/<netns> (resolv.conf and dhcp hooks of their DHCP clients):
+    the recorded namespaces' and any other carrying this lab's unique prefix."""
+    names = set(spaces)
+    with contextlib.suppress(OSError):
+        names |= {p.name for p in Path("/etc/netns").iterdir() if p.name.startswith(f"{prefix}-")}
+    removed = [n for n in sorted(names) if remove_netns_etc(n)]
+    if removed:
+        progress(f"/etc/netns: removed {', '.join(removed)}")
 
 
 def _pids_with(marker: str) -> list[int]:
