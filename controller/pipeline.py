@@ -234,6 +234,11 @@ def punt_meter_id(ofport: int) -> int:
 
 def is_punt_meter(meter_id: int) -> bool:
     return PUNT_METER_BASE < meter_id <= PUNT_METER_UPSTREAM_ARP
+
+
+def is_port_punt_meter(meter_id: int) -> bool:
+    """A port's own punt meter (not the upstream ARP one)."""
+    return PUNT_METER_BASE < meter_id < PUNT_METER_UPSTREAM_ARP
 ARP_RESPONDER = Table(
     "arp_responder", 20,
     "answer ARP for addresses the controller knows, on the local switch",

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional, Protocol, TypeVar
 
 from controller import ofwire
 from controller import pipeline as pl
@@ -61,8 +61,12 @@ class FlowDiff:
                 + len(self.group_mods) + len(self.group_deletes))
 
 
-def diff_groups(installed: Mapping[int, Group], desired: Mapping[int, Group]
-                ) -> tuple[tuple[Group, ...], tuple[Group, ...], tuple[Group, ...]]:
+T = TypeVar("T")
+
+
+def diff_groups(installed: Mapping[int, T], desired: Mapping[int, T]
+                ) -> tuple[tuple[T, ...], tuple[T, ...], tuple[T, ...]]:
+    """(adds, mods, deletes) between two maps by id: groups, and meters."""
     adds = tuple(g for gid, g in sorted(desired.items()) if gid not in installed)
     mods = tuple(g for gid, g in sorted(desired.items())
                  if gid in installed and installed[gid] != g)
@@ -138,6 +142,7 @@ class SwitchSync:
         self.installed: Optional[dict[FlowKey, Flow]] = None
         self.installed_groups: dict[int, Group] = {}
         self.installed_meters: dict[int, Meter] = {}
+        self._installed_shared: set[int] = set()  # installed ids not a port punt meter
         self.cookie_counts: Counter[int] = Counter()
         self.synced: Optional[DesiredSwitch] = None
         # counts carried on from the switch's earlier connections, if any
@@ -168,7 +173,7 @@ class SwitchSync:
                     meters[m.meter_id] = m
                 else:  # a meter Loom cannot describe: make sure it is replaced
                     meters[m.meter_id] = Meter(m.meter_id, -1, -1)
-        self.installed_meters = meters
+        self._set_installed_meters(meters)
         self.installed = installed
         self.cookie_counts = Counter(f.cookie for f in installed.values())
         self.stats.reads += 1
@@ -182,7 +187,7 @@ class SwitchSync:
             raise ValueError("nothing read yet")
         self.installed = other.installed
         self.installed_groups = other.installed_groups
-        self.installed_meters = other.installed_meters
+        self._set_installed_meters(other.installed_meters)
         self.cookie_counts = other.cookie_counts
         self.stats.reads += other.stats.reads
 
@@ -207,10 +212,23 @@ class SwitchSync:
         # the compiler hands the same meter map on while no meter changes (a switch's
         # punt meters are one per DHCP port: comparing them all per push would cost
         # what the switch holds, not what changed)
-        meters_same = changed_keys is not None and self.synced is not None \
+        incremental = changed_keys is not None and self.synced is not None
+        meters_same = incremental and self.synced is not None \
             and desired.meters is self.synced.meters
-        meter_adds, meter_mods, meter_deletes = ((), (), ()) if meters_same else diff_groups(
-            self.installed_meters, desired.meters)  # type: ignore[arg-type]
+        meter_ids: Optional[set[int]] = None
+        meter_adds: tuple[Meter, ...] = ()
+        meter_mods: tuple[Meter, ...] = ()
+        meter_deletes: tuple[Meter, ...] = ()
+        if meters_same:
+            pass
+        elif changed_keys is not None and incremental and desired.shared_meters is not None:
+            meter_ids = self._meters_touched(desired, changed_keys)
+            meter_adds, meter_mods, meter_deletes = diff_groups(
+                {i: m for i in meter_ids if (m := self.installed_meters.get(i)) is not None},
+                {i: m for i in meter_ids if (m := desired.meters.get(i)) is not None})
+        else:
+            meter_adds, meter_mods, meter_deletes = diff_groups(
+                self.installed_meters, desired.meters)
         # Meters cannot go in a bundle (OVS refuses): the ones flows will point to go
         # first, the ones no flow points to any more go after the commit.
         self._send_meters(meter_adds, ofwire.OFPMC_ADD)
@@ -236,10 +254,38 @@ class SwitchSync:
             if self._on_pushed is not None:
                 self._on_pushed(self.channel.datapath_id, diff, elapsed)
         self._send_meters(meter_deletes, ofwire.OFPMC_DELETE)
-        if not meters_same:
-            self.installed_meters = dict(desired.meters)
+        if meter_ids is not None:
+            for i in meter_ids:
+                m = desired.meters.get(i)
+                if m is None:
+                    self.installed_meters.pop(i, None)
+                    self._installed_shared.discard(i)
+                else:
+                    self.installed_meters[i] = m
+                    if not pl.is_port_punt_meter(i):
+                        self._installed_shared.add(i)
+        elif not meters_same:
+            self._set_installed_meters(dict(desired.meters))
         self.synced = desired
         return diff
+
+    def _set_installed_meters(self, meters: dict[int, Meter]) -> None:
+        self.installed_meters = meters
+        self._installed_shared = {i for i in meters if not pl.is_port_punt_meter(i)}
+
+    def _meters_touched(self, desired: DesiredSwitch, changed_keys: Iterable[FlowKey]
+                        ) -> set[int]:
+        """The meters a push must compare: the shared ones (QoS, upstream ARP: a few),
+        installed or desired, and those the changed flows point to, before or after (a
+        port's punt meter, which changes only with its flow). O(change + shared)."""
+        assert self.installed is not None and desired.shared_meters is not None
+        ids = set(desired.shared_meters)
+        ids.update(self._installed_shared)
+        for k in changed_keys:
+            for f in (self.installed.get(k), desired.flows.get(k)):
+                if f is not None and f.meter is not None:
+                    ids.add(f.meter)
+        return ids
 
     def _send_meters(self, meters: tuple, command: int) -> None:
         """Meter mods, confirmed by a barrier; any refusal fails the push."""

@@ -72,6 +72,11 @@ class DesiredSwitch:
     port_keys: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
     # linux-htb per interface, applied through the chassis' OVSDB, not OpenFlow
     shaping: Mapping[str, Shaping] = field(default_factory=lambda: MappingProxyType({}))
+    # the meters among `meters` that are not a port's punt meter (QoS, upstream ARP): a
+    # few, compared in full on every push; a port's punt meter changes only with the
+    # flow that points to it, so a push compares only those of the flows it changed
+    # (None: compare every meter)
+    shared_meters: Optional[Mapping[int, Meter]] = None
 
 
 class CompileError(RuntimeError):
@@ -251,15 +256,16 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
     for f in _routing_flows(intent, topo, datapath_id, placement, local_by_net):
         add(f)
 
+    shared = {**qos.meters, **({pl.PUNT_METER_UPSTREAM_ARP: upstream_arp_meter()}
+                               if datapath_id in placement.gateways.values() else {})}
     return DesiredSwitch(
         datapath_id=datapath_id,
         generation=intent.generation,
         topology_version=topo.version,
         flows=MappingProxyType(flows),
         groups=MappingProxyType(groups),
-        meters=MappingProxyType({**meters, **qos.meters, **(
-            {pl.PUNT_METER_UPSTREAM_ARP: upstream_arp_meter()}
-            if datapath_id in placement.gateways.values() else {})}),
+        meters=MappingProxyType({**meters, **shared}),
+        shared_meters=MappingProxyType(shared),
         port_keys=MappingProxyType(port_keys),
         shaping=MappingProxyType(qos.shaping),
     )

@@ -187,7 +187,8 @@ class _Switch:
     # meter id -> punt meter of the local ports Loom answers DHCP for, and port -> its id
     punt_meters: immutables.Map = field(default_factory=immutables.Map)
     punt_meter_of: dict[str, int] = field(default_factory=dict)
-    _meters: Optional[tuple[tuple[Any, Any, bool], Mapping[int, Meter]]] = None
+    _meters: Optional[tuple[tuple[Any, Any, bool], Mapping[int, Meter],
+                            Mapping[int, Meter]]] = None
 
     def set_punt_meter(self, pid: str, meter: Optional[Meter]) -> None:
         """The punt meter of local port `pid` (None: it has none)."""
@@ -210,13 +211,17 @@ class _Switch:
         if cached is not None and cached[0][0] is inputs[0] and cached[0][1] is inputs[1] \
                 and cached[0][2] == upstream_arp:
             return cached[1]
-        built = self.punt_meters
-        if self.qos.meters:
-            built = built.update(self.qos.meters)
+        shared = dict(self.qos.meters)
         if upstream_arp:
-            built = built.set(pl.PUNT_METER_UPSTREAM_ARP, upstream_arp_meter())
-        self._meters = (inputs, built)
+            shared[pl.PUNT_METER_UPSTREAM_ARP] = upstream_arp_meter()
+        built = self.punt_meters.update(shared) if shared else self.punt_meters
+        self._meters = (inputs, built, MappingProxyType(shared))
         return built
+
+    def shared_meters(self) -> Mapping[int, Meter]:
+        """The meters of the last `meters` that are not a port's punt meter."""
+        assert self._meters is not None
+        return self._meters[2]
 
     def set_unit(self, key: UnitKey, flows: Iterable[Flow], changed: set[FlowKey]) -> None:
         """Replace one unit's flows; `changed` gets the keys to merge again (`commit`).
@@ -1153,6 +1158,7 @@ class Compiler:
                 flows=sw.flows,
                 groups=MappingProxyType({g.group_id: g for _, g in sorted(sw.groups.items())}),
                 meters=sw.meters(bool(self.gw_routers.get(dpid))),
+                shared_meters=sw.shared_meters(),
                 port_keys=sw.port_keys,
                 shaping=MappingProxyType(dict(sw.qos.shaping)))
             out[dpid] = Offer(sw.desired, None if full else frozenset(touched),

@@ -5,6 +5,9 @@ off changes exactly its ports' flows, incrementally as in full."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
+import pytest
 
 from controller import pipeline as pl
 from controller.compiler import compile_all
@@ -98,3 +101,62 @@ def test_an_unchanged_meter_set_is_handed_on_as_the_same_object() -> None:
     after = compiler.desired(DPIDS[0])
     assert after is not None and after.flows != before.flows
     assert after.meters is before.meters
+
+
+def test_a_push_compares_only_the_meters_its_flows_point_to_and_the_shared_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Punt meters are one per port: a push after a port change sends exactly that
+    port's meter change, compares only the meters of the flows it changed (and QoS's),
+    and leaves the reconciler's view of the switch equal to what was asked."""
+    from test_startup_early_openflow import FakeChannel
+
+    from controller.reconciler import SwitchSync
+
+    world = _world()
+    for i in range(2, 7):  # more DHCP ports on D1
+        world.apply(("port", i, 0, 10 + i, frozenset(), True, True, None, DPIDS[0]))
+    compiler = Compiler()
+    intent, topo = world.intent(), world.view()
+    compiler.update(intent, topo, None, None)
+    sync = SwitchSync(FakeChannel(DPIDS[0]))  # type: ignore[arg-type]
+    sent: list[tuple[int, tuple[int, ...]]] = []
+    monkeypatch.setattr(sync, "_send_meters", lambda ms, cmd: sent.append(
+        (cmd, tuple(m.meter_id for m in ms))) if ms else None)
+    monkeypatch.setattr(sync, "_send_bundle", lambda diff: None)
+    touched: list[set[int]] = []
+    real = sync._meters_touched
+
+    def recorded(desired: Any, keys: Any) -> set[int]:
+        touched.append(real(desired, keys))
+        return touched[-1]
+
+    monkeypatch.setattr(sync, "_meters_touched", recorded)
+    sync.installed = {}
+    first = compiler.desired(DPIDS[0])
+    assert first is not None
+    sync.push(first)
+    assert sync.installed_meters == dict(first.meters) and len(first.meters) == 6
+    steps: list[tuple[Any, ...]] = [("delete_port", 3), ("port", 7, 0, 30, frozenset(), True, True, None, DPIDS[0]),
+             ("rule", 0, 0, "ingress", "IPv4", "tcp", 22, None),
+             ("subnet_dhcp", 0, False), ("subnet_dhcp", 0, True)]
+    for step in steps:
+        sent.clear()
+        world.apply(step)
+        new, new_topo = world.intent(), world.view()
+        offers = compiler.update(new, new_topo, intent_delta(intent, new),
+                                 topology_delta(topo, new_topo))
+        intent, topo = new, new_topo
+        offer = offers.get(DPIDS[0])
+        if offer is None:
+            continue
+        before = dict(sync.installed_meters)
+        sync.push(offer.desired, offer.changed_keys)
+        want = dict(offer.desired.meters)
+        assert sync.installed_meters == want, step
+        added = {m for m in want if m not in before}
+        gone = {m for m in before if m not in want}
+        assert {i for cmd, ids in sent if cmd == 0 for i in ids} == added, step
+        assert {i for cmd, ids in sent if cmd == 2 for i in ids} == gone, step
+    # a single port's change looked at that port's meter only, not the six
+    assert touched[0] == {pl.punt_meter_id(13)}
+    assert touched[1] == {pl.punt_meter_id(17)}
