@@ -209,7 +209,7 @@ PORT_SECURITY = Table(
         "exempt": 200,
         # a DHCP (v4 or v6) server's reply sent by a guest (rogue server): dropped; so is
         # a router advertisement (a rogue router)
-        "dhcp_server_drop": 150, "router_advert_drop": 150,
+        "dhcp_server_drop": 150, "router_advert_drop": 140,
         # a neighbour advertisement: only for the port's own addresses, with its own MAC
         # (or none) as target link-layer address
         "nd_advert": 120, "nd_advert_drop": 110,
