@@ -623,9 +623,9 @@ class Lab:
                 subnet_ids = {}
                 for sub in net.subnets:
                     version = sub.network.version
-                    extra: dict[str, Any] = {}
-                    if sub.dhcp:
-                        extra["enable_dhcp"] = True
+                    # said either way: a subnet whose guests are configured by hand
+                    # does not serve DHCP (the API's default would)
+                    extra: dict[str, Any] = {"enable_dhcp": sub.dhcp}
                     if sub.dns_nameservers:
                         extra["dns_nameservers"] = list(sub.dns_nameservers)
                     if sub.host_routes:

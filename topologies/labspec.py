@@ -75,9 +75,9 @@ SEGMENT_RANGES = {
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,7}$")
 LAB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Whether an IPv4 subnet without `dhcp:` gets its guests' addresses by DHCP. False until
-# Loom answers DHCP (issue 13); then True, as Neutron's enable_dhcp defaults to true.
-DHCP_DEFAULT = False
+# Whether an IPv4 subnet without `dhcp:` gets its guests' addresses by DHCP: yes, as
+# Neutron's enable_dhcp defaults to true (Loom answers DHCP, controller/dhcp.py).
+DHCP_DEFAULT = True
 
 
 class SpecError(ValueError):
