@@ -999,21 +999,30 @@ def _judge_broadcast(hops: Sequence[Hop], src: Endpoint) -> tuple[str, dict[str,
                            "detail": "a broadcast: the network floods it, and a copy was "
                                      "output to each port in `reached` (their ingress "
                                      "security groups let it in)"}
+    dropped = _dropped_on_the_way(hops, src)
+    if dropped is not None:
+        return "dropped", dropped
+    return "dropped", {"kind": "not_delivered", "port": src.port_id,
+                       "detail": "no flow output the broadcast to any other port"}
+
+
+def _dropped_on_the_way(hops: Sequence[Hop], src: Endpoint) -> Optional[dict[str, Any]]:
+    """Why a packet that reached no port (a broadcast, or one bound outside) stopped: the
+    source's own egress drop first, then a tunnel that failed, then the last drop seen."""
     first = hops[0].decisions if hops else []
     for d in first:
         if not d.allow and d.port_id == src.port_id and d.direction in ("egress", None):
-            return "dropped", d.view()
+            return d.view()
     for hop in hops:
         for o in hop.parsed.outputs:
             if o.failed and hop._ours(o):
-                return "dropped", {"kind": "tunnel_failure", "chassis": hop.ctx.chassis,
-                                   "ofport": o.ofport, "detail": o.failed}
+                return {"kind": "tunnel_failure", "chassis": hop.ctx.chassis,
+                        "ofport": o.ofport, "detail": o.failed}
     for hop in reversed(hops):
         for d in reversed(hop.decisions):
             if not d.allow:
-                return "dropped", d.view()
-    return "dropped", {"kind": "not_delivered", "port": src.port_id,
-                       "detail": "no flow output the broadcast to any other port"}
+                return d.view()
+    return None
 
 
 def _judge_outside(hops: Sequence[Hop], src: Endpoint, outside: Outside
@@ -1035,19 +1044,9 @@ def _judge_outside(hops: Sequence[Hop], src: Endpoint, outside: Outside
                                "nat": nats,
                                "detail": "hairpin: the router NATs the packet back inside, "
                                          "to a port it delivers to"}
-    first = hops[0].decisions if hops else []
-    for d in first:
-        if not d.allow and d.port_id == src.port_id and d.direction in ("egress", None):
-            return "dropped", d.view()
-    for hop in hops:
-        for o in hop.parsed.outputs:
-            if o.failed and hop._ours(o):
-                return "dropped", {"kind": "tunnel_failure", "chassis": hop.ctx.chassis,
-                                   "ofport": o.ofport, "detail": o.failed}
-    for hop in reversed(hops):
-        for d in reversed(hop.decisions):
-            if not d.allow:
-                return "dropped", d.view()
+    dropped = _dropped_on_the_way(hops, src)
+    if dropped is not None:
+        return "dropped", dropped
     return "dropped", {
         "kind": "not_exited", **outside.view(),
         "detail": f"no flow output the packet to the external network of router "
