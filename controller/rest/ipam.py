@@ -18,6 +18,12 @@ from controller.rest.validate import IPAddress, IPNetwork, parse_ip
 
 MAC_PREFIX = "fa:16:3e"  # Neutron's base_mac
 
+# Neutron's IPv6 modes (neutron_lib.constants.IPV6_MODES) and the two whose guests
+# make their own addresses from the prefix (ipv6_utils.is_auto_address_subnet).
+SLAAC, DHCPV6_STATELESS, DHCPV6_STATEFUL = "slaac", "dhcpv6-stateless", "dhcpv6-stateful"
+IPV6_MODES = (DHCPV6_STATEFUL, DHCPV6_STATELESS, SLAAC)
+AUTO_ADDRESS_MODES = (SLAAC, DHCPV6_STATELESS)
+
 
 def usable_range(net: IPNetwork) -> tuple[int, int]:
     """First and last host addresses (as ints); may be empty (first > last) for tiny subnets."""
@@ -174,3 +180,26 @@ def random_mac(in_use: Container[str], rng: Optional[random.Random] = None) -> s
         if mac not in in_use:
             return mac
     raise BadRequest("Unable to generate a unique MAC address")
+
+
+def is_auto_address_subnet(subnet: model.Subnet) -> bool:
+    """Neutron's ipv6_utils.is_auto_address_subnet: guests configure their address
+    from the prefix (SLAAC or DHCPv6-stateless), by either mode."""
+    return (
+        subnet.ipv6_address_mode in AUTO_ADDRESS_MODES
+        or subnet.ipv6_ra_mode in AUTO_ADDRESS_MODES
+    )
+
+
+def eui64_address(cidr: str, mac: str) -> str:
+    """The address a SLAAC guest with `mac` makes on the /64 `cidr` (RFC 4291 app. A,
+    what Neutron's netutils.get_ipv6_addr_by_EUI64 computes): the prefix, then the
+    modified EUI-64 interface id, the MAC with ff:fe in its middle and the
+    universal/local bit (0x02 of the first octet) flipped."""
+    net = ipaddress.IPv6Network(cidr)
+    octets = [int(x, 16) for x in mac.split(":")]
+    if len(octets) != 6:
+        raise ValueError(f"not a MAC address: {mac}")
+    eui = [octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]]
+    iid = int.from_bytes(bytes(eui), "big")
+    return str(ipaddress.IPv6Address(int(net.network_address) | iid))

@@ -55,6 +55,19 @@ A = Attr
 ROUTER_INTERFACE = "network:router_interface"
 ROUTER_GATEWAY = "network:router_gateway"
 FLOATINGIP = "network:floatingip"
+# neutron_lib.constants.ROUTER_INTERFACE_OWNERS: ports that may hold any address of
+# an auto-address (SLAAC, DHCPv6-stateless) subnet, and never get an EUI-64 one.
+ROUTER_INTERFACE_OWNERS = (
+    ROUTER_INTERFACE,
+    "network:ha_router_replicated_interface",
+    "network:router_interface_distributed",
+)
+# Ports that never get an automatic EUI-64 address: Neutron's
+# ROUTER_INTERFACE_OWNERS_SNAT, and the ports Loom makes for router gateways and
+# floating IPs, which hold exactly one IPv4 address (router_gateway._one_ipv4).
+_NO_AUTO_ADDRESS_OWNERS = frozenset(
+    (*ROUTER_INTERFACE_OWNERS, "network:router_centralized_snat", ROUTER_GATEWAY, FLOATINGIP)
+)
 _fixed_ip = keyed({"subnet_id": uuid_str, "ip_address": ip_address})
 ATTRS = {
     a.name: a
@@ -94,6 +107,12 @@ def ip_in_use(ip: str, subnet_id: str) -> NeutronError:
     )
 
 
+def gets_auto_addresses(device_owner: str) -> bool:
+    """Whether a port with this owner gets its EUI-64 address on every auto-address
+    subnet of its network (Neutron's `_get_auto_address_ips`)."""
+    return device_owner not in _NO_AUTO_ADDRESS_OWNERS
+
+
 def put_device_port(helper: TxnHelper, idx: IntentIndex, port_id: str, project_id: str,
                     network_id: str, fixed_ips: tuple[model.FixedIP, ...], device_id: str,
                     device_owner: str) -> model.Port:
@@ -118,6 +137,7 @@ def resolve_fixed_ips(
     port_id: str = "",
     existing: tuple[model.FixedIP, ...] = (),
     device_owner: str = "",
+    mac: Optional[str] = None,
 ) -> tuple[model.FixedIP, ...]:
     """The port's addresses: requested ones checked, the rest allocated first-free from the pools.
 
@@ -125,9 +145,26 @@ def resolve_fixed_ips(
     On update, a {subnet_id}-only entry keeps the address the port already has there.
     A subnet the caller cannot see answers 404 exactly as an unknown id does, so the
     answer never tells a tenant that another tenant's subnet exists.
+
+    Auto-address (SLAAC, DHCPv6-stateless) subnets, as Neutron's IPAM
+    (ipam_pluggable_backend `_test_fixed_ips_for_port`, `_get_auto_address_ips`):
+    only a router's interface may be given an address there; anyone else asking for
+    one other than the port's EUI-64 address gets AllocationOnAutoAddressSubnet.
+    Given the port's `mac` (ports made through /v2.0/ports), a port that
+    `gets_auto_addresses` holds its EUI-64 address on every such subnet of the
+    network, asked for or not, after the others; without it (the ports Loom makes
+    for routers and floating IPs) such a subnet allocates from its pools as any other.
     """
     intent = idx.intent
     subnets = idx.subnets_of(network.id)
+    router_port = device_owner in ROUTER_INTERFACE_OWNERS
+
+    def eui64_of(subnet: model.Subnet) -> Optional[str]:
+        """The port's address on `subnet` if it is one of its automatic ones."""
+        if mac is None or not gets_auto_addresses(device_owner) or \
+                not ipam.is_auto_address_subnet(subnet):
+            return None
+        return ipam.eui64_address(subnet.cidr, mac)
     entries = (
         requested
         if requested is not None
@@ -164,7 +201,16 @@ def resolve_fixed_ips(
                 )
         ipam.check_address_in_subnet(addr, subnet)
         ip = str(addr)
+        if ipam.is_auto_address_subnet(subnet) and not router_port and ip != eui64_of(subnet):
+            raise NeutronError(  # neutron/ipam/exceptions.py (an InvalidInput)
+                f"IPv6 address {ip} cannot be directly assigned to a port on subnet "
+                f"{subnet.id} as the subnet is configured for automatic addresses",
+                type="AllocationOnAutoAddressSubnet",
+                status=400,
+            )
         if (subnet.id, ip) in taken:
+            if ip == eui64_of(subnet):
+                continue  # the same automatic address asked twice: once is enough
             raise InvalidInput(f"Duplicate IP address {ip} in fixed_ips")
         holder = idx.used_ips.get(subnet.id, {}).get(ip)
         if holder is not None and holder != port_id:
@@ -179,11 +225,20 @@ def resolve_fixed_ips(
     # Pass 2: subnet-only entries keep the port's current address there, else first free.
     reusable = [f for f in existing if (f.subnet_id, f.ip_address) not in taken]
     for i, entry in enumerate(entries):
-        if resolved[i] is not None:
+        if resolved[i] is not None or "ip_address" in entry:
             continue
         subnet = subnet_of(entry)
         if subnet is None:
             raise InvalidInput(f"fixed_ips entry {dict(entry)} needs a subnet_id or an ip_address")
+        auto = eui64_of(subnet)
+        if auto is not None:
+            # the port's EUI-64 address (followed from its MAC, never reused from
+            # `existing`); asked twice, once
+            if (subnet.id, auto) not in taken:
+                _check_auto_holder(idx, subnet.id, auto, port_id)
+                taken.add((subnet.id, auto))
+                resolved[i] = model.FixedIP(subnet.id, auto)
+            continue
         keep = next((f for f in reusable if f.subnet_id == subnet.id), None)
         if keep is not None:
             reusable.remove(keep)
@@ -212,7 +267,66 @@ def resolve_fixed_ips(
             ip = free
         taken.add((subnet.id, ip))
         resolved[i] = model.FixedIP(subnet.id, ip)
-    return tuple(f for f in resolved if f is not None)
+
+    # Pass 3: the EUI-64 address on every auto-address subnet not named above.
+    named = {f.subnet_id for f in resolved if f is not None}
+    extra: list[model.FixedIP] = []
+    for subnet in subnets:
+        auto = eui64_of(subnet)
+        if auto is None or subnet.id in named:
+            continue
+        _check_auto_holder(idx, subnet.id, auto, port_id)
+        extra.append(model.FixedIP(subnet.id, auto))
+    return tuple(f for f in resolved if f is not None) + tuple(extra)
+
+
+def _check_auto_holder(idx: IntentIndex, subnet_id: str, ip: str, port_id: str) -> None:
+    """An EUI-64 address another port holds (a router's interface given it by hand)."""
+    holder = idx.used_ips.get(subnet_id, {}).get(ip)
+    if holder is not None and holder != port_id:
+        raise ip_in_use(ip, subnet_id)
+
+
+def follow_mac(
+    idx: IntentIndex, port: model.Port, mac: str
+) -> tuple[model.FixedIP, ...]:
+    """The port's addresses after its MAC changes to `mac`: each one on an
+    auto-address subnet becomes the new MAC's EUI-64 address, in place (Neutron's
+    update_port_with_ips deletes the EUI-64 addresses and allocates them again)."""
+    if not gets_auto_addresses(port.device_owner):
+        return port.fixed_ips
+    out: list[model.FixedIP] = []
+    for f in port.fixed_ips:
+        subnet = idx.intent.subnets.get(f.subnet_id)
+        if subnet is not None and ipam.is_auto_address_subnet(subnet):
+            ip = ipam.eui64_address(subnet.cidr, mac)
+            _check_auto_holder(idx, subnet.id, ip, port.id)
+            f = model.FixedIP(subnet.id, ip)
+        out.append(f)
+    return tuple(out)
+
+
+def _old_eui64_asked_again(
+    idx: IntentIndex, port: model.Port, requested: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """A MAC change with fixed_ips naming an EUI-64 address of the old MAC (a client
+    sending the whole port back): that entry asks for the subnet's automatic address,
+    now the new MAC's (Neutron's update_port_with_ips marks it for allocation again)."""
+    if not gets_auto_addresses(port.device_owner):
+        return requested
+    old = {
+        ipam.eui64_address(s.cidr, port.mac_address): s.id
+        for s in idx.subnets_of(port.network_id)
+        if ipam.is_auto_address_subnet(s)
+    }
+    out = []
+    for entry in requested:
+        ip = entry.get("ip_address")
+        subnet_id = old.get(str(parse_ip(ip))) if ip is not None else None
+        if subnet_id is not None and entry.get("subnet_id", subnet_id) == subnet_id:
+            entry = {"subnet_id": subnet_id}
+        out.append(entry)
+    return out
 
 
 def _network_policy(p: model.Port, intent: model.Intent) -> Optional[str]:
@@ -381,6 +495,7 @@ class Ports(Resource):
             principal,
             port_id=port_id,
             device_owner=device_owner,
+            mac=mac,
         )
         port_security = item.get("port_security_enabled", network.port_security_enabled)
         default_group = ensure_default_group(helper, project)  # Neutron: on every port create
@@ -440,15 +555,21 @@ class Ports(Resource):
         device_owner = changes.get("device_owner", port.device_owner)
         fixed_ips = port.fixed_ips
         if "fixed_ips" in changes:
+            requested = changes["fixed_ips"]
+            if mac != port.mac_address:
+                requested = _old_eui64_asked_again(idx, port, requested)
             fixed_ips = resolve_fixed_ips(
                 network,
-                changes["fixed_ips"],
+                requested,
                 idx,
                 principal,
                 port_id=port.id,
                 existing=port.fixed_ips,
                 device_owner=device_owner,
+                mac=mac,
             )
+        elif mac != port.mac_address:
+            fixed_ips = follow_mac(idx, port, mac)  # its EUI-64 addresses follow the MAC
         port_security = changes.get("port_security_enabled", port.port_security_enabled)
         ensure_default_group(helper, port.project_id)  # Neutron: on every port update
         intent = helper.current()

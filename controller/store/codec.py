@@ -143,6 +143,8 @@ CODECS: tuple[TableCodec, ...] = (
             allocation_pools=Field("allocation_pools", "allocation_pools", POOLS),
             dns_nameservers=Field("dns_nameservers", "dns_nameservers", ORDERED),
             host_routes=Field("host_routes", "host_routes", PAIRS),
+            ipv6_ra_mode=Field("ipv6_ra_mode", "ipv6_ra_mode", OPT),
+            ipv6_address_mode=Field("ipv6_address_mode", "ipv6_address_mode", OPT),
         ),
     ),
     TableCodec(
