@@ -118,7 +118,8 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded
     def _packet_in(self, ev: Any) -> None:
-        # Punted (controller/punt.py): a guest port's DHCP requests (cookie of the port;
+        # Punted (controller/punt.py): a guest port's DHCP requests and router
+        # solicitations (cookie of the port;
         # the reply goes out of that port), ARP to a router's gateway MAC (gateway
         # chassis: the upstream's answers), LLDP probes (fabric switches); anything
         # else is a bug.
@@ -128,9 +129,9 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
         data, dp = bytes(msg.data), msg.datapath
         dpid, in_port = dp.id, msg.match.get("in_port")
         if cookie_owner(msg.cookie)[0] == "port":
-            reply = _hook("punt_in", lambda *_: None)(dpid, msg.cookie, data)
-            if reply is not None and in_port is not None:
-                dp.send(_packet_out(dp, in_port, reply))
+            for reply in _hook("punt_in", lambda *_: [])(dpid, msg.cookie, data):
+                if in_port is not None:
+                    dp.send(_packet_out(dp, in_port, reply))
             return
         if _hook("arp_in", lambda *_: False)(dpid, msg.match.get("metadata"), data):
             PACKET_INS.labels("upstream_arp").inc()
@@ -243,9 +244,10 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
         _hook("port_counters", lambda *_: None)(dpid, rx)
 
     def _send_arp_requests(self) -> None:
-        """The gateway chassis' ARP requests for their upstream routers, when due (the
-        engine paces them: controller/upstream_arp.py)."""
-        for dpid, port_no, frame in _hook("arp_requests", list)():
+        """The gateway chassis' ARP requests for their upstream routers, and the periodic
+        IPv6 router advertisements, when due (the engine paces them:
+        controller/upstream_arp.py, controller/router_advert.py)."""
+        for dpid, port_no, frame in (*_hook("arp_requests", list)(), *_hook("ra_due", list)()):
             channel = self.channels.get(dpid)
             if channel is None or channel.closed.is_set():
                 continue

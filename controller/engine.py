@@ -24,6 +24,7 @@ from typing import Any, Optional
 from prometheus_client import Counter, Gauge, Histogram
 
 from controller import pipeline as pl
+from controller import router_advert
 from controller.compiler import DesiredSwitch, compile_switch
 from controller.compiler.core import FlowKey, Placement
 from controller.compiler.fabric import (
@@ -41,7 +42,7 @@ from controller.discovery import Discovery, LinkTable
 from controller.flows import mac_text
 from controller.intent import Intent, Port
 from controller.ofwire.consts import OFPP_MAX
-from controller.punt import DhcpService
+from controller.punt import ROUTER_ADVERTS, PuntService
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
 from controller.southbound.chassis import ControllerLink
 from controller.southbound.registry import ChassisRegistry
@@ -308,7 +309,8 @@ class Engine:
                  registry: Optional[ChassisRegistry] = None, fast_failover: bool = True,
                  dhcp_lease_seconds: Optional[int] = None) -> None:
         self.store = store
-        self.dhcp = DhcpService(dhcp_lease_seconds or DEFAULT_LEASE_SECONDS)
+        self.punts = PuntService(dhcp_lease_seconds or DEFAULT_LEASE_SECONDS)
+        self._ra_next = 0.0  # when the next periodic router advertisements are due
         self.topology = topology
         self.registry = registry
         self.fast_failover = fast_failover
@@ -423,14 +425,36 @@ class Engine:
         return self.discovery.lldp_in(datapath_id, in_port, data, time.monotonic())
 
     # ---- what guests punt (controller/punt.py): DHCP, answered from intent
-    def punt_in(self, datapath_id: int, cookie: int, data: bytes) -> Optional[bytes]:
-        """The reply to a packet a guest port's flow sent up (cookie of the port), to go
-        out of that port; None: nothing to send. Never blocks (os-ken's event thread)."""
+    def punt_in(self, datapath_id: int, cookie: int, data: bytes) -> list[bytes]:
+        """The replies to a packet a guest port's flow sent up (cookie of the port), to
+        go out of that port. Never blocks (os-ken's event thread)."""
         kind, key = pl.cookie_owner(cookie)
         if kind != "port":
-            return None
+            return []
         compiler = self._compiler
-        return self.dhcp.handle(compiler.port_at(datapath_id, key), compiler.intent, data)
+        return self.punts.handle(compiler.port_at(datapath_id, key), compiler.intent, data,
+                                 compiler.router_port_on)
+
+    def ra_due(self) -> list[tuple[int, int, bytes]]:
+        """(dpid, ofport, frame): the periodic router advertisements due now, to every
+        local port of an advertised IPv6 subnet, every router_advert.INTERVAL."""
+        now = time.monotonic()
+        if now < self._ra_next:
+            return []
+        self._ra_next = now + router_advert.INTERVAL
+        compiler = self._compiler
+        intent = compiler.intent
+        if intent is None:
+            return []
+        out = []
+        for dpid, pid, ofport in compiler.ra_targets():
+            port = intent.ports.get(pid)
+            if port is None:
+                continue
+            for advert in router_advert.adverts_for(port, intent, compiler.router_port_on):
+                out.append((dpid, ofport, router_advert.frame(advert)))
+        ROUTER_ADVERTS.labels("periodic").inc(len(out))
+        return out
 
     # ---- external gateways: the upstream router's MAC (controller/upstream_arp.py)
     def arp_in(self, datapath_id: int, metadata: Optional[int], data: bytes) -> bool:

@@ -206,6 +206,9 @@ PORT_SECURITY = Table(
         # on to the network (no other guest ever sees it), whatever the port's
         # security groups say, and whether port security is on or off
         "dhcp_punt": 300,
+        # an IPv6 router solicitation from the port, on a subnet whose router Loom
+        # advertises (ipv6_ra_mode): the same way up (controller/router_advert.py)
+        "rs_punt": 290,
         "exempt": 200,
         # a DHCP (v4 or v6) server's reply sent by a guest (rogue server): dropped; so is
         # a router advertisement (a rogue router)

@@ -1,21 +1,23 @@
 """What the switches send up to the controller, and what Loom sends back.
 
-Every packet-in is one of: a guest's DHCP request (its port's `dhcp_punt` flow, cookie
-of the port), the upstream router's ARP on a gateway chassis (l3 `gateway_arp`), an
-LLDP probe of the fabric; anything else is a bug, counted. Guest punts go through the
-port's punt meter and upstream ARP through the chassis' (pipeline.PUNT_*), so neither
-a guest nor a host on the physical network can send the controller more than its
-share. The drops of those meters are read from the switches (`PUNT_DROPS`).
+Every packet-in is one of: a guest's DHCP request or IPv6 router solicitation (its
+port's `dhcp_punt` or `rs_punt` flow, cookie of the port), the upstream router's ARP
+on a gateway chassis (l3 `gateway_arp`), an LLDP probe of the fabric; anything else
+is a bug, counted. Guest punts go through the port's punt meter and upstream ARP
+through the chassis' (pipeline.PUNT_*), so neither a guest nor a host on the physical
+network can send the controller more than its share. The drops of those meters are
+read from the switches (`PUNT_DROPS`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Optional
 
 from prometheus_client import Counter, Gauge
 
-from controller import dhcp
+from controller import dhcp, router_advert
 from controller.intent import Intent, Port
 
 LOG = logging.getLogger(__name__)
@@ -27,21 +29,38 @@ DHCP_REPLIES = Counter("loom_dhcp_replies_total", "DHCP replies sent, by type (o
                        ["type"])
 DHCP_IGNORED = Counter("loom_dhcp_ignored_total",
                        "DHCP client packets punted and not answered, by reason", ["reason"])
+ROUTER_ADVERTS = Counter("loom_router_adverts_total",
+                         "IPv6 router advertisements sent, solicited or periodic", ["kind"])
 PUNT_DROPS = Gauge("loom_punt_meter_dropped_packets",
                    "Packets the punt meters of a switch dropped (guests' DHCP beyond their "
                    "rate, upstream ARP floods), since the meters were installed",
                    ["datapath_id"])
 
 
-class DhcpService:
-    """Answers the DHCP requests punted by guest ports (controller/dhcp.py)."""
+class PuntService:
+    """Answers what guest ports punt: DHCPv4 requests (controller/dhcp.py) and IPv6
+    router solicitations (controller/router_advert.py)."""
 
     def __init__(self, lease_seconds: int = dhcp.DEFAULT_LEASE_SECONDS) -> None:
         self.lease_seconds = lease_seconds
 
-    def handle(self, port: Optional[Port], intent: Optional[Intent], data: bytes
-               ) -> Optional[bytes]:
-        """The reply frame to send out of the port, or None."""
+    def handle(self, port: Optional[Port], intent: Optional[Intent], data: bytes,
+               router_port_on: Callable[[str], Optional[Port]]) -> list[bytes]:
+        """The frames to send out of the port (none, one, or one per router)."""
+        if _is_router_solicitation(data):
+            PACKET_INS.labels("router_solicitation").inc()
+            if port is None or intent is None:
+                return []
+            frames = router_advert.answer(
+                data, router_advert.adverts_for(port, intent, router_port_on))
+            ROUTER_ADVERTS.labels("solicited").inc(len(frames))
+            return frames
+        reply = self.dhcp(port, intent, data)
+        return [] if reply is None else [reply]
+
+    def dhcp(self, port: Optional[Port], intent: Optional[Intent], data: bytes
+             ) -> Optional[bytes]:
+        """The reply frame to a DHCP request, or None."""
         PACKET_INS.labels("dhcp").inc()
         if port is None or intent is None:
             DHCP_IGNORED.labels("unknown port").inc()
@@ -57,3 +76,9 @@ class DhcpService:
         DHCP_REPLIES.labels(out.kind).inc()
         LOG.debug("DHCP %s to port %s: %s", out.kind, port.id, lease.address)
         return out.frame
+
+
+def _is_router_solicitation(data: bytes) -> bool:
+    """An untagged IPv6 frame carrying ICMPv6 type 133 right after the fixed header
+    (what the `rs_punt` flow sends; a DHCPv4 request is IPv4)."""
+    return len(data) > 54 and data[12:14] == b"\x86\xdd" and data[20] == 58 and data[54] == 133

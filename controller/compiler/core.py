@@ -41,7 +41,7 @@ from controller.compiler.overlay import (
     tunnel_in_flow,
     zones_for,
 )
-from controller.compiler.ports import NO_QOS, dhcp_served, port_flows, punt_meter
+from controller.compiler.ports import NO_QOS, port_flows, port_punts, punt_meter
 from controller.compiler.qos import PolicyIndex, Shaping, share_cap_flows, switch_qos
 from controller.compiler.routing import (
     RouterPlan,
@@ -174,12 +174,12 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         add(f)
     for port, binding in here:
         network = intent.networks[port.network_id]
-        dhcp = dhcp_served(port, intent)
-        if dhcp:
+        punts = port_punts(port, intent)
+        if punts:
             meter = punt_meter(binding.ofport)
             meters[meter.meter_id] = meter
         for f in port_flows(port, network, binding.ofport, zones[network.id],
-                            qos.per_port.get(port.id, NO_QOS), dhcp):
+                            qos.per_port.get(port.id, NO_QOS), punts):
             add(f)
         local_by_net[network.id].append(binding.ofport)
         local_ports[binding.ofport] = port

@@ -96,10 +96,10 @@ from controller.compiler.overlay import (
 )
 from controller.compiler.ports import (
     NO_QOS,
-    dhcp_served,
     port_flows,
+    port_punts,
     punt_meter,
-    serves_dhcp,
+    subnet_punts,
 )
 from controller.compiler.qos import PolicyIndex, Shaping, SwitchQos, share_cap_flows, switch_qos
 from controller.compiler.routing import (
@@ -187,6 +187,7 @@ class _Switch:
     # meter id -> punt meter of the local ports Loom answers DHCP for, and port -> its id
     punt_meters: immutables.Map = field(default_factory=immutables.Map)
     punt_meter_of: dict[str, int] = field(default_factory=dict)
+    ra_ports: dict[str, int] = field(default_factory=dict)  # port -> ofport: RAs go to
     _meters: Optional[tuple[tuple[Any, Any, bool], Mapping[int, Meter],
                             Mapping[int, Meter]]] = None
 
@@ -371,6 +372,29 @@ class Compiler:
         pid = desired.port_keys.get(key)
         return intent.ports.get(pid) if pid is not None else None
 
+    def router_port_on(self, subnet_id: str) -> Optional[Port]:
+        """Read-only, safe from another thread: a router's port on subnet `subnet_id`
+        (the source of its router advertisements), from the routers that depend on
+        the subnet; O(those routers' interfaces). Without unit state (a fabric), a scan
+        of the router interfaces."""
+        intent = self.intent
+        if intent is None:
+            return None
+        rids = self.dep_routers.get(("subnet", subnet_id))
+        riids = ([ri for rid in tuple(rids) for ri in tuple(self.router_ifaces.get(rid, ()))]
+                 if rids is not None else list(intent.router_interfaces))
+        for riid in sorted(riids):
+            ri = intent.router_interfaces.get(riid)
+            if ri is not None and ri.subnet_id == subnet_id:
+                return intent.ports.get(ri.port_id)
+        return None
+
+    def ra_targets(self) -> list[tuple[int, str, int]]:
+        """Read-only, safe from another thread: (switch, port, ofport) of the local ports
+        on advertised IPv6 subnets (periodic router advertisements go to them)."""
+        return [(dpid, pid, ofport) for dpid, sw in list(self.switches.items())
+                for pid, ofport in list(sw.ra_ports.items())]
+
     def carriers_of(self, network_id: str) -> Optional[tuple[int, ...]]:
         """Read-only, safe from another thread: the switches the last compile placed a
         port of network `network_id` on, in no order. Each holds the network's ARP
@@ -489,9 +513,9 @@ class Compiler:
                 dirty[dpid].add(("net", nid))
 
         for sid in idelta.ids("subnets"):
-            # DHCP served or not: the punt flows of the subnet's ports (ports.dhcp_served)
+            # DHCP served or advertised: the punt flows of its ports (ports.port_punts)
             before_s, after_s = old.subnets.get(sid), intent.subnets.get(sid)
-            if serves_dhcp(before_s) == serves_dhcp(after_s):
+            if subnet_punts(before_s) == subnet_punts(after_s):
                 continue
             for snap, sub in ((old, before_s), (intent, after_s)):
                 if sub is not None:
@@ -1184,14 +1208,19 @@ class Compiler:
         binding = sw.local.get(pid)
         if binding is None:
             sw.set_punt_meter(pid, None)
+            sw.ra_ports.pop(pid, None)
             return ()
         port = intent.ports[pid]
         network = intent.networks[port.network_id]
         ofport = binding.ofport
-        dhcp = dhcp_served(port, intent)
-        sw.set_punt_meter(pid, punt_meter(ofport) if dhcp else None)
+        punts = port_punts(port, intent)
+        sw.set_punt_meter(pid, punt_meter(ofport) if punts else None)
+        if punts.rs:
+            sw.ra_ports[pid] = ofport
+        else:
+            sw.ra_ports.pop(pid, None)
         out = list(port_flows(port, network, ofport, zone_of(network),
-                              sw.qos.per_port.get(pid, NO_QOS), dhcp))
+                              sw.qos.per_port.get(pid, NO_QOS), punts))
         out.extend(port_guard_flows(port, ofport))
         if port.port_security_enabled:
             for sg in sorted(set(port.security_groups)):

@@ -7,6 +7,7 @@ change to one port rebuilds only that port's flows; the rest come from the cache
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional
 
@@ -64,10 +65,38 @@ def serves_dhcp(subnet: Optional[Subnet]) -> bool:
     return subnet is not None and subnet.ip_version == 4 and subnet.enable_dhcp
 
 
-def dhcp_served(port: Port, intent: Intent) -> bool:
-    """Whether Loom answers the port's DHCPv4: it has an IPv4 address on a subnet with
-    enable_dhcp. O(the port's addresses)."""
-    return any(serves_dhcp(intent.subnets.get(f.subnet_id)) for f in port.fixed_ips)
+def advertises(subnet: Optional[Subnet]) -> bool:
+    """Loom sends router advertisements on the subnet (Neutron's ipv6_ra_mode)."""
+    return subnet is not None and subnet.ip_version == 6 and subnet.ipv6_ra_mode is not None
+
+
+@dataclass(frozen=True)
+class Punts:
+    """What a port's guest may send up to the controller (through its punt meter)."""
+
+    dhcp: bool = False  # DHCPv4 requests: it has an IPv4 address on a DHCP subnet
+    rs: bool = False  # router solicitations: an IPv6 address on an advertised subnet
+
+    def __bool__(self) -> bool:
+        return self.dhcp or self.rs
+
+
+NO_PUNTS = Punts()
+
+
+def subnet_punts(subnet: Optional[Subnet]) -> Punts:
+    return Punts(serves_dhcp(subnet), advertises(subnet))
+
+
+def port_punts(port: Port, intent: Intent) -> Punts:
+    """What Loom answers for the port. O(the port's addresses)."""
+    dhcp = rs = False
+    for f in port.fixed_ips:
+        subnet = intent.subnets.get(f.subnet_id)
+        dhcp = dhcp or serves_dhcp(subnet)
+        rs = rs or advertises(subnet)
+    return Punts(dhcp, rs) if dhcp or rs else NO_PUNTS
+
 
 
 def punt_meter(ofport: int) -> Meter:
@@ -77,12 +106,13 @@ def punt_meter(ofport: int) -> Meter:
 
 @lru_cache(maxsize=65536)
 def port_flows(port: Port, network: Network, ofport: int, zone: int,
-               qos: PortQos = NO_QOS, dhcp: bool = False) -> tuple[Flow, ...]:
+               qos: PortQos = NO_QOS, punts: Punts = NO_PUNTS) -> tuple[Flow, ...]:
     """Everything one local port needs on the switch it is bound to.
 
     `zone` is the network's conntrack zone on this switch, carried in REG_CT_ZONE;
-    `qos` what the port's QoS policy asks of its flows (meter, queue, DSCP); `dhcp`:
-    Loom answers its DHCPv4 (`dhcp_served`), through the meter `punt_meter(ofport)`.
+    `qos` what the port's QoS policy asks of its flows (meter, queue, DSCP); `punts`:
+    what Loom answers for it (`port_punts`: DHCPv4, router solicitations), through the
+    meter `punt_meter(ofport)`.
     """
     owner = pl.cookie(pl.Owner.PORT, port.key)
     classify_actions: list[Action] = [SetField(pl.REG_CT_ZONE, zone)]
@@ -103,13 +133,19 @@ def port_flows(port: Port, network: Network, ofport: int, zone: int,
             actions=(Output(ofport),), cookie=owner),
     ]
     flows.extend(_port_security(port, ofport, owner, qos.dscp))
-    if dhcp:
+    up = (Output(pl.OFPP_CONTROLLER, 0xFFFF),)
+    if punts.dhcp:
         flows.append(pl.PORT_SECURITY.flow(
             "dhcp_punt", match(in_port=ofport, eth_src=mac(port.mac_address),
                                eth_type=ETH_IPV4, ip_proto=IPPROTO_UDP,
                                udp_src=DHCP_CLIENT_PORT, udp_dst=DHCP_SERVER_PORT),
-            actions=(Output(pl.OFPP_CONTROLLER, 0xFFFF),),
-            meter=pl.punt_meter_id(ofport), cookie=owner))
+            actions=up, meter=pl.punt_meter_id(ofport), cookie=owner))
+    if punts.rs:
+        flows.append(pl.PORT_SECURITY.flow(
+            "rs_punt", match(in_port=ofport, eth_src=mac(port.mac_address),
+                             eth_type=ETH_IPV6, ip_proto=IPPROTO_ICMPV6,
+                             icmpv6_type=ICMPV6_RS),
+            actions=up, meter=pl.punt_meter_id(ofport), cookie=owner))
     return tuple(flows)
 
 

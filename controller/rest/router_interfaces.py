@@ -125,13 +125,10 @@ def _subnet(principal: Principal, intent: model.Intent, subnet_id: str) -> model
 def check_router_subnets(
     idx: IntentIndex, router: model.Router, new: list[model.Subnet]
 ) -> None:
-    """Neutron's _check_for_dup_router_subnets: no second port on a subnet, no overlap;
-    and IPv4 only, because that is all the data plane routes (compiler/routing.py): an
-    IPv6 interface would be accepted and then route nothing."""
-    for s in new:
-        if s.ip_version != 4:
-            raise router_bad(
-                f"Subnet {s.id} is IPv{s.ip_version}: Loom routes IPv4 subnets only")
+    """Neutron's _check_for_dup_router_subnets: no second port on a subnet, no overlap.
+    An IPv6 interface is accepted: Loom advertises its prefix and itself as default
+    router there (controller/router_advert.py), but routes only IPv4 so far
+    (compiler/routing.py; README, limits)."""
     intent = idx.intent
     new_ids = {s.id for s in new}
     attached: list[str] = []

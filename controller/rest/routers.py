@@ -199,6 +199,8 @@ def check_routes(
             raise invalid_routes(
                 routes, f"the nexthop {nexthop} is not an IPv{destination.version} address"
             )
+        if destination.version != 4:  # IPv6 interfaces advertise, and route nothing yet
+            raise invalid_routes(routes, "Loom routes IPv4 only")
         known = by_destination.setdefault(route["destination"], route["nexthop"])
         if known != route["nexthop"]:
             raise invalid_routes(

@@ -304,3 +304,43 @@ def test_a_controller_restart_sends_no_flow_mod_and_leases_renew_across_it(
 
 def _flow_set(dump: str) -> set[str]:
     return {re.sub(r"\s+", " ", ln.strip()) for ln in dump.splitlines() if "actions=" in ln}
+
+
+def test_a_guest_takes_its_slaac_address_and_default_route_from_loom(world: World) -> None:
+    """IPv6 without hand configuration: the guest's kernel solicits a router, Loom
+    answers for the subnet's router (controller/router_advert.py), and the guest's
+    SLAAC address is its port's EUI-64 one, its default route the router's link-local."""
+    api = world.host.api
+    net, _ = world.network("ra-net")
+    v6 = api.post("/v2.0/subnets", {"subnet": {
+        "network_id": net["id"], "cidr": "2001:db8:77::/64", "ip_version": 6,
+        "ipv6_ra_mode": "slaac", "ipv6_address_mode": "slaac", "project_id": "p1"}}
+    ).ok()["subnet"]
+    router = api.post("/v2.0/routers", {"router": {"name": "ra", "project_id": "p1"}}
+                      ).ok()["router"]
+    world.made.append(f"/v2.0/routers/{router['id']}")
+    iface = api.put(f"/v2.0/routers/{router['id']}/add_router_interface",
+                    {"subnet_id": v6["id"]}).ok()
+    try:
+        router_port = api.get(f"/v2.0/ports/{iface['port_id']}").ok()["port"]
+        guest, port = world.guest("ra1", net)
+        eui = [f["ip_address"] for f in port["fixed_ips"] if ":" in f["ip_address"]]
+        assert len(eui) == 1  # the API's IPAM gave the port its EUI-64 address
+        # the kernel solicits when the link comes up (now that the port's flows are in)
+        guest.run("ip link set eth0 down && ip link set eth0 up")
+        want_route = ("::/0", _link_local(router_port["mac_address"]))
+        deadline = time.monotonic() + 20
+        while f"{eui[0]}/64" not in addresses(guest.netns, "eth0", version=6) or \
+                want_route not in routes(guest.netns, "eth0", version=6):
+            assert time.monotonic() < deadline, (
+                addresses(guest.netns, "eth0", version=6), routes(guest.netns, "eth0", 6))
+            time.sleep(0.5)
+        assert world.host.api.metric("loom_router_adverts_total") >= 1
+    finally:
+        api.put(f"/v2.0/routers/{router['id']}/remove_router_interface",
+                {"subnet_id": v6["id"]})
+
+
+def _link_local(mac: str) -> str:
+    from controller.compiler.ports import link_local_of
+    return link_local_of(mac)

@@ -299,19 +299,18 @@ def test_member_may_not_give_its_router_an_address_outside_anothers_pools(tenv: 
     assert add(tenv, mine["id"], ALICE, port_id=inside["id"])["subnet_id"] == shared["id"]
 
 
-def test_an_ipv6_subnet_is_refused_while_only_ipv4_is_routed(env: Env) -> None:
-    """The data plane routes IPv4 only: an IPv6 interface would route nothing."""
+def test_an_ipv6_subnet_is_attached_and_its_extra_routes_stay_ipv4(env: Env) -> None:
+    """An IPv6 interface is accepted (its prefix is advertised, controller/router_advert):
+    the router port takes the subnet's gateway address; extra routes stay IPv4."""
     r = router(env, name="r")
     net = env.network(name="dual")
     v4 = env.subnet(net["id"], "10.0.1.0/24")
-    v6 = env.subnet(net["id"], "2001:db8:1::/64", ip_version=6)
+    v6 = env.subnet(net["id"], "2001:db8:1::/64", ip_version=6, ipv6_ra_mode="slaac",
+                    ipv6_address_mode="slaac")
     add(env, r["id"], subnet_id=v4["id"])
-    error = env.rejected("PUT", f"{R}/{r['id']}/add_router_interface",
-                         {"subnet_id": v6["id"]}, status=400, type="BadRequest")
-    assert "IPv4" in error["message"]
-    v6_port = env.port(net["id"], fixed_ips=[{"subnet_id": v6["id"]}])
-    env.rejected("PUT", f"{R}/{r['id']}/add_router_interface", {"port_id": v6_port["id"]},
-                 status=400, type="BadRequest")
+    got = add(env, r["id"], subnet_id=v6["id"])
+    port = env.ok("GET", f"/v2.0/ports/{got['port_id']}")["port"]
+    assert port["fixed_ips"] == [{"subnet_id": v6["id"], "ip_address": "2001:db8:1::1"}]
     env.rejected("PUT", f"{R}/{r['id']}/add_extraroutes", {"router": {"routes": [
         {"destination": "2001:db8:9::/48", "nexthop": "2001:db8:1::5"}]}},
         status=400, type="InvalidRoutes")
