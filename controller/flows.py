@@ -55,6 +55,10 @@ FIELD_BITS: dict[str, int] = {
     "ipv6_nd_target": 128,
     "ipv6_nd_sll": 48,
     "ipv6_nd_tll": 48,
+    # ND extensions (OVS 2.11+): the flags word of an NS/NA and its option's type,
+    # written to turn a solicitation into an advertisement in the pipeline
+    "nd_reserved": 32,
+    "nd_options_type": 8,
     "tunnel_id": 64,
     "tun_ipv4_src": 32,
     "tun_ipv4_dst": 32,
@@ -72,6 +76,7 @@ FIELD_BITS: dict[str, int] = {
 UNMASKABLE: frozenset[str] = frozenset({
     "in_port", "eth_type", "vlan_pcp", "ip_dscp", "nw_ttl", "ip_proto", "icmpv4_type",
     "icmpv4_code", "icmpv6_type", "icmpv6_code", "arp_op", "ct_zone", "conj_id",
+    "nd_reserved", "nd_options_type",
 })
 
 # ct_state bits (OVS lib/packets.h CS_*; os-ken has no names for them). A match on

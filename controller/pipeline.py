@@ -244,10 +244,25 @@ def is_port_punt_meter(meter_id: int) -> bool:
     return PUNT_METER_BASE < meter_id < PUNT_METER_UPSTREAM_ARP
 ARP_RESPONDER = Table(
     "arp_responder", 20,
-    "answer ARP for addresses the controller knows, on the local switch",
-    _NET | frozenset({"eth_type", "arp_op", "arp_tpa"}),
+    "answer ARP, and IPv6 neighbour solicitations sent to a solicited-node address, "
+    "for addresses the controller knows, on the local switch (never flooded, never "
+    "over a tunnel); duplicate address detection and unicast (reachability) "
+    "solicitations pass on",
+    _NET | frozenset({"eth_type", "arp_op", "arp_tpa", "ip_proto", "icmpv6_type",
+                      "ipv6_src", "ipv6_dst", "ipv6_nd_target"}),
     ("egress_acl",),
     miss_drops=False,
+    priorities={"dad": 110, "reply": 100},
+    resubmits=("nd_reply",),
+)
+ND_REPLY = Table(
+    "nd_reply", 25,
+    "the second half of a neighbour advertisement built in arp_responder: its target "
+    "link-layer address from its (rewritten) source MAC, then back out of the asking "
+    "port (OVS sets nd_tll only on a packet that is already an advertisement)",
+    frozenset({"eth_type", "ip_proto", "icmpv6_type"}),
+    (),
+    miss_drops=True,
     priorities={"reply": 100},
 )
 EGRESS_ACL = Table(
@@ -376,8 +391,8 @@ OUTPUT = Table(
 )
 
 PIPELINE: tuple[Table, ...] = (
-    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, EGRESS_ACL, L3, SNAT, UNNAT, L3_RESOLVE, L2_LOOKUP,
-    INGRESS_ACL, QOS, OUTPUT,
+    CLASSIFY, PORT_SECURITY, ARP_RESPONDER, ND_REPLY, EGRESS_ACL, L3, SNAT, UNNAT,
+    L3_RESOLVE, L2_LOOKUP, INGRESS_ACL, QOS, OUTPUT,
 )
 TABLES: Mapping[str, Table] = {t.name: t for t in PIPELINE}
 TABLE_IDS: Mapping[str, int] = {t.name: t.table_id for t in PIPELINE}

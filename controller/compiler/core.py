@@ -28,7 +28,12 @@ from controller.compiler.gateway import (
     transit_flows,
     upstream_arp_meter,
 )
-from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
+from controller.compiler.network import (
+    flood_flow,
+    flood_from_remote_flow,
+    nd_base_flows,
+    neighbour_reply_flows,
+)
 from controller.compiler.overlay import (
     flood_group,
     group_id_for,
@@ -186,6 +191,8 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
         port_keys[port.key] = port.id
     for f in switch_acl_flows(local_ports, placement.groups):
         add(f)
+    for f in nd_base_flows() if local_ports else ():
+        add(f)
 
     switch = topo.switches.get(datapath_id)
     taken_group_ids: set[int] = set()
@@ -204,7 +211,7 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
             if net_id not in local_by_net:
                 continue
             for port in intent.ports_on_network(net_id):
-                for f in arp_reply_flows(port, intent.networks[net_id]):
+                for f in neighbour_reply_flows(port, intent.networks[net_id]):
                     add(f)
     for net_id in sorted(local_by_net):
         if net_id in fabric_floods:
@@ -251,7 +258,7 @@ def compile_switch(intent: Intent, topo: TopologyView, datapath_id: int,
                 add(flood_from_remote_flow(network, local))
         add(flood_flow(network, local, group_id))
         for port in intent.ports_on_network(net_id):
-            for f in arp_reply_flows(port, network):
+            for f in neighbour_reply_flows(port, network):
                 add(f)
     for f in _routing_flows(intent, topo, datapath_id, placement, local_by_net):
         add(f)

@@ -83,7 +83,12 @@ from controller.compiler.gateway import (
     upstream_arp_meter,
     upstream_wanted,
 )
-from controller.compiler.network import arp_reply_flows, flood_flow, flood_from_remote_flow
+from controller.compiler.network import (
+    flood_flow,
+    flood_from_remote_flow,
+    nd_base_flows,
+    neighbour_reply_flows,
+)
 from controller.compiler.overlay import (
     flood_group,
     flood_group_id,
@@ -1123,8 +1128,8 @@ class Compiler:
                 self.units_evaluated += 1
                 kind, oid = unit
                 if kind == "pipeline":
-                    flows: tuple[Flow, ...] = pl.miss_flows() + (base_flows() if sw.local
-                                                                  else ())
+                    flows: tuple[Flow, ...] = pl.miss_flows() + (
+                        base_flows() + nd_base_flows() if sw.local else ())
                 elif kind == "port":
                     flows = self._port_unit(sw, oid)
                 elif kind == "netport":
@@ -1257,7 +1262,7 @@ class Compiler:
         sw.netport_net[pid] = network.id
         # ARP answers where the network has a local port; the port's resolve flow where
         # a router present here joins its network; its remote MAC wherever either holds
-        out = list(arp_reply_flows(port, network)) if network.id in sw.local_nets else []
+        out = list(neighbour_reply_flows(port, network)) if network.id in sw.local_nets else []
         there = self.placed.get(pid)
         if there is not None:
             out.extend(reach_flows(port, network, sw.dpid, there.datapath_id, topo))

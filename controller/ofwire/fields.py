@@ -28,6 +28,7 @@ from controller.flows import FIELD_BITS
 OFPXMC_NXM_0 = 0x0000
 OFPXMC_NXM_1 = 0x0001
 OFPXMC_OPENFLOW_BASIC = 0x8000
+ERICOXM_OF = 0x1000  # OVS's class for nd_reserved and nd_options_type (ovs-fields(7))
 OFPXMC_EXPERIMENTER = 0xFFFF
 
 
@@ -109,6 +110,8 @@ _SPECS: list[FieldSpec] = [
     _f("ipv6_nd_target", 16, (_B, 31), (_N1, 23), 38, "nd_target", "ip6"),
     _f("ipv6_nd_sll", 6, (_B, 32), (_N1, 24), 39, "nd_sll", "mac"),
     _f("ipv6_nd_tll", 6, (_B, 33), (_N1, 25), 40, "nd_tll", "mac"),
+    _f("nd_reserved", 4, (ERICOXM_OF, 1), None, 41, "nd_reserved", "int"),
+    _f("nd_options_type", 1, (ERICOXM_OF, 2), None, 42, "nd_options_type", "int"),
     _f("arp_op", 2, (_B, 21), (_N0, 15), 45, "arp_op", "int"),
     _f("arp_spa", 4, (_B, 22), (_N0, 16), 46, "arp_spa", "ip4"),
     _f("arp_tpa", 4, (_B, 23), (_N0, 17), 47, "arp_tpa", "ip4"),

@@ -344,3 +344,41 @@ def test_a_guest_takes_its_slaac_address_and_default_route_from_loom(world: Worl
 def _link_local(mac: str) -> str:
     from controller.compiler.ports import link_local_of
     return link_local_of(mac)
+
+
+def test_neighbour_solicitations_are_answered_in_the_pipeline_not_flooded(
+        world: World) -> None:
+    """IPv6 address resolution of a known neighbour is answered by the switch the asker
+    is on (arp_responder, nd_reply): the neighbour never sees a multicast solicitation,
+    and the answer is a proper advertisement (the asker's cache holds the right MAC)."""
+    api = world.host.api
+    net, _ = world.network("nd-net")
+    v6 = api.post("/v2.0/subnets", {"subnet": {
+        "network_id": net["id"], "cidr": "2001:db8:88::/64", "ip_version": 6,
+        "project_id": "p1"}}).ok()["subnet"]
+    guest_a, port_a = world.guest("nda", net)
+    guest_b, port_b = world.guest("ndb", net)
+    ips = {}
+    for guest, port in ((guest_a, port_a), (guest_b, port_b)):
+        ips[guest.name] = api.put(f"/v2.0/ports/{port['id']}", {"port": {"fixed_ips": [
+            *port["fixed_ips"], {"subnet_id": v6["id"]}]}}).ok()["port"]["fixed_ips"][-1][
+            "ip_address"]
+        guest.run(["ip", "-6", "addr", "add", f"{ips[guest.name]}/64", "dev", "eth0"])
+    time.sleep(1.0)  # the new addresses' flows
+    dump = subprocess.Popen(
+        ["ip", "netns", "exec", guest_b.netns, "tcpdump", "-l", "-n", "-Q", "in", "-i", "eth0",
+         "-c", "1",
+         "icmp6 and ip6[40] == 135 and ip6 dst net ff02::/16"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(1.0)
+        out = guest_a.run(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", ips["ndb"]],
+                          check=False)
+        assert " 0% packet loss" in out.stdout, out.stdout
+        neigh = guest_a.run(["ip", "-6", "neigh", "show", ips["ndb"]]).stdout
+        assert port_b["mac_address"] in neigh, neigh
+        time.sleep(1.0)
+    finally:
+        dump.terminate()
+    seen, _ = dump.communicate(timeout=10)
+    assert seen.strip() == "", f"a solicitation reached the neighbour: {seen}"

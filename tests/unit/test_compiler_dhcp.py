@@ -136,9 +136,10 @@ def test_a_push_compares_only_the_meters_its_flows_point_to_and_the_shared_ones(
     assert first is not None
     sync.push(first)
     assert sync.installed_meters == dict(first.meters) and len(first.meters) == 6
-    steps: list[tuple[Any, ...]] = [("delete_port", 3), ("port", 7, 0, 30, frozenset(), True, True, None, DPIDS[0]),
-             ("rule", 0, 0, "ingress", "IPv4", "tcp", 22, None),
-             ("subnet_dhcp", 0, False), ("subnet_dhcp", 0, True)]
+    steps: list[tuple[Any, ...]] = [
+        ("delete_port", 3), ("port", 7, 0, 30, frozenset(), True, True, None, DPIDS[0]),
+        ("rule", 0, 0, "ingress", "IPv4", "tcp", 22, None),
+        ("subnet_dhcp", 0, False), ("subnet_dhcp", 0, True)]
     for step in steps:
         sent.clear()
         world.apply(step)
