@@ -39,6 +39,8 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("push_small", "bench.bench_push_small", ("--repeat", "15", "--bridge-ports", "2000"), True),
     # needs OVN from Debian (apt-get install ovn-central ovn-host): says so if missing
     ("cold_start", "bench.bench_cold_start", ("--ports", "10000"), True),
+    ("nat", "bench.bench_nat", (), True),
+    ("dhcp", "bench.bench_dhcp", (), True),
 )
 
 
