@@ -382,3 +382,22 @@ def test_neighbour_solicitations_are_answered_in_the_pipeline_not_flooded(
         dump.terminate()
     seen, _ = dump.communicate(timeout=10)
     assert seen.strip() == "", f"a solicitation reached the neighbour: {seen}"
+
+
+def test_a_guest_whose_groups_allow_nothing_still_gets_its_address(world: World) -> None:
+    """DHCP is answered in port_security, before the security groups (egress_acl):
+    a port whose only group has no rule at all gets its lease, as with Neutron/OVN."""
+    api = world.host.api
+    sg = api.post("/v2.0/security-groups", {"security_group": {
+        "name": "nothing", "project_id": "p1"}}).ok()["security_group"]
+    world.made.append(f"/v2.0/security-groups/{sg['id']}")
+    for rule in sg["security_group_rules"]:
+        api.delete(f"/v2.0/security-group-rules/{rule['id']}")
+    assert api.get(f"/v2.0/security-groups/{sg['id']}").ok()["security_group"][
+        "security_group_rules"] == []
+    net, _ = world.network("dhcp-sg")
+    guest, port = world.guest("dsg", net)
+    api.put(f"/v2.0/ports/{port['id']}?wait=true",
+            {"port": {"security_groups": [sg["id"]]}}).ok()
+    lease = world.client(guest).start(timeout=30)
+    assert lease is not None and lease.address == _ip(port)

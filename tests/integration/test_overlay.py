@@ -199,3 +199,53 @@ def _remote_chassis(lab: Lab, hv: str) -> set[str]:
         'external_ids:loom-remote-chassis!=""',
     )
     return set(re.findall(r"loom-remote-chassis=\"?([\w-]+)", out))
+
+
+def test_neighbour_discovery_across_hypervisors_is_answered_without_flooding(
+        lab: Lab) -> None:
+    """Two guests of one network on two hypervisors: the asker's switch answers its
+    IPv6 neighbour solicitation (arp_responder, nd_reply), so the solicitation never
+    crosses a tunnel, and the neighbour never sees it."""
+    api = lab.api
+    a1, a2 = lab.guest("a1"), lab.guest("a2")
+    info = {n: lab.guest_info(n) for n in ("a1", "a2")}
+    assert info["a1"]["hypervisor"] != info["a2"]["hypervisor"]
+    first = api.get(f"/v2.0/ports/{info['a1']['port_id']}").ok()["port"]
+    sub = api.post("/v2.0/subnets", {"subnet": {
+        "network_id": first["network_id"], "cidr": "2001:db8:5::/64", "ip_version": 6,
+        "project_id": first["project_id"]}}).ok()["subnet"]
+    ips = {}
+    try:
+        for name, guest in (("a1", a1), ("a2", a2)):
+            port = api.get(f"/v2.0/ports/{info[name]['port_id']}").ok()["port"]
+            got = api.put(f"/v2.0/ports/{port['id']}?wait=true", {"port": {"fixed_ips": [
+                *port["fixed_ips"], {"subnet_id": sub["id"]}]}}).ok()["port"]
+            ips[name] = next(f["ip_address"] for f in got["fixed_ips"]
+                             if f["subnet_id"] == sub["id"])
+            guest.run(["ip", "-6", "addr", "add", f"{ips[name]}/64", "dev", "eth0",
+                       "nodad"])
+        dump = subprocess.Popen(
+            ["ip", "netns", "exec", a2.netns, "tcpdump", "-l", "-n", "-Q", "in", "-i",
+             "eth0", "-c", "1", "icmp6 and ip6[40] == 135 and ip6 dst net ff02::/16"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            time.sleep(1.0)
+            out = a1.run(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", ips["a2"]],
+                         check=False)
+            assert " 0% packet loss" in out.stdout, out.stdout
+            neigh = a1.run(["ip", "-6", "neigh", "show", ips["a2"]]).stdout
+            assert info["a2"]["mac"] in neigh, neigh
+            time.sleep(1.0)
+        finally:
+            dump.terminate()
+        seen, _ = dump.communicate(timeout=10)
+        assert seen.strip() == "", f"a solicitation crossed to the neighbour: {seen}"
+    finally:
+        for name, guest in (("a1", a1), ("a2", a2)):
+            if name in ips:
+                guest.run(["ip", "-6", "addr", "del", f"{ips[name]}/64", "dev", "eth0"],
+                          check=False)
+            port = api.get(f"/v2.0/ports/{info[name]['port_id']}").ok()["port"]
+            api.put(f"/v2.0/ports/{port['id']}", {"port": {"fixed_ips": [
+                f for f in port["fixed_ips"] if f["subnet_id"] != sub["id"]]}})
+        api.delete(f"/v2.0/subnets/{sub['id']}")
