@@ -206,6 +206,7 @@ PORT_SECURITY = Table(
         # on to the network (no other guest ever sees it), whatever the port's
         # security groups say, and whether port security is on or off
         "dhcp_punt": 300,
+        "dhcp6_punt": 295,  # the same for DHCPv6 (controller/dhcp6.py)
         # an IPv6 router solicitation from the port, on a subnet whose router Loom
         # advertises (ipv6_ra_mode): the same way up (controller/router_advert.py)
         "rs_punt": 290,

@@ -17,7 +17,7 @@ from typing import Optional
 
 from prometheus_client import Counter, Gauge
 
-from controller import dhcp, router_advert
+from controller import dhcp, dhcp6, router_advert
 from controller.intent import Intent, Port
 
 LOG = logging.getLogger(__name__)
@@ -25,8 +25,9 @@ LOG = logging.getLogger(__name__)
 PACKET_INS = Counter("loom_packet_ins_total",
                      "Packets the switches sent to the controller, by kind "
                      "(dhcp, upstream_arp, lldp, unexpected)", ["kind"])
-DHCP_REPLIES = Counter("loom_dhcp_replies_total", "DHCP replies sent, by type (offer, ack, nak)",
-                       ["type"])
+DHCP_REPLIES = Counter("loom_dhcp_replies_total",
+                       "DHCP replies sent, by type (offer, ack, nak; DHCPv6: advertise, "
+                       "reply)", ["type"])
 DHCP_IGNORED = Counter("loom_dhcp_ignored_total",
                        "DHCP client packets punted and not answered, by reason", ["reason"])
 ROUTER_ADVERTS = Counter("loom_router_adverts_total",
@@ -55,6 +56,19 @@ class PuntService:
                 data, router_advert.adverts_for(port, intent, router_port_on))
             ROUTER_ADVERTS.labels("solicited").inc(len(frames))
             return frames
+        if _is_dhcp6(data):
+            PACKET_INS.labels("dhcp6").inc()
+            config = dhcp6.config_for(port, intent, self.lease_seconds) \
+                if port is not None and intent is not None else None
+            if config is None:
+                DHCP_IGNORED.labels("no DHCPv6 address").inc()
+                return []
+            out = dhcp6.answer(data, config)
+            if isinstance(out, dhcp.Ignored):
+                DHCP_IGNORED.labels(out.reason).inc()
+                return []
+            DHCP_REPLIES.labels(out.kind).inc()
+            return [out.frame]
         reply = self.dhcp(port, intent, data)
         return [] if reply is None else [reply]
 
@@ -76,6 +90,12 @@ class PuntService:
         DHCP_REPLIES.labels(out.kind).inc()
         LOG.debug("DHCP %s to port %s: %s", out.kind, port.id, lease.address)
         return out.frame
+
+
+def _is_dhcp6(data: bytes) -> bool:
+    """An untagged IPv6 frame carrying UDP to port 547 (what `dhcp6_punt` sends)."""
+    return len(data) > 58 and data[12:14] == b"\x86\xdd" and data[20] == 17 \
+        and data[56:58] == b"\x02\x23"
 
 
 def _is_router_solicitation(data: bytes) -> bool:

@@ -70,32 +70,43 @@ def advertises(subnet: Optional[Subnet]) -> bool:
     return subnet is not None and subnet.ip_version == 6 and subnet.ipv6_ra_mode is not None
 
 
+DHCPV6_MODES = ("dhcpv6-stateful", "dhcpv6-stateless")
+
+
+def serves_dhcp6(subnet: Optional[Subnet]) -> bool:
+    """Loom answers DHCPv6 on the subnet (controller/dhcp6.py)."""
+    return subnet is not None and subnet.ip_version == 6 and subnet.enable_dhcp \
+        and subnet.ipv6_address_mode in DHCPV6_MODES
+
+
 @dataclass(frozen=True)
 class Punts:
     """What a port's guest may send up to the controller (through its punt meter)."""
 
     dhcp: bool = False  # DHCPv4 requests: it has an IPv4 address on a DHCP subnet
     rs: bool = False  # router solicitations: an IPv6 address on an advertised subnet
+    dhcp6: bool = False  # DHCPv6: an IPv6 address on a DHCPv6 (stateful/stateless) one
 
     def __bool__(self) -> bool:
-        return self.dhcp or self.rs
+        return self.dhcp or self.rs or self.dhcp6
 
 
 NO_PUNTS = Punts()
 
 
 def subnet_punts(subnet: Optional[Subnet]) -> Punts:
-    return Punts(serves_dhcp(subnet), advertises(subnet))
+    return Punts(serves_dhcp(subnet), advertises(subnet), serves_dhcp6(subnet))
 
 
 def port_punts(port: Port, intent: Intent) -> Punts:
     """What Loom answers for the port. O(the port's addresses)."""
-    dhcp = rs = False
+    dhcp = rs = dhcp6 = False
     for f in port.fixed_ips:
         subnet = intent.subnets.get(f.subnet_id)
         dhcp = dhcp or serves_dhcp(subnet)
         rs = rs or advertises(subnet)
-    return Punts(dhcp, rs) if dhcp or rs else NO_PUNTS
+        dhcp6 = dhcp6 or serves_dhcp6(subnet)
+    return Punts(dhcp, rs, dhcp6) if dhcp or rs or dhcp6 else NO_PUNTS
 
 
 
@@ -112,7 +123,7 @@ def port_flows(port: Port, network: Network, ofport: int, zone: int,
     `zone` is the network's conntrack zone on this switch, carried in REG_CT_ZONE;
     `qos` what the port's QoS policy asks of its flows (meter, queue, DSCP); `punts`:
     what Loom answers for it (`port_punts`: DHCPv4, router solicitations), through the
-    meter `punt_meter(ofport)`.
+    meter `punt_meter(ofport)`; DHCPv6 too.
     """
     owner = pl.cookie(pl.Owner.PORT, port.key)
     classify_actions: list[Action] = [SetField(pl.REG_CT_ZONE, zone)]
@@ -139,6 +150,12 @@ def port_flows(port: Port, network: Network, ofport: int, zone: int,
             "dhcp_punt", match(in_port=ofport, eth_src=mac(port.mac_address),
                                eth_type=ETH_IPV4, ip_proto=IPPROTO_UDP,
                                udp_src=DHCP_CLIENT_PORT, udp_dst=DHCP_SERVER_PORT),
+            actions=up, meter=pl.punt_meter_id(ofport), cookie=owner))
+    if punts.dhcp6:
+        flows.append(pl.PORT_SECURITY.flow(
+            "dhcp6_punt", match(in_port=ofport, eth_src=mac(port.mac_address),
+                                eth_type=ETH_IPV6, ip_proto=IPPROTO_UDP,
+                                udp_src=DHCPV6_CLIENT_PORT, udp_dst=DHCPV6_SERVER_PORT),
             actions=up, meter=pl.punt_meter_id(ofport), cookie=owner))
     if punts.rs:
         flows.append(pl.PORT_SECURITY.flow(

@@ -401,3 +401,43 @@ def test_a_guest_whose_groups_allow_nothing_still_gets_its_address(world: World)
             {"port": {"security_groups": [sg["id"]]}}).ok()
     lease = world.client(guest).start(timeout=30)
     assert lease is not None and lease.address == _ip(port)
+
+
+@pytest.mark.parametrize("mode", ["dhcpv6-stateful", "dhcpv6-stateless"])
+def test_dhcpv6_gives_the_ports_address_or_only_the_dns_servers(
+        world: World, tmp_path: Path, mode: str) -> None:
+    """ISC dhclient -6 in the guest (stateful: -N; stateless: -S, information only) is
+    answered by Loom (controller/dhcp6.py): the port's address on the subnet, and the
+    subnet's DNS servers."""
+    api = world.host.api
+    net, v4 = world.network(f"d6-{mode[7:]}")
+    v6 = api.post("/v2.0/subnets", {"subnet": {
+        "network_id": net["id"], "cidr": "2001:db8:66::/64", "ip_version": 6,
+        "ipv6_ra_mode": mode, "ipv6_address_mode": mode,
+        "dns_nameservers": ["2001:db8::53"], "project_id": "p1"}}).ok()["subnet"]
+    body = {"network_id": net["id"], "name": "d6", "project_id": "p1",
+            "fixed_ips": [{"subnet_id": v4["id"]}, {"subnet_id": v6["id"]}]}
+    port = api.post("/v2.0/ports", {"port": body}).ok()["port"]
+    world.made.insert(0, f"/v2.0/ports/{port['id']}")
+    guest = Guest("d6g", port["mac_address"], None, sandbox=world.host.sandbox,
+                  ovs=world.host.hv, bridge="br-int", port_id=port["id"])
+    world.host.guests["d6g"] = guest
+    wait_active(api, port["id"])
+    mine = next(f["ip_address"] for f in port["fixed_ips"] if f["subnet_id"] == v6["id"])
+    leases, pid = tmp_path / "leases6", tmp_path / "pid6"
+    # the script only records what dhclient hands it (it configures nothing)
+    record, script = tmp_path / "env6", tmp_path / "script6"
+    script.write_text(f"#!/bin/sh\nenv >> {record}\n")
+    script.chmod(0o755)
+    flag = "-N" if mode == "dhcpv6-stateful" else "-S"
+    out = guest.run(["dhclient", "-6", flag, "-1", "-v", "-lf", str(leases), "-pf", str(pid),
+                     "-sf", str(script), "eth0"], check=False, timeout=40)
+    try:
+        text = record.read_text() if record.exists() else ""
+        assert "new_dhcp6_name_servers=2001:db8::53" in text, out.stdout + out.stderr + text
+        if mode == "dhcpv6-stateful":
+            assert f"new_ip6_address={mine}" in text, text
+        else:
+            assert "new_ip6_address" not in text, text
+    finally:
+        guest.run(["dhclient", "-6", "-x", "-pf", str(pid)], check=False, timeout=20)

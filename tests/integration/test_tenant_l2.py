@@ -141,7 +141,8 @@ def test_no_packet_ins_in_steady_state(lab: Lab) -> None:
     assert flows and up
     for f in up:
         assert "table=10" in f and "meter:" in f and (
-            "tp_src=68,tp_dst=67" in f or "icmp_type=133" in f), f
+            "tp_src=68,tp_dst=67" in f or "tp_src=546,tp_dst=547" in f
+            or "icmp_type=133" in f), f
     assert lab.ctl.api.metric("loom_packet_ins_total") == 0
 
 
