@@ -498,8 +498,11 @@ def _wait_active(api: Any, port_ids: list[str], timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def loom_server(sandbox: Sandbox, n: int, state: Path) -> tuple[Server, Any]:
-    """The real controller, one private OVS, a DHCP subnet, n bound guests."""
+def loom_server(sandbox: Sandbox, n: int, state: Path, projects: int = 1
+                ) -> tuple[Server, Any]:
+    """The real controller, one private OVS, a DHCP subnet, n bound guests, spread over
+    `projects` projects on one shared network (Loom answers each project's guests
+    within its own budget: punt.PROJECT_RATE per second)."""
     workdir = DEFAULT_BASE / f"{sandbox.prefix}-hv1"
     shutil.rmtree(workdir, ignore_errors=True)
     hv = OvsInstance("hv1", netns=sandbox.add_netns("hv1"), workdir=workdir, sandbox=sandbox,
@@ -513,7 +516,7 @@ def loom_server(sandbox: Sandbox, n: int, state: Path) -> tuple[Server, Any]:
     hv.wait_for_bridge("br-int", timeout=20)
     ctl.wait_switches(1)
     api = ctl.api
-    net = api.create("network", name="dhcp-bench", project_id="bench")
+    net = api.create("network", name="dhcp-bench", project_id="bench", shared=True)
     sub = api.create("subnet", network_id=net["id"], cidr=str(CIDR), ip_version=4,
                      gateway_ip=SERVER_IP, enable_dhcp=True, project_id="bench")
     if not sub.get("enable_dhcp"):
@@ -521,7 +524,8 @@ def loom_server(sandbox: Sandbox, n: int, state: Path) -> tuple[Server, Any]:
     guests: list[Guest] = []
     ports = []
     for i in range(n):
-        ports.append(api.create("port", network_id=net["id"], project_id="bench",
+        ports.append(api.create("port", network_id=net["id"],
+                                project_id=f"bench{i % max(1, projects)}",
                                 name=f"dhcp{i}", mac_address=_mac(i),
                                 fixed_ips=[{"subnet_id": sub["id"], "ip_address": _ip(i)}]))
     for i, port in enumerate(ports):
@@ -760,7 +764,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(tmp_name)
         try:
             if "loom" in args.servers:
-                server, parts = loom_server(sandbox, args.guests, tmp / "loom-state")
+                server, parts = loom_server(sandbox, args.guests, tmp / "loom-state",
+                                            args.projects or args.guests)
                 cleanup.append(parts)
                 servers.append(server)
                 _say(f"loom: controller pid {server.pids['server']}, {args.guests} guests "
@@ -853,6 +858,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guests", type=int, default=20, help="guest ports per server")
+    parser.add_argument("--projects", type=int, default=0,
+                        help="Loom: the guests' projects (default one per guest: the "
+                             "controller's capacity; with 1, one project's budget, "
+                             "punt.PROJECT_RATE answers per second)")
     parser.add_argument("--rounds", type=int, default=200,
                         help="latency: sequential exchanges of one guest")
     parser.add_argument("--interval", type=float, default=0.25,

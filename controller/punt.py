@@ -12,6 +12,7 @@ read from the switches (`PUNT_DROPS`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Optional
 
@@ -24,7 +25,8 @@ LOG = logging.getLogger(__name__)
 
 PACKET_INS = Counter("loom_packet_ins_total",
                      "Packets the switches sent to the controller, by kind "
-                     "(dhcp, upstream_arp, lldp, unexpected)", ["kind"])
+                     "(dhcp, dhcp6, router_solicitation, over_project_rate, "
+                     "upstream_arp, lldp, unexpected)", ["kind"])
 DHCP_REPLIES = Counter("loom_dhcp_replies_total",
                        "DHCP replies sent, by type (offer, ack, nak; DHCPv6: advertise, "
                        "reply)", ["type"])
@@ -38,16 +40,49 @@ PUNT_DROPS = Gauge("loom_punt_meter_dropped_packets",
                    ["datapath_id"])
 
 
-class PuntService:
-    """Answers what guest ports punt: DHCPv4 requests (controller/dhcp.py) and IPv6
-    router solicitations (controller/router_advert.py)."""
+# What one project's guests may have answered per second, all of them together, on
+# one controller: each guest's own meter is 10/s, and a project with a thousand guests
+# asking at once must not take the controller's CPU from every other project.
+PROJECT_RATE = 200.0
+PROJECT_BURST = 400.0
 
-    def __init__(self, lease_seconds: int = dhcp.DEFAULT_LEASE_SECONDS) -> None:
+
+class ProjectBuckets:
+    """A token bucket per project, refilled at PROJECT_RATE. One thread uses it (the
+    OpenFlow event thread): no lock."""
+
+    def __init__(self, rate: float = PROJECT_RATE, burst: float = PROJECT_BURST,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # project -> (tokens, at)
+
+    def take(self, project: str) -> bool:
+        now = self.clock()
+        tokens, at = self._buckets.get(project, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1.0:
+            self._buckets[project] = (tokens, now)
+            return False
+        self._buckets[project] = (tokens - 1.0, now)
+        return True
+
+
+class PuntService:
+    """Answers what guest ports punt: DHCPv4 requests (controller/dhcp.py), DHCPv6
+    (controller/dhcp6.py) and IPv6 router solicitations (controller/router_advert.py),
+    each project within its own budget (`ProjectBuckets`)."""
+
+    def __init__(self, lease_seconds: int = dhcp.DEFAULT_LEASE_SECONDS,
+                 buckets: Optional[ProjectBuckets] = None) -> None:
         self.lease_seconds = lease_seconds
+        self.buckets = buckets or ProjectBuckets()
 
     def handle(self, port: Optional[Port], intent: Optional[Intent], data: bytes,
                router_port_on: Callable[[str], Optional[Port]]) -> list[bytes]:
         """The frames to send out of the port (none, one, or one per router)."""
+        if port is not None and not self.buckets.take(port.project_id):
+            PACKET_INS.labels("over_project_rate").inc()
+            return []
         if _is_router_solicitation(data):
             PACKET_INS.labels("router_solicitation").inc()
             if port is None or intent is None:
