@@ -144,25 +144,21 @@ def port_flows(port: Port, network: Network, ofport: int, zone: int,
             actions=(Output(ofport),), cookie=owner),
     ]
     flows.extend(_port_security(port, ofport, owner, qos.dscp))
-    up = (Output(pl.OFPP_CONTROLLER, 0xFFFF),)
-    if punts.dhcp:
-        flows.append(pl.PORT_SECURITY.flow(
-            "dhcp_punt", match(in_port=ofport, eth_src=mac(port.mac_address),
-                               eth_type=ETH_IPV4, ip_proto=IPPROTO_UDP,
-                               udp_src=DHCP_CLIENT_PORT, udp_dst=DHCP_SERVER_PORT),
-            actions=up, meter=pl.punt_meter_id(ofport), cookie=owner))
-    if punts.dhcp6:
-        flows.append(pl.PORT_SECURITY.flow(
-            "dhcp6_punt", match(in_port=ofport, eth_src=mac(port.mac_address),
-                                eth_type=ETH_IPV6, ip_proto=IPPROTO_UDP,
-                                udp_src=DHCPV6_CLIENT_PORT, udp_dst=DHCPV6_SERVER_PORT),
-            actions=up, meter=pl.punt_meter_id(ofport), cookie=owner))
-    if punts.rs:
-        flows.append(pl.PORT_SECURITY.flow(
-            "rs_punt", match(in_port=ofport, eth_src=mac(port.mac_address),
-                             eth_type=ETH_IPV6, ip_proto=IPPROTO_ICMPV6,
-                             icmpv6_type=ICMPV6_RS),
-            actions=up, meter=pl.punt_meter_id(ofport), cookie=owner))
+    src = mac(port.mac_address)
+    for wanted, name, what in (
+            (punts.dhcp, "dhcp_punt", {"eth_type": ETH_IPV4, "ip_proto": IPPROTO_UDP,
+                                       "udp_src": DHCP_CLIENT_PORT,
+                                       "udp_dst": DHCP_SERVER_PORT}),
+            (punts.dhcp6, "dhcp6_punt", {"eth_type": ETH_IPV6, "ip_proto": IPPROTO_UDP,
+                                         "udp_src": DHCPV6_CLIENT_PORT,
+                                         "udp_dst": DHCPV6_SERVER_PORT}),
+            (punts.rs, "rs_punt", {"eth_type": ETH_IPV6, "ip_proto": IPPROTO_ICMPV6,
+                                   "icmpv6_type": ICMPV6_RS})):
+        if wanted:
+            flows.append(pl.PORT_SECURITY.flow(
+                name, match(in_port=ofport, eth_src=src, **what),
+                actions=(Output(pl.OFPP_CONTROLLER, 0xFFFF),),
+                meter=pl.punt_meter_id(ofport), cookie=owner))
     return tuple(flows)
 
 

@@ -6,6 +6,7 @@ Shared by the single-host integration tests so each only says what it checks.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,34 @@ class SingleHost:
         self.guests[name] = g
         wait_active(self.api, port["id"])
         return g
+
+
+@contextmanager
+def nothing_arrives(netns: str, bpf: str, settle: float = 1.0) -> Iterator[None]:
+    """Fail if a frame matching `bpf` comes in at eth0 of `netns` while the block runs
+    (tcpdump, inbound only: what the guest sends itself does not count)."""
+    dump = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-l", "-n", "-Q", "in",
+                             "-i", "eth0", "-c", "1", bpf],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        time.sleep(settle)  # tcpdump listening
+        yield
+        time.sleep(settle)  # anything still on its way
+    finally:
+        dump.terminate()
+    seen, _ = dump.communicate(timeout=10)
+    assert seen.strip() == "", f"arrived in {netns} ({bpf}): {seen}"
+
+
+def assert_resolved_in_pipeline(asker: Guest, neighbour_netns: str, ip: str, mac: str
+                                ) -> None:
+    """`asker` pings `ip` and learns `mac` for it, and no multicast neighbour
+    solicitation reaches the neighbour meanwhile: Loom's switch answered it."""
+    with nothing_arrives(neighbour_netns, "icmp6 and ip6[40] == 135 and ip6 dst net ff02::/16"):
+        out = asker.run(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", ip], check=False)
+        assert " 0% packet loss" in out.stdout, out.stdout
+        neigh = asker.run(["ip", "-6", "neigh", "show", ip]).stdout
+        assert mac in neigh, neigh
 
 
 def wait_active(api: ApiClient, port_id: str, timeout: float = 20.0) -> None:

@@ -19,7 +19,13 @@ import pytest
 from os_ken.lib.packet import dhcp, ethernet, ipv4, packet, udp
 
 from controller import pipeline as pl
-from tests.integration.harness import SingleHost, single_host, wait_active
+from tests.integration.harness import (
+    SingleHost,
+    assert_resolved_in_pipeline,
+    nothing_arrives,
+    single_host,
+    wait_active,
+)
 from topologies.dhcp_client import DhcpClient, addresses, link_mtu, nameservers, routes
 from topologies.guest import Guest
 
@@ -135,17 +141,8 @@ def test_two_projects_with_the_same_subnet_each_get_their_own_answer(world: Worl
     guest_a, port_a = world.guest("dpa", net_a, ip="10.0.0.10")
     guest_b, port_b = world.guest("dpb", net_b, ip="10.0.0.20")
     # B listens for any DHCP while A gets its lease: nothing of A's exchange reaches it
-    dump = subprocess.Popen(["ip", "netns", "exec", guest_b.netns, "tcpdump", "-l", "-n",
-                             "-i", "eth0", "-c", "1", "udp port 67 or udp port 68"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        time.sleep(1.0)
+    with nothing_arrives(guest_b.netns, "udp port 67 or udp port 68"):
         lease_a = world.client(guest_a).start(timeout=30)
-        time.sleep(1.0)
-    finally:
-        dump.terminate()
-    seen, _ = dump.communicate(timeout=10)
-    assert seen.strip() == "", f"B saw A's DHCP: {seen}"
     lease_b = world.client(guest_b).start(timeout=30)
     assert lease_a is not None and lease_b is not None
     assert (lease_a.address, lease_b.address) == ("10.0.0.10", "10.0.0.20")
@@ -179,17 +176,10 @@ def test_a_rogue_dhcp_server_guest_answers_nobody(world: World, tmp_path: Path) 
         assert not leases.exists() or leases.read_text().strip() == ""
         # and what a rogue sends unasked (a broadcast OFFER from its own address)
         # reaches nobody: port security drops DHCP server traffic from guests
-        dump = subprocess.Popen(["ip", "netns", "exec", victim.netns, "tcpdump", "-l", "-n",
-                                 "-i", "eth0", "-c", "1", "udp src port 67"],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        time.sleep(1.0)
         offer = _dhcp_frame(rogue.mac, "ff:ff:ff:ff:ff:ff", "10.0.0.5", "255.255.255.255",
                             67, 68, dhcp_op=2, mtype=2)
-        rogue.run([sys.executable, "-c", FLOOD, offer.hex(), "1.0"], timeout=30)
-        time.sleep(1.0)
-        dump.terminate()
-        seen, _ = dump.communicate(timeout=10)
-        assert seen.strip() == "", f"the rogue's OFFER reached the victim: {seen}"
+        with nothing_arrives(victim.netns, "udp src port 67"):
+            rogue.run([sys.executable, "-c", FLOOD, offer.hex(), "1.0"], timeout=30)
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -365,23 +355,8 @@ def test_neighbour_solicitations_are_answered_in_the_pipeline_not_flooded(
             "ip_address"]
         guest.run(["ip", "-6", "addr", "add", f"{ips[guest.name]}/64", "dev", "eth0"])
     time.sleep(1.0)  # the new addresses' flows
-    dump = subprocess.Popen(
-        ["ip", "netns", "exec", guest_b.netns, "tcpdump", "-l", "-n", "-Q", "in", "-i", "eth0",
-         "-c", "1",
-         "icmp6 and ip6[40] == 135 and ip6 dst net ff02::/16"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        time.sleep(1.0)
-        out = guest_a.run(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", ips["ndb"]],
-                          check=False)
-        assert " 0% packet loss" in out.stdout, out.stdout
-        neigh = guest_a.run(["ip", "-6", "neigh", "show", ips["ndb"]]).stdout
-        assert port_b["mac_address"] in neigh, neigh
-        time.sleep(1.0)
-    finally:
-        dump.terminate()
-    seen, _ = dump.communicate(timeout=10)
-    assert seen.strip() == "", f"a solicitation reached the neighbour: {seen}"
+    assert_resolved_in_pipeline(guest_a, guest_b.netns, ips["ndb"], port_b["mac_address"])
+
 
 
 def test_a_guest_whose_groups_allow_nothing_still_gets_its_address(world: World) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.harness import assert_resolved_in_pipeline
 from topologies.demo import render, run_matrix
 from topologies.lab import Lab
 
@@ -224,22 +225,7 @@ def test_neighbour_discovery_across_hypervisors_is_answered_without_flooding(
                              if f["subnet_id"] == sub["id"])
             guest.run(["ip", "-6", "addr", "add", f"{ips[name]}/64", "dev", "eth0",
                        "nodad"])
-        dump = subprocess.Popen(
-            ["ip", "netns", "exec", a2.netns, "tcpdump", "-l", "-n", "-Q", "in", "-i",
-             "eth0", "-c", "1", "icmp6 and ip6[40] == 135 and ip6 dst net ff02::/16"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            time.sleep(1.0)
-            out = a1.run(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", ips["a2"]],
-                         check=False)
-            assert " 0% packet loss" in out.stdout, out.stdout
-            neigh = a1.run(["ip", "-6", "neigh", "show", ips["a2"]]).stdout
-            assert info["a2"]["mac"] in neigh, neigh
-            time.sleep(1.0)
-        finally:
-            dump.terminate()
-        seen, _ = dump.communicate(timeout=10)
-        assert seen.strip() == "", f"a solicitation crossed to the neighbour: {seen}"
+        assert_resolved_in_pipeline(a1, a2.netns, ips["a2"], info["a2"]["mac"])
     finally:
         for name, guest in (("a1", a1), ("a2", a2)):
             if name in ips:
