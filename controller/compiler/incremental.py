@@ -380,12 +380,15 @@ class Compiler:
     def router_port_on(self, subnet_id: str) -> Optional[Port]:
         """Read-only, safe from another thread: a router's port on subnet `subnet_id`
         (the source of its router advertisements), from the routers that depend on
-        the subnet; O(those routers' interfaces). Without unit state (a fabric), a scan
-        of the router interfaces."""
-        intent = self.intent
+        the subnet; O(those routers' interfaces), and nothing for a subnet no router
+        depends on (a guest soliciting there costs no scan). Without unit state (a
+        fabric, compiled whole), a scan of the router interfaces."""
+        intent, topo = self.intent, self.topo
         if intent is None:
             return None
         rids = self.dep_routers.get(("subnet", subnet_id))
+        if rids is None and not (topo is not None and topo.fabric_switches):
+            return None
         riids = ([ri for rid in tuple(rids) for ri in tuple(self.router_ifaces.get(rid, ()))]
                  if rids is not None else list(intent.router_interfaces))
         for riid in sorted(riids):

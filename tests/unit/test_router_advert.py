@@ -108,3 +108,39 @@ def test_a_port_on_an_advertised_subnet_punts_its_solicitations() -> None:
     assert len(rs) == 1 and rs[0].meter == pl.punt_meter_id(10)
     assert dict((m.field, m.value) for m in rs[0].match)["icmpv6_type"] == 133
     assert pl.punt_meter_id(10) in full.meters
+
+
+def test_the_router_of_a_subnet_is_found_without_a_scan_of_every_interface() -> None:
+    """`Compiler.router_port_on` looks only at the routers that depend on the subnet: a
+    guest soliciting on a subnet without a router costs no walk of the fleet's
+    interfaces."""
+    from types import MappingProxyType
+
+    from controller.compiler.incremental import Compiler
+    from controller.intent import Router, RouterInterface
+
+    world = World()
+    net_id = next(iter(world.tables["networks"]))
+    world.tables["subnets"]["v6"] = Subnet("v6", "p", net_id, "v6", 6, "2001:db8:1::/64",
+                                           "2001:db8:1::1", ipv6_ra_mode="slaac",
+                                           ipv6_address_mode="slaac")
+    world.tables["routers"]["r"] = Router("r", "p", "r")
+    world.tables["ports"]["rp"] = dataclasses.replace(ROUTER_PORT, network_id=net_id,
+                                                      fixed_ips=(FixedIP("v6", "2001:db8:1::1"),))
+    world.tables["router_interfaces"]["ri"] = RouterInterface("ri", "r", "rp", "v6")
+    compiler = Compiler()
+    compiler.update(world.intent(), world.view(), None, None)
+    found = compiler.router_port_on("v6")
+    assert found is not None and found.id == "rp"
+
+    class NoScan(dict):  # type: ignore[type-arg]
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            raise AssertionError("every router interface walked")
+
+    intent = compiler.intent
+    assert intent is not None
+    compiler.intent = dataclasses.replace(
+        intent, router_interfaces=MappingProxyType(NoScan(intent.router_interfaces)))
+    assert compiler.router_port_on("no-router-here") is None
+    found = compiler.router_port_on("v6")
+    assert found is not None and found.id == "rp"
