@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from os_ken.lib.packet import dhcp6 as dhcp6_lib
 from os_ken.lib.packet import ether_types, ethernet, in_proto, ipv6, packet, udp
 
 from controller.compiler.ports import (
@@ -43,8 +44,7 @@ STATUS_SUCCESS, STATUS_NOT_ON_LINK = 0, 4
 SERVER_DUID = struct.pack("!HH", 3, 1) + bytes.fromhex(SERVER_MAC.replace(":", ""))
 DEFAULT_LIFETIME = 43200
 _NAMES = {ADVERTISE: "advertise", REPLY: "reply"}
-_IPV6_PAYLOAD = 14 + 40  # untagged Ethernet, the fixed IPv6 header (no extensions)
-_UDP_PAYLOAD = _IPV6_PAYLOAD + 8
+
 
 
 @dataclass(frozen=True)
@@ -73,33 +73,27 @@ def config_for(port: Port, intent: Intent, lifetime: int = DEFAULT_LIFETIME
 
 
 def answer(frame: bytes, config: Config) -> Union[Reply, Ignored]:
-    """The reply to one punted DHCPv6 client message."""
+    """The reply to one punted DHCPv6 client message (parsed and built by os-ken's
+    dhcp6 classes; only the IA_NA's inside is read and written here)."""
     try:
         pkt = packet.Packet(frame)
-    except Exception:  # os-ken raises what the bytes make it raise
+    except Exception:  # os-ken raises what the bytes make it raise (a truncated option)
         return Ignored("unparsable")
     eth, ip6 = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(ipv6.ipv6)
-    if eth is None or ip6 is None or eth.ethertype != ether_types.ETH_TYPE_IPV6 \
-            or ip6.nxt != in_proto.IPPROTO_UDP:
+    req = pkt.get_protocol(dhcp6_lib.dhcp6)
+    if eth is None or ip6 is None or req is None or req.options is None:
         return Ignored("not a DHCPv6 message")
-    # the UDP payload, by offset, and its options by hand (`_options`). os-ken's own
-    # dhcp6 class reads the same TLVs (it raises on a truncated one, where this
-    # ignores the message); moving to it is a cleanup left for later
-    # (session note, 2026-12-02)
-    payload = frame[_UDP_PAYLOAD:_IPV6_PAYLOAD + ip6.payload_length]
-    if len(payload) < 4:
-        return Ignored("not a DHCPv6 message")
-    kind, xid = payload[0], payload[1:4]
-    opts = _options(bytes(payload[4:]))
-    if opts is None:
-        return Ignored("bad options")
+    opts: dict[int, bytes] = {}
+    for opt in req.options.option_list:
+        opts.setdefault(opt.code, bytes(opt.data))
     client = opts.get(OPT_CLIENTID)
     if client is None:
         return Ignored("no client id")
     server = opts.get(OPT_SERVERID)
     if server is not None and server != SERVER_DUID:
         return Ignored("to another server")
-    out = [_opt(OPT_CLIENTID, client), _opt(OPT_SERVERID, SERVER_DUID)]
+    out = [(OPT_CLIENTID, client), (OPT_SERVERID, SERVER_DUID)]
+    kind = req.msg_type
     if kind == INFORMATION_REQUEST:
         reply_kind = REPLY
     elif kind in (SOLICIT, REQUEST, RENEW, REBIND, CONFIRM):
@@ -108,21 +102,24 @@ def answer(frame: bytes, config: Config) -> Union[Reply, Ignored]:
         ia = opts.get(OPT_IA_NA)
         if ia is None or len(ia) < 12:
             return Ignored("no IA_NA")
-        out.append(_opt(OPT_IA_NA, _ia_na(ia[:4], config, _asked(ia[12:]))))
+        out.append((OPT_IA_NA, _ia_na(ia[:4], config, _asked(ia[12:]))))
         if kind == SOLICIT and OPT_RAPID_COMMIT not in opts:
             reply_kind = ADVERTISE
         else:
             reply_kind = REPLY
             if kind == SOLICIT:
-                out.append(_opt(OPT_RAPID_COMMIT, b""))
+                out.append((OPT_RAPID_COMMIT, b""))
     elif kind in (RELEASE, DECLINE):
         reply_kind = REPLY
-        out.append(_opt(OPT_STATUS_CODE, struct.pack("!H", STATUS_SUCCESS)))
+        out.append((OPT_STATUS_CODE, struct.pack("!H", STATUS_SUCCESS)))
     else:
         return Ignored("not a client message")
     if config.dns:
-        out.append(_opt(OPT_DNS_SERVERS, b"".join(a.packed for a in config.dns)))
-    body = bytes([reply_kind]) + bytes(xid) + b"".join(out)
+        out.append((OPT_DNS_SERVERS, b"".join(a.packed for a in config.dns)))
+    body = dhcp6_lib.dhcp6(
+        reply_kind, dhcp6_lib.options([dhcp6_lib.option(code, data, len(data))
+                                       for code, data in out]),
+        transaction_id=req.transaction_id)
     reply = packet.Packet()
     reply.add_protocol(ethernet.ethernet(eth.src, SERVER_MAC, ether_types.ETH_TYPE_IPV6))
     reply.add_protocol(ipv6.ipv6(src=link_local_of(SERVER_MAC), dst=ip6.src,
@@ -131,18 +128,6 @@ def answer(frame: bytes, config: Config) -> Union[Reply, Ignored]:
     reply.add_protocol(body)
     reply.serialize()
     return Reply(_NAMES[reply_kind], bytes(reply.data))
-
-
-def _options(data: bytes) -> Optional[dict[int, bytes]]:
-    out: dict[int, bytes] = {}
-    at = 0
-    while at + 4 <= len(data):
-        code, length = struct.unpack_from("!HH", data, at)
-        if at + 4 + length > len(data):
-            return None
-        out.setdefault(code, data[at + 4:at + 4 + length])
-        at += 4 + length
-    return out if at == len(data) else None
 
 
 def _asked(ia_options: bytes) -> list[ipaddress.IPv6Address]:
