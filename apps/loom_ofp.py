@@ -47,6 +47,7 @@ _REPLY_EVENTS = [
     ofp_event.EventONFBundleCtrlMsg,
     ofp_event.EventOFPPortStatsReply,
     ofp_event.EventOFPMeterStatsReply,
+    ofp_event.EventOFPRoleReply,
 ]
 PUNT_STATS_INTERVAL = 5.0  # seconds between reads of the punt meters' drop counters
 
@@ -247,9 +248,10 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
         """The gateway chassis' ARP requests for their upstream routers, and the periodic
         IPv6 router advertisements, when due (the engine paces them:
         controller/upstream_arp.py, controller/router_advert.py)."""
+        master = _hook("is_master", lambda _: True)
         for dpid, port_no, frame in (*_hook("arp_requests", list)(), *_hook("ra_due", list)()):
             channel = self.channels.get(dpid)
-            if channel is None or channel.closed.is_set():
+            if channel is None or channel.closed.is_set() or not master(dpid):
                 continue
             channel.datapath.send(_packet_out(channel.datapath, port_no, frame))
 
@@ -258,8 +260,9 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
         send queue is full (a push in progress): the probe loop must never wait on one
         busy switch, and discovery only counts probes that really went out."""
         channel = self.channels.get(dpid)
-        if channel is None or channel.closed.is_set():
-            return
+        if channel is None or channel.closed.is_set() or not _hook(
+                "is_master", lambda _: True)(dpid):
+            return  # (a slave's packet-outs are refused: another instance probes it)
         dp = channel.datapath
         queue = getattr(dp, "send_q", None)
         if queue is None or queue.full():

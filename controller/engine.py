@@ -42,10 +42,18 @@ from controller.discovery import Discovery, LinkTable
 from controller.flows import mac_text
 from controller.intent import Intent, Port
 from controller.ofwire.consts import OFPP_MAX
+from controller.ownership import FABRIC_KEY, chassis_key, keys_of
 from controller.punt import ROUTER_ADVERTS, PuntService
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
 from controller.southbound.chassis import ControllerLink
 from controller.southbound.registry import ChassisRegistry
+from controller.southbound.roles import (
+    OFPCR_ROLE_MASTER,
+    OFPCR_ROLE_SLAVE,
+    RoleRefused,
+    is_slave_error,
+    request_role,
+)
 from controller.topology import Topology
 from controller.topoview import model as topoview
 from controller.upstream_arp import UpstreamArp, parse_arp
@@ -148,9 +156,14 @@ class SwitchWorker:
 
     def __init__(self, engine: Engine, channel: Channel,
                  counters: Optional[SwitchCounters] = None,
-                 preread: Optional[Callable[[], SwitchSync]] = None) -> None:
+                 preread: Optional[Callable[[], SwitchSync]] = None,
+                 role_generation: Optional[int] = None) -> None:
         self.engine = engine
         self.channel = channel
+        # several instances (controller/ownership.py): the generation of this
+        # instance's grant, asked for as the switch's master before anything is written
+        self.role_generation = role_generation
+        self.retired = threading.Event()  # no longer master: writes nothing more
         # waits for, and returns, a read of the switch begun before the engine existed
         self._preread = preread
         self.counters = counters or SwitchCounters(channel.datapath_id)
@@ -223,6 +236,17 @@ class SwitchWorker:
 
     def _run(self) -> None:
         backoff = 0.2
+        if self.role_generation is not None:
+            try:
+                request_role(self.channel, OFPCR_ROLE_MASTER, self.role_generation)
+                LOG.info("switch %#x: master at generation %d", self.datapath_id,
+                         self.role_generation)
+            except (RoleRefused, TimeoutError, ConnectionError) as exc:
+                self.error = str(exc)
+                self.retired.set()
+                LOG.warning("switch %#x: %s; not writing to it", self.datapath_id, exc)
+                self.engine.role_lost(self)
+                return
         try:
             # What the switch holds, read while the first compile runs (a restart with
             # 100,000 flows reads for about a second), or earlier, while the store
@@ -244,7 +268,7 @@ class SwitchWorker:
         while not self.channel.closed.is_set():
             self._wake.wait()
             self._wake.clear()
-            if self.channel.closed.is_set():
+            if self.channel.closed.is_set() or self.retired.is_set():
                 break
             desired, keys = self._take()
             if desired is None or desired is self.sync.synced:
@@ -266,10 +290,20 @@ class SwitchWorker:
                 backoff = 0.2
                 INSTALLED_FLOWS.labels(f"{self.datapath_id:016x}").set(
                     len(self.sync.installed or ()))
+                self.engine.pushed(self)
                 self.engine.notify_synced()
             except Exception as exc:
                 self.counters.export()  # what was sent before the failure was sent
-                if self.channel.closed.is_set():
+                if self.channel.closed.is_set() or self.retired.is_set():
+                    break
+                if is_slave_error(exc):
+                    # another instance is master now (its grant is newer): step down,
+                    # write nothing more; the database will say so shortly
+                    self.error = f"no longer master of switch {self.datapath_id:#x}"
+                    self.retired.set()
+                    LOG.warning("switch %#x: refused as slave: another instance is master; "
+                                "stepping down", self.datapath_id)
+                    self.engine.role_lost(self)
                     break
                 self.error = str(exc)
                 PUSH_FAILURES.labels(f"{self.datapath_id:016x}").inc()
@@ -321,6 +355,11 @@ class Engine:
                                    table=LinkTable(confirm_with_rx=True))
         self._stage_since: Optional[tuple[int, float]] = None  # (topology version, since)
         self._workers: dict[int, SwitchWorker] = {}
+        # several instances (controller/ownership.py; None: this one is alone): every
+        # connected switch's channel, a worker only for those this instance owns
+        self.ownership: Optional[Any] = None
+        self._channels: dict[int, Channel] = {}
+        self._slave_at: dict[int, int] = {}  # dpid -> generation it was asked to be slave at
         self._lock = threading.Lock()
         self._synced = threading.Condition()
         self._dirty = threading.Event()
@@ -374,11 +413,25 @@ class Engine:
         before the engine existed (the launcher's early OpenFlow side)."""
         counters = self.counters(channel.datapath_id)
         counters.connections += 1
-        worker = SwitchWorker(self, channel, counters, preread)
+        if self.ownership is not None:
+            with self._lock:
+                self._channels[channel.datapath_id] = channel
+                self._slave_at.pop(channel.datapath_id, None)
+            self._reconsider(channel.datapath_id)
+            self.kick()
+            return
+        self._start_worker(channel, counters, preread, None)
+
+    def _start_worker(self, channel: Channel, counters: SwitchCounters,
+                      preread: Optional[Callable[[], SwitchSync]],
+                      role_generation: Optional[int]) -> None:
+        worker = SwitchWorker(self, channel, counters, preread, role_generation)
         with self._lock:
             old = self._workers.get(channel.datapath_id)
             self._workers[channel.datapath_id] = worker
         if old is not None:
+            if old.channel is channel:  # the same connection, a new grant: one writer
+                old.retired.set()
             old.stop()
         SWITCHES.set(len(self._workers))
         worker.start()
@@ -387,6 +440,9 @@ class Engine:
 
     def switch_disconnected(self, channel: Channel) -> None:
         with self._lock:
+            if self._channels.get(channel.datapath_id) is channel:
+                del self._channels[channel.datapath_id]
+                self._slave_at.pop(channel.datapath_id, None)
             worker = self._workers.get(channel.datapath_id)
             if worker is not None and worker.channel is channel:
                 del self._workers[channel.datapath_id]
@@ -397,6 +453,162 @@ class Engine:
             LOG.info("switch %#x disconnected", channel.datapath_id)
         SWITCHES.set(len(self._workers))
         self.notify_synced()
+
+    # ---- several instances (controller/ownership.py)
+    def ownership_key(self, datapath_id: int) -> Optional[str]:
+        """The ownership key a switch falls under: the fabric as a whole, or its
+        chassis (None until the chassis that holds it has been read)."""
+        topo = self.topology.view()
+        if topo.fabric_switches:
+            return FABRIC_KEY
+        switch = topo.switches.get(datapath_id)
+        if switch is None or self.registry is None:
+            return None
+        remote = self.registry.remote_of(switch.chassis)
+        return None if remote is None else chassis_key(remote)
+
+    def ownership_keys(self) -> set[str]:
+        """Every key some instance must own: each chassis, or the fabric."""
+        remotes = self.registry.remotes() if self.registry is not None else []
+        return keys_of(remotes, bool(self.topology.view().fabric_switches))
+
+    def owns_chassis(self, remote: str) -> bool:
+        """May this instance write this chassis' OVSDB (tunnels, QoS, the bridge)?"""
+        if self.ownership is None:
+            return True
+        topo = self.topology.view()
+        key = FABRIC_KEY if topo.fabric_switches else chassis_key(remote)
+        return self.ownership.grant(key) is not None
+
+    def is_master(self, datapath_id: int) -> bool:
+        """May this instance send to the switch (packet-outs: DHCP, probes, ARP)?"""
+        if self.ownership is None:
+            return True
+        with self._lock:
+            worker = self._workers.get(datapath_id)
+        return worker is not None and not worker.retired.is_set()
+
+    def ownership_changed(self) -> None:
+        """This instance's grants changed: become master of the switches it now owns,
+        step aside on the others; the chassis' OVSDB follows."""
+        with self._lock:
+            dpids = list(self._channels)
+        for dpid in dpids:
+            self._reconsider(dpid)
+        if self.registry is not None:
+            self.registry.wake()
+        self.kick()
+
+    def _reconsider(self, datapath_id: int) -> None:
+        ownership = self.ownership
+        if ownership is None:
+            return
+        key = self.ownership_key(datapath_id)
+        generation = ownership.grant(key)
+        with self._lock:
+            channel = self._channels.get(datapath_id)
+            worker = self._workers.get(datapath_id)
+        if channel is None or channel.closed.is_set():
+            return
+        if generation is not None:
+            if worker is not None and worker.channel is channel \
+                    and worker.role_generation == generation:
+                return
+            LOG.info("switch %#x: this instance owns it (%s, generation %d)", datapath_id,
+                     key, generation)
+            self._start_worker(channel, self.counters(datapath_id), None, generation)
+            return
+        if worker is not None:
+            with self._lock:
+                if self._workers.get(datapath_id) is worker:
+                    del self._workers[datapath_id]
+            worker.retired.set()
+            worker.stop()
+            LOG.info("switch %#x: owned elsewhere now; stepping aside", datapath_id)
+        row = ownership.owner_of(key)
+        at = row.generation if row is not None else 0
+        with self._lock:
+            if self._slave_at.get(datapath_id) == at:
+                return
+            self._slave_at[datapath_id] = at
+        threading.Thread(target=self._become_slave, args=(channel, at), daemon=True,
+                         name=f"slave {datapath_id:#x}").start()
+
+    def _become_slave(self, channel: Channel, generation: int) -> None:
+        try:
+            request_role(channel, OFPCR_ROLE_SLAVE, generation)
+            LOG.info("switch %#x: slave (generation %d)", channel.datapath_id, generation)
+        except (RoleRefused, TimeoutError, ConnectionError) as exc:
+            LOG.warning("switch %#x: %s", channel.datapath_id, exc)
+            with self._lock:
+                self._slave_at.pop(channel.datapath_id, None)
+
+    def role_lost(self, worker: SwitchWorker) -> None:
+        """A worker was refused as master (stale, or demoted by a newer master)."""
+        with self._lock:
+            if self._workers.get(worker.datapath_id) is worker:
+                del self._workers[worker.datapath_id]
+                self._slave_at.pop(worker.datapath_id, None)
+        self.notify_synced()
+
+    def pushed(self, worker: SwitchWorker) -> None:
+        """A push completed: the owner reports the intent generation its switch is now
+        in step with, which `?wait=true` on every instance reads (`wait_installed`)."""
+        if self.ownership is not None:
+            self._report_installed([worker])
+
+    def _in_step_with(self, worker: SwitchWorker) -> Optional[int]:
+        """The intent generation a switch runs: the last compiled one if it holds the
+        newest state it was offered, else that of the state it holds."""
+        synced = worker.sync.synced
+        if synced is None:
+            return None
+        if worker.pending() is synced:
+            return max(synced.generation, self._compiled_generation)
+        return synced.generation
+
+    def _report_installed(self, workers: list[SwitchWorker]) -> None:
+        ownership = self.ownership
+        if ownership is None:
+            return
+        topo_fabric = bool(self.topology.view().fabric_switches)
+        if topo_fabric:
+            with self._lock:
+                every = list(self._workers.values())
+            steps = [self._in_step_with(w) for w in every]
+            if every and all(g is not None for g in steps):
+                ownership.report_installed(FABRIC_KEY, min(g for g in steps if g is not None))
+            return
+        for worker in workers:
+            key = self.ownership_key(worker.datapath_id)
+            generation = self._in_step_with(worker)
+            if key is not None and generation is not None \
+                    and not worker.retired.is_set():
+                ownership.report_installed(key, generation)
+
+    def _remote_pending(self, generation: int) -> list[int]:
+        """Switches `generation` changed that another live instance owns and has not
+        yet reported installed."""
+        ownership = self.ownership
+        if ownership is None:
+            return []
+        changed = self._changes.affected(generation)
+        if changed is None:  # not known here: every switch (owners report every compile)
+            changed = frozenset(self.topology.view().switches)
+        with self._lock:
+            local = set(self._workers)
+        alive = ownership.alive()
+        pending = []
+        for dpid in changed:
+            if dpid in local:
+                continue
+            row = ownership.owner_of(self.ownership_key(dpid))
+            if row is None or not row.owner or row.owner not in alive \
+                    or row.owner == ownership.name:
+                continue  # nobody (alive) to install it yet: it gets it on adoption
+            if row.installed < generation:
+                pending.append(dpid)
+        return pending
 
     # ---- fabric events from the OpenFlow app (never block: os-ken's event thread)
     def of_switch_up(self, datapath_id: int, ports: dict[int, tuple[str, bool]]) -> None:
@@ -633,6 +845,11 @@ class Engine:
                 self._dirty.set()
 
     def _compile_once(self) -> None:
+        if self.ownership is not None:
+            with self._lock:
+                dpids = list(self._channels)
+            for dpid in dpids:
+                self._reconsider(dpid)
         intent: Intent = self.store.latest()
         if self.registry is not None:
             self.registry.sync(intent)
@@ -707,6 +924,10 @@ class Engine:
                 self._changes.record(self._compiled_generation, generation, frozenset(changed))
             self._compiled_generation = max(self._compiled_generation, generation)
             self._synced.notify_all()
+        if self.ownership is not None:  # the switches it left unchanged are in step too
+            with self._lock:
+                workers = list(self._workers.values())
+            self._report_installed(workers)
 
     def _compile_incremental(self, intent: Intent, topo: Any,
                              workers: dict[int, SwitchWorker]) -> None:
@@ -911,7 +1132,8 @@ class Engine:
     # ---- integration bridges that never reach us
     def _connected_dpids(self) -> set[int]:
         with self._lock:
-            return {d for d, w in self._workers.items() if not w.channel.closed.is_set()}
+            return {d for d, w in self._workers.items() if not w.channel.closed.is_set()} | {
+                d for d, c in self._channels.items() if not c.closed.is_set()}
 
     def _watch_openflow(self, now: Optional[float] = None) -> None:
         """Warn, once per bridge, when a chassis' integration bridge has opened no
@@ -1041,7 +1263,8 @@ class Engine:
             while True:
                 if affected is None and self._compiled_generation >= generation:
                     affected = self._affected_switches(generation)
-                if affected is not None and not self._pending_switches(generation, affected):
+                if affected is not None and not self._pending_switches(generation, affected) \
+                        and not self._remote_pending(generation):
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -1072,9 +1295,7 @@ class Engine:
             if port.device_owner.startswith("network:router"):  # interface, gateway
                 return self._router_port_status(port)
             return "DOWN"
-        with self._lock:
-            worker = self._workers.get(dpid)
-        return "ACTIVE" if worker is not None and worker.sync.has_port(port.key) else "DOWN"
+        return "ACTIVE" if self._switch_holds_port(dpid, port.key) else "DOWN"
 
     # router port key -> a switch last seen holding its flows (see _router_port_status)
     _router_port_seen: Optional[dict[int, int]] = None
@@ -1116,7 +1337,23 @@ class Engine:
         """Whether the connected switch `dpid` has the port's flows installed."""
         with self._lock:
             worker = self._workers.get(dpid)
-        return worker is not None and worker.sync.has_port(key)
+        if worker is not None:
+            return worker.sync.has_port(key)
+        return self._owner_holds_port(dpid, key)
+
+    def _owner_holds_port(self, dpid: int, key: int) -> bool:
+        """Several instances: a switch another live instance owns holds the port's flows
+        when the state compiled here for it has them and its owner reports having
+        installed that state's generation (or a later one)."""
+        ownership = self.ownership
+        if ownership is None:
+            return False
+        desired = self._compiler.desired(dpid)
+        if desired is None or key not in desired.port_keys:
+            return False
+        row = ownership.owner_of(self.ownership_key(dpid))
+        return row is not None and row.owner != ownership.name \
+            and row.owner in ownership.alive() and row.installed >= desired.generation
 
     # (intent snapshot, topology view, port id -> fabric switch), see _fabric_bound
     _fabric_bound_cache: Optional[tuple[Intent, Any, Mapping[str, int]]] = None
@@ -1141,11 +1378,32 @@ class Engine:
         topo = self.topology.view()
         with self._lock:
             workers = list(self._workers.values())
+            slaves = [c for d, c in self._channels.items() if d not in self._workers]
+        ownership = self.ownership
         out = []
+        for channel in slaves:  # several instances: connected here, owned elsewhere
+            dpid = channel.datapath_id
+            sv = topo.switches.get(dpid)
+            row = ownership.owner_of(self.ownership_key(dpid)) if ownership else None
+            out.append({
+                "datapath_id": f"{dpid:016x}",
+                "chassis": sv.chassis if sv else None,
+                "bridge": sv.bridge if sv else None,
+                "connected": not channel.closed.is_set(),
+                "role": "slave",
+                "owner": row.owner if row is not None else None,
+                "owner_generation": row.generation if row is not None else None,
+                "installed_generation": row.installed if row is not None else None,
+            })
         for w in workers:
             sv = topo.switches.get(w.datapath_id)
             synced = w.sync.synced
+            extra: dict[str, Any] = {}
+            if ownership is not None:
+                extra = {"role": "master", "owner": ownership.name,
+                         "owner_generation": w.role_generation}
             out.append({
+                **extra,
                 "datapath_id": f"{w.datapath_id:016x}",
                 "chassis": sv.chassis if sv else None,
                 "bridge": sv.bridge if sv else None,
@@ -1192,7 +1450,10 @@ class Engine:
                               self.chassis(), self.port_status)
 
     def health(self) -> dict[str, Any]:
-        return {"switches": self.switches(), "chassis": self.chassis()}
+        out = {"switches": self.switches(), "chassis": self.chassis()}
+        if self.ownership is not None:
+            out["instances"] = self.ownership.status()
+        return out
 
     def installed_flows(self, datapath_id: int) -> Optional[list[dict[str, Any]]]:
         from controller import ofwire  # deferred: only the debug path needs the printer

@@ -112,44 +112,54 @@ def union(deltas: Iterable[IntentDelta]) -> IntentDelta:
 class DeltaLog:
     """The deltas of the last `keep` snapshots of one store, by generation.
 
-    Written by the store thread (`record`, in generation order, consecutive), read
-    by any thread (`since`). A `None` delta marks a full rebuild: what happened
-    before that generation is unknown from then on.
+    Written by the store thread (`record`, in increasing generation order), read by
+    any thread (`since`). Generations may jump: the store numbers a snapshot after
+    the database's write counter (`NB_Global.nb_cfg`, so a write has the same
+    generation on every controller instance), and several writes, from other
+    instances too, can arrive in one snapshot. A delta covers everything from the
+    generation recorded before it. A `None` delta marks a full rebuild: what
+    happened before that generation is unknown from then on.
     """
 
     def __init__(self, keep: int = 4096) -> None:
         self._lock = threading.Lock()
-        self._ring: deque[tuple[int, IntentDelta]] = deque(maxlen=keep)
-        self._floor: Optional[int] = None  # generation of the last full rebuild
+        self._keep = keep
+        self._ring: deque[tuple[int, IntentDelta]] = deque()
+        # the generation the first delta of the ring starts from (None: nothing known)
+        self._start: Optional[int] = None
 
     def record(self, generation: int, delta: Optional[IntentDelta]) -> None:
         with self._lock:
-            if delta is None:
-                self._ring.clear()
-                self._floor = generation
-                return
-            if self._ring and self._ring[-1][0] != generation - 1:
-                self._ring.clear()  # a gap (never expected): nothing before it is known
-                self._floor = generation - 1
-            elif not self._ring and self._floor is None:
-                self._floor = generation - 1
-            self._ring.append((generation, delta))
+            ring = self._ring
+            last = ring[-1][0] if ring else self._start
+            if delta is None or last is None or generation <= last:
+                # a full rebuild, or (never expected) no base or a generation going
+                # back: nothing before this one is known
+                ring.clear()
+                self._start = generation if delta is None else generation - 1
+                if delta is None:
+                    return
+            ring.append((generation, delta))
+            while len(ring) > self._keep:
+                self._start = ring.popleft()[0]
 
     def since(self, generation: int, upto: int) -> Optional[IntentDelta]:
-        """The union of the deltas of generations in (generation, upto]; None if unknown."""
+        """The union of the deltas of generations in (generation, upto]; None if unknown.
+
+        `generation` may fall inside a jump (a number no snapshot here had): the
+        delta that jumped over it is included whole, a superset of what changed
+        after it, which is what an incremental compile needs."""
         if generation == upto:
             return EMPTY_DELTA
         if generation > upto:
             return None
         with self._lock:
-            floor = self._floor
-            if floor is None or generation < floor:
-                return None
+            start = self._start
+            if start is None or generation < start:
+                return None  # before the last full rebuild, or fell out of the ring
             ring = self._ring
             if not ring or ring[-1][0] < upto:
                 return None
-            if ring[0][0] > generation + 1:
-                return None  # fell out of the ring
             picked: list[IntentDelta] = []
             for gen, delta in reversed(ring):
                 if gen <= generation:

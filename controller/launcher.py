@@ -67,6 +67,18 @@ def ovsdb_remote(text: str) -> str:
     return text
 
 
+def ovsdb_remotes(text: str) -> str:
+    """One OVSDB remote, or the members of a clustered database separated by commas
+    (`tcp:10.0.0.1:6641,tcp:10.0.0.2:6641,tcp:10.0.0.3:6641`): python-ovs connects to
+    them in turn and stays with the cluster's leader."""
+    members = text.split(",")
+    for member in members:
+        ovsdb_remote(member)
+    if len(set(members)) != len(members):
+        raise argparse.ArgumentTypeError(f"a member is listed twice in {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="loom", description="Loom SDN controller for multi-tenant OVS networks")
     p.add_argument("--state-dir", default="./state", type=Path,
@@ -84,8 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--of-target", default=None,
                    help="controller target written into each chassis' bridge "
                         "(default tcp:127.0.0.1:<of-listen port>)")
-    p.add_argument("--nb-db", type=ovsdb_remote, default=None, metavar="REMOTE",
-                   help="use this northbound OVSDB server instead of an embedded one")
+    p.add_argument("--nb-db", type=ovsdb_remotes, default=None, metavar="REMOTE[,REMOTE...]",
+                   help="use this northbound OVSDB server instead of an embedded one; "
+                        "several, comma-separated, for the members of a clustered one "
+                        "(docs/HA.md)")
+    p.add_argument("--instance-name", default=None, metavar="NAME",
+                   help="share the northbound and the switches with other controller "
+                        "instances (docs/HA.md): a name unique among them, the same across "
+                        "this instance's restarts; without it this controller assumes it "
+                        "is alone")
     p.add_argument("--chassis", type=ovsdb_remote, action="append", default=[],
                    metavar="REMOTE", help="a chassis' OVSDB remote (repeatable)")
     p.add_argument("--integration-bridge", default="br-int")
@@ -118,6 +137,7 @@ class Options:
     no_fast_failover: bool
     log_level: str
     dhcp_lease_time: Optional[int] = None
+    instance_name: Optional[str] = None
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -224,6 +244,8 @@ class Controller:
                                   controller_target=target)
         kick = _Kick()
         registry = ChassisRegistry(o.chassis, settings, topology, kick)
+        if o.instance_name:  # nothing written to a chassis before its owner is known
+            registry.may_write = lambda remote: False
         registry.sync(Intent())  # (the static ones; the store's come with the engine)
 
         remote = o.nb_db
@@ -261,6 +283,22 @@ class Controller:
                         dhcp_lease_seconds=o.dhcp_lease_time)
         kick.target = engine.kick
         store.subscribe(engine.kick)
+        if o.instance_name:
+            from controller.ownership import Ownership
+
+            ownership = Ownership(
+                store, o.instance_name, target, "http://{}:{}".format(*o.rest_listen),
+                keys=engine.ownership_keys, on_change=engine.ownership_changed,
+                on_view=engine.notify_synced)
+            engine.ownership = ownership
+            registry.may_write = engine.owns_chassis
+            registry.targets = ownership.of_targets
+            try:
+                ownership.start()
+            except Exception as exc:
+                registry.stop()
+                raise StartupError(f"registering instance {o.instance_name}: {exc}") from None
+            self._stops.append(ownership.stop)
         engine.start()
         early.attach(engine)  # the switches connected meanwhile, each with its read
         engine.kick()  # a chassis read before the engine was there kicked no one
@@ -497,6 +535,11 @@ def run_openflow(early: EarlyOpenFlow, host: str, port: int) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["nb-cluster"]:  # the clustered northbound's own command
+        from controller.store import nb_cluster
+
+        return nb_cluster.main(args[1:])
     ns = build_parser().parse_args(argv)
     opts = Options(**vars(ns))
     logging.basicConfig(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
@@ -17,6 +17,7 @@ from typing import Any, Optional
 class Response:
     status: int
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
     def ok(self) -> Any:
         if not 200 <= self.status < 300:
@@ -45,15 +46,17 @@ class ApiClient:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
                 status = resp.status
+                got = dict(resp.headers.items())
         except urllib.error.HTTPError as err:
             raw = err.read()
             status = err.code
+            got = dict(err.headers.items())
         text = raw.decode() if raw else ""
         try:
             parsed = json.loads(text) if text else None
         except ValueError:
             parsed = text
-        return Response(status, parsed)
+        return Response(status, parsed, got)
 
     def get(self, path: str) -> Response:
         return self.request("GET", path)

@@ -687,9 +687,15 @@ class ChassisSession:
     _count = 0
 
     def __init__(self, remote: str, settings: BridgeSettings,
-                 on_state: Callable[[ChassisState], None], timeout: float = 10.0) -> None:
+                 on_state: Callable[[ChassisState], None], timeout: float = 10.0,
+                 may_write: Callable[[], bool] = lambda: True,
+                 targets: Optional[Callable[[], tuple[str, ...]]] = None) -> None:
         self.remote = remote
         self.settings = settings
+        # only the chassis' owner writes its OVSDB (controller/ownership.py); every
+        # instance reads it
+        self._may_write = may_write
+        self._targets = targets or (lambda: (settings.controller_target,))
         self._on_state = on_state
         self._timeout = timeout
         self._api: Optional[impl_idl.OvsdbIdl] = None
@@ -723,6 +729,9 @@ class ChassisSession:
         if latest is None or not latest[0].connected:
             return ()
         return latest[1].controller_links
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def set_tunnels(self, tunnels: frozenset[TunnelPort]) -> None:
         """The tunnel ports this chassis should hold; applied by the session thread."""
@@ -796,7 +805,7 @@ class ChassisSession:
                 self._on_state(state)
             except Exception:
                 LOG.exception("topology update from chassis %s failed", self.remote)
-            if state.connected:
+            if state.connected and self._may_write():
                 try:
                     self._ensure_bridge(config)
                     self._ensure_tunnels(config)
@@ -918,7 +927,8 @@ class ChassisSession:
         s = self.settings
         api = self._api
         assert api is not None
-        wanted_ctl = ((s.controller_target, CONTROLLER_MAX_BACKOFF_MS),)
+        targets = tuple(sorted(self._targets()))
+        wanted_ctl = tuple((t, CONTROLLER_MAX_BACKOFF_MS) for t in targets)
         ok = (config.exists and config.datapath_type == s.datapath_type
               and config.fail_mode == s.fail_mode
               and config.protocols == tuple(sorted(s.protocols))
@@ -934,12 +944,13 @@ class ChassisSession:
                                ("fail_mode", s.fail_mode),
                                ("protocols", list(s.protocols)),
                                ("other_config", {"disable-in-band": "true"})))
-            if tuple(t for t, _ in config.controllers) != (s.controller_target,):
-                txn.add(api.set_controller(s.name, [s.controller_target]))
-        # The Controller row exists only after the transaction above.
+            if tuple(t for t, _ in config.controllers) != targets:
+                txn.add(api.set_controller(s.name, list(targets)))
+        # The Controller rows exist only after the transaction above.
         with api.transaction(check_error=True) as txn:
-            for row in api.db_find("Controller", ("target", "=", s.controller_target)).execute(
-                    check_error=True):
-                txn.add(api.db_set("Controller", row["_uuid"],
-                                   ("max_backoff", CONTROLLER_MAX_BACKOFF_MS),
-                                   ("inactivity_probe", CONTROLLER_INACTIVITY_PROBE_MS)))
+            for target in targets:
+                for row in api.db_find("Controller", ("target", "=", target)).execute(
+                        check_error=True):
+                    txn.add(api.db_set("Controller", row["_uuid"],
+                                       ("max_backoff", CONTROLLER_MAX_BACKOFF_MS),
+                                       ("inactivity_probe", CONTROLLER_INACTIVITY_PROBE_MS)))

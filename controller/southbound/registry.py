@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from typing import Optional
 
 from controller.compiler.qos import Shaping
 from controller.compiler.tunnels import TunnelPort
@@ -30,6 +31,11 @@ class ChassisRegistry:
         self._on_change = on_change
         self._sessions: dict[str, ChassisSession] = {}
         self._lock = threading.Lock()
+        # several instances (controller/ownership.py): whether this instance may write
+        # a chassis' OVSDB (its owner only), and every instance's OpenFlow target for
+        # the integration bridges; alone, always, and this instance's own target
+        self.may_write: Callable[[str], bool] = lambda remote: True
+        self.targets: Callable[[], tuple[str, ...]] = lambda: (settings.controller_target,)
 
     def _state_changed(self, remote: str, state: ChassisState) -> None:
         # Under the lock, so a session being removed cannot put its chassis back
@@ -50,7 +56,9 @@ class ChassisRegistry:
                 if remote not in self._sessions:
                     LOG.info("chassis %s: opening session", remote)
                     session = ChassisSession(remote, self._settings,
-                                             functools.partial(self._state_changed, remote))
+                                             functools.partial(self._state_changed, remote),
+                                             may_write=functools.partial(self._may, remote),
+                                             targets=self._targets)
                     self._sessions[remote] = session
                     session.start()
             gone = [r for r in self._sessions if r not in wanted]
@@ -64,6 +72,32 @@ class ChassisRegistry:
             session.stop()
         if removed:
             self._on_change()
+
+    def _may(self, remote: str) -> bool:
+        return self.may_write(remote)
+
+    def _targets(self) -> tuple[str, ...]:
+        return self.targets()
+
+    def remotes(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+    def remote_of(self, chassis_name: str) -> Optional[str]:
+        """The remote of the session whose chassis is named `chassis_name`."""
+        with self._lock:
+            for remote, session in self._sessions.items():
+                state = session.state
+                if state is not None and state.name == chassis_name:
+                    return remote
+        return None
+
+    def wake(self) -> None:
+        """Look at every chassis' configuration again (its owner may have changed)."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.wake()
 
     def all_reported(self) -> bool:
         """Has every chassis been read at least once since this process started?

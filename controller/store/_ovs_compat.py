@@ -38,7 +38,20 @@ def install() -> None:
 
 
 class Transaction(ovs.db.idl.Transaction):
-    """python-ovs Transaction whose references to persist_uuid rows stay plain uuids."""
+    """python-ovs Transaction whose references to persist_uuid rows stay plain uuids,
+    and which says whether the server answered it (`replied`).
+
+    python-ovs ends a transaction TRY_AGAIN both when the server refused it because a
+    prerequisite (`Row.verify`) no longer held, which wrote nothing and may simply be
+    run again on the newer data, and when the connection dropped with the request in
+    flight, whose outcome is unknown. Only the first comes with a reply.
+    """
+
+    replied = False
+
+    def _process_reply(self, msg: Any) -> None:
+        self.replied = True
+        super()._process_reply(msg)
 
     def _substitute_uuids(self, json_value: Any) -> Any:
         if (

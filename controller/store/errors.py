@@ -32,6 +32,11 @@ class CommitOutcomeUnknown(StoreTimeout):
     """
 
 
+class WriteConflict(StoreError):
+    """A write's prerequisite failed: another writer changed a row it depended on
+    first. Nothing was written (`NorthboundStore.transact_raw`)."""
+
+
 class EmbeddedDbError(StoreError):
     """The embedded ovsdb-server could not be created or started."""
 

@@ -23,6 +23,7 @@ import queue
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,6 +39,7 @@ import ovs.util
 from controller import intent as model
 from controller.intent_delta import DeltaLog, IntentDelta, stamp
 from controller.store import _ovs_compat, allocations, ovs_json
+from controller.store.cluster_view import CLUSTER_TABLES, ClusterView
 from controller.store.codec import CODECS
 from controller.store.embedded import SCHEMA_PATH, iso_time
 from controller.store.errors import (
@@ -45,6 +47,7 @@ from controller.store.errors import (
     StoreError,
     StoreTimeout,
     StoreUnavailable,
+    WriteConflict,
     from_ovsdb_error,
 )
 from controller.store.ovs_idl import FastRowUpdate
@@ -66,9 +69,14 @@ class _Idl(FastRowUpdate, ovs.db.idl.Idl):
 
     builder: Optional[SnapshotBuilder] = None
 
+    cluster_dirty = True  # the controller instances' tables changed (cluster_view)
+
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
-        if self.builder is not None:
-            self.builder.note(row._table.name, row.uuid)
+        table = row._table.name
+        if table in CLUSTER_TABLES:
+            self.cluster_dirty = True
+        elif self.builder is not None:
+            self.builder.note(table, row.uuid)
 
 
 class ServerStatus(Protocol):
@@ -97,14 +105,23 @@ class _LinkWatch:
         self.error: Optional[int] = None
         self.lost = False  # the last failure ended an established session
         self.at: Optional[float] = None  # wall time of the last failure
+        # Loom is resetting the session itself (a commit hung); any other forced
+        # reconnect is python-ovs' own: a cluster member that is not (or no longer)
+        # the leader
+        self.forcing = False
         inner = fsm.disconnected
 
         def disconnected(now: int, error: int) -> None:
             state = fsm.state
             if state not in (ovs.reconnect.Reconnect.Backoff, ovs.reconnect.Reconnect.Void):
-                # RECONNECT: we dropped a live session ourselves (a commit timed out)
-                self.error = _FORCED if state is ovs.reconnect.Reconnect.Reconnect else error
-                self.lost = bool(state.is_connected) or self.error == _FORCED
+                # RECONNECT: the session was dropped on purpose, by us (a commit timed
+                # out) or by python-ovs (the member is not the cluster's leader)
+                if state is ovs.reconnect.Reconnect.Reconnect:
+                    self.error = _FORCED if self.forcing else _NOT_LEADER
+                else:
+                    self.error = error
+                self.forcing = False
+                self.lost = bool(state.is_connected) or self.error in (_FORCED, _NOT_LEADER)
                 if state.is_connected:
                     self.losses += 1
                 self.at = time.time()
@@ -115,6 +132,7 @@ class _LinkWatch:
 
 
 _FORCED = -1000  # not an errno: Loom itself reset a session whose commit hung
+_NOT_LEADER = -1001  # nor this: python-ovs left a clustered member that is not the leader
 
 
 def describe_attempt(error: Optional[int], remote: str) -> str:
@@ -133,6 +151,9 @@ def describe_loss(error: Optional[int]) -> str:
     """Why an established session ended, in words: `closed by the server`."""
     if error == ovs.util.EOF:
         return "closed by the server"
+    if error == _NOT_LEADER:
+        return "the member is not the cluster's leader (a new one is being elected or " \
+            "was elected); reconnecting to the leader"
     if error == _FORCED:
         return "reset by Loom after a commit went unanswered"
     if not error:
@@ -146,6 +167,7 @@ class _Job:
     future: Future[Any]
     deadline: float
     commit: bool = True
+    raw: bool = False  # fn(idl, txn): the instances' own tables, not intent (transact_raw)
 
 
 @dataclass
@@ -168,6 +190,8 @@ class NorthboundStore:
     ) -> None:
         """`server`: the embedded server's supervisor, so health can say why it is down."""
         self.remote = remote
+        # the members of a clustered database: a write waits out an election
+        self.clustered = "," in remote
         self._server = server
         self._helper = ovs.db.idl.SchemaHelper(location=str(schema))
         self._helper.register_all()
@@ -203,10 +227,15 @@ class NorthboundStore:
         self._session_up_since: Optional[float] = None  # monotonic; None while the socket is down
         self._running_since: Optional[float] = None  # the store thread is in idl.run()
         self._subs: list[_Subscription] = []
+        self.conflicts = 0  # writes run again because another one committed first
+        self.resolved = 0  # writes whose connection dropped, found (not) committed after
+        self._session_seqno = -1
+        self._cluster = ClusterView()
+        self._cluster_subs: list[Callable[[ClusterView], None]] = []
         self._subs_lock = threading.Lock()
-        self._notices: queue.SimpleQueue[Optional[tuple[model.Intent, Optional[_Subscription]]]] = (
-            queue.SimpleQueue()
-        )
+        self._notices: queue.SimpleQueue[
+            Optional[tuple[model.Intent | ClusterView, Optional[_Subscription]]]
+        ] = queue.SimpleQueue()
         self._notifier: Optional[threading.Thread] = None
 
     # -- lifecycle --------------------------------------------------------------
@@ -225,7 +254,13 @@ class NorthboundStore:
         if self._thread is not None:
             return self
         idl = _Idl(self.remote, self._helper, probe_interval=self._probe)
-        idl._session.reconnect.set_backoff(250, self._max_backoff)  # default 8 s is slow to heal
+        # python-ovs' default (8 s) is slow to heal; the members of a cluster are tried
+        # in turn until the leader answers, each failed try growing the wait: keep it
+        # short there, or an election of a second becomes several (docs/HA.md)
+        clustered = self.clustered
+        idl._session.reconnect.set_backoff(
+            100 if clustered else 250, min(self._max_backoff, 500) if clustered
+            else self._max_backoff)
         self._link = _LinkWatch(idl._session.reconnect)
         idl.builder = SnapshotBuilder(idl)
         self._idl = idl
@@ -302,7 +337,14 @@ class NorthboundStore:
         return -1 if rpc is None else int(rpc.get_received_bytes())
 
     def _unreachable_reason(self) -> str:
-        kind, _, where = self.remote.partition(":")
+        members = self.remote.split(",")
+        if len(members) > 1:  # a clustered database: why each member would not do
+            return "; ".join(f"{m}: {self._member_reason(m)}" for m in members)
+        return self._member_reason(self.remote)
+
+    @staticmethod
+    def _member_reason(remote: str) -> str:
+        kind, _, where = remote.partition(":")
         if kind == "unix":
             if not os.path.exists(where):
                 return f"socket {where} does not exist (is ovsdb-server running?)"
@@ -399,6 +441,35 @@ class NorthboundStore:
 
         return unsubscribe
 
+    def cluster_view(self) -> ClusterView:
+        """The controller instances and who owns which switch, as last read."""
+        return self._cluster
+
+    def subscribe_cluster(self, callback: Callable[[ClusterView], None]) -> None:
+        """Call `callback(view)` (on the notifier thread) whenever the instances' tables
+        change, and once now if the store is loaded."""
+        with self._subs_lock:
+            self._cluster_subs.append(callback)
+        if self._ready.is_set():
+            self._notices.put((self._cluster, None))
+
+    def transact_raw(self, fn: Callable[[Any, Any], Any], *, timeout: float = 5.0) -> Any:
+        """Run `fn(idl, txn)` in the store thread and commit it, for the controller
+        instances' own rows (heartbeats, switch ownership). These are not intent: the
+        write counter is not bumped, and a prerequisite that failed is not retried but
+        reported as `WriteConflict`, for the caller to decide again on newer data.
+        Returns what `fn` returned."""
+        if self._thread is None or self._stopping.is_set():
+            raise StoreUnavailable(f"northbound store {self.remote} is not connected")
+        fut: Future[Any] = Future()
+        self._jobs.put(_Job(fn, fut, time.monotonic() + timeout, True, raw=True))
+        self._wake()
+        try:
+            return fut.result(timeout + 1.0)
+        except FutureTimeout:
+            fut.cancel()
+            raise StoreTimeout(f"write did not complete within {timeout:g}s") from None
+
     def dump(self, timeout: float = 10.0) -> dict[str, dict[str, dict[str, Any]]]:
         """Every row of every table (table -> uuid -> column -> value), for tests and debugging."""
 
@@ -462,20 +533,16 @@ class NorthboundStore:
     def _run(self) -> None:
         idl = self._idl
         assert idl is not None
-        session_seqno = -1
         try:
             while not self._stopping.is_set():
                 self._running_since = time.monotonic()  # a big first copy parses for seconds
                 idl.run()
                 self._running_since = None
-                seqno = idl._session.get_seqno()
-                if seqno != session_seqno:  # (re)connected or lost: rows may have vanished unseen
-                    session_seqno = seqno
-                    assert idl.builder is not None
-                    idl.builder.invalidate()
+                self._note_session()
                 whole = idl._session.is_connected() and idl.state == idl.IDL_S_MONITORING
                 if whole:  # publish first: once `connected` says so, reads are fresh
                     self._publish()
+                    self._publish_cluster()
                 self._track_link(idl, whole)
                 self._run_jobs()
                 poller = ovs.poller.Poller()
@@ -494,6 +561,16 @@ class NorthboundStore:
             self._connected = False
             idl.close()
             self._fail_pending(StoreUnavailable(f"northbound store {self.remote} closed"))
+
+    def _note_session(self) -> None:
+        """After a (re)connection or a loss rows may have vanished unseen: the next
+        snapshot is built from every row."""
+        idl = self._idl
+        assert idl is not None and idl.builder is not None
+        seqno = idl._session.get_seqno()
+        if seqno != self._session_seqno:
+            self._session_seqno = seqno
+            idl.builder.invalidate()
 
     def _track_link(self, idl: _Idl, whole: bool) -> None:
         """Keep `connected`, the outage record and its reason in step with the session.
@@ -582,7 +659,12 @@ class NorthboundStore:
     def _publish(self) -> None:
         idl = self._idl
         assert idl is not None and idl.builder is not None
-        snap = idl.builder.build(self._generation + 1, self._snapshot)
+        counter = write_counter(idl)
+        # numbered after the database's write counter, so that a write has the same
+        # generation on every controller instance; a change that did not count itself
+        # (an older writer, a hand edit) still gets a new number
+        generation = counter if counter > self._generation else self._generation + 1
+        snap = idl.builder.build(generation, self._snapshot)
         if snap is None:
             if not self._ready.is_set() and idl.has_ever_connected():
                 self._ready.set()
@@ -610,35 +692,158 @@ class NorthboundStore:
                 job.future.set_exception(exc)
 
     def _execute(self, job: _Job) -> Any:
+        """Run one job; a write is retried, from the start, as long as the only reason
+        it failed is that another write (another controller's) committed first."""
         idl = self._idl
         assert idl is not None and idl.builder is not None
+        if job.raw:
+            return self._execute_raw(job)
+        while True:
+            if not self._connected and not (self.clustered and self._await_session(job.deadline)):
+                raise self._unavailable("nothing was written")
+            # The write is checked against the snapshot, and conditioned on the write
+            # counter the IDL holds: the two must be the same state. The IDL may have
+            # moved on since the last snapshot (updates read while an earlier commit
+            # waited for its reply): publish what it holds first.
+            self._note_session()
+            self._publish()
+            txn = _ovs_compat.Transaction(idl)
+            helper = TxnHelper(idl, txn, self._snapshot, idl.builder)
+            try:
+                result = job.fn(helper, self._snapshot)
+            except BaseException:
+                txn.abort()
+                raise
+            if not job.commit:
+                txn.abort()
+                return result
+            counted = count_write(idl, txn, self._generation)
+            status, sent = self._commit(txn, job.deadline)
+            if status == txn.UNCHANGED:
+                return self._generation
+            if counted is not None and txn.replied and (
+                    status == txn.TRY_AGAIN or (status == txn.ERROR and counted.inserted)):
+                # A prerequisite failed: the write counter moved, another write came
+                # first (or, on a new database, made the counter's row first: a second
+                # row breaks NB_Global's maxRows). Nothing was written; run the job
+                # again on the newer data.
+                self.conflicts += 1
+                self._catch_up(counted.read, job.deadline)
+                self._publish()
+                continue
+            if status == txn.TRY_AGAIN and sent and not txn.replied and counted is not None:
+                # The connection dropped with the commit in flight (a cluster's leader
+                # died, say). Reconnected, the counter tells whether it committed.
+                committed = self._resolve(counted, helper, job.deadline)
+                if committed is False:
+                    self.resolved += 1
+                    continue  # nothing was written: run it again, on the newer data
+                if committed:
+                    self.resolved += 1
+                    self._note_session()
+                    self._publish()
+                    return counted.written
+            if status != txn.SUCCESS:
+                if status == txn.ERROR:
+                    raise from_ovsdb_error(txn.get_error())
+                if sent:  # TRY_AGAIN after sending: python-ovs aborts in-flight txns on a drop
+                    raise CommitOutcomeUnknown(
+                        f"connection to {self.remote} lost before the server confirmed the "
+                        "commit; it may or may not be committed"
+                    )
+                raise self._unavailable("the commit could not be sent, nothing was written")
+            self._await_visible(helper, job.deadline)
+            self._publish()
+            return self._generation if counted is None else counted.written
+
+    def _execute_raw(self, job: _Job) -> Any:
+        idl = self._idl
+        assert idl is not None
         if not self._connected:
             raise self._unavailable("nothing was written")
         txn = _ovs_compat.Transaction(idl)
-        helper = TxnHelper(idl, txn, self._snapshot, idl.builder)
         try:
-            result = job.fn(helper, self._snapshot)
+            result = job.fn(idl, txn)
         except BaseException:
             txn.abort()
             raise
-        if not job.commit:
-            txn.abort()
-            return result
         status, sent = self._commit(txn, job.deadline)
-        if status == txn.UNCHANGED:
-            return self._generation
-        if status != txn.SUCCESS:
-            if status == txn.ERROR:
-                raise from_ovsdb_error(txn.get_error())
-            if sent:  # TRY_AGAIN after sending: python-ovs aborts in-flight txns on a drop
-                raise CommitOutcomeUnknown(
-                    f"connection to {self.remote} lost before the server confirmed the "
-                    "commit; it may or may not be committed"
-                )
-            raise self._unavailable("the commit could not be sent, nothing was written")
-        self._await_visible(helper, job.deadline)
-        self._publish()
-        return self._generation
+        if status in (txn.SUCCESS, txn.UNCHANGED):
+            return result
+        if status == txn.TRY_AGAIN and txn.replied:
+            raise WriteConflict("a row this write depended on changed first")
+        if status == txn.ERROR:
+            raise from_ovsdb_error(txn.get_error())
+        if sent:
+            raise CommitOutcomeUnknown("connection lost before the server confirmed the commit")
+        raise self._unavailable("the commit could not be sent, nothing was written")
+
+    def _publish_cluster(self) -> None:
+        idl = self._idl
+        assert idl is not None
+        if not idl.cluster_dirty:
+            return
+        idl.cluster_dirty = False
+        view = ClusterView.read(idl)
+        if view != self._cluster:
+            self._cluster = view
+            self._notices.put((view, None))
+
+    def _resolve(self, counted: CountedWrite, helper: TxnHelper,
+                 deadline: float) -> Optional[bool]:
+        """Whether a write whose reply was lost committed: True, False, or None when
+        that cannot be told. Waits (until `deadline`) for a session with a whole
+        replica again (another member of a cluster), then reads the write counter and
+        the token the write left beside it (`count_write`)."""
+        idl = self._idl
+        assert idl is not None
+        if not self._await_session(deadline):
+            return None
+        counter, token = write_counter(idl), write_token(idl)
+        if counter == counted.read:
+            return False  # nobody wrote since, ours neither
+        if counter == counted.written and token == counted.token:
+            return True
+        inserted = [u for (t, u), present in helper.expected.items() if present]
+        if inserted:  # rows only this write could have made (their uuids are its own)
+            return all(u in idl.tables[t].rows for (t, u), present in helper.expected.items()
+                       if present)
+        return None
+
+    def _await_session(self, deadline: float) -> bool:
+        """Run the IDL until it holds a whole replica from a live session again (with a
+        cluster: the new leader, within an election's time), or `deadline` passes.
+        Meanwhile this write holds the store thread, and those queued behind it wait:
+        a write during an election is answered late rather than refused."""
+        idl = self._idl
+        assert idl is not None
+        while not (idl._session.is_connected() and idl.state == idl.IDL_S_MONITORING):
+            if time.monotonic() > deadline or self._stopping.is_set():
+                return False
+            idl.run()
+            poller = ovs.poller.Poller()
+            idl.wait(poller)
+            poller.timer_wait(50)
+            poller.block()
+        idl.run()
+        self._note_session()
+        return True
+
+    def _catch_up(self, read: int, deadline: float) -> None:
+        """Run the IDL until the replica's write counter moved past `read` (the server
+        refused a write because it had): the next attempt then sees what came first."""
+        idl = self._idl
+        assert idl is not None
+        while write_counter(idl) == read and idl._session.is_connected():
+            if time.monotonic() > deadline:
+                raise StoreTimeout(
+                    "another write kept coming first and its change did not arrive in "
+                    "time; nothing was written")
+            idl.run()
+            poller = ovs.poller.Poller()
+            idl.wait(poller)
+            poller.timer_wait(50)
+            poller.block()
 
     def _unavailable(self, outcome: str) -> StoreUnavailable:
         """The error for a write refused because the server is out of reach, naming why."""
@@ -661,6 +866,8 @@ class NorthboundStore:
                 return status, sent
             sent = True
             if time.monotonic() > deadline:
+                if self._link is not None:
+                    self._link.forcing = True
                 idl.force_reconnect()  # aborts the in-flight txn; caller gets StoreTimeout
                 raise StoreTimeout("commit not confirmed in time; it may or may not be committed")
             idl.run()
@@ -698,6 +905,15 @@ class NorthboundStore:
             if item is None:
                 return
             snap, only = item
+            if isinstance(snap, ClusterView):
+                with self._subs_lock:
+                    callbacks = list(self._cluster_subs)
+                for callback in callbacks:
+                    try:
+                        callback(snap)
+                    except Exception:
+                        log.exception("cluster subscriber %r failed", callback)
+                continue
             with self._subs_lock:
                 targets = [only] if only is not None else list(self._subs)
             for sub in targets:
@@ -710,6 +926,75 @@ class NorthboundStore:
                     log.exception(
                         "store subscriber %r failed on generation %d", sub.callback, snap.generation
                     )
+
+
+COUNTER_TABLE = "NB_Global"
+
+
+def write_counter(idl: Any) -> int:
+    """The database's write counter (`NB_Global.nb_cfg`, 0 before the first write)."""
+    table = idl.tables.get(COUNTER_TABLE)
+    row = next(iter(table.rows.values()), None) if table is not None else None
+    return int(row.nb_cfg) if row is not None else 0
+
+
+@dataclass(frozen=True)
+class CountedWrite:
+    read: int  # the counter this write was computed against (verified at commit)
+    written: int  # the counter it sets: its generation, on every instance
+    inserted: bool = False  # it makes the counter's row (a new database)
+    token: str = ""  # left beside the counter: a reply lost, whether it committed
+
+
+WRITE_TOKEN = "loom-write"  # NB_Global.external_ids: which write set the counter
+
+
+def write_token(idl: Any) -> Optional[str]:
+    table = idl.tables.get(COUNTER_TABLE)
+    row = next(iter(table.rows.values()), None) if table is not None else None
+    return None if row is None else dict(row.external_ids).get(WRITE_TOKEN)
+
+
+def count_write(idl: Any, txn: Any, generation: int) -> Optional[CountedWrite]:
+    """Make `txn` bump the write counter, on the condition that nobody else did since
+    it was read (OVSDB's `wait` prerequisite, python-ovs' `Row.verify`).
+
+    Every write of every controller instance goes through this one row, so two
+    writes computed from the same data never both commit: the second is refused
+    (TRY_AGAIN) and run again on the newer data. That keeps every check the REST
+    layer makes against its snapshot (free addresses, unique names, quotas,
+    If-Match) as sound with several instances as with one. Returns None, adding
+    nothing, when the transaction writes nothing.
+    """
+    if not _writes_anything(txn):
+        return None
+    table = idl.tables[COUNTER_TABLE]
+    row = next(iter(table.rows.values()), None)
+    inserted = row is None
+    if row is None:  # a new database: the row is made by the first write
+        read = 0
+        row = txn.insert(table)
+    else:
+        read = int(row.nb_cfg)
+        row.verify("nb_cfg")
+    # past this instance's own generation too, so a generation given out for an
+    # uncounted change is never given again to a counted one
+    written = max(read, generation) + 1
+    row.nb_cfg = written
+    token = uuid.uuid4().hex
+    row.external_ids = {WRITE_TOKEN: token}
+    return CountedWrite(read, written, inserted, token)
+
+
+def _writes_anything(txn: Any) -> bool:
+    """Whether committing `txn` changes the database, as python-ovs decides UNCHANGED."""
+    for row in txn._txn_rows.values():
+        if row._changes is None or row._data is None or row._mutations:
+            return True
+        data = row._data  # (python-ovs' ColumnDefaultDict: a column not held is its default)
+        if any(data[column] != datum for column, datum in row._changes.items()):
+            return True
+    return False
 
 
 def _plain(value: Any) -> Any:
