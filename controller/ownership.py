@@ -207,9 +207,11 @@ class Ownership:
 
     # ---- the ownership thread
     def _view_changed(self, view: ClusterView) -> None:
+        targets = self.of_targets()
         self._view = view
         now = self._clock()
-        changed = False
+        # a new instance's OpenFlow target goes onto the bridges this one owns
+        changed = self.of_targets() != targets
         with self._lock:
             for name, row in view.instances.items():
                 if name == self.name:
@@ -221,16 +223,17 @@ class Ownership:
                 elif last[0] != row.heartbeat:
                     self._seen[name] = (row.heartbeat, now)
             mine = {k: o.generation for k, o in view.owners.items() if o.owner == self.name}
+            gained = set(mine) - set(self._mine)
+            lost = set(self._mine) - set(mine)
             if mine != self._mine:
-                gained = set(mine) - set(self._mine)
-                lost = set(self._mine) - set(mine)
                 self._mine = mine
                 changed = True
-        if changed:
+        if gained or lost:
             LOG.info("instance %s: owns %s%s%s", self.name, sorted(mine) or "nothing",
                      f"; took {sorted(gained)}" if gained else "",
                      f"; gave up {sorted(lost)}" if lost else "")
             OWNED.set(len(mine))
+        if changed:
             self._on_change()
         self._on_view()
         self._wake.set()

@@ -157,6 +157,15 @@ def test_killing_the_master_loses_no_ping_and_the_survivor_adopts_without_flow_m
     g1, g2 = _network(p, survivor)  # written through the slave: ?wait=true still waits
     out = g1.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.40.0.12"], check=False)
     assert " 0% packet loss" in out.stdout, out.stdout
+
+    # ?wait=true through the instance that does not own the switch waits for the one
+    # that does (its installed generation, reported through the database)
+    before = p.bridge_flows()
+    net_id = p.ctls[survivor].api.get("/v2.0/networks").ok()["networks"][0]["id"]
+    resp = p.ctls[survivor].api.post("/v2.0/ports?wait=true", {"port": {
+        "network_id": net_id, "fixed_ips": [{"ip_address": "10.40.0.30"}]}})
+    assert resp.status == 201, resp.body
+    assert p.bridge_flows() > before  # its neighbour answers, installed by the owner
     flows_before = p.bridge_flows()
 
     ping = _ping_loop(g1, "10.40.0.12", 12)
@@ -174,7 +183,6 @@ def test_killing_the_master_loses_no_ping_and_the_survivor_adopts_without_flow_m
 
     # a change right after is installed, and ?wait=true answers
     api = p.ctls[survivor].api
-    net_id = p.ctls[survivor].api.get("/v2.0/networks").ok()["networks"][0]["id"]
     resp = api.post("/v2.0/ports?wait=true", {"port": {"network_id": net_id}})
     assert resp.status == 201, resp.body
     assert p.bridge_flows() > flows_before
@@ -217,3 +225,30 @@ def test_a_paused_master_is_refused_by_the_switch_and_steps_down(pair: Pair) -> 
     assert "owned elsewhere now; stepping aside" in log or "stepping down" in log
     out = g1.run(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.40.0.12"], check=False)
     assert " 0% packet loss" in out.stdout, out.stdout
+
+
+def test_restarting_every_instance_in_turn_loses_no_ping(pair: Pair) -> None:
+    """A rolling upgrade: each instance stopped and started again, one after the other,
+    while traffic runs; a restarted instance keeps its name, and with it its switch
+    if it had it (another took it only if it stayed away past the dead time)."""
+    p = pair
+    g1, _ = _network(p, "c1")
+    flows = p.bridge_flows()
+    ping = _ping_loop(g1, "10.40.0.12", 16)
+    time.sleep(1.0)
+    for name in NAMES:
+        ctl = p.ctls[name]
+        assert ctl.stop() == 0
+        ctl.start()
+        wait_for(f"{name} back and seeing both instances alive", lambda: sorted(
+            i["name"] for i in p.health(name)["instances"]["instances"] if i["alive"]
+        ) == list(NAMES))
+        wait_for("one master, one slave", lambda: sorted(
+            p.switch(n).get("role", "") for n in NAMES) == ["master", "slave"])
+    out, _ = ping.communicate(timeout=40)
+    sent, received = _loss(out)
+    print(f"ping through the rolling restart: {sent} sent, {received} received")
+    assert sent > 150 and received == sent, out
+    master = next(n for n in NAMES if p.switch(n).get("role") == "master")
+    wait_for("the master synced", lambda: p.switch(master).get("synced_generation") is not None)
+    assert p.bridge_flows() == flows
