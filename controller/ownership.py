@@ -49,6 +49,7 @@ LOG = logging.getLogger(__name__)
 FABRIC_KEY = "fabric"
 HEARTBEAT_S = 1.0
 DEAD_AFTER_S = 3.0
+FORGET_AFTER_S = 30.0  # an owned key gone from the deployment this long: its row goes
 
 OWNED = Gauge("loom_owned_switches", "Ownership keys (chassis, or the fabric) this "
               "instance is master of")
@@ -81,12 +82,13 @@ def plan(view: ClusterView, me: str, alive: set[str], keys: Iterable[str]) -> li
     """The grants this instance should write now (pure; every instance runs it on the
     same view and so agrees on who takes what)."""
     alive = set(alive) | {me}
+    keys = set(keys)
     load = {name: 0 for name in alive}
     for owned in view.owners.values():
-        if owned.owner in load:
+        if owned.owner in load and owned.switch in keys:
             load[owned.owner] += 1
     grants: list[Grant] = []
-    for key in sorted(set(keys)):
+    for key in sorted(keys):
         row = view.owners.get(key)
         if row is not None and row.owner in alive:
             continue
@@ -99,7 +101,7 @@ def plan(view: ClusterView, me: str, alive: set[str], keys: Iterable[str]) -> li
         return grants
     least = min(alive, key=lambda n: (load[n], n))
     if load[me] > load[least] + 1:
-        mine = [r for r in view.owners.values() if r.owner == me]
+        mine = [r for r in view.owners.values() if r.owner == me and r.switch in keys]
         given = max(mine, key=lambda r: _rank(r.switch, least))
         return [Grant(given.switch, least, given, "handover")]
     return []
@@ -138,6 +140,7 @@ class Ownership:
         self._mine: dict[str, int] = {}  # key -> generation, as of the last view
         self._installed: dict[str, int] = {}  # key -> generation to report
         self._reported: dict[str, int] = {}
+        self._absent: dict[str, float] = {}  # owned key -> since when it is not a key
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ownership", daemon=True)
@@ -308,9 +311,44 @@ class Ownership:
     def _decide(self) -> None:
         # (an instance first seen counts as alive for `dead_after_s` from then: a
         # restarted instance never takes the keys of one it has not watched yet)
-        grants = plan(self._view, self.name, self.alive(), self._keys())
+        keys = set(self._keys())
+        grants = plan(self._view, self.name, self.alive(), keys)
         for grant in grants:
             self._write_grant(grant)
+        self._forget_gone(keys)
+
+    def _forget_gone(self, keys: set[str]) -> None:
+        """Delete this instance's rows of keys gone from the deployment (a chassis
+        removed) for `FORGET_AFTER_S`: not at once, since a key is missing for a moment
+        while a restarted instance reads its chassis."""
+        now = self._clock()
+        with self._lock:
+            gone = [k for k in self._mine if k not in keys]
+            for k in list(self._absent):
+                if k not in gone:
+                    del self._absent[k]
+            for k in gone:
+                self._absent.setdefault(k, now)
+            due = [k for k, since in self._absent.items() if now - since >= FORGET_AFTER_S]
+        if not due:
+            return
+        name = self.name
+
+        def write(idl: Any, txn: Any) -> None:
+            for key in due:
+                row = find_row(idl, OWNER_TABLE, "switch", key)
+                if row is not None and row.owner == name:
+                    row.verify("owner")
+                    row.delete()
+
+        try:
+            self.store.transact_raw(write)
+        except WriteConflict:
+            return
+        LOG.info("ownership of %s: forgotten (no longer in the deployment)", sorted(due))
+        with self._lock:
+            for k in due:
+                self._absent.pop(k, None)
 
     def _write_grant(self, grant: Grant) -> None:
         expected = grant.expected

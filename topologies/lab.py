@@ -25,6 +25,17 @@ Guests on a subnet with ``dhcp: true`` (labspec.DHCP_DEFAULT for subnets that do
 say) get no static IPv4 configuration: once their ports are ACTIVE, a real DHCP client
 runs in each (`Guest.dhcp()`, state in ``<workdir>/dhcp/<guest>``) and keeps running;
 `up` fails unless every guest got exactly what the API says (`dhcp_problems`).
+
+With `controllers: N` (> 1) or `nb_members: M` in the spec (an HA lab, issue 14),
+`up` first runs the lab's own northbound in ``<workdir>/nb/nb<i>`` (M = 1: one
+ovsdb-server; M = 3 or 5: a raft cluster made with controller/store/nb_cluster.py,
+raft on 127.0.0.1, clients on each member's unix socket), then N controllers c1..cN,
+each with ``--nb-db <every member's socket>`` and ``--instance-name c<i>``, its own
+state dir (``<workdir>/controller/c<i>``) and ports, and the same chassis. It waits
+until every instance sees every other alive and every chassis has an owner
+(`wait_instances`). ``lab.controller`` is c1, ``lab.controllers`` all of them;
+``kill_controller`` / ``start_controller`` and ``nb_member_stop`` /
+``nb_member_start`` are for failover tests.
 """
 
 from __future__ import annotations
@@ -35,9 +46,13 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -71,14 +86,20 @@ from topologies.labstate import (
     LabSandbox,
     LabState,
     Progress,
+    controller_records,
     lab_lock,
     lab_names,
+    nb_member_pid,
     pid_alive,
     state_path,
     stop_controller,
     teardown,
 )
 from topologies.netns import Sandbox
+
+# python-ovs (imported with controller.store, for the HA lab's northbound) imports
+# eventlet, which prints a deprecation notice on import: not the lab's to show.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 INTEGRATION_BRIDGE = "br-int"
 # How long the underlay may take to answer, and OVS's tunnel neighbour cache to hold
@@ -95,6 +116,13 @@ ARP_SYSCTLS = (("arp_ignore", 1), ("arp_announce", 2))
 ARP_SYSCTL_SCOPES = ("all", "default", UNDERLAY_IF, PHYS_BRIDGE)
 # How long a DHCP guest may take to get its lease (dhclient's first try).
 DHCP_TIMEOUT = 20.0
+# How long a controller may take to answer /v1/health after its start.
+CONTROLLER_START_TIMEOUT = 30.0
+# How long the instances of an HA lab may take to see each other and own every chassis
+# (an instance first seen counts as alive for dead_after_s, 3 s, before any decision).
+INSTANCES_TIMEOUT = 30.0
+# Signals after which a controller is waited for until it has exited.
+ENDING_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 
 
 def dhcp_problems(lease: DhcpLease, fixed_ip: str, subnet: dict[str, Any], mtu: int,
@@ -239,7 +267,9 @@ class Lab:
         self.sandbox = LabSandbox(state)
         self.hypervisors: dict[str, Hypervisor] = {}
         self.guests: dict[str, Guest] = {}
-        self.controller: ControllerProcess | None = None
+        self.controller: ControllerProcess | None = None  # the first (c1 in an HA lab)
+        # every controller: an HA lab's by instance name (c1..cN), else {"controller": it}
+        self.controllers: dict[str, ControllerProcess] = {}
         self._gateways: dict[str, str | None] = {}  # project/network -> IPv4 gateway_ip
         self._v4_subnets: dict[str, dict[str, Any]] = {}  # project/network -> API subnet
 
@@ -254,10 +284,13 @@ class Lab:
 
     @property
     def api(self) -> ApiClient:
-        url = self.state.data["controller"].get("rest_url")
-        if not url:
+        """The API as admin: the controller's; in an HA lab the first running one's
+        (every instance serves the same northbound)."""
+        recs = [r for r in controller_records(self.state.data) if r.get("rest_url")]
+        if not recs:
             raise LabError(f"lab {self.name} has no controller")
-        return ApiClient(url, token=admin_token(self.state.data["controller"]))
+        rec = next((r for r in recs if _running(r)), recs[0]) if len(recs) > 1 else recs[0]
+        return ApiClient(rec["rest_url"], token=admin_token(rec))
 
     def guest(self, name: str) -> Guest:
         try:
@@ -361,7 +394,14 @@ class Lab:
             t1 = time.monotonic()
             for rec in self.state.data["hypervisors"].values():
                 rec["chassis_source"] = "command-line"
-            self._start_controller()
+            if self.spec.shared_nb:
+                self._start_nb()
+                self._timing("northbound", t1)
+                self._plan_controllers()
+                t1 = time.monotonic()
+            self._start_controllers()
+            if self.ha:
+                self.wait_instances()
             self._wait_integration_bridges(self.hypervisors.values())
             self._wait_provider_patches()
             self._timing("controller", t1)
@@ -460,8 +500,9 @@ class Lab:
 
     def _failed(self, exc: BaseException, keep: bool) -> None:
         self.progress(f"up failed: {type(exc).__name__}: {exc}")
-        if self.controller is not None:
-            self.progress("controller log tail:\n" + self.controller.log_tail(20))
+        for key, ctl in self.controllers.items():
+            self.progress(f"{'controller' if key == 'controller' else f'controller {key}'} "
+                          f"log tail:\n" + ctl.log_tail(20))
         if keep:
             self.state.data["phase"] = "failed"
             self.state.save()
@@ -478,23 +519,86 @@ class Lab:
         return [str(h["db_remote"]) for h in self.state.data["hypervisors"].values()
                 if h.get("chassis_source") == "command-line"]
 
-    def _start_controller(self) -> None:
+    @property
+    def ha(self) -> bool:
+        """Whether this lab's controllers share a northbound of the lab's own (each with
+        an --instance-name), rather than one controller with its embedded database."""
+        return bool(self.state.data.get("controllers"))
+
+    def _controller_names(self) -> list[str | None]:
+        """What to start: an HA lab's instance names, else [None] (the one controller)."""
+        return list(self.state.data.get("controllers") or {}) or [None]
+
+    def _controller_rec(self, name: str | None) -> dict[str, Any]:
+        if name is None:
+            first: dict[str, Any] = self.state.data.setdefault("controller", {})
+            return first
+        ctls = self.state.data.get("controllers") or {}
+        if name not in ctls:
+            raise KeyError(f"lab {self.name} has no controller {name!r} "
+                           f"(it has: {', '.join(ctls) or 'no named ones'})")
+        rec: dict[str, Any] = ctls[name]
+        return rec
+
+    def _plan_controllers(self) -> None:
+        """An HA lab's controller records, all written before the first one starts;
+        the first one is also `controller` (what older code and tests read)."""
+        assert self.spec is not None
+        if self.state.data.get("controllers"):
+            return
+        remote = self.nb_remote
+        recs: dict[str, dict[str, Any]] = {}
+        for index, name in enumerate(self.spec.instance_names()):
+            recs[name] = {"instance_name": name, "index": index, "nb_db": remote,
+                          "state_dir": str(self.state.workdir / "controller" / name)}
+        self.state.data["controllers"] = recs
+        self.state.data["controller"] = next(iter(recs.values()))
+        self.state.save()
+
+    def _start_controllers(self) -> None:
+        """Start every controller, then wait until each answers /v1/health."""
+        started = [(name, self._start_controller(name, wait=False))
+                   for name in self._controller_names()]
+        for name, ctl in started:
+            self._wait_healthy(ctl, name)
+
+    def _start_controller(self, name: str | None = None, wait: bool = True) -> ControllerProcess:
         """Start `python -m controller` (as ControllerProcess would) and record its pid
-        the moment it exists, so a crash of this process never orphans it."""
-        rec = self.state.data["controller"]
+        the moment it exists, so a crash of this process never orphans it. `name`: an
+        HA lab's instance (c1..cN); None: the lab's one controller. A restart keeps the
+        recorded state dir, ports and arguments."""
+        rec = self._controller_rec(name)
         spec_ctl = self.spec.controller if self.spec else None
         host = self.state.data["mgmt"]["host_ip"]
-        state_dir = Path(rec.get("state_dir") or self.state.workdir / "controller")
-        extra: tuple[str, ...] = ()
-        if not rec.get("auth_tokens_file") and spec_ctl is not None and spec_ctl.auth_tokens:
-            rec.update(self._write_tokens(spec_ctl, state_dir))
-        if rec.get("auth_tokens_file"):  # also on a restart, when the spec is not at hand
-            extra = ("--auth-tokens", str(rec["auth_tokens_file"]))
+        index = int(rec.get("index", 0))
+        shared_dir = self.state.workdir / "controller"
+        state_dir = Path(rec.get("state_dir") or shared_dir)
+        first = self.state.data.setdefault("controller", {})
+        if not first.get("auth_tokens_file") and spec_ctl is not None and spec_ctl.auth_tokens:
+            first.update(self._write_tokens(spec_ctl, shared_dir))
+        for key in ("auth_tokens_file", "admin_token_file"):  # one file for every instance
+            if first.get(key) and not rec.get(key):
+                rec[key] = first[key]
+        taken = {p for r in controller_records(self.state.data) if r is not rec
+                 for p in (r.get("rest_port"), r.get("of_port")) if p}
+
+        def port(key: str, given: int | None, pick: Any) -> int:
+            if rec.get(key):
+                return int(rec[key])
+            if given:
+                return given + index
+            while True:
+                chosen = int(pick())
+                if chosen not in taken:
+                    taken.add(chosen)
+                    return chosen
+
         ctl = ControllerProcess(
             state_dir, self.chassis_remotes(), of_host=host,
-            rest_port=rec.get("rest_port") or (spec_ctl and spec_ctl.rest_port) or free_port(),
-            of_port=rec.get("of_port") or (spec_ctl and spec_ctl.of_port) or free_port(host),
-            extra_args=extra)
+            rest_port=port("rest_port", spec_ctl.rest_port if spec_ctl else None, free_port),
+            of_port=port("of_port", spec_ctl.of_port if spec_ctl else None,
+                         lambda: free_port(host)),
+            extra_args=controller_args(rec))
         ctl.api.token = admin_token(rec)
         rec.update(state_dir=str(state_dir), rest_port=ctl.rest_port, of_port=ctl.of_port,
                    of_target=ctl.of_target, rest_url=ctl.api.base_url, chassis=ctl.chassis,
@@ -506,22 +610,36 @@ class Lab:
             ctl.proc = subprocess.Popen(ctl.argv(), cwd=ROOT, stdout=log,
                                         stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)
-        self.state.set("controller", "pid", ctl.proc.pid)
-        self.controller = ctl
-        deadline = time.monotonic() + 30
+        rec["pid"] = ctl.proc.pid
+        self.state.save()
+        self.controllers[name or "controller"] = ctl
+        if rec is self.state.data.get("controller"):
+            self.controller = ctl
+        if wait:
+            self._wait_healthy(ctl, name)
+        return ctl
+
+    def _wait_healthy(self, ctl: ControllerProcess, name: str | None,
+                      timeout: float = CONTROLLER_START_TIMEOUT) -> None:
+        who = f"controller {name}" if name else "controller"
+        assert ctl.proc is not None
+        deadline = time.monotonic() + timeout
         while True:
             if ctl.proc.poll() is not None:
-                raise LabError(f"controller exited {ctl.proc.returncode}: {ctl.log_tail()}")
+                raise LabError(f"{who} exited {ctl.proc.returncode}: {ctl.log_tail()}")
             try:
                 if ctl.api.get("/v1/health").status == 200:
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise LabError(f"controller not healthy in 30s: {ctl.log_tail()}")
+                raise LabError(f"{who} not healthy in {timeout:.0f}s: {ctl.log_tail()}")
             time.sleep(0.1)
-        self.progress(f"controller pid {ctl.proc.pid}: REST {ctl.api.base_url}, OpenFlow "
-                      f"{ctl.of_target}, {len(ctl.chassis)} chassis, log {ctl.log_path}")
+        rec = self._controller_rec(name)
+        self.progress(f"{who} pid {ctl.proc.pid}: REST {ctl.api.base_url}, OpenFlow "
+                      f"{ctl.of_target}, {len(ctl.chassis)} chassis"
+                      + (", on the lab's northbound" if rec.get("nb_db") else "")
+                      + f", log {ctl.log_path}")
 
     def _write_tokens(self, spec_ctl: ControllerSpec, state_dir: Path) -> dict[str, str]:
         """The spec's tokens as the controller's --auth-tokens file, in the lab's state
@@ -545,9 +663,14 @@ class Lab:
         return {"auth_tokens_file": str(path), "admin_token_file": str(admin_path)}
 
     def _restart_controller(self) -> None:
-        stop_controller(self.state.data["controller"])
+        """Stop every controller and start them again (same state dirs, ports, names)."""
+        for rec in controller_records(self.state.data):
+            stop_controller(rec)
         self.controller = None
-        self._start_controller()
+        self.controllers.clear()
+        self._start_controllers()
+        if self.ha:
+            self.wait_instances()
 
     def _wait_integration_bridges(self, hvs: Iterable[Hypervisor], timeout: float = 30) -> None:
         for hv in hvs:
@@ -557,6 +680,9 @@ class Lab:
         self._wait_switches(len(self.state.data["hypervisors"]), timeout)
 
     def _wait_switches(self, n: int, timeout: float) -> None:
+        if self.ha:
+            self._wait_switches_ha(n, timeout)
+            return
         deadline = time.monotonic() + timeout
         ready: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
@@ -569,6 +695,288 @@ class Lab:
                     return
             time.sleep(0.1)
         raise LabError(f"only {len(ready)} of {n} switches connected and synced in {timeout}s")
+
+    def wait_switches(self, timeout: float = 30.0) -> None:
+        """Wait until every hypervisor's br-int is connected and synced (in an HA lab:
+        connected to every running controller and synced by its master)."""
+        self._wait_switches(len(self.state.data["hypervisors"]), timeout)
+
+    def _wait_switches_ha(self, n: int, timeout: float) -> None:
+        """HA: every running instance has all n switches connected (each bridge lists
+        every instance's target), and each switch is synced by its master."""
+        deadline = time.monotonic() + timeout
+        masters: dict[str, str] = {}
+        seen: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            masters, seen = {}, {}
+            for name in self.running_controllers():
+                switches = self._get(name, "/v1/switches", "switches")
+                if switches is None:
+                    continue
+                seen[name] = sum(1 for s in switches if s.get("connected"))
+                for s in switches:
+                    if s.get("connected") and s.get("role") == "master" \
+                            and s.get("synced_generation") is not None:
+                        masters[s["datapath_id"]] = name
+            running = self.running_controllers()
+            if len(masters) >= n and running and all(seen.get(c, 0) >= n for c in running):
+                self.progress(f"{len(masters)} switch(es) connected to all {len(running)} "
+                              f"controllers and synced by their masters ("
+                              + ", ".join(f"{d}: {c}" for d, c in sorted(masters.items()))
+                              + ")")
+                return
+            time.sleep(0.2)
+        raise LabError(f"switches not ready in {timeout}s: {len(masters)} of {n} synced by a "
+                       f"master, connected per controller: {seen}")
+
+    # -- several controllers (HA) -----------------------------------------------------
+    def controller_by_name(self, name: str) -> ControllerProcess:
+        """A controller of this lab: c1..cN in an HA lab ("controller" otherwise)."""
+        try:
+            return self.controllers[name]
+        except KeyError:
+            raise KeyError(f"lab {self.name} has no controller {name!r} "
+                           f"(it has: {', '.join(self.controllers) or 'none'})") from None
+
+    def controller_info(self, name: str) -> dict[str, Any]:
+        """The recorded controller: instance_name, pid, state_dir, rest_url, of_target,
+        nb_db, log, ..."""
+        return dict(self._controller_rec(None if name == "controller" else name))
+
+    def running_controllers(self) -> list[str]:
+        """Names of the controllers that run now (not exited, not stopped by SIGSTOP)."""
+        return [rec.get("instance_name") or "controller"
+                for rec in controller_records(self.state.data) if _running(rec)]
+
+    def kill_controller(self, name: str, sig: int = signal.SIGKILL,
+                        timeout: float = 15.0) -> None:
+        """Send `sig` to a controller; after SIGKILL/SIGTERM/SIGINT wait until it is gone.
+        (SIGSTOP pauses it, SIGCONT resumes it: nothing is waited for then.)"""
+        rec = self._controller_rec(None if name == "controller" else name)
+        pid = rec.get("pid")
+        if not pid_alive(pid, rec.get("state_dir")):
+            raise LabError(f"controller {name} of lab {self.name} is not running")
+        assert pid is not None
+        os.kill(int(pid), sig)
+        if sig not in ENDING_SIGNALS:
+            return
+        ctl = self.controllers.get(name)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid):
+            if ctl is not None and ctl.proc is not None and ctl.proc.pid == pid:
+                ctl.proc.poll()  # reap our own child
+            if time.monotonic() > deadline:
+                raise LabError(f"controller {name} (pid {pid}) still runs {timeout:.0f}s "
+                               f"after signal {sig}")
+            time.sleep(0.05)
+        if ctl is not None and ctl.proc is not None and ctl.proc.pid == pid:
+            ctl.proc.poll()
+        self.progress(f"controller {name} pid {pid}: {signal.Signals(sig).name}, gone")
+
+    def start_controller(self, name: str) -> ControllerProcess:
+        """Start a stopped controller again: same instance name, state dir, ports and
+        arguments; returns once it answers /v1/health."""
+        key = None if name == "controller" else name
+        rec = self._controller_rec(key)
+        if pid_alive(rec.get("pid"), rec.get("state_dir")):
+            raise LabError(f"controller {name} of lab {self.name} already runs "
+                           f"(pid {rec.get('pid')})")
+        return self._start_controller(key)
+
+    def health(self, name: str) -> dict[str, Any] | None:
+        """GET /v1/health of one controller (None: no answer, or not 200)."""
+        return self._get(name, "/v1/health")
+
+    def _get(self, name: str, path: str, key: str | None = None) -> Any:
+        """A GET on one controller's API, None on no answer or an error status."""
+        try:
+            rec = self._controller_rec(None if name == "controller" else name)
+            resp = ApiClient(rec["rest_url"], token=admin_token(rec), timeout=5).get(path)
+        except (OSError, KeyError):
+            return None
+        if resp.status != 200 or not isinstance(resp.body, dict):
+            return None
+        return resp.body.get(key) if key else resp.body
+
+    def ownership_keys(self) -> set[str]:
+        """What the instances elect owners for: `chassis:<remote>` of each chassis the
+        controllers know (controller/ownership.py `keys_of`)."""
+        return {f"chassis:{h['db_remote']}" for h in self.state.data["hypervisors"].values()
+                if h.get("chassis_source") in ("command-line", "api") and h.get("db_remote")}
+
+    def wait_instances(self, alive: Iterable[str] | None = None,
+                       timeout: float = INSTANCES_TIMEOUT) -> dict[str, dict[str, Any]]:
+        """Wait until every running controller's /v1/health lists exactly `alive`
+        (default: the running controllers) as the instances alive, and each chassis
+        owned by one of them; returns name -> its health's `instances` (the shape of
+        controller/ownership.py `Ownership.status()`)."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, Any] = {}
+        while True:
+            want = set(alive) if alive is not None else set(self.running_controllers())
+            keys = self.ownership_keys()
+            seen = {}
+            ok = bool(want)
+            for name in sorted(want):
+                inst = (self.health(name) or {}).get("instances")
+                seen[name] = inst
+                if not isinstance(inst, dict):
+                    ok = False
+                    continue
+                live = {i.get("name") for i in inst.get("instances", []) if i.get("alive")}
+                owners = inst.get("owners") or {}
+                if live != want or any((owners.get(k) or {}).get("owner") not in want
+                                       for k in keys):
+                    ok = False
+            if ok:
+                first = seen[min(want)]
+                owned = ", ".join(f"{i['name']} {len(i.get('owns', []))}"
+                                  for i in first.get("instances", []) if i.get("alive"))
+                self.progress(f"instances {', '.join(sorted(want))}: all alive; "
+                              f"{len(keys)} chassis owned ({owned})")
+                return seen
+            if time.monotonic() > deadline:
+                raise LabError(f"instances not settled in {timeout:.0f}s (want alive: "
+                               f"{sorted(want)}, chassis {sorted(keys)}); seen: "
+                               f"{json.dumps(seen, default=str)[:2000]}")
+            time.sleep(0.2)
+
+    # -- the lab's own northbound (HA) ------------------------------------------------
+    @property
+    def nb_remote(self) -> str:
+        """The client remote of the lab's northbound (--nb-db): its members' sockets."""
+        nb = self.state.data.get("nb") or {}
+        if not nb.get("remote"):
+            raise LabError(f"lab {self.name} has no northbound of its own")
+        return str(nb["remote"])
+
+    def nb_members(self) -> list[dict[str, Any]]:
+        """The northbound's members as recorded: name, dir, remote, raft, pidfile, log."""
+        return [dict(m) for m in (self.state.data.get("nb") or {}).get("members", [])]
+
+    def _nb_member(self, i: int) -> dict[str, Any]:
+        members = (self.state.data.get("nb") or {}).get("members", [])
+        if not 1 <= i <= len(members):
+            raise LabError(f"lab {self.name} has no northbound member {i} "
+                           f"(members 1-{len(members)})")
+        member: dict[str, Any] = members[i - 1]
+        return member
+
+    def _start_nb(self) -> None:
+        """The lab's northbound: one ovsdb-server, or a raft cluster (create, then join
+        one by one), each member in <workdir>/nb/nb<i>; recorded before it is made."""
+        from controller.store import nb_cluster as nbc
+
+        assert self.spec is not None
+        count = self.spec.nb_members
+        raft = count > 1
+        members: list[dict[str, Any]] = []
+        used: set[int] = set()
+        for i in range(1, count + 1):
+            m = nbc.Member.at(self.state.workdir / "nb" / f"nb{i}")
+            port = free_port()
+            while port in used:
+                port = free_port()
+            used.add(port)
+            members.append({"name": f"nb{i}", "dir": str(m.dir), "remote": m.remote,
+                            "pidfile": str(m.pidfile), "log": str(m.log),
+                            "raft": f"tcp:127.0.0.1:{port}" if raft else None})
+        self.state.data["nb"] = {"kind": "raft" if raft else "standalone",
+                                 "members": members,
+                                 "remote": ",".join(str(r["remote"]) for r in members)}
+        self.state.save()
+        for i in range(1, count + 1):
+            self._make_nb_member(i)
+        self.progress(f"northbound: {'raft cluster of ' if raft else ''}{count} "
+                      f"ovsdb-server(s); controllers use --nb-db {self.nb_remote}")
+
+    def _make_nb_member(self, i: int) -> None:
+        from controller.store import nb_cluster as nbc
+
+        rec = self._nb_member(i)
+        m = nbc.Member.at(rec["dir"])
+        try:
+            if not rec.get("raft"):
+                _start_standalone_nb(rec)
+                what = "ovsdb-server"
+            elif i == 1:
+                st = nbc.create(m, rec["raft"])
+                what = f"raft cluster created ({st.role}, raft {rec['raft']})"
+            else:
+                peers = [self._nb_member(k)["raft"] for k in range(1, i)]
+                st = nbc.join(m, rec["raft"], peers)
+                what = f"joined the cluster ({st.role}, raft {rec['raft']})"
+        except nbc.NbClusterError as exc:
+            raise LabError(f"northbound {rec['name']}: {exc}") from None
+        self.progress(f"northbound {rec['name']}: {what}, pid {nb_member_pid(rec)}, "
+                      f"clients {rec['remote']}")
+
+    def nb_member_stop(self, i: int) -> None:
+        """Stop northbound member i (1-based: nb<i>), keeping its files."""
+        from controller.store import nb_cluster as nbc
+
+        rec = self._nb_member(i)
+        try:
+            nbc.stop(nbc.Member.at(rec["dir"]))
+        except nbc.NbClusterError as exc:
+            raise LabError(f"northbound {rec['name']}: {exc}") from None
+        self.progress(f"northbound {rec['name']}: stopped")
+
+    def nb_member_start(self, i: int) -> None:
+        """Start northbound member i again on its files (a raft member catches up)."""
+        from controller.store import nb_cluster as nbc
+
+        rec = self._nb_member(i)
+        try:
+            if rec.get("raft"):
+                st = nbc.start(nbc.Member.at(rec["dir"]))
+                what = f"started ({st.role}, term {st.term})"
+            else:
+                _start_standalone_nb(rec)
+                what = "started"
+        except nbc.NbClusterError as exc:
+            raise LabError(f"northbound {rec['name']}: {exc}") from None
+        self.progress(f"northbound {rec['name']}: {what}, pid {nb_member_pid(rec)}")
+
+    def wait_stores(self, timeout: float = 30.0) -> None:
+        """Wait until every running controller's store is connected to the northbound
+        again (/v1/health `store.connected`), e.g. after nb_member_stop/start."""
+        deadline = time.monotonic() + timeout
+        while True:
+            down = [n for n in self.running_controllers()
+                    if not ((self.health(n) or {}).get("store") or {}).get("connected")]
+            if not down:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"controllers {', '.join(down)}: store not connected to the "
+                               f"northbound after {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def nb_member_running(self, i: int) -> bool:
+        return nb_member_pid(self._nb_member(i)) is not None
+
+    def nb_status(self, i: int) -> Any:
+        """`cluster/status` of raft member i (nb_cluster.ClusterStatus)."""
+        from controller.store import nb_cluster as nbc
+
+        rec = self._nb_member(i)
+        if not rec.get("raft"):
+            raise LabError(f"northbound {rec['name']} is not a raft member")
+        return nbc.status(nbc.Member.at(rec["dir"]))
+
+    def nb_leader(self) -> int | None:
+        """The number (1-based) of the raft member that says it is the leader, if any."""
+        from controller.store import nb_cluster as nbc
+
+        for i, rec in enumerate((self.state.data.get("nb") or {}).get("members", []), 1):
+            if not rec.get("raft") or nb_member_pid(rec) is None:
+                continue
+            try:
+                if nbc.status(nbc.Member.at(rec["dir"])).role == "leader":
+                    return i
+            except nbc.NbClusterError:
+                continue
+        return None
 
     # ---------------------------------------------------------------------------------
     # CHASSIS REGISTRATION: the one place that tells the controller about chassis.
@@ -807,12 +1215,25 @@ class Lab:
             raise LabError(f"{len(failures)} of {len(placed)} DHCP guest(s) failed:\n  "
                            + "\n  ".join(failures))
 
+    def port_status(self, port_id: str) -> str:
+        """A port's status; in an HA lab ACTIVE as soon as a running instance says so
+        (the instances are asked in turn: one that is reconnecting is skipped)."""
+        if not self.ha:
+            return str(self.api.get(f"/v2.0/ports/{port_id}").ok()["port"]["status"])
+        seen = "DOWN"
+        for name in self.running_controllers():
+            port = self._get(name, f"/v2.0/ports/{port_id}", "port")
+            if isinstance(port, dict):
+                seen = str(port.get("status"))
+                if seen == "ACTIVE":
+                    return seen
+        return seen
+
     def wait_ports_active(self, port_ids: list[str], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         pending = list(port_ids)
         while pending:
-            pending = [p for p in pending
-                       if self.api.get(f"/v2.0/ports/{p}").ok()["port"]["status"] != "ACTIVE"]
+            pending = [p for p in pending if self.port_status(p) != "ACTIVE"]
             if not pending:
                 break
             if time.monotonic() > deadline:
@@ -836,13 +1257,18 @@ class Lab:
                 sandbox=lab.sandbox, port_id=g["port_id"], ovs=hv.ovs if hv else None,
                 bridge=INTEGRATION_BRIDGE, port_name=g.get("port_name"), mtu=g.get("mtu", 1500),
                 dhcp_state_dir=(g.get("dhcp") or {}).get("state_dir"))
-        ctl = state.data["controller"]
-        if ctl.get("state_dir"):
-            lab.controller = ControllerProcess(
+        for ctl in controller_records(state.data):
+            if not ctl.get("rest_port"):
+                continue  # planned, never started
+            proc = ControllerProcess(
                 Path(ctl["state_dir"]), list(ctl.get("chassis", [])),
                 of_host=state.data["mgmt"]["host_ip"], rest_port=ctl["rest_port"],
-                of_port=ctl["of_port"], log_path=Path(ctl["log"]))
-            lab.controller.api.token = admin_token(ctl)
+                of_port=ctl["of_port"], log_path=Path(ctl["log"]),
+                extra_args=controller_args(ctl))
+            proc.api.token = admin_token(ctl)
+            lab.controllers[ctl.get("instance_name") or "controller"] = proc
+            if ctl is state.data.get("controller"):
+                lab.controller = proc
         return lab
 
     def add_hypervisor(self, name: str) -> Hypervisor:
@@ -905,6 +1331,78 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)  # an older file kept its mode through O_TRUNC
 
 
+def controller_args(rec: dict[str, Any]) -> tuple[str, ...]:
+    """The arguments of a recorded controller beyond ControllerProcess's own."""
+    args: list[str] = []
+    if rec.get("auth_tokens_file"):
+        args += ["--auth-tokens", str(rec["auth_tokens_file"])]
+    if rec.get("nb_db"):
+        args += ["--nb-db", str(rec["nb_db"])]
+    if rec.get("instance_name"):
+        args += ["--instance-name", str(rec["instance_name"])]
+    return tuple(args)
+
+
+def _running(rec: dict[str, Any]) -> bool:
+    """A recorded controller runs: alive (its state dir in its command line) and not
+    stopped (SIGSTOP)."""
+    pid = rec.get("pid")
+    if not pid_alive(pid, rec.get("state_dir")):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
+def _start_standalone_nb(rec: dict[str, Any], timeout: float = 10.0) -> None:
+    """One ovsdb-server for Loom's schema, detached (it outlives `lab up`), with the
+    same files as a raft member's (nb_cluster.Member): nb.db, nb.sock, ovsdb-server.ctl,
+    .pid and .log in the member's directory."""
+    from controller.store.embedded import SCHEMA_PATH
+
+    d = Path(rec["dir"])
+    d.mkdir(parents=True, exist_ok=True)
+    db, sock = d / "nb.db", d / "nb.sock"
+    if nb_member_pid(rec) is not None:
+        raise LabError(f"northbound {rec['name']}: an ovsdb-server already runs in {d}")
+
+    def tool(*args: str) -> None:
+        exe = shutil.which("ovsdb-tool") or "/usr/bin/ovsdb-tool"
+        done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise LabError(f"northbound {rec['name']}: ovsdb-tool {args[0]}: "
+                           f"{(done.stderr or done.stdout).strip()}")
+
+    if not db.exists():
+        tool("create", str(db), str(SCHEMA_PATH))
+    server = shutil.which("ovsdb-server") or "/usr/sbin/ovsdb-server"
+    done = subprocess.run(
+        [server, str(db), "--detach", "--no-chdir", f"--pidfile={rec['pidfile']}",
+         f"--log-file={rec['log']}", f"--unixctl={d / 'ovsdb-server.ctl'}", "-vconsole:off",
+         f"--remote=punix:{sock}"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise LabError(f"northbound {rec['name']}: ovsdb-server did not start: "
+                       f"{(done.stderr or done.stdout).strip()}")
+    deadline = time.monotonic() + timeout
+    while not _accepts(sock):
+        if time.monotonic() > deadline:
+            raise LabError(f"northbound {rec['name']}: {sock} does not accept connections "
+                           f"after {timeout:.0f}s (log {rec['log']})")
+        time.sleep(0.05)
+
+
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def admin_token(ctl: dict[str, Any]) -> str | None:
     """The token the lab calls its controller's API with (None: no --auth-tokens)."""
     path = ctl.get("admin_token_file")
@@ -943,15 +1441,22 @@ def status_text(state: LabState) -> str:
         lines.append(f"  management: bridge {mgmt['bridge']} {mgmt['host_ip']} ({mgmt['subnet']})")
     if ul:
         lines.append(f"  underlay: netns {ul['netns']}, bridge {ul['bridge']}, {ul['subnet']}")
-    api = None
-    if ctl.get("state_dir"):
-        alive = pid_alive(ctl.get("pid"), ctl["state_dir"])
-        lines.append(f"  controller: pid {ctl.get('pid')} {'running' if alive else 'NOT RUNNING'}"
-                     f", REST {ctl.get('rest_url')}, OpenFlow {ctl.get('of_target')}, "
-                     f"log {ctl.get('log')}")
-        api = ApiClient(ctl["rest_url"], token=admin_token(ctl), timeout=3) if alive else None
-        if ctl.get("auth_tokens_file"):
-            lines.append(f"  auth tokens: {ctl['auth_tokens_file']}")
+    lines += _nb_status_lines(d.get("nb") or {})
+    apis: list[ApiClient] = []
+    for rec in controller_records(d):
+        alive = pid_alive(rec.get("pid"), rec["state_dir"])
+        who = f"controller {rec['instance_name']}" if rec.get("instance_name") else "controller"
+        lines.append(f"  {who}: pid {rec.get('pid')} {'running' if alive else 'NOT RUNNING'}"
+                     f", REST {rec.get('rest_url')}, OpenFlow {rec.get('of_target')}, "
+                     + (f"--nb-db {rec['nb_db']}, " if rec.get("nb_db")
+                        and rec["nb_db"] != (d.get("nb") or {}).get("remote") else "")
+                     + f"log {rec.get('log')}")
+        if alive and rec.get("rest_url"):
+            apis.append(ApiClient(rec["rest_url"], token=admin_token(rec), timeout=3))
+    if ctl.get("auth_tokens_file"):
+        lines.append(f"  auth tokens: {ctl['auth_tokens_file']}")
+    if len(apis) > 1 or (apis and d.get("controllers")):
+        lines += _instances_lines(apis[0])
     for name, h in d.get("hypervisors", {}).items():
         alive = pid_alive(h.get("vswitchd_pid"), str(h.get("workdir")))
         lines.append(f"  hypervisor {name}: netns {h.get('netns')}, mgmt {h.get('mgmt_ip')}, "
@@ -978,18 +1483,61 @@ def status_text(state: LabState) -> str:
                      f"{', '.join(r.get('interfaces', [])) or 'none'}, id {r['id']}")
     for name, g in d.get("guests", {}).items():
         status = "?"
-        if api is not None:
+        for api in apis:  # HA: the first running instance that answers ACTIVE
             try:
                 resp = api.get(f"/v2.0/ports/{g['port_id']}")
                 status = resp.body["port"]["status"] if resp.status == 200 else str(resp.status)
             except (OSError, KeyError, TypeError):
                 status = "?"
+            if status == "ACTIVE":
+                break
         lines.append(f"  guest {name}: {g['project']}/{g['network']} on {g['hypervisor']}, "
                      f"{g.get('ip_cidr') or g.get('ipv6_cidr')}"
                      + (" (DHCP)" if g.get("dhcp") else "") + f", {g['mac']}, port "
                      f"{g['port_id']} {status}, netns {g['netns']}"
                      + (f", floating IP {g['floating_ip']}" if g.get("floating_ip") else ""))
     return "\n".join(lines)
+
+
+def _nb_status_lines(nb: dict[str, Any]) -> list[str]:
+    """The lab's own northbound: its members, running or not, and raft roles."""
+    members = nb.get("members") or []
+    if not members:
+        return []
+    lines = [f"  northbound: {'raft cluster, ' if nb.get('kind') == 'raft' else ''}"
+             f"{len(members)} member(s), clients {nb.get('remote')}"]
+    for m in members:
+        pid = nb_member_pid(m)
+        role = ""
+        if pid is not None and m.get("raft"):
+            try:
+                from controller.store import nb_cluster as nbc
+
+                st = nbc.status(nbc.Member.at(m["dir"]))
+                role = f", {st.role} (term {st.term})"
+            except Exception as exc:  # a status line must not fail `status`
+                role = f", role unknown ({exc})"
+        state = f"pid {pid} running" if pid else "NOT RUNNING"
+        lines.append(f"    {m.get('name')}: {state}{role}"
+                     + (f", raft {m['raft']}" if m.get("raft") else "") + f", {m.get('dir')}")
+    return lines
+
+
+def _instances_lines(api: ApiClient) -> list[str]:
+    """Who is alive and who owns what, as one instance's /v1/health says."""
+    try:
+        resp = api.get("/v1/health")
+    except OSError as exc:
+        return [f"  instances: no answer ({exc})"]
+    inst = resp.body.get("instances") if isinstance(resp.body, dict) else None
+    if not isinstance(inst, dict):
+        return [f"  instances: not in /v1/health (HTTP {resp.status})"]
+    lines = [f"  instances (as {inst.get('instance')} sees them):"]
+    for i in inst.get("instances", []):
+        owns = ", ".join(i.get("owns", [])) or "nothing"
+        lines.append(f"    {i.get('name')}: {'alive' if i.get('alive') else 'DEAD'}, "
+                     f"OpenFlow {i.get('of_target')}, owns {owns}")
+    return lines
 
 
 # -- CLI ------------------------------------------------------------------------------

@@ -2,8 +2,13 @@
 
     name: demo                      # optional; default: the file's stem
     hypervisors: [{name: hv1}, {name: hv2}]
+    controllers: 2                  # optional: controller instances c1..cN (1-5, default 1)
+    nb_members: 3                   # optional: a shared northbound of 1, 3 or 5 members
+                                    # (default: none with one controller, its embedded
+                                    # database; 1 with several controllers)
     controller:                     # optional
       rest_port: 9696               # optional (default: a free port); of_port likewise
+                                    # (several controllers: c<i> takes port + i - 1)
       auth_tokens:                  # optional: start the controller with --auth-tokens
         alpha-token: {project_id: alpha, role: member}   # role: member (default) | admin
     projects:
@@ -50,6 +55,13 @@ what the API says (the port's fixed IP, gateway_ip, dns_nameservers, host_routes
 network's MTU). ``dns_nameservers: [IP, ...]`` and ``host_routes: [{destination: CIDR,
 nexthop: IP}, ...]`` are passed to the API as they are.
 
+With `controllers` > 1 or `nb_members` > 0, the lab runs a shared northbound first
+(``nb_members: 1``: one ovsdb-server; 3 or 5: a raft cluster, see
+controller/store/nb_cluster.py), then every controller with ``--nb-db`` and
+``--instance-name c<i>`` (controller/ownership.py). A raft cluster needs an odd number
+of members; several controllers cannot share embedded databases (``nb_members: 0``:
+the controller's own, one controller only).
+
 Names of hypervisors and guests become namespace and interface names
 (``<prefix>-<name>``, and ``<prefix>-t<guest>`` for a guest's switch port), so they
 are short: 1-8 characters of ``a-z 0-9 -``, starting with a letter, unique together.
@@ -78,6 +90,8 @@ PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Whether an IPv4 subnet without `dhcp:` gets its guests' addresses by DHCP: yes, as
 # Neutron's enable_dhcp defaults to true (Loom answers DHCP, controller/dhcp.py).
 DHCP_DEFAULT = True
+MAX_CONTROLLERS = 5
+NB_MEMBER_COUNTS = (1, 3, 5)  # 0: no shared northbound (the controller's embedded one)
 
 
 class SpecError(ValueError):
@@ -222,6 +236,17 @@ class LabSpec:
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     source: str = "<dict>"
     external: ExternalSpec | None = None
+    controllers: int = 1
+    nb_members: int = 0  # 0: the controller's embedded database (one controller only)
+
+    @property
+    def shared_nb(self) -> bool:
+        """Whether the lab runs a northbound of its own that its controllers share."""
+        return self.nb_members > 0
+
+    def instance_names(self) -> list[str]:
+        """The controllers' --instance-name values (c1..cN); [] without a shared nb."""
+        return [f"c{i}" for i in range(1, self.controllers + 1)] if self.shared_nb else []
 
     def guests(self) -> list[PlacedGuest]:
         return [
@@ -296,12 +321,14 @@ def parse_spec(data: Any, source: str = "<dict>", name: str | None = None) -> La
     """Validate a spec already loaded from YAML; raise SpecError listing every problem."""
     c = _Checker()
     if not c.mapping(data, "spec", {"name", "hypervisors", "projects", "controller",
-                                    "external"}, {"hypervisors"}):
+                                    "external", "controllers", "nb_members"}, {"hypervisors"}):
         raise SpecError(source, c.problems)
     lab_name = name or data.get("name") or Path(source).stem
     c.name(lab_name, "name", LAB_NAME_RE, "1-64 chars of A-Z a-z 0-9 _ . -")
     hypervisors = _hypervisors(c, data.get("hypervisors"))
     controller = _controller(c, data.get("controller"))
+    controllers, nb_members = _instances(c, data.get("controllers", 1), data.get("nb_members"))
+    _check_ports(c, controller, controllers)
     hv_names = {h.name for h in hypervisors}
     projects = _projects(c, data.get("projects"), hv_names)
     external = _external(c, data.get("external"), [h.name for h in hypervisors])
@@ -310,7 +337,7 @@ def parse_spec(data: Any, source: str = "<dict>", name: str | None = None) -> La
     if c.problems:
         raise SpecError(source, c.problems)
     return LabSpec(str(lab_name), tuple(hypervisors), tuple(projects), controller, source,
-                   external)
+                   external, controllers, nb_members)
 
 
 def load_spec(path: str | Path, name: str | None = None) -> LabSpec:
@@ -344,6 +371,52 @@ def _controller(c: _Checker, raw: Any) -> ControllerSpec:
     return ControllerSpec(c.port(raw.get("rest_port"), "controller.rest_port"),
                           c.port(raw.get("of_port"), "controller.of_port"),
                           _tokens(c, raw.get("auth_tokens"), "controller.auth_tokens"))
+
+
+def _instances(c: _Checker, raw_ctl: Any, raw_nb: Any) -> tuple[int, int]:
+    """`controllers` (1-5) and `nb_members` (1, 3 or 5; 0 = embedded, one controller
+    only; absent: 0 with one controller, 1 with several)."""
+    controllers = 1
+    if isinstance(raw_ctl, bool) or not isinstance(raw_ctl, int) \
+            or not 1 <= raw_ctl <= MAX_CONTROLLERS:
+        c.fail("controllers", f"{raw_ctl!r} is not a number of controller instances "
+                              f"(1-{MAX_CONTROLLERS})")
+    else:
+        controllers = raw_ctl
+    if raw_nb is None:
+        return controllers, (1 if controllers > 1 else 0)
+    counts = ", ".join(str(n) for n in NB_MEMBER_COUNTS[:-1]) + f" or {NB_MEMBER_COUNTS[-1]}"
+    if isinstance(raw_nb, bool) or not isinstance(raw_nb, int):
+        c.fail("nb_members", f"{raw_nb!r} is not a number of northbound members ({counts})")
+        return controllers, 1
+    if raw_nb == 0:
+        if controllers > 1:
+            c.fail("nb_members", f"0 (each controller its own embedded database) cannot "
+                                 f"serve {controllers} controllers: they must share one "
+                                 f"northbound ({counts} members)")
+        return controllers, 0
+    if raw_nb in NB_MEMBER_COUNTS:
+        return controllers, raw_nb
+    if raw_nb > 0 and raw_nb % 2 == 0:
+        tolerated = (raw_nb - 1) // 2
+        c.fail("nb_members", f"{raw_nb}: a raft cluster needs an odd number of members "
+                             f"({counts}); {raw_nb} members survive {tolerated} failure(s), "
+                             f"no more than {raw_nb - 1} do")
+    else:
+        c.fail("nb_members", f"{raw_nb!r} is not {counts} (0: the controller's embedded "
+                             "database)")
+    return controllers, 1
+
+
+def _check_ports(c: _Checker, ctl: ControllerSpec, controllers: int) -> None:
+    """With several controllers, c<i> takes rest_port + i - 1 (of_port likewise): the
+    ranges must stay below 65536. (REST listens on 127.0.0.1 and OpenFlow on the
+    management address, so the two ranges may overlap.)"""
+    for key, port in (("rest_port", ctl.rest_port), ("of_port", ctl.of_port)):
+        last = (port or 0) + controllers - 1
+        if port is not None and last > 65535:
+            c.fail(f"controller.{key}", f"{controllers} controllers take ports {port}-{last}, "
+                                        "past 65535")
 
 
 def _tokens(c: _Checker, raw: Any, where: str) -> tuple[TokenSpec, ...]:

@@ -107,7 +107,7 @@ class LabState:
             raise LabError(f"no lab {name!r} (no {state_path(name)})") from None
         except ValueError as exc:
             raise LabError(f"state {state_path(name)} is not JSON: {exc}") from None
-        return cls(name, data)
+        return cls(name, _relink(data))
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -180,6 +180,59 @@ class LabSandbox(Sandbox):
         self._save()
 
 
+def _relink(data: dict[str, Any]) -> dict[str, Any]:
+    """An HA lab's first controller is `controller` (older code and tests read it) and
+    also an entry of `controllers`: one dict for both in memory, as when it was made
+    (JSON holds two equal copies)."""
+    first = data.get("controller") or {}
+    ctls = data.get("controllers")
+    if isinstance(ctls, dict) and first.get("instance_name") in ctls:
+        ctls[first["instance_name"]] = first
+    return data
+
+
+def controller_records(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every controller the state lists: `controllers` (an HA lab: name -> record,
+    the first one also being `controller`), else the one `controller`."""
+    out: list[dict[str, Any]] = []
+    ctls = data.get("controllers")
+    candidates = list(ctls.values()) if isinstance(ctls, dict) else []
+    candidates.insert(0, data.get("controller") or {})
+    for rec in candidates:
+        if isinstance(rec, dict) and rec.get("state_dir") \
+                and all(rec["state_dir"] != o["state_dir"] for o in out):
+            out.append(rec)
+    return out
+
+
+def nb_member_pid(member: dict[str, Any]) -> int | None:
+    """The pid of a lab northbound member's ovsdb-server (its pidfile), if it runs."""
+    try:
+        pid = int(Path(member["pidfile"]).read_text().split()[0])
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return pid if pid_alive(pid, nb_member_marker(member)) else None
+
+
+def nb_member_marker(member: dict[str, Any]) -> str:
+    """What is in the command line of a member's ovsdb-server (its db file) and in no
+    controller's (theirs name the member's socket, not its db)."""
+    return f"{member['dir']}/nb.db"
+
+
+def stop_nb(data: dict[str, Any], progress: Progress | None = None) -> None:
+    """Stop the lab's own northbound servers (a shared database or raft cluster), by
+    pidfile + marker; their files stay (the workdir goes with the rest)."""
+    for member in (data.get("nb") or {}).get("members", []):
+        if not isinstance(member, dict) or not member.get("dir"):
+            continue
+        pid = nb_member_pid(member)
+        if pid is not None:
+            if progress is not None:
+                progress(f"northbound {member.get('name')} pid {pid}: stopping")
+            stop_pid(pid, nb_member_marker(member), grace=3.0)
+
+
 def pid_alive(pid: int | None, marker: str | None = None) -> bool:
     """True if `pid` runs (not a zombie) and, if given, `marker` is in its command line."""
     if not pid:
@@ -231,10 +284,13 @@ def teardown(state: LabState, progress: Progress, keep_workdir: bool = False) ->
     data = state.data
     state.data["phase"] = "tearing-down"
     state.save()
-    ctl = data.get("controller", {})
-    if ctl.get("pid"):
-        progress(f"controller pid {ctl['pid']}: stopping")
-    stop_controller(ctl)
+    for ctl in controller_records(data):
+        if ctl.get("pid"):
+            who = f"controller {ctl['instance_name']}" if ctl.get("instance_name") \
+                else "controller"
+            progress(f"{who} pid {ctl['pid']}: stopping")
+        stop_controller(ctl)
+    stop_nb(data, progress)  # after the controllers: they would only reconnect meanwhile
     rec = data.get("sandbox", {})
     procs, links, spaces = rec.get("processes", []), rec.get("links", []), rec.get("netns", [])
     progress(f"{len(procs)} process(es), {len(links)} link(s), {len(spaces)} namespace(s): "
