@@ -171,3 +171,56 @@ def test_acknowledged_writes_survive_the_leaders_death(
         for ctl in ctls:
             ctl.stop()
             print(f"controller {ctl.rest_port} log tail:\n" + ctl.log_tail(15))
+
+
+def test_fifty_clients_on_two_instances_never_share_an_address(tmp_path: Path) -> None:
+    """Two instances on one northbound, 50 clients creating ports on one /24 at once,
+    half through each: every address is handed out once, every 201 is stored."""
+    from controller.store import EmbeddedOvsdb
+
+    nb = EmbeddedOvsdb(tmp_path / "nb").start()
+    ctls = [ControllerProcess(tmp_path / name, [], extra_args=(
+        "--nb-db", nb.remote, "--instance-name", name)) for name in ("c1", "c2")]
+    try:
+        for ctl in ctls:
+            ctl.start()
+        api = ctls[0].api
+        net = api.post("/v2.0/networks", {"network": {"name": "fifty"}}).ok()["network"]
+        api.post("/v2.0/subnets", {"subnet": {
+            "network_id": net["id"], "cidr": "10.88.0.0/24", "ip_version": 4}}).ok()
+        acked: list[dict] = []
+        failures: Counter[str] = Counter()
+        lock = threading.Lock()
+
+        def client(i: int) -> None:
+            for _ in range(4):
+                resp = ctls[i % 2].api.post("/v2.0/ports", {"port": {"network_id": net["id"]}})
+                with lock:
+                    if resp.status == 201:
+                        acked.append(resp.body["port"])
+                    else:
+                        failures[f"{resp.status} {str(resp.body)[:100]}"] += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        print(f"{len(acked)} ports in {time.monotonic() - started:.1f} s; refused: "
+              f"{dict(failures)}")
+        assert not [k for k in failures if k.startswith("409")], failures
+        ips = Counter(f["ip_address"] for p in acked for f in p["fixed_ips"])
+        assert len(ips) == len(acked) and max(ips.values()) == 1
+        for ctl in ctls:
+            wait_for("every acknowledged port on this instance", lambda c=ctl: len(  # type: ignore[misc]
+                c.api.get(f"/v2.0/ports?network_id={net['id']}").ok()["ports"]) >= len(acked),
+                timeout=20)
+            stored = {p["id"]: p for p in ctl.api.get(
+                f"/v2.0/ports?network_id={net['id']}").ok()["ports"]}
+            assert all(stored[p["id"]]["fixed_ips"] == p["fixed_ips"] for p in acked)
+        assert len(acked) == 200, failures
+    finally:
+        for ctl in ctls:
+            ctl.stop()
+        nb.stop()
