@@ -376,6 +376,8 @@ class Engine:
         self._thread = threading.Thread(target=self._run, daemon=True, name="compile")
         self._protection: Optional[Protection] = None
         self._compiler = Compiler(fast_failover)
+        # the compile thread and a write's plan (`plan`, ?dry_run=true) take turns on it
+        self._compile_lock = threading.Lock()
         self._upstream_arp = UpstreamArp()
         self._fabric_upstreams: Mapping[tuple[int, int], tuple[Any, int]] = {}
         self._changes = ChangeLog()
@@ -838,7 +840,8 @@ class Engine:
             if self._stopping.is_set():
                 break
             try:
-                self._compile_once()
+                with self._compile_lock:
+                    self._compile_once()
             except Exception:
                 LOG.exception("compile failed")
                 time.sleep(0.5)
@@ -1270,6 +1273,28 @@ class Engine:
                 if remaining <= 0:
                     return False
                 self._synced.wait(min(remaining, 0.5))
+
+    def plan(self, after: Intent) -> dict[str, Any]:
+        """What the switches would get if the intent became `after` (a write's dry
+        run): controller/plan.py, on this engine's own compiler, costing what the
+        change costs."""
+        from controller.plan import owner_resolver, what_if
+
+        with self._compile_lock:
+            try:
+                out, same = what_if(self._compiler, after, owner_resolver)
+            except Exception as exc:
+                if type(exc).__name__ != "PlanUnavailable":
+                    LOG.exception("plan failed; the next compile is a full one")
+                    self._compiler = Compiler(self.fast_failover)
+                    self.kick()
+                raise
+            if not same:
+                LOG.error("a plan's round trip did not give the compiler back the states "
+                          "it held; the next compile is a full one")
+                self._compiler = Compiler(self.fast_failover)
+                self.kick()
+        return out
 
     def port_binding(self, port_id: str) -> Optional[dict[str, Any]]:
         b = self.topology.view().bindings.get(port_id)

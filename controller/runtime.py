@@ -35,6 +35,9 @@ class Runtime(Protocol):
     def chassis(self) -> list[dict[str, Any]]:
         """Known chassis and their state for GET /v1/chassis."""
 
+    def plan(self, after: Any) -> dict[str, Any]:
+        """What the switches would get if the intent became `after` (?dry_run=true)."""
+
     def topology_document(self) -> dict[str, Any]:
         """Switches, chassis, ports and the links between them for GET /v1/topology.
 
@@ -65,6 +68,9 @@ class Detached:
 
     def chassis(self) -> list[dict[str, Any]]:
         return []
+
+    def plan(self, after: Any) -> dict[str, Any]:
+        return {"switches": [], "chassis": [], "compiled_in_full": False}
 
     def topology_document(self) -> dict[str, Any]:
         return topoview_model.empty()

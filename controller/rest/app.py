@@ -93,6 +93,10 @@ class Store(Protocol):
         self, fn: Callable[[TxnHelper, model.Intent], Any], *, timeout: float = ...
     ) -> int: ...
 
+    def call(
+        self, fn: Callable[[TxnHelper, model.Intent], Any], *, timeout: float = ...
+    ) -> Any: ...
+
     def health(self) -> dict[str, Any]: ...
 
 
@@ -396,12 +400,15 @@ class LoomApi:
             created.clear()
             created.extend(resource.create(principal, item, helper) for item in items)
 
-        generation, after = self._commit(write)
-        ids = ", ".join(o.id for o in created)
-        self._maybe_wait(request, generation, f"{resource.singular} {ids} created")
+        dry = dry_run(request)
+        generation, after = self._commit(write, dry)
         ctx = self._ctx(after, principal)
         views = [resource.view(o, ctx) for o in created]
         body = {resource.plural: views} if bulk else {resource.singular: views[0]}
+        if dry:
+            return self._planned(body, 201, after, principal)
+        ids = ", ".join(o.id for o in created)
+        self._maybe_wait(request, generation, f"{resource.singular} {ids} created")
         return json_response(body, status=201, generation=generation)
 
     def _update(
@@ -417,12 +424,13 @@ class LoomApi:
             check_revision(current, expected)
             updated[:] = [resource.update(principal, current, changes, helper)]
 
-        generation, after = self._commit(write)
+        dry = dry_run(request)
+        generation, after = self._commit(write, dry)
+        body = {resource.singular: resource.view(updated[0], self._ctx(after, principal))}
+        if dry:
+            return self._planned(body, 200, after, principal)
         self._maybe_wait(request, generation, f"{resource.singular} {object_id} updated")
-        return json_response(
-            {resource.singular: resource.view(updated[0], self._ctx(after, principal))},
-            generation=generation,
-        )
+        return json_response(body, generation=generation)
 
     def _delete(
         self, request: Request, principal: Principal, resource: Resource, object_id: str
@@ -434,7 +442,10 @@ class LoomApi:
             check_revision(current, expected)
             resource.delete(principal, current, helper)
 
-        generation, _ = self._commit(write)
+        dry = dry_run(request)
+        generation, after = self._commit(write, dry)
+        if dry:  # (the real delete answers 204 and no body: the plan needs one)
+            return self._planned({}, 200, after, principal)
         self._maybe_wait(request, generation, f"{resource.singular} {object_id} deleted")
         resp = Response(status=204)
         resp.headers["X-Loom-Generation"] = str(generation)
@@ -455,15 +466,20 @@ class LoomApi:
             check_revision(current, expected)
             result[:] = [resource.act(principal, current, action, body, helper)]
 
-        generation, after = self._commit(write)
+        dry = dry_run(request)
+        generation, after = self._commit(write, dry)
+        body = resource.action_view(action, result[0], self._ctx(after, principal))
+        if dry:
+            return self._planned(body, 200, after, principal)
         self._maybe_wait(request, generation, f"{resource.singular} {object_id} {action}")
-        return json_response(
-            resource.action_view(action, result[0], self._ctx(after, principal)),
-            generation=generation,
-        )
+        return json_response(body, generation=generation)
 
-    def _commit(self, write: Callable[[TxnHelper], None]) -> tuple[int, model.Intent]:
-        """Run `write` as one transaction; returns (generation, intent as the write left it)."""
+    def _commit(self, write: Callable[[TxnHelper], None],
+                dry: bool = False) -> tuple[int, model.Intent]:
+        """Run `write` as one transaction; returns (generation, intent as the write left it).
+
+        `dry`: run it exactly so, in the store thread against the newest snapshot, and
+        commit nothing (?dry_run=true); the generation is then the snapshot's."""
         after: list[model.Intent] = []
 
         def fn(helper: TxnHelper, intent: model.Intent) -> None:
@@ -471,6 +487,9 @@ class LoomApi:
             after[:] = [helper.current()]
 
         try:
+            if dry:
+                self.store.call(fn, timeout=self.write_timeout)
+                return self.store.latest().generation, after[0]
             generation = self.store.transact(fn, timeout=self.write_timeout)
         except (StoreUnavailable, StoreTimeout) as exc:
             raise ServiceUnavailable(f"Northbound store unavailable: {exc}") from exc
@@ -492,6 +511,25 @@ class LoomApi:
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
         return generation, after[0]
+
+    def _planned(self, body: dict[str, Any], status: int, after: model.Intent,
+                 principal: Principal) -> Response:
+        """A dry run's answer: the real write's body and status, and the plan.
+
+        Admins see every flow, group, meter and OVSDB change with its owner; others the
+        number of changes per switch only (the flows name other projects' objects
+        and addresses too)."""
+        try:
+            plan = self.runtime.plan(after)
+        except Exception as exc:  # nothing compiled yet, or a compiler failure
+            raise ServiceUnavailable(f"No plan can be made now: {exc}") from exc
+        if not principal.is_admin:
+            plan = {"switches": [{"flows": {k: len(v) for k, v in sw["flows"].items()}}
+                                 for sw in plan.get("switches", [])],
+                    "compiled_in_full": plan.get("compiled_in_full", False)}
+        resp = json_response({**body, "plan": plan}, status=status)
+        resp.headers["X-Loom-Dry-Run"] = "true"
+        return resp
 
     @staticmethod
     def _check_edge(request: Request) -> None:
@@ -519,6 +557,12 @@ class LoomApi:
                 detail=what,
                 headers={"X-Loom-Generation": str(generation)},
             )
+
+
+def dry_run(request: Request) -> bool:
+    """?dry_run=true (or X-Loom-Dry-Run: true): validate and plan, commit nothing."""
+    return (request.GET.get("dry_run", "").lower() in TRUE
+            or request.headers.get("X-Loom-Dry-Run", "").lower() in TRUE)
 
 
 def _wait_timeout(request: Request) -> float:
