@@ -23,8 +23,8 @@ from typing import Any, Optional
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from controller import ofwire, router_advert
 from controller import pipeline as pl
-from controller import router_advert
 from controller.compiler import DesiredSwitch, compile_switch
 from controller.compiler.core import FlowKey, Placement
 from controller.compiler.fabric import (
@@ -39,6 +39,7 @@ from controller.compiler.incremental import Compiler
 from controller.compiler.tunnels import desired_tunnels
 from controller.dhcp import DEFAULT_LEASE_SECONDS
 from controller.discovery import Discovery, LinkTable
+from controller.drift import DriftRecord, describe, flow_drift
 from controller.flows import mac_text
 from controller.intent import Intent, Port
 from controller.ofwire.consts import OFPP_MAX
@@ -164,6 +165,10 @@ class SwitchWorker:
         # instance's grant, asked for as the switch's master before anything is written
         self.role_generation = role_generation
         self.retired = threading.Event()  # no longer master: writes nothing more
+        # drift (controller/drift.py): the flow monitor's xid once asked for, and when
+        # the switch first signalled a change that was not ours (None: none pending)
+        self._monitor_xid: Optional[int] = None
+        self._suspect: Optional[float] = None
         # waits for, and returns, a read of the switch begun before the engine existed
         self._preread = preread
         self.counters = counters or SwitchCounters(channel.datapath_id)
@@ -229,6 +234,69 @@ class SwitchWorker:
             self._min_topology = 0
             self._wake.set()
 
+    # ---- drift (controller/drift.py)
+    def _start_monitor(self) -> None:
+        """Ask the switch to tell us of every flow change that is not ours. Once per
+        connection, after the first push (our own flows are in place by then)."""
+        xid = self.channel.reserve_xids(1)
+        self._monitor_xid = xid
+        watch = getattr(self.channel, "watch", None)
+        if watch is None:  # a channel without async messages (benchmarks' stand-ins)
+            return
+        watch(MONITOR_UPDATE_XID, self._drift_signal)
+        try:
+            self.channel.call(ofwire.flow_monitor_request(xid), xid, timeout=10.0)
+            LOG.info("switch %#x: watching its flows for changes not made by Loom",
+                     self.datapath_id)
+        except Exception as exc:
+            LOG.warning("switch %#x: no flow monitor (%s): drift goes unnoticed there",
+                        self.datapath_id, exc)
+            self.channel.unwatch(MONITOR_UPDATE_XID)  # type: ignore[attr-defined]
+
+    def _drift_signal(self, msg: Any) -> None:
+        """os-ken's event thread: the switch sent a flow monitor update. Never blocks."""
+        if getattr(msg, "msg_type", None) != OFPT_MULTIPART_REPLY:
+            return  # (an error about something else, sent with xid 0)
+        if self._suspect is None:
+            self._suspect = time.monotonic()
+        self._wake.set()
+
+    def _check_drift(self) -> None:
+        """Read what the switch holds, compare it with what was installed, record the
+        differences, and (repair mode) push the desired state again."""
+        suspect = self._suspect
+        assert suspect is not None
+        settle = suspect + DRIFT_SETTLE_S - time.monotonic()
+        if settle > 0:  # a del-flows sends one update per flow: take them all at once
+            time.sleep(settle)
+        self._suspect = None
+        synced = self.sync.synced
+        if synced is None:
+            return
+        # against what was pushed last, not what was last read: in report mode the
+        # drift stays installed, and its undoing by hand is then no drift
+        believed = synced.flows
+        self.sync.read_installed()
+        actual = self.sync.installed or {}
+        missing, extra, modified = flow_drift(believed, actual)
+        record = self.engine.drift_record(self.datapath_id)
+        if not (missing or extra or modified):
+            record.checked([], False)
+            return
+        repair = self.engine.drift_mode == "repair"
+        owners = self.engine.owner_lookup()
+        items = describe(missing, extra, modified, owners, ofwire.to_ofctl, repair)
+        LOG.warning("switch %#x: drift found %.3f s after the switch signalled it: %d "
+                    "missing, %d extra, %d modified%s", self.datapath_id,
+                    time.monotonic() - suspect, len(missing), len(extra), len(modified),
+                    "; repairing" if repair else " (--drift report: left as is)")
+        if repair:
+            desired = self._desired or synced
+            self.sync.push(desired, None)
+            with self._offer_lock:
+                self._changed_keys = set()  # (the push compared everything)
+        record.checked(items, repair)
+
     def _pushed(self, dpid: int, diff: FlowDiff, seconds: float) -> None:
         LOG.info("switch %#x: +%d -%d flows, %d group changes in %.3f s", dpid,
                  len(diff.adds), len(diff.deletes), diff.size - len(diff.adds) - len(diff.deletes),
@@ -270,6 +338,14 @@ class SwitchWorker:
             self._wake.clear()
             if self.channel.closed.is_set() or self.retired.is_set():
                 break
+            if self._suspect is not None:
+                try:
+                    self._check_drift()
+                except Exception as exc:
+                    if self.channel.closed.is_set():
+                        break
+                    LOG.warning("switch %#x: drift check failed (%s); again on the next "
+                                "signal", self.datapath_id, exc)
             desired, keys = self._take()
             if desired is None or desired is self.sync.synced:
                 continue
@@ -292,6 +368,8 @@ class SwitchWorker:
                     len(self.sync.installed or ()))
                 self.engine.pushed(self)
                 self.engine.notify_synced()
+                if self._monitor_xid is None and self.engine.drift_mode is not None:
+                    self._start_monitor()
             except Exception as exc:
                 self.counters.export()  # what was sent before the failure was sent
                 if self.channel.closed.is_set() or self.retired.is_set():
@@ -314,6 +392,11 @@ class SwitchWorker:
                 with self._offer_lock:
                     self._changed_keys = None  # what the switch holds is read again
                 self._wake.set()
+
+
+DRIFT_SETTLE_S = 0.1  # after a first flow monitor update, wait for the rest this long
+MONITOR_UPDATE_XID = 0  # OVS sends flow monitor updates with xid 0, not the request's
+OFPT_MULTIPART_REPLY = 19
 
 
 @contextmanager
@@ -360,6 +443,9 @@ class Engine:
         self.ownership: Optional[Any] = None
         self._channels: dict[int, Channel] = {}
         self._slave_at: dict[int, int] = {}  # dpid -> generation it was asked to be slave at
+        # drift (controller/drift.py): "repair", "report", or None (not watched)
+        self.drift_mode: Optional[str] = "repair"
+        self._drift: dict[str, DriftRecord] = {}
         self._lock = threading.Lock()
         self._synced = threading.Condition()
         self._dirty = threading.Event()
@@ -455,6 +541,40 @@ class Engine:
             LOG.info("switch %#x disconnected", channel.datapath_id)
         SWITCHES.set(len(self._workers))
         self.notify_synced()
+
+    # ---- drift (controller/drift.py)
+    def drift_record(self, datapath_id: int) -> DriftRecord:
+        """The drift record of a switch (kept across its reconnects)."""
+        where = f"{datapath_id:016x}"
+        with self._lock:
+            record = self._drift.get(where)
+            if record is None:
+                record = self._drift[where] = DriftRecord(where)
+            return record
+
+    def owner_lookup(self) -> Callable[[int], Any]:
+        """Cookie -> the intent object it names (the trace's index: built per call, so
+        only where something was found)."""
+        from controller.explain.trace import owner_index, owner_of
+
+        owners = owner_index(self.store.latest())
+        return lambda cookie: owner_of(cookie, owners)
+
+    def verify(self) -> dict[str, Any]:
+        """GET /v1/verify: per switch this instance writes, and per chassis, whether it
+        holds what Loom installed, and what was found otherwise."""
+        with self._lock:
+            workers = dict(self._workers)
+            records = dict(self._drift)
+        switches = []
+        for dpid in sorted(workers):
+            where = f"{dpid:016x}"
+            record = records.get(where) or DriftRecord(where)
+            switches.append({"datapath_id": where,
+                             "watched": workers[dpid]._monitor_xid is not None,
+                             **record.view()})
+        chassis = self.registry.drift() if self.registry is not None else []
+        return {"mode": self.drift_mode or "off", "switches": switches, "chassis": chassis}
 
     # ---- several instances (controller/ownership.py)
     def ownership_key(self, datapath_id: int) -> Optional[str]:

@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "instances (docs/HA.md): a name unique among them, the same across "
                         "this instance's restarts; without it this controller assumes it "
                         "is alone")
+    p.add_argument("--drift", choices=["repair", "report"], default="repair",
+                   help="a switch's flows (or a chassis' OVSDB) changed behind Loom's back: "
+                        "put the desired state back (default) or only report it "
+                        "(GET /v1/verify)")
     p.add_argument("--chassis", type=ovsdb_remote, action="append", default=[],
                    metavar="REMOTE", help="a chassis' OVSDB remote (repeatable)")
     p.add_argument("--integration-bridge", default="br-int")
@@ -138,6 +142,7 @@ class Options:
     log_level: str
     dhcp_lease_time: Optional[int] = None
     instance_name: Optional[str] = None
+    drift: str = "repair"
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -282,6 +287,8 @@ class Controller:
         engine = Engine(store, topology, registry, fast_failover=not o.no_fast_failover,
                         dhcp_lease_seconds=o.dhcp_lease_time)
         kick.target = engine.kick
+        engine.drift_mode = o.drift
+        registry.drift_mode = lambda: o.drift
         store.subscribe(engine.kick)
         if o.instance_name:
             from controller.ownership import Ownership

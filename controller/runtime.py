@@ -38,6 +38,9 @@ class Runtime(Protocol):
     def plan(self, after: Any) -> dict[str, Any]:
         """What the switches would get if the intent became `after` (?dry_run=true)."""
 
+    def verify(self) -> dict[str, Any]:
+        """GET /v1/verify: per switch and chassis, in sync or the drift found."""
+
     def topology_document(self) -> dict[str, Any]:
         """Switches, chassis, ports and the links between them for GET /v1/topology.
 
@@ -71,6 +74,9 @@ class Detached:
 
     def plan(self, after: Any) -> dict[str, Any]:
         return {"switches": [], "chassis": [], "compiled_in_full": False}
+
+    def verify(self) -> dict[str, Any]:
+        return {"mode": "off", "switches": [], "chassis": []}
 
     def topology_document(self) -> dict[str, Any]:
         return topoview_model.empty()

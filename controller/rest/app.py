@@ -314,6 +314,8 @@ class LoomApi:
             raise NotFound("The resource could not be found.")
         if parts == ["switches"]:
             return json_response(v1.switches(self.runtime))
+        if parts == ["verify"]:  # drift: controller/drift.py
+            return no_store(json_response(self.runtime.verify()))
         if parts == ["topology"]:
             return no_store(json_response(v1.topology(self.runtime)))
         if parts == ["topology.svg"]:

@@ -23,6 +23,7 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 from controller.compiler.qos import Shaping
 from controller.compiler.tunnels import TunnelPort
+from controller.drift import DriftItem, DriftRecord, iso
 from controller.store.ovs_idl import FastRowUpdate
 from controller.topology import BridgeState, ChassisState, InterfaceState
 
@@ -696,6 +697,13 @@ class ChassisSession:
         # instance reads it
         self._may_write = may_write
         self._targets = targets or (lambda: (settings.controller_target,))
+        # drift (controller/drift.py): what this session last made hold, so that a
+        # difference found while the wish is unchanged is told apart from a new wish
+        self.drift = DriftRecord(f"chassis {remote}")
+        self.drift_mode: Callable[[], Optional[str]] = lambda: "repair"
+        self._applied_tunnels: Optional[frozenset[TunnelPort]] = None
+        self._applied_shaping: Optional[dict[str, Any]] = None
+        self._bridge_applied: Optional[tuple[str, ...]] = None  # the targets it was set to
         self._on_state = on_state
         self._timeout = timeout
         self._api: Optional[impl_idl.OvsdbIdl] = None
@@ -732,6 +740,18 @@ class ChassisSession:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _drifted(self, found: list[tuple[str, str]]) -> bool:
+        """What Loom had made hold changed while its wish did not: someone else changed
+        the chassis' OVSDB. Recorded; True if it is to be left as it is (report mode)."""
+        repair = self.drift_mode() != "report"
+        now = iso(time.time())
+        self.drift.checked([DriftItem(kind, name, now, repaired=repair)
+                            for kind, name in found], repair)
+        LOG.warning("chassis %s: drift: %s%s", self.remote,
+                    ", ".join(f"{k} {n}" for k, n in found),
+                    "; repairing" if repair else " (--drift report: left as is)")
+        return not repair
 
     def set_tunnels(self, tunnels: frozenset[TunnelPort]) -> None:
         """The tunnel ports this chassis should hold; applied by the session thread."""
@@ -826,12 +846,18 @@ class ChassisSession:
             return  # nothing decided yet: never remove on a guess
         want = {_tunnel_row(t) for t in wanted}
         if want == set(config.tunnels):
+            self._applied_tunnels = wanted
             return
         api = self._api
         assert api is not None
         existing = {name for (name, *_rest) in config.tunnels}
         stale = existing - {t.name for t in wanted}
         changed = [t for t in sorted(wanted) if _tunnel_row(t) not in config.tunnels]
+        if wanted == self._applied_tunnels and self._drifted([
+                ("tunnel-extra", n) for n in sorted(stale)] + [
+                ("tunnel-missing" if t.name not in existing else "tunnel-modified", t.name)
+                for t in changed]):
+            return
         LOG.info("chassis %s: tunnels +%d ~%d -%d", self.remote,
                  sum(t.name not in existing for t in changed),
                  sum(t.name in existing for t in changed), len(stale))
@@ -845,6 +871,7 @@ class ChassisSession:
                     "Interface", t.name, ("type", t.tunnel_type),
                     ("options", tunnel_options(t)),
                     ("external_ids", {REMOTE_CHASSIS_KEY: t.remote_chassis})))
+        self._applied_tunnels = wanted
 
     def _ensure_provider_patches(self, config: _BridgeConfig) -> None:
         """A patch pair br-int <-> provider bridge per bridge mapping, as Neutron does."""
@@ -885,6 +912,13 @@ class ChassisSession:
                 if name not in config.foreign_qos and name in config.ports}
         have = dict(config.shaping)
         if want == have and not config.orphans:
+            self._applied_shaping = want
+            return
+        if want == self._applied_shaping and self._drifted(
+                [("qos-missing", n) for n in sorted(set(want) - set(have))]
+                + [("qos-modified", n) for n in sorted(set(want) & set(have))
+                   if want[n] != have[n]]
+                + [("qos-extra", n) for n in sorted(set(have) - set(want))]):
             return
         api = self._api
         assert api is not None
@@ -910,6 +944,7 @@ class ChassisSession:
                     queues=queue_rows, external_ids={QOS_OWNER_KEY: "loom",
                                                      "loom-port": wanted[name].port_id}))
                 txn.add(api.db_set("Port", name, ("qos", qos)))
+        self._applied_shaping = want
 
     @staticmethod
     def _clear_qos(txn: Any, api: Any, port_name: str) -> None:
@@ -934,6 +969,9 @@ class ChassisSession:
               and config.protocols == tuple(sorted(s.protocols))
               and config.controllers == wanted_ctl and config.disable_in_band)
         if ok:
+            self._bridge_applied = targets
+            return
+        if targets == self._bridge_applied and self._drifted([("bridge-settings", s.name)]):
             return
         LOG.info("configuring bridge %s on chassis %s", s.name, self.remote)
         with api.transaction(check_error=True) as txn:
@@ -946,6 +984,7 @@ class ChassisSession:
                                ("other_config", {"disable-in-band": "true"})))
             if tuple(t for t, _ in config.controllers) != targets:
                 txn.add(api.set_controller(s.name, list(targets)))
+        self._bridge_applied = targets
         # The Controller rows exist only after the transaction above.
         with api.transaction(check_error=True) as txn:
             for target in targets:

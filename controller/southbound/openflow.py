@@ -53,6 +53,8 @@ class OpenFlowChannel:
         self._xids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._stray_errors: dict[int, Any] = {}
+        # xid -> called with every later message of that xid (a flow monitor's updates)
+        self._watchers: dict[int, Any] = {}
         self.closed = threading.Event()
 
     def reserve_xids(self, n: int) -> int:
@@ -85,6 +87,17 @@ class OpenFlowChannel:
             with self._lock:
                 self._pending.pop(xid, None)
 
+    def watch(self, xid: int, callback: Any) -> None:
+        """Call `callback(msg)`, on os-ken's event thread (it must not block), with every
+        message of `xid` that no `call` waits for: the updates a flow monitor keeps
+        sending under its request's xid."""
+        with self._lock:
+            self._watchers[xid] = callback
+
+    def unwatch(self, xid: int) -> None:
+        with self._lock:
+            self._watchers.pop(xid, None)
+
     def take_stray_errors(self, first_xid: int, last_xid: int) -> list[Any]:
         """Errors the switch sent for messages inside a bundle (not the awaited xid)."""
         with self._lock:
@@ -97,12 +110,19 @@ class OpenFlowChannel:
     def deliver(self, msg: Any) -> None:
         with self._lock:
             pending = self._pending.get(msg.xid)
-            if pending is None:
+            watcher = self._watchers.get(msg.xid) if pending is None else None
+            if watcher is not None:
+                pass
+            elif pending is None:
                 if msg.msg_type == OFPT_ERROR:
                     LOG.warning("switch %#x: error for xid %s: %s", self.datapath_id, msg.xid,
                                 _describe_error(msg))
                     self._stray_errors[msg.xid] = msg
                 return
+        if watcher is not None:
+            watcher(msg)
+            return
+        assert pending is not None
         if msg.msg_type == OFPT_ERROR:
             pending.errors.append(msg)
             pending.done.set()

@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Optional
+from typing import Any, Optional
 
 from controller.compiler.qos import Shaping
 from controller.compiler.tunnels import TunnelPort
@@ -36,6 +36,7 @@ class ChassisRegistry:
         # the integration bridges; alone, always, and this instance's own target
         self.may_write: Callable[[str], bool] = lambda remote: True
         self.targets: Callable[[], tuple[str, ...]] = lambda: (settings.controller_target,)
+        self.drift_mode: Callable[[], Optional[str]] = lambda: "repair"
 
     def _state_changed(self, remote: str, state: ChassisState) -> None:
         # Under the lock, so a session being removed cannot put its chassis back
@@ -59,6 +60,7 @@ class ChassisRegistry:
                                              functools.partial(self._state_changed, remote),
                                              may_write=functools.partial(self._may, remote),
                                              targets=self._targets)
+                    session.drift_mode = lambda: self.drift_mode()
                     self._sessions[remote] = session
                     session.start()
             gone = [r for r in self._sessions if r not in wanted]
@@ -91,6 +93,13 @@ class ChassisRegistry:
                 if state is not None and state.name == chassis_name:
                     return remote
         return None
+
+    def drift(self) -> list[dict[str, Any]]:
+        """Per chassis, what was found changed in its OVSDB behind Loom's back."""
+        with self._lock:
+            sessions = dict(self._sessions)
+        return [{"chassis": s.state.name if s.state is not None else None, "remote": r,
+                 **s.drift.view()} for r, s in sorted(sessions.items())]
 
     def wake(self) -> None:
         """Look at every chassis' configuration again (its owner may have changed)."""

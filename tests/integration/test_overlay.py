@@ -235,3 +235,21 @@ def test_neighbour_discovery_across_hypervisors_is_answered_without_flooding(
             api.put(f"/v2.0/ports/{port['id']}", {"port": {"fixed_ips": [
                 f for f in port["fixed_ips"] if f["subnet_id"] != sub["id"]]}})
         api.delete(f"/v2.0/subnets/{sub['id']}")
+
+
+def test_a_tunnel_deleted_by_hand_is_put_back_and_reported(lab: Lab) -> None:
+    """Drift on a chassis' OVSDB (issue 15): `ovs-vsctl del-port` of a tunnel Loom made
+    is found by the chassis' session, reported by /v1/verify, and the tunnel comes back."""
+    from tests.waiting import wait_for
+
+    name = sorted(_tunnel_ports(lab, "hv1"))[0]
+    started = time.monotonic()
+    lab.hypervisor("hv1").ovs.vsctl("del-port", "br-int", name)
+    wait_for("the tunnel back", lambda: name in _tunnel_ports(lab, "hv1"), timeout=20)
+    print(f"tunnel {name} back {time.monotonic() - started:.2f} s after its del-port")
+    chassis = lab.api.get("/v1/verify").ok()["chassis"]
+    found = [d for c in chassis for d in c["drift"] if d["what"] == name]
+    assert found and found[0]["kind"] == "tunnel-missing" and found[0]["repaired"], chassis
+    out = lab.guest("a1").run(["ping", "-c", "2", "-i", "0.2", "-W", "2",
+                               lab.guest_info("a2")["ip_cidr"].split("/")[0]], check=False)
+    assert " 0% packet loss" in out.stdout, out.stdout
