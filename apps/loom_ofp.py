@@ -49,6 +49,7 @@ _REPLY_EVENTS = [
     ofp_event.EventOFPMeterStatsReply,
     ofp_event.EventOFPRoleReply,
     ofp_event.EventOFPExperimenterStatsReply,  # flow monitor updates (controller/drift.py)
+    ofp_event.EventOFPExperimenter,  # (its pauses)
 ]
 PUNT_STATS_INTERVAL = 5.0  # seconds between reads of the punt meters' drop counters
 

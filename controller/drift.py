@@ -5,12 +5,15 @@ OVS repairs nothing by itself, and an `ovs-ofctl add-flow` at a high priority, a
 projects or cut a port off. Each switch's owner asks it, once, for a flow monitor
 (ONF EXT-187, `ofwire.flow_monitor_request`) on every table, for the changes made by
 anyone but this connection: no table is dumped while nothing happens, and a change
-made by hand is signalled within the round trip. On a signal the worker reads what
-the switch holds, compares it with what it believes installed, records each
-difference (a flow *missing*, *extra*, or *modified*) with its owner and the time it
-was found, and, with `--drift repair` (the default), pushes the desired state again
-in one bundle; with `--drift report` it only reports. `GET /v1/verify` and the
-`loom_drift_*` metrics show it.
+made by hand is signalled within the round trip, with the changed flows themselves
+(ONFFMF_ACTIONS). The worker compares those with what it installed (a change costs
+what it changed; only when the switch paused its updates, or one does not decode,
+is every flow read and compared), records each difference (a flow *missing*,
+*extra*, or *modified*) with its owner and the time it was found, and, with
+`--drift repair` (the default), pushes the desired state of those flows again in one
+bundle; with `--drift report` it only reports. `GET /v1/verify` and the
+`loom_drift_*` metrics show it. Groups and meters are not watched (OpenFlow has no
+monitor for them).
 
 The chassis' OVSDB side (tunnel ports, the integration bridge's settings, QoS rows)
 is watched by its session's IDL already, which corrects any difference on the next

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from controller.compiler.tunnels import desired_tunnels
 from controller.dhcp import DEFAULT_LEASE_SECONDS
 from controller.discovery import Discovery, LinkTable
 from controller.drift import DriftRecord, describe, flow_drift
-from controller.flows import mac_text
+from controller.flows import Flow, mac_text
 from controller.intent import Intent, Port
 from controller.ofwire.consts import OFPP_MAX
 from controller.ownership import FABRIC_KEY, chassis_key, keys_of
@@ -169,6 +170,8 @@ class SwitchWorker:
         # the switch first signalled a change that was not ours (None: none pending)
         self._monitor_xid: Optional[int] = None
         self._suspect: Optional[float] = None
+        # raw flow monitor updates, from os-ken's event thread (None: updates paused)
+        self._updates: deque[Optional[bytes]] = deque()
         # waits for, and returns, a read of the switch begun before the engine existed
         self._preread = preread
         self.counters = counters or SwitchCounters(channel.datapath_id)
@@ -254,31 +257,75 @@ class SwitchWorker:
             self.channel.unwatch(MONITOR_UPDATE_XID)  # type: ignore[attr-defined]
 
     def _drift_signal(self, msg: Any) -> None:
-        """os-ken's event thread: the switch sent a flow monitor update. Never blocks."""
-        if getattr(msg, "msg_type", None) != OFPT_MULTIPART_REPLY:
+        """os-ken's event thread: the switch sent a flow monitor update (kept, to be
+        decoded by the worker), or paused them (too many: the whole table is read
+        then). Never blocks."""
+        kind = getattr(msg, "msg_type", None)
+        if kind == OFPT_EXPERIMENTER:
+            if getattr(msg, "exp_type", None) == ONFT_FLOW_MONITOR_PAUSED:
+                self._updates.append(None)
+            else:
+                return
+        elif kind == OFPT_MULTIPART_REPLY:
+            self._updates.append(bytes(msg.buf))
+        else:
             return  # (an error about something else, sent with xid 0)
         if self._suspect is None:
             self._suspect = time.monotonic()
         self._wake.set()
 
     def _check_drift(self) -> None:
-        """Read what the switch holds, compare it with what was installed, record the
-        differences, and (repair mode) push the desired state again."""
+        """Compare what the switch says changed with what was installed, record the
+        differences, and (repair mode) push the desired state of those flows again.
+
+        The updates carry the flows: a change by hand costs what it changed, not a
+        read of the switch's 100,000 flows. Only if they cannot be used (the switch
+        paused them, or one does not decode) is the whole table read and compared."""
         suspect = self._suspect
         assert suspect is not None
         settle = suspect + DRIFT_SETTLE_S - time.monotonic()
         if settle > 0:  # a del-flows sends one update per flow: take them all at once
             time.sleep(settle)
         self._suspect = None
+        raws = []
+        while self._updates:
+            raws.append(self._updates.popleft())
         synced = self.sync.synced
-        if synced is None:
+        installed = self.sync.installed
+        if synced is None or installed is None:
             return
         # against what was pushed last, not what was last read: in report mode the
         # drift stays installed, and its undoing by hand is then no drift
         believed = synced.flows
-        self.sync.read_installed()
-        actual = self.sync.installed or {}
-        missing, extra, modified = flow_drift(believed, actual)
+        events: Optional[dict[FlowKey, Optional[Flow]]] = None
+        try:
+            decoded: dict[FlowKey, Optional[Flow]] = {}
+            for raw in raws:
+                if raw is None:
+                    raise ValueError("the switch paused its updates")
+                for event, flow in ofwire.parse_flow_monitor_update(raw):
+                    decoded[flow.key] = None if event == ONFFME_DELETED else flow
+            events = decoded
+        except (ValueError, KeyError, IndexError) as exc:
+            LOG.info("switch %#x: flow updates not usable (%s): reading every flow",
+                     self.datapath_id, exc)
+        if events is None:
+            self.sync.read_installed()
+            missing, extra, modified = flow_drift(believed, self.sync.installed or {})
+            keys: Optional[set[FlowKey]] = None
+        else:
+            missing, extra, modified = [], [], []
+            for key, now in events.items():
+                want = believed.get(key)
+                if now is None:
+                    if want is not None:
+                        missing.append(want)
+                elif want is None:
+                    extra.append(now)
+                elif want != now:
+                    modified.append((want, now))
+                self.sync.note_changed(key, now)
+            keys = set(events)
         record = self.engine.drift_record(self.datapath_id)
         if not (missing or extra or modified):
             record.checked([], False)
@@ -291,10 +338,13 @@ class SwitchWorker:
                     time.monotonic() - suspect, len(missing), len(extra), len(modified),
                     "; repairing" if repair else " (--drift report: left as is)")
         if repair:
-            desired = self._desired or synced
-            self.sync.push(desired, None)
-            with self._offer_lock:
-                self._changed_keys = set()  # (the push compared everything)
+            # with what was offered meanwhile: its keys go in the same push
+            desired, pending = self._take()
+            if desired is None:
+                desired = synced
+            if keys is not None and pending is not None:
+                keys |= pending
+            self.sync.push(desired, None if keys is None or pending is None else keys)
         record.checked(items, repair)
 
     def _pushed(self, dpid: int, diff: FlowDiff, seconds: float) -> None:
@@ -396,7 +446,10 @@ class SwitchWorker:
 
 DRIFT_SETTLE_S = 0.1  # after a first flow monitor update, wait for the rest this long
 MONITOR_UPDATE_XID = 0  # OVS sends flow monitor updates with xid 0, not the request's
+OFPT_EXPERIMENTER = 4
 OFPT_MULTIPART_REPLY = 19
+ONFT_FLOW_MONITOR_PAUSED = 1871
+ONFFME_DELETED = 1
 
 
 @contextmanager

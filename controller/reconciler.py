@@ -179,6 +179,17 @@ class SwitchSync:
         self.stats.reads += 1
         LOG.info("switch %#x holds %d flows", self.channel.datapath_id, len(installed))
 
+    def note_changed(self, key: FlowKey, flow: Optional[Flow]) -> None:
+        """The switch now holds `flow` under `key` (None: nothing), changed by someone
+        else (controller/drift.py): what the next push compares with."""
+        assert self.installed is not None
+        old = self.installed.pop(key, None)
+        if old is not None:
+            self.cookie_counts[old.cookie] -= 1
+        if flow is not None:
+            self.installed[key] = flow
+            self.cookie_counts[flow.cookie] += 1
+
     def adopt(self, other: SwitchSync) -> None:
         """Take what `other` (of the same switch connection) read the switch holds: a
         read made before this sync existed (the launcher reads a switch that connects

@@ -458,6 +458,45 @@ def _parse_flow_stats(body: bytes) -> list[InstalledFlow]:
     return out
 
 
+# ---------------------------------------------------------------- flow monitor
+_ONF_UPDATE_FULL = struct.Struct("!HHHHHHHBxQ")  # length, event, then onf_flow_update_full
+ONFFME_ADDED, ONFFME_DELETED, ONFFME_MODIFIED, ONFFME_ABBREV = 0, 1, 2, 3
+
+
+def parse_flow_monitor_update(msg: Union[bytes, bytearray, memoryview]
+                              ) -> list[tuple[int, Flow]]:
+    """(event, flow) of each update in one ONF flow monitor reply (an OF1.3 experimenter
+    multipart reply, ONF, exp_type 1870: `encode.flow_monitor_request`). A flow is
+    decoded as a flow stats entry is: match as OXM (after its 4-byte ofp_match header,
+    padded to 8), then its instructions (sent with ONFFMF_ACTIONS). Raises ValueError
+    on anything else, for the caller to read the whole table instead."""
+    reply = split_multipart_reply(msg)
+    body = reply.body
+    if reply.mp_type != 0xFFFF or len(body) < 8 or body[:8] != b"ONF\x00\x00\x00\x07\x4e":
+        raise ValueError("not an ONF flow monitor reply")
+    out: list[tuple[int, Flow]] = []
+    p, n = 8, len(body)
+    while p + 4 <= n:
+        length, event = _HH.unpack_from(body, p)
+        if length < 4 or p + length > n:
+            raise ValueError("truncated flow update")
+        if event == ONFFME_ABBREV:
+            p += length
+            continue
+        if event not in (ONFFME_ADDED, ONFFME_DELETED, ONFFME_MODIFIED) or length < 24:
+            raise ValueError(f"flow update event {event}")
+        (_len, _ev, _reason, priority, _idle, _hard, match_len, table_id,
+         cookie) = _ONF_UPDATE_FULL.unpack_from(body, p)
+        match = decode_match_tlvs(body, p + 24 + 4, p + 24 + match_len)
+        actions, goto, write_metadata, meter = decode_instructions(
+            body[p + 24 + ((match_len + 7) & ~7):p + length])
+        table = _TABLE_NAMES[table_id]
+        out.append((event, Flow(table, priority, match, actions, goto, write_metadata,
+                                meter, cookie)))
+        p += length
+    return out
+
+
 # ---------------------------------------------------------------- groups and meters
 def parse_group_desc(body: Union[bytes, bytearray, memoryview]) -> list[Group]:
     """Entries of an OFPMP_GROUP_DESC reply body. Groups carry no cookie in OF1.3, so

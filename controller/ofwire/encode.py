@@ -619,21 +619,23 @@ def meter_config_request(xid: int, meter_id: int = c.OFPM_ALL) -> bytes:
 
 ONF_EXPERIMENTER_ID = 0x4F4E4600
 ONFMP_FLOW_MONITOR = 1870
-ONFFMF_ADD, ONFFMF_DELETE, ONFFMF_MODIFY = 1 << 1, 1 << 2, 1 << 3
+ONFFMF_ADD, ONFFMF_DELETE, ONFFMF_MODIFY, ONFFMF_ACTIONS = 1 << 1, 1 << 2, 1 << 3, 1 << 4
 OFPMP_EXPERIMENTER = 0xFFFF
 
 
 def flow_monitor_request(xid: int, monitor_id: int = 1) -> bytes:
     """ONF flow monitor (EXT-187, OpenFlow 1.3's `ovs-ofctl monitor watch:`) on every
-    table: the switch then sends, under this xid, an update whenever a flow is added,
-    deleted or modified by anyone but this connection (no ONFFMF_OWN), and nothing
+    table: the switch then sends an update, with the flow and its instructions
+    (ONFFMF_ACTIONS), whenever a flow is added, deleted or modified by anyone but this
+    connection (no ONFFMF_OWN), and nothing
     for the flows it holds now (no ONFFMF_INITIAL). Loom's drift detection.
 
     OVS 3.1 wants the match as an OXM `ofp_match` with its header (an empty one:
     type 1, length 4, padded to 8), `match_len` 4; without it, it answers with an
     unparseable error. Its updates come as multipart replies with xid 0, not the
     request's."""
-    body = struct.pack("!IHHIB3x", monitor_id, ONFFMF_ADD | ONFFMF_DELETE | ONFFMF_MODIFY,
+    flags = ONFFMF_ADD | ONFFMF_DELETE | ONFFMF_MODIFY | ONFFMF_ACTIONS
+    body = struct.pack("!IHHIB3x", monitor_id, flags,
                        4, c.OFPP_ANY, c.OFPTT_ALL) + struct.pack("!HH4x", c.OFPMT_OXM, 4)
     return _MP_REQ.pack(c.OFP_VERSION, c.OFPT_MULTIPART_REQUEST, 24 + len(body), xid,
                         OFPMP_EXPERIMENTER, 0) + struct.pack(

@@ -44,11 +44,24 @@ def test_a_record_is_in_sync_once_repaired_or_clean() -> None:
 def test_flow_monitor_request_is_what_ovs_answers() -> None:
     """The layout OVS 3.1 accepted (checked against a real ovs-vswitchd): an OF1.3
     experimenter multipart request, ONF, exp_type 1870, one monitor on every table
-    for add/delete/modify by others, with an empty OXM match (match_len 4)."""
+    for add/delete/modify by others with the flows' instructions, with an empty OXM
+    match (match_len 4)."""
     data = ofwire.flow_monitor_request(7)
     version, kind, length, xid, mp_type, flags = struct.unpack("!BBHIHH4x", data[:16])
     assert (version, kind, length, xid, mp_type, flags) == (4, 18, len(data), 7, 0xFFFF, 0)
     assert struct.unpack("!II", data[16:24]) == (0x4F4E4600, 1870)
     mid, mflags, match_len, out_port, table = struct.unpack("!IHHIB3x", data[24:40])
-    assert (mflags, match_len, out_port, table) == (0b1110, 4, 0xFFFFFFFF, 0xFF)
+    assert (mflags, match_len, out_port, table) == (0b11110, 4, 0xFFFFFFFF, 0xFF)
     assert data[40:] == struct.pack("!HH4x", 1, 4)
+
+
+def test_a_flow_monitor_update_decodes_to_the_flow() -> None:
+    """The bytes of a real update from OVS 3.1 (ovs-ofctl add-flow table=3,priority=5,
+    ip,actions=drop with ONFFMF_ACTIONS: no instruction is 'drop')."""
+    raw = bytes.fromhex(
+        "0413004000000000ffff0000000000004f4e46000000074e"
+        "002800000000000500000000000a030000000000000000000001000a80000a020800000000000000")
+    ((event, flow),) = ofwire.parse_flow_monitor_update(raw)
+    assert event == 0 and flow.priority == 5 and flow.cookie == 0
+    assert [(m.field, m.value) for m in flow.match] == [("eth_type", 0x0800)]
+    assert flow.actions == () and flow.goto is None
