@@ -131,6 +131,9 @@ class LoomOpenFlowApp(app_manager.OSKenApp):
             return
         data, dp = bytes(msg.data), msg.datapath
         dpid, in_port = dp.id, msg.match.get("in_port")
+        if not _hook("is_master", lambda _: True)(dpid):
+            return  # several instances: the switch's master answers (a slave gets none;
+            # an instance whose slave request was refused may, until it is retried)
         if cookie_owner(msg.cookie)[0] == "port":
             for reply in _hook("punt_in", lambda *_: [])(dpid, msg.cookie, data):
                 if in_port is not None:

@@ -496,6 +496,7 @@ class Engine:
         self.ownership: Optional[Any] = None
         self._channels: dict[int, Channel] = {}
         self._slave_at: dict[int, int] = {}  # dpid -> generation it was asked to be slave at
+        self._role_lock = threading.Lock()  # one `_reconsider` at a time
         # drift (controller/drift.py): "repair", "report", or None (not watched)
         self.drift_mode: Optional[str] = "repair"
         self._drift: dict[str, DriftRecord] = {}
@@ -675,6 +676,13 @@ class Engine:
         self.kick()
 
     def _reconsider(self, datapath_id: int) -> None:
+        """Master or slave of this switch, as the grants now say. Called from the
+        OpenFlow thread, the ownership thread and the compile thread: one at a time,
+        or two of them could each start a worker."""
+        with self._role_lock:
+            self._reconsider_locked(datapath_id)
+
+    def _reconsider_locked(self, datapath_id: int) -> None:
         ownership = self.ownership
         if ownership is None:
             return
@@ -762,8 +770,15 @@ class Engine:
                 ownership.report_installed(key, generation)
 
     def _remote_pending(self, generation: int) -> list[int]:
-        """Switches `generation` changed that another live instance owns and has not
-        yet reported installed."""
+        """Several instances: switches `generation` changed (as compiled here: every
+        instance compiles every switch) that do not run it yet, wherever their owner.
+
+        This instance's own: its worker is in step with it. Another live instance's:
+        that owner reported it (`Switch_Owner.installed`). A switch without a live
+        owner (its owner just died, or nobody took it yet) is waited for: the instance
+        that adopts it installs the change, and reports it. A switch not connected to
+        this instance is not (as with one instance: it gets everything when it is
+        back)."""
         ownership = self.ownership
         if ownership is None:
             return []
@@ -771,17 +786,22 @@ class Engine:
         if changed is None:  # not known here: every switch (owners report every compile)
             changed = frozenset(self.topology.view().switches)
         with self._lock:
-            local = set(self._workers)
+            workers = dict(self._workers)
+            connected = {d for d, c in self._channels.items() if not c.closed.is_set()}
         alive = ownership.alive()
         pending = []
         for dpid in changed:
-            if dpid in local:
+            if dpid not in connected:
+                continue
+            worker = workers.get(dpid)
+            if worker is not None and not worker.retired.is_set():
+                step = self._in_step_with(worker)
+                if step is None or step < generation:
+                    pending.append(dpid)
                 continue
             row = ownership.owner_of(self.ownership_key(dpid))
             if row is None or not row.owner or row.owner not in alive \
-                    or row.owner == ownership.name:
-                continue  # nobody (alive) to install it yet: it gets it on adoption
-            if row.installed < generation:
+                    or row.owner == ownership.name or row.installed < generation:
                 pending.append(dpid)
         return pending
 

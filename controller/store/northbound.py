@@ -592,12 +592,13 @@ class NorthboundStore:
             now = time.time()
             self._last_outage = {
                 "reason": f"connection to {self.remote} lost at {iso_time(link.at)}: "
-                          f"{describe_loss(link.error)}; reconnected at once",
+                          f"{describe_loss(link.error)}; reconnected "
+                          f"{now - link.at:.1f} s later",
                 "from": iso_time(link.at),
                 "to": iso_time(now),
             }
-            log.warning("northbound store %s: connection lost and back at once",
-                        self.remote)
+            log.warning("northbound store %s: connection lost and back %.1f s later",
+                        self.remote, now - link.at)
         self._losses_seen = losses
         if was_connected and not whole:
             self._connected = False
@@ -746,6 +747,8 @@ class NorthboundStore:
             if status != txn.SUCCESS:
                 if status == txn.ERROR:
                     raise from_ovsdb_error(txn.get_error())
+                if not sent and self.clustered and self._await_session(job.deadline):
+                    continue  # the session dropped before the commit went: run it again
                 if sent:  # TRY_AGAIN after sending: python-ovs aborts in-flight txns on a drop
                     raise CommitOutcomeUnknown(
                         f"connection to {self.remote} lost before the server confirmed the "

@@ -252,3 +252,26 @@ def test_restarting_every_instance_in_turn_loses_no_ping(pair: Pair) -> None:
     master = next(n for n in NAMES if p.switch(n).get("role") == "master")
     wait_for("the master synced", lambda: p.switch(master).get("synced_generation") is not None)
     assert p.bridge_flows() == flows
+
+
+def test_a_write_right_after_the_masters_death_is_answered_once_installed(
+        pair: Pair) -> None:
+    """?wait=true through the survivor, sent before it has taken the switch: the answer
+    waits for the adoption and the push (it once came back at once, the dead owner's
+    switch being nobody's to wait for)."""
+    p = pair
+    master = p.owner("c1")
+    assert master in NAMES
+    survivor = next(n for n in NAMES if n != master)
+    _network(p, survivor)
+    net_id = p.ctls[survivor].api.get("/v2.0/networks").ok()["networks"][0]["id"]
+    before = p.bridge_flows()
+    p.ctls[master].stop(signal.SIGKILL)
+    started = time.monotonic()
+    resp = p.ctls[survivor].api.post("/v2.0/ports?wait=true", {"port": {
+        "network_id": net_id, "fixed_ips": [{"ip_address": "10.40.0.40"}]}})
+    answered = time.monotonic() - started
+    assert resp.status == 201, resp.body
+    flows = p.bridge_flows()
+    print(f"answered {answered:.2f} s after the kill; flows {before} -> {flows}")
+    assert flows > before
