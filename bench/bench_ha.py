@@ -91,6 +91,7 @@ from controller.ownership import DEAD_AFTER_S, HEARTBEAT_S
 from controller.store import EmbeddedOvsdb
 from controller.store import nb_cluster as nbc
 from controller.store.embedded import SCHEMA_PATH
+from controller.store.nb_cluster import accepts as unix_accepts
 from topologies.controller_process import ControllerProcess, free_port
 from topologies.guest import Guest
 from topologies.netns import Sandbox
@@ -369,7 +370,7 @@ class PrivateOvn:
                 f"--log-file={self.base / (db + '.log')}", "--no-chdir", "-vconsole:off"],
                 self.base / f"{db}.console")
         for db in OVN_SCHEMAS:
-            wait_for(f"OVN {db} ovsdb-server", partial(_connectable, self.sock(db)), 30)
+            wait_for(f"OVN {db} ovsdb-server", partial(unix_accepts, self.sock(db)), 30)
         for tag in self.northds:
             self.daemons.spawn(tag, [
                 "ovn-northd", f"--ovnnb-db=unix:{self.sock('nb')}",
@@ -391,14 +392,6 @@ class PrivateOvn:
     def close(self) -> None:
         self.daemons.close()
 
-
-def _connectable(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def ovn_missing() -> Optional[str]:

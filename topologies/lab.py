@@ -48,7 +48,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -1386,21 +1385,15 @@ def _start_standalone_nb(rec: dict[str, Any], timeout: float = 10.0) -> None:
     if done.returncode != 0:
         raise LabError(f"northbound {rec['name']}: ovsdb-server did not start: "
                        f"{(done.stderr or done.stdout).strip()}")
+    from controller.store.nb_cluster import accepts as unix_accepts
+
     deadline = time.monotonic() + timeout
-    while not _accepts(sock):
+    while not unix_accepts(sock):
         if time.monotonic() > deadline:
             raise LabError(f"northbound {rec['name']}: {sock} does not accept connections "
                            f"after {timeout:.0f}s (log {rec['log']})")
         time.sleep(0.05)
 
-
-def _accepts(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        try:
-            sock.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def admin_token(ctl: dict[str, Any]) -> str | None:

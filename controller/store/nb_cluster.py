@@ -412,7 +412,7 @@ def start(member: Member, remotes: Optional[Sequence[str]] = None, *,
         if member.pid() is None:
             raise NbClusterError(f"ovsdb-server for {member.dir} exited at start: "
                                  f"{_log_tail(member, log_offset)}")
-        if _accepts(member.socket):
+        if accepts(member.socket):
             try:
                 st = status(member)
             except NbClusterError:
@@ -496,7 +496,8 @@ def kick(member: Member, server: str) -> None:
     _appctl(member, "cluster/kick", DB_NAME, server)
 
 
-def _accepts(path: Path) -> bool:
+def accepts(path: Path) -> bool:
+    """Something listens on the unix socket `path` (a server that is up)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
             sock.connect(str(path))

@@ -240,8 +240,8 @@ def test_restarting_every_instance_in_turn_loses_no_ping(pair: Pair) -> None:
         ctl = p.ctls[name]
         assert ctl.stop() == 0
         ctl.start()
-        wait_for(f"{name} back and seeing both instances alive", lambda: sorted(
-            i["name"] for i in p.health(name)["instances"]["instances"] if i["alive"]
+        wait_for(f"{name} back and seeing both instances alive", lambda n=name: sorted(
+            i["name"] for i in p.health(n)["instances"]["instances"] if i["alive"]
         ) == list(NAMES))
         wait_for("one master, one slave", lambda: sorted(
             p.switch(n).get("role", "") for n in NAMES) == ["master", "slave"])
