@@ -267,7 +267,10 @@ class SwitchWorker:
             else:
                 return
         elif kind == OFPT_MULTIPART_REPLY:
-            self._updates.append(bytes(msg.buf))
+            raw = bytes(msg.buf)
+            if ofwire.flow_monitor_only_own(raw):
+                return  # the echo of our own push: nothing to look at
+            self._updates.append(raw)
         else:
             return  # (an error about something else, sent with xid 0)
         if self._suspect is None:

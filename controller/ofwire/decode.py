@@ -463,6 +463,22 @@ _ONF_UPDATE_FULL = struct.Struct("!HHHHHHHBxQ")  # length, event, then onf_flow_
 ONFFME_ADDED, ONFFME_DELETED, ONFFME_MODIFIED, ONFFME_ABBREV = 0, 1, 2, 3
 
 
+def flow_monitor_only_own(msg: bytes) -> bool:
+    """Whether a flow monitor reply holds only abbreviated updates (ONFFME_ABBREV): OVS
+    sends one, with the xid, for each change this very connection made (its own pushes,
+    bundled or not), although ONFFMF_OWN was not asked for. Cheap: run on os-ken's
+    event thread for every push's echo."""
+    p, n = 24, len(msg)
+    if n <= p:
+        return False
+    while p + 4 <= n:
+        length, event = _HH.unpack_from(msg, p)
+        if event != ONFFME_ABBREV or length < 4:
+            return False
+        p += length
+    return True
+
+
 def parse_flow_monitor_update(msg: Union[bytes, bytearray, memoryview]
                               ) -> list[tuple[int, Flow]]:
     """(event, flow) of each update in one ONF flow monitor reply (an OF1.3 experimenter

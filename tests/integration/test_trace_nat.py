@@ -141,7 +141,7 @@ def test_a_floating_ip_is_named_as_the_nat_rule(nat_world: World) -> None:
         assert reason["leaves_as"]["src_ip"] == fip["floating_ip_address"]
         assert w.guests["a1"].ping(OUTSIDE_IP, count=1, timeout=2)[1] == 1
     finally:
-        w.lab.api.delete(f"/v2.0/floatingips/{fip['id']}")
+        w.lab.api.delete(f"/v2.0/floatingips/{fip['id']}?wait=true")  # gone before the next test
 
 
 def test_a_floating_ip_from_inside_is_a_hairpin_to_its_port(nat_world: World) -> None:
@@ -165,4 +165,4 @@ def test_a_floating_ip_from_inside_is_a_hairpin_to_its_port(nat_world: World) ->
         assert [h["chassis"] for h in answer["hops"]] == ["hv1", "hv2"]
         assert answer["delivered_to"][0]["port"] == w.ports["a2"]["id"]
     finally:
-        w.lab.api.delete(f"/v2.0/floatingips/{fip['id']}")
+        w.lab.api.delete(f"/v2.0/floatingips/{fip['id']}?wait=true")  # gone before the next test
