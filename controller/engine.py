@@ -48,6 +48,7 @@ from controller.ownership import FABRIC_KEY, chassis_key, keys_of
 from controller.punt import ROUTER_ADVERTS, PuntService
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
 from controller.southbound.chassis import ControllerLink
+from controller.southbound.openflow import SwitchError
 from controller.southbound.registry import ChassisRegistry
 from controller.southbound.roles import (
     OFPCR_ROLE_MASTER,
@@ -251,6 +252,11 @@ class SwitchWorker:
             self.channel.call(ofwire.flow_monitor_request(xid), xid, timeout=10.0)
             LOG.info("switch %#x: watching its flows for changes not made by Loom",
                      self.datapath_id)
+        except SwitchError as exc:
+            # refused: most likely the monitor this connection asked for under an
+            # earlier grant (the same id) still runs, and its updates come here now
+            LOG.info("switch %#x: flow monitor refused (%s); an earlier one still "
+                     "reports", self.datapath_id, exc)
         except Exception as exc:
             LOG.warning("switch %#x: no flow monitor (%s): drift goes unnoticed there",
                         self.datapath_id, exc)
