@@ -25,6 +25,7 @@ from controller.rest import chassis as chassis_api
 from controller.rest import qos, v1, validate, versions
 from controller.rest.auth import Authenticator, NoAuth, Principal, request_token
 from controller.rest.errors import (
+    BadRequest,
     Conflict,
     InvalidInput,
     MethodNotAllowed,
@@ -301,6 +302,10 @@ class LoomApi:
             if not principal.is_admin:
                 raise NotFound("The resource could not be found.")
             return self._chassis(request, parts[1:])
+        if parts == ["plan"]:  # POST: several writes as one what-if (admin)
+            if not principal.is_admin:
+                raise NotFound("The resource could not be found.")
+            return self._plan(request, principal)
         self._allow(request, "GET")
         if parts == ["health"]:
             if principal.is_admin:
@@ -316,6 +321,8 @@ class LoomApi:
             return json_response(v1.switches(self.runtime))
         if parts == ["verify"]:  # drift: controller/drift.py
             return no_store(json_response(self.runtime.verify()))
+        if parts == ["plan"]:
+            return self._plan(request, principal)
         if parts == ["topology"]:
             return no_store(json_response(v1.topology(self.runtime)))
         if parts == ["topology.svg"]:
@@ -403,7 +410,7 @@ class LoomApi:
             created.extend(resource.create(principal, item, helper) for item in items)
 
         dry = dry_run(request)
-        generation, after = self._commit(write, dry)
+        generation, after = self._commit(write, dry, request)
         ctx = self._ctx(after, principal)
         views = [resource.view(o, ctx) for o in created]
         body = {resource.plural: views} if bulk else {resource.singular: views[0]}
@@ -427,7 +434,7 @@ class LoomApi:
             updated[:] = [resource.update(principal, current, changes, helper)]
 
         dry = dry_run(request)
-        generation, after = self._commit(write, dry)
+        generation, after = self._commit(write, dry, request)
         body = {resource.singular: resource.view(updated[0], self._ctx(after, principal))}
         if dry:
             return self._planned(body, 200, after, principal)
@@ -445,7 +452,7 @@ class LoomApi:
             resource.delete(principal, current, helper)
 
         dry = dry_run(request)
-        generation, after = self._commit(write, dry)
+        generation, after = self._commit(write, dry, request)
         if dry:  # (the real delete answers 204 and no body: the plan needs one)
             return self._planned({}, 200, after, principal)
         self._maybe_wait(request, generation, f"{resource.singular} {object_id} deleted")
@@ -469,25 +476,36 @@ class LoomApi:
             result[:] = [resource.act(principal, current, action, body, helper)]
 
         dry = dry_run(request)
-        generation, after = self._commit(write, dry)
+        generation, after = self._commit(write, dry, request)
         body = resource.action_view(action, result[0], self._ctx(after, principal))
         if dry:
             return self._planned(body, 200, after, principal)
         self._maybe_wait(request, generation, f"{resource.singular} {object_id} {action}")
         return json_response(body, generation=generation)
 
-    def _commit(self, write: Callable[[TxnHelper], None],
-                dry: bool = False) -> tuple[int, model.Intent]:
+    def _commit(self, write: Callable[[TxnHelper], None], dry: bool = False,
+                request: Optional[Request] = None) -> tuple[int, model.Intent]:
         """Run `write` as one transaction; returns (generation, intent as the write left it).
 
         `dry`: run it exactly so, in the store thread against the newest snapshot, and
-        commit nothing (?dry_run=true); the generation is then the snapshot's."""
+        commit nothing (?dry_run=true); the generation is then the snapshot's. A write
+        of a `POST /v1/plan` is not run here but handed to it (`_Collected`)."""
+        collect = request.environ.get(_COLLECT) if request is not None else None
+        if collect is not None:
+            collect.append(write)
+            raise _Collected()
         after: list[model.Intent] = []
 
         def fn(helper: TxnHelper, intent: model.Intent) -> None:
             write(helper)
             after[:] = [helper.current()]
 
+        return self._run_write(fn, dry, after)
+
+    def _run_write(self, fn: Callable[[TxnHelper, model.Intent], None], dry: bool,
+                   after: list[model.Intent]) -> tuple[int, model.Intent]:
+        """`fn` in the store, committed or (dry) not, with the store's failures as
+        Neutron's errors."""
         try:
             if dry:
                 self.store.call(fn, timeout=self.write_timeout)
@@ -513,6 +531,55 @@ class LoomApi:
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
         return generation, after[0]
+
+    def _plan(self, request: Request, principal: Principal) -> Response:
+        """POST /v1/plan {"writes": [{"method", "path", "body"}, ...]}: the writes, in
+        order, validated as each would be after the ones before it, as one what-if;
+        nothing is committed. Answers the plan of them all (as ?dry_run=true does for
+        one), or the first refusal, naming the write."""
+        self._allow(request, "POST")
+        try:
+            writes = request.json_body.get("writes")
+        except (ValueError, AttributeError):
+            raise BadRequest("The body must be a JSON object with a 'writes' list") from None
+        if not isinstance(writes, list) or not 0 < len(writes) <= MAX_PLAN_WRITES:
+            raise BadRequest(f"'writes' must be a list of 1 to {MAX_PLAN_WRITES} writes")
+        fns: list[Callable[[TxnHelper], None]] = []
+        for i, w in enumerate(writes):
+            if not isinstance(w, dict) or w.get("method") not in ("POST", "PUT", "DELETE") \
+                    or not isinstance(w.get("path"), str) \
+                    or not w["path"].startswith("/v2.0/"):
+                raise BadRequest(f"write {i}: needs 'method' (POST, PUT or DELETE) and a "
+                                 "'path' under /v2.0/")
+            sub = Request.blank(w["path"], method=w["method"])
+            for header in ("X-Auth-Token", "Authorization"):
+                if header in request.headers:
+                    sub.headers[header] = request.headers[header]
+            if w.get("body") is not None:
+                sub.body = json.dumps(w["body"]).encode()
+                sub.content_type = "application/json"
+            sub.environ[_COLLECT] = fns
+            try:
+                self.handle(sub)
+            except _Collected:
+                continue
+            except NeutronError as exc:
+                exc.message = f"write {i} ({w['method']} {w['path']}): {exc.message}"
+                raise
+            raise BadRequest(f"write {i} ({w['method']} {w['path']}) writes nothing")
+        after: list[model.Intent] = []
+
+        def fn(helper: TxnHelper, intent: model.Intent) -> None:
+            for i, write in enumerate(fns):
+                try:
+                    write(helper)
+                except NeutronError as exc:
+                    exc.message = f"write {i}: {exc.message}"
+                    raise
+            after[:] = [helper.current()]
+
+        _, result = self._run_write(fn, True, after)
+        return self._planned({"writes": len(fns)}, 200, result, principal)
 
     def _planned(self, body: dict[str, Any], status: int, after: model.Intent,
                  principal: Principal) -> Response:
@@ -559,6 +626,14 @@ class LoomApi:
                 detail=what,
                 headers={"X-Loom-Generation": str(generation)},
             )
+
+
+_COLLECT = "loom.plan.collect"  # environ key: the writes of a POST /v1/plan, collected
+MAX_PLAN_WRITES = 100
+
+
+class _Collected(Exception):
+    """A write of a POST /v1/plan handed over instead of run (`LoomApi._commit`)."""
 
 
 def dry_run(request: Request) -> bool:

@@ -160,3 +160,32 @@ def test_a_member_sees_how_much_changes_not_the_flows(
                      {"port": {"network_id": net["id"]}}, 201, token=ALICE)
     (switch,) = planned["plan"]["switches"]
     assert set(switch) == {"flows"} and switch["flows"]["added"] > 0
+
+
+def test_several_writes_planned_as_one_what_if(denv: tuple[Env, CompilingRuntime]) -> None:
+    env, rt = denv
+    net, sub, port = _setup(env, rt)
+    before = env.dump()
+
+    def create(ip: str) -> dict[str, Any]:
+        return {"method": "POST", "path": "/v2.0/ports", "body": {"port": {
+            "network_id": net["id"], "fixed_ips": [{"subnet_id": sub["id"], "ip_address": ip}]}}}
+
+    planned = env.ok("POST", "/v1/plan", {"writes": [
+        create("10.0.0.60"), create("10.0.0.61"),
+        {"method": "PUT", "path": f"/v2.0/ports/{port['id']}",
+         "body": {"port": {"name": "renamed"}}}]}, token=ADMIN)
+    assert planned["writes"] == 3
+    (switch,) = planned["plan"]["switches"]
+    lines = "\n".join(f["flow"] for f in switch["flows"]["added"])
+    assert "arp_tpa=10.0.0.60" in lines and "arp_tpa=10.0.0.61" in lines
+    assert env.dump() == before
+    # each write is validated after the ones before it: the second takes a taken address
+    error = env.rejected("POST", "/v1/plan", {"writes": [create("10.0.0.70"),
+                                                        create("10.0.0.70")]},
+                         status=409, type="IpAddressAlreadyAllocated", token=ADMIN)
+    assert error["message"].startswith("write 1")
+    env.rejected("POST", "/v1/plan", {"writes": [{"method": "GET", "path": "/v2.0/ports"}]},
+                 status=400, type="HTTPBadRequest", token=ADMIN)
+    env.rejected("POST", "/v1/plan", {"writes": [create("10.0.0.80")]}, status=404,
+                 type="HTTPNotFound", token=ALICE)
