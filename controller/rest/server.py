@@ -245,7 +245,13 @@ class LoomChannel(HTTPChannel):
         return result
 
     def service(self) -> None:
-        """Runs on a worker thread; a float store is atomic, the loop reads it later."""
+        """Runs on a worker thread; a float store is atomic, the loop reads it later.
+
+        Stamped before the answer too: the client may read it before the stamp after it
+        lands, and a connection just answered must not look like the least recently
+        active one meanwhile (a peer at its cap then lost it instead of an idle one;
+        seen once in CI under load)."""
+        self.served_at = time.time()
         super().service()
         self.served_at = time.time()
 
