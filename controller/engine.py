@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Optional
 
+from os_ken.ofproto import ofproto_v1_3 as ofp13
 from prometheus_client import Counter, Gauge, Histogram
 
 from controller import ofwire, router_advert
@@ -455,10 +456,10 @@ class SwitchWorker:
 
 DRIFT_SETTLE_S = 0.1  # after a first flow monitor update, wait for the rest this long
 MONITOR_UPDATE_XID = 0  # OVS sends flow monitor updates with xid 0, not the request's
-OFPT_EXPERIMENTER = 4
-OFPT_MULTIPART_REPLY = 19
-ONFT_FLOW_MONITOR_PAUSED = 1871
-ONFFME_DELETED = 1
+OFPT_EXPERIMENTER = ofp13.OFPT_EXPERIMENTER
+OFPT_MULTIPART_REPLY = ofp13.OFPT_MULTIPART_REPLY
+ONFT_FLOW_MONITOR_PAUSED = ofp13.ONFT_FLOW_MONITOR_PAUSED
+ONFFME_DELETED = ofp13.ONFFME_DELETED
 
 
 @contextmanager

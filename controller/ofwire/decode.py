@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Optional, Union
 
+from os_ken.ofproto import ofproto_v1_3 as ofp13
+
 from controller import pipeline
 from controller.flows import (
     FIELD_BITS,
@@ -460,7 +462,8 @@ def _parse_flow_stats(body: bytes) -> list[InstalledFlow]:
 
 # ---------------------------------------------------------------- flow monitor
 _ONF_UPDATE_FULL = struct.Struct("!HHHHHHHBxQ")  # length, event, then onf_flow_update_full
-ONFFME_ADDED, ONFFME_DELETED, ONFFME_MODIFIED, ONFFME_ABBREV = 0, 1, 2, 3
+ONFFME_ADDED, ONFFME_DELETED = ofp13.ONFFME_ADDED, ofp13.ONFFME_DELETED
+ONFFME_MODIFIED, ONFFME_ABBREV = ofp13.ONFFME_MODIFIED, ofp13.ONFFME_ABBREV
 
 
 def flow_monitor_only_own(msg: bytes) -> bool:

@@ -22,6 +22,9 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
+from os_ken.ofproto import ofproto_common
+from os_ken.ofproto import ofproto_v1_3 as ofp13
+
 from controller import pipeline
 from controller.flows import (
     Action,
@@ -617,10 +620,12 @@ def meter_config_request(xid: int, meter_id: int = c.OFPM_ALL) -> bytes:
                         c.OFPMP_METER_CONFIG, 0) + struct.pack("!I4x", meter_id)
 
 
-ONF_EXPERIMENTER_ID = 0x4F4E4600
-ONFMP_FLOW_MONITOR = 1870
-ONFFMF_ADD, ONFFMF_DELETE, ONFFMF_MODIFY, ONFFMF_ACTIONS = 1 << 1, 1 << 2, 1 << 3, 1 << 4
-OFPMP_EXPERIMENTER = 0xFFFF
+# (os-ken names the ONF flow monitor's numbers; it cannot encode the request OVS takes)
+ONF_EXPERIMENTER_ID = ofproto_common.ONF_EXPERIMENTER_ID
+ONFMP_FLOW_MONITOR = ofp13.ONFMP_FLOW_MONITOR
+ONFFMF_ADD, ONFFMF_DELETE = ofp13.ONFFMF_ADD, ofp13.ONFFMF_DELETE
+ONFFMF_MODIFY, ONFFMF_ACTIONS = ofp13.ONFFMF_MODIFY, ofp13.ONFFMF_ACTIONS
+OFPMP_EXPERIMENTER = ofp13.OFPMP_EXPERIMENTER
 
 
 def flow_monitor_request(xid: int, monitor_id: int = 1) -> bytes:

@@ -13,18 +13,19 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from os_ken.ofproto.ofproto_v1_3 import (
+    OFP_VERSION,
+    OFPBRC_IS_SLAVE,
+    OFPCR_ROLE_MASTER,
+    OFPCR_ROLE_SLAVE,
+    OFPET_BAD_REQUEST,
+    OFPET_ROLE_REQUEST_FAILED,
+    OFPRRFC_STALE,
+    OFPT_ROLE_REQUEST,
+)
+
 from controller.southbound.openflow import SwitchError
 
-OFP_VERSION = 0x04
-OFPT_ROLE_REQUEST = 24
-OFPCR_ROLE_NOCHANGE = 0
-OFPCR_ROLE_EQUAL = 1
-OFPCR_ROLE_MASTER = 2
-OFPCR_ROLE_SLAVE = 3
-OFPET_BAD_REQUEST = 1
-OFPBRC_IS_SLAVE = 10
-OFPET_ROLE_REQUEST_FAILED = 11
-OFPRRFC_STALE = 0
 ROLE_TIMEOUT_S = 5.0
 _MAX_GENERATION = (1 << 64) - 1
 
