@@ -18,8 +18,10 @@ this, under the same lock, ever touch the compiler.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Optional
 
 from controller import ofwire
@@ -28,6 +30,10 @@ from controller.compiler.core import DesiredSwitch, FlowKey
 from controller.compiler.tunnels import desired_tunnels
 from controller.intent import Intent
 from controller.intent_delta import delta_between
+from controller.simulate.fleet import Fleet, ModelCache
+from controller.simulate.reachability import diff as reachability_diff
+from controller.simulate.reachability import touched_ports
+from controller.simulate.switch import SimulationError, SwitchModel
 from controller.topology import TopologyDelta
 
 LOG = logging.getLogger(__name__)
@@ -40,10 +46,13 @@ class PlanUnavailable(RuntimeError):
 
 
 def what_if(compiler: Any, after: Intent,
-            owners: Callable[[Intent, Intent], Callable[[Optional[int]], Any]]
-            ) -> tuple[dict[str, Any], bool]:
+            owners: Callable[[Intent, Intent], Callable[[Optional[int]], Any]],
+            models: Optional[ModelCache] = None) -> tuple[dict[str, Any], bool]:
     """(the plan of going from the compiler's intent to `after`, whether the compiler
-    came back to exactly the state it held)."""
+    came back to exactly the state it held). `models`: the switch models kept for the
+    reachability diff by the engine (which notes its compiles there); a fresh set
+    when not given."""
+    models = models if models is not None else ModelCache()
     base, topo = compiler.intent, compiler.topo
     if base is None or topo is None:
         raise PlanUnavailable("nothing has been compiled yet; try again in a moment")
@@ -56,9 +65,13 @@ def what_if(compiler: Any, after: Intent,
     shaping_after = compiler.shaping() if any(o.shaping_changed for o in offers.values()) \
         else shaping_before
     restored = compiler.update(base, topo, delta, tdelta)
-    same = all(compiler.desired(d) is before.get(d) or compiler.desired(d) == before.get(d)
-               for d in set(offers) | set(restored))
+    same = True
+    for d in set(offers) | set(restored):
+        keys = _keys_of(offers.get(d), restored.get(d))
+        same = same and _came_back(before.get(d), compiler.desired(d), keys)
+        models.note(d, keys, compiler.desired(d))  # (back as other, equal, objects)
     owner_of = owners(base, after)
+    reach = _reachability(base, after, topo, before, offers, owner_of, models)
     switches = []
     for dpid in sorted(offers):
         entry = _switch_plan(dpid, before.get(dpid), offers[dpid].desired,
@@ -67,7 +80,112 @@ def what_if(compiler: Any, after: Intent,
             switches.append(entry)
     chassis = _chassis_plan(base, after, topo, delta is None or bool(delta.ids("networks")),
                             shaping_before, shaping_after)
-    return {"switches": switches, "chassis": chassis, "compiled_in_full": delta is None}, same
+    return {"switches": switches, "chassis": chassis, "reachability": reach,
+            "compiled_in_full": delta is None}, same
+
+
+def _keys_of(there: Any, back: Any) -> Optional[set[FlowKey]]:
+    """The flow keys the round trip touched on one switch (None: unknown, all)."""
+    keys: set[FlowKey] = set()
+    for offer in (there, back):
+        if offer is None:
+            continue
+        if offer.changed_keys is None:
+            return None
+        keys |= offer.changed_keys
+    return keys
+
+
+def _came_back(was: Optional[DesiredSwitch], now: Optional[DesiredSwitch],
+               keys: Optional[set[FlowKey]]) -> bool:
+    """Whether a switch's state after the round trip is the one before: its flows
+    compared on the keys the round trip touched (the rest were never offered as
+    changed), everything else whole (groups and meters are small next to flows)."""
+    if now is was:
+        return True
+    if now is None or was is None:
+        return False
+    if keys is None:
+        return now == was
+    if len(now.flows) != len(was.flows) or any(now.flows.get(k) != was.flows.get(k)
+                                               for k in keys):
+        return False
+    return all(getattr(now, f.name) == getattr(was, f.name)
+               for f in dataclasses.fields(DesiredSwitch) if f.name != "flows")
+
+
+class _Models(Mapping[int, SwitchModel]):
+    """Switch models built when a packet first gets to the switch: a plan simulates the
+    switches its probes cross, not the fleet."""
+
+    def __init__(self, cache: ModelCache, desired: Mapping[int, DesiredSwitch],
+                 start: Optional[Mapping[int, DesiredSwitch]] = None,
+                 keys: Optional[Mapping[int, Optional[frozenset[FlowKey]]]] = None) -> None:
+        self._cache = cache
+        self._desired = desired
+        self._start = start  # the what-if: the states it starts from, kept
+        self._keys = keys or {}
+        self._built: dict[int, SwitchModel] = {}
+
+    def __getitem__(self, dpid: int) -> SwitchModel:
+        model = self._built.get(dpid)
+        if model is None:
+            if self._start is None:
+                model = self._cache.model(self._desired[dpid])
+            else:
+                model = self._cache.model(self._desired[dpid], keep=False,
+                                      base=self._start.get(dpid), keys=self._keys.get(dpid))
+            self._built[dpid] = model
+        return model
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._desired)
+
+    def __len__(self) -> int:
+        return len(self._desired)
+
+
+
+def _reachability(base: Intent, after: Intent, topo: Any,
+                  before: Mapping[int, DesiredSwitch], offers: Mapping[int, Any],
+                  owner_of: Callable[[Optional[int]], Any], models: ModelCache
+                  ) -> dict[str, Any]:
+    """Which pairs of ports gain or lose reachability (controller/simulate): the ports
+    the changed flows concern, each with the ports it could talk to, simulated on the
+    desired states before and after."""
+    changed: dict[int, list[Any]] = {}
+    now: dict[int, DesiredSwitch] = dict(before)
+    keys_of: dict[int, Optional[frozenset[FlowKey]]] = {}
+    for dpid, offer in offers.items():
+        old = before.get(dpid)
+        new = offer.desired
+        now[dpid] = new
+        old_flows: Mapping[FlowKey, Any] = old.flows if old is not None else {}
+        keys_of[dpid] = offer.changed_keys
+        keys = offer.changed_keys if offer.changed_keys is not None \
+            else set(old_flows) | set(new.flows)
+        flows = [f for k in keys for f in (old_flows.get(k), new.flows.get(k))
+                 if f is not None and old_flows.get(k) != new.flows.get(k)]
+        if flows:
+            changed[dpid] = flows
+    if not changed:
+        return {"changes": [], "ports_checked": [], "pairs_checked": 0, "probes": 0,
+                "truncated": False}
+    collecting = gc.isenabled()
+    # the probes make many short-lived dicts: a collection among them would walk the
+    # compiled state of the whole fleet (the engine keeps it out of collections too)
+    gc.disable()
+    try:
+        touched = touched_ports(changed, base, after, topo, owner_of)
+        return reachability_diff((base, Fleet(_Models(models, before), topo)),
+                                 (after, Fleet(_Models(models, now, before, keys_of), topo)),
+                                 topo, touched)
+    except SimulationError as exc:
+        LOG.warning("reachability not simulated: %s", exc)
+        return {"error": str(exc)}
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _chassis_plan(base: Intent, after: Intent, topo: Any, networks_changed: bool,

@@ -173,7 +173,7 @@ class Tracer:
         dst_mac = dst.mac_address if dst is not None else BROADCAST_MAC
         if (dst is not None and dst.network_id != port.network_id) or outside is not None:
             # another network: the guest sends to its gateway, a router's MAC if it has one
-            dst_mac = _gateway_mac(intent, port, source_ip) or dst_mac
+            dst_mac = gateway_mac(intent, port, source_ip) or dst_mac
         packet = Packet(protocol, port.mac_address, dst_mac, source_ip, str(dst_addr),
                         src_port, dst_port)
         binding = topo.bindings.get(port.id)
@@ -440,7 +440,7 @@ def _destination(intent: Intent, source: Port, ip: str) -> Optional[Port]:
     here = holder(source.network_id)
     if here is not None:
         return here
-    for network_id in sorted(_routed_networks(intent, source.network_id)):
+    for network_id in sorted(routed_networks(intent, source.network_id)):
         routed = holder(network_id)
         if routed is not None:
             return routed
@@ -493,7 +493,7 @@ def _holds(cidr: str, address: Any) -> bool:
         return False
 
 
-def _routed_networks(intent: Intent, network_id: str) -> set[str]:
+def routed_networks(intent: Intent, network_id: str) -> set[str]:
     """The networks of the routers with an interface on `network_id`: the routers are
     the device of the network's router ports; their other networks, those of their
     interfaces (routers and interfaces are few; ports are not looked through)."""
@@ -510,7 +510,7 @@ def _routed_networks(intent: Intent, network_id: str) -> set[str]:
     return out
 
 
-def _gateway_mac(intent: Intent, source: Port, source_ip: str) -> Optional[str]:
+def gateway_mac(intent: Intent, source: Port, source_ip: str) -> Optional[str]:
     """The MAC of the router port holding the gateway of the source address's subnet."""
     gateways = set()
     for subnet in intent.subnets_of(source.network_id):

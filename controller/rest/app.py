@@ -585,16 +585,23 @@ class LoomApi:
                  principal: Principal) -> Response:
         """A dry run's answer: the real write's body and status, and the plan.
 
-        Admins see every flow, group, meter and OVSDB change with its owner; others the
-        number of changes per switch only (the flows name other projects' objects
-        and addresses too)."""
+        Admins see every flow, group, meter and OVSDB change with its owner, and every
+        reachability change; others the number of changes per switch (the flows name
+        other projects' objects and addresses too) and the reachability changes
+        between their own project's ports."""
         try:
             plan = self.runtime.plan(after)
         except Exception as exc:  # nothing compiled yet, or a compiler failure
             raise ServiceUnavailable(f"No plan can be made now: {exc}") from exc
         if not principal.is_admin:
+            reach = plan.get("reachability") or {}
+            own = principal.project_id
             plan = {"switches": [{"flows": {k: len(v) for k, v in sw["flows"].items()}}
                                  for sw in plan.get("switches", [])],
+                    # the reachability changes between the project's own ports only
+                    "reachability": {"changes": [
+                        c for c in reach.get("changes", ())
+                        if c["from"].get("project_id") == own == c["to"].get("project_id")]},
                     "compiled_in_full": plan.get("compiled_in_full", False)}
         resp = json_response({**body, "plan": plan}, status=status)
         resp.headers["X-Loom-Dry-Run"] = "true"

@@ -113,6 +113,36 @@ def test_database_only_from_web_members(env: Env) -> None:
                                          listener=lst)
 
 
+def test_a_dry_run_names_the_pairs_a_rule_removal_cuts_and_traffic_agrees(env: Env) -> None:
+    """Issue 15's reachability diff, on a real switch: the plan of removing db's MySQL
+    rule says which connections stop (simulated on the compiled tables), and real
+    connections then do exactly that."""
+    host, api = env.host, env.host.api
+    g = host.guests
+    rule_id = env.rules["db3306"]["id"]
+    dry = api.delete(f"/v2.0/security-group-rules/{rule_id}?dry_run=true")
+    assert dry.status == 200, dry.body
+    reach = dry.body["plan"]["reachability"]
+    texts = sorted(c["text"] for c in reach["changes"])
+    assert texts == ["admin → db tcp/3306: allowed → denied",
+                     "web → db tcp/3306: allowed → denied"], reach
+    assert not reach["truncated"]
+    for listener in list(g["db"]._listeners):  # free port 3306 from earlier tests
+        listener.close()
+    lst = g["db"].tcp_listen(3306, keep=True)
+    assert g["web"].tcp_connect("10.0.0.20", 3306, "before", listener=lst)
+    api.delete(f"/v2.0/security-group-rules/{rule_id}?wait=true")
+    try:
+        for name in ("web", "admin"):
+            assert not g[name].tcp_connect("10.0.0.20", 3306, f"after-{name}", timeout=2,
+                                           listener=lst), f"{name} still reaches db:3306"
+    finally:
+        env.rules["db3306"] = _rule(api, env.sg_db, direction="ingress", protocol="tcp",
+                                    port_range_min=3306, port_range_max=3306,
+                                    remote_group_id=env.sg_web["id"])
+    assert g["web"].tcp_connect("10.0.0.20", 3306, "restored", listener=lst)
+
+
 def test_udp_is_denied_without_a_rule_and_allowed_with_one(env: Env) -> None:
     g, api = env.host.guests, env.host.api
     recv = ["nc", "-u", "-l", "-W", "1", "5353"]

@@ -189,3 +189,93 @@ def test_several_writes_planned_as_one_what_if(denv: tuple[Env, CompilingRuntime
                  status=400, type="HTTPBadRequest", token=ADMIN)
     env.rejected("POST", "/v1/plan", {"writes": [create("10.0.0.80")]}, status=404,
                  type="HTTPNotFound", token=ALICE)
+
+
+def _web_and_db(env: Env, rt: CompilingRuntime) -> tuple[dict, dict, dict, dict]:
+    """web-1 and db-1 on one network, db's group open to web's on tcp/3306 only."""
+    net = env.network(name="n", token=ALICE)
+    sub = env.subnet(net["id"], "10.0.0.0/24", token=ALICE)
+    web_sg = env.ok("POST", "/v2.0/security-groups", {"security_group": {"name": "web"}},
+                    201, token=ALICE)["security_group"]
+    db_sg = env.ok("POST", "/v2.0/security-groups", {"security_group": {"name": "db"}},
+                   201, token=ALICE)["security_group"]
+    mysql = env.ok("POST", "/v2.0/security-group-rules", {"security_group_rule": {
+        "security_group_id": db_sg["id"], "direction": "ingress", "protocol": "tcp",
+        "port_range_min": 3306, "port_range_max": 3306, "remote_group_id": web_sg["id"]}},
+        201, token=ALICE)["security_group_rule"]
+    web = env.port(net["id"], token=ALICE, name="web-1", security_groups=[web_sg["id"]])
+    db = env.port(net["id"], token=ALICE, name="db-1", security_groups=[db_sg["id"]])
+    rt.follow(env.store.latest())
+    rt.bind(env.store, web["id"], 10)
+    rt.bind(env.store, db["id"], 11)
+    assert sub
+    return web, db, mysql, db_sg
+
+
+def test_removing_a_rule_plans_the_pairs_that_lose_reachability(
+        denv: tuple[Env, CompilingRuntime]) -> None:
+    env, rt = denv
+    web, db, mysql, _ = _web_and_db(env, rt)
+    planned = env.ok("DELETE", f"/v2.0/security-group-rules/{mysql['id']}?dry_run=true",
+                     token=ADMIN)
+    reach = planned["plan"]["reachability"]
+    texts = [c["text"] for c in reach["changes"]]
+    assert texts == ["web-1 → db-1 tcp/3306: allowed → denied"], reach
+    (change,) = reach["changes"]
+    assert change["from"]["port"] == web["id"] and change["to"]["port"] == db["id"]
+    assert change["port_range"] == [3306, 3306] and change["ethertype"] == "IPv4"
+    assert change["stopped_by"] == "ingress_acl default_deny"
+    # the member who owns both ports sees the same change (not the flows)
+    mine = env.ok("DELETE", f"/v2.0/security-group-rules/{mysql['id']}?dry_run=true",
+                  token=ALICE)["plan"]["reachability"]["changes"]
+    assert [c["text"] for c in mine] == texts
+
+
+def test_a_wider_rule_plans_the_ranges_it_opens(denv: tuple[Env, CompilingRuntime]) -> None:
+    env, rt = denv
+    web, db, _, db_sg = _web_and_db(env, rt)
+    planned = env.ok("POST", "/v2.0/security-group-rules?dry_run=true", {
+        "security_group_rule": {"security_group_id": db_sg["id"], "direction": "ingress",
+                                "protocol": "tcp", "port_range_min": 3000,
+                                "port_range_max": 3999}}, 201, token=ADMIN)
+    texts = sorted(c["text"] for c in planned["plan"]["reachability"]["changes"])
+    # from anywhere now: web-1 gains 3000-3305 and 3307-3999 (3306 it had already)
+    assert texts == ["web-1 → db-1 tcp/3000-3305: denied → allowed",
+                     "web-1 → db-1 tcp/3307-3999: denied → allowed"], texts
+
+
+def test_a_port_leaving_the_group_plans_its_own_loss(denv: tuple[Env, CompilingRuntime]) -> None:
+    env, rt = denv
+    web, db, _, _ = _web_and_db(env, rt)
+    planned = env.ok("PUT", f"/v2.0/ports/{web['id']}?dry_run=true",
+                     {"port": {"security_groups": []}}, token=ADMIN)
+    texts = sorted(c["text"] for c in planned["plan"]["reachability"]["changes"])
+    # web-1 without a group: nothing leaves it any more (no egress rule), and db-1 no
+    # longer lets it in on 3306
+    assert "web-1 → db-1 tcp/3306: allowed → denied" in texts, texts
+    assert not any(c.startswith("db-1") and "denied → allowed" in c for c in texts), texts
+
+
+def test_detaching_a_subnet_from_its_router_plans_the_routed_pairs_lost(
+        denv: tuple[Env, CompilingRuntime]) -> None:
+    env, rt = denv
+    router = env.ok("POST", "/v2.0/routers", {"router": {"name": "r"}}, 201,
+                    token=ALICE)["router"]
+    ports = []
+    for n in (1, 2):
+        net = env.network(name=f"n{n}", token=ALICE)
+        sub = env.subnet(net["id"], f"10.0.{n}.0/24", token=ALICE)
+        env.ok("PUT", f"/v2.0/routers/{router['id']}/add_router_interface",
+               {"subnet_id": sub["id"]}, token=ALICE)
+        ports.append((env.port(net["id"], token=ALICE, name=f"vm-{n}"), sub))
+    rt.follow(env.store.latest())
+    for ofport, (port, _) in enumerate(ports, start=10):
+        rt.bind(env.store, port["id"], ofport)
+    planned = env.ok("PUT", f"/v2.0/routers/{router['id']}/remove_router_interface?dry_run=true",
+                     {"subnet_id": ports[1][1]["id"]}, token=ADMIN)
+    texts = sorted(c["text"] for c in planned["plan"]["reachability"]["changes"])
+    # both in the project's default group (ingress from its members, egress anywhere):
+    # everything passed between them through the router, and nothing will
+    assert texts == [f"vm-{a} → vm-{b} {what}: allowed → denied"
+                     for a, b in ((1, 2), (2, 1))
+                     for what in ("icmp", "tcp/1-65535", "udp/1-65535")], texts

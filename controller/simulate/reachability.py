@@ -1,0 +1,338 @@
+"""Which pairs of ports gain or lose reachability with a change: a differential
+reachability check (after Batfish's), run on Loom's own compiled tables.
+
+The ports a change can affect are found from the flows it changes (the port a flow
+belongs to, the ports its match names on its switch, the ports of a network or
+router it belongs to), never by looking through every port. Each is paired with
+the ports it could talk to (its network's, and those of the networks a router joins
+to it), both ways. For every pair, protocol and address family, the simulator sends
+the first packet of a connection before and after the change, and, when it arrives,
+the reply: "allowed" (both arrive), "one-way" (the reply does not), "denied".
+
+TCP and UDP ports are not tried one by one: the security-group rules of the two
+ends (before and after) cut 1-65535 into ranges on which every rule agrees, and one
+port per range is tried; adjacent ranges with the same outcome are reported as one.
+ICMP is tried as an echo request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from controller import pipeline as pl
+from controller.flows import ip4, ip6, mac
+from controller.intent import Intent, Port
+from controller.simulate.conntrack import L4
+from controller.simulate.fleet import Fleet
+from controller.topology import TopologyView
+
+PROTOCOLS = ("tcp", "udp", "icmp")
+IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
+ICMP_ECHO = {4: (8, 0), 6: (128, 129)}  # request, reply
+SOURCE_PORT = 33000
+MAX_TOUCHED = 64  # ports a change is checked for
+MAX_PAIRS = 512  # port pairs (each way counts once)
+_FLOOD_PRIORITIES = frozenset(
+    v for k, v in pl.L2_LOOKUP.priorities.items() if k.startswith("flood"))
+_INFRA = ("network:router", "network:dhcp", "network:floatingip")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # allowed | one-way | denied
+    why: Optional[str] = None  # denied / one-way: the table and priority that stopped it
+
+
+def _addresses(port: Port, version: int) -> list[str]:
+    return [f.ip_address for f in port.fixed_ips
+            if ipaddress.ip_address(f.ip_address).version == version]
+
+
+def endpoints(port: Port) -> bool:
+    return not port.device_owner.startswith(_INFRA)
+
+
+def peers_of(intent: Intent, port: Port, topo: TopologyView) -> list[Port]:
+    """The ports `port` could talk to: its network's and the routed networks', bound
+    to a switch (a plan changes no binding: an unbound port reaches nothing before
+    and after)."""
+    from controller.explain.tracer import routed_networks
+
+    nets = {port.network_id} | routed_networks(intent, port.network_id)
+    return [p for n in sorted(nets) for p in intent.ports_on_network(n)
+            if p.id != port.id and endpoints(p) and p.id in topo.bindings]
+
+
+def port_segments(rules: Iterable[Any], protocol: str) -> list[tuple[int, int]]:
+    """1-65535 cut where any of `rules` (for `protocol` or any protocol) starts or ends."""
+    cuts = {1, 65536}
+    for rule in rules:
+        if rule.protocol not in (protocol, str(IP_PROTO[protocol])) or \
+                rule.port_range_min is None:
+            continue
+        low = rule.port_range_min
+        high = rule.port_range_max if rule.port_range_max is not None else low
+        cuts.update((max(1, low), min(65536, high + 1)))
+    edges = sorted(cuts)
+    return [(edges[i], edges[i + 1] - 1) for i in range(len(edges) - 1)]
+
+
+def first_packet(intent: Intent, src: Port, dst: Port, version: int, protocol: str,
+                 dst_port: Optional[int]) -> Optional[dict[str, int]]:
+    """The first packet of a connection from `src` to `dst`'s first address of
+    `version`, as the guest sends it (to its gateway's MAC when `dst` is on another
+    network). None: one of them has no such address, or no router joins them."""
+    from controller.explain.tracer import gateway_mac
+
+    srcs, dsts = _addresses(src, version), _addresses(dst, version)
+    if not srcs or not dsts:
+        return None
+    eth_dst = dst.mac_address
+    if dst.network_id != src.network_id:
+        gw = gateway_mac(intent, src, srcs[0])
+        if gw is None:
+            return None
+        eth_dst = gw
+    pkt = {"eth_src": mac(src.mac_address), "eth_dst": mac(eth_dst), "vlan_vid": 0,
+           "nw_ttl": 64, "ip_dscp": 0, "ip_proto": IP_PROTO[protocol]}
+    if version == 4:
+        pkt.update(eth_type=0x0800, ipv4_src=ip4(srcs[0]), ipv4_dst=ip4(dsts[0]))
+    else:
+        pkt.update(eth_type=0x86DD, ipv6_src=ip6(srcs[0]), ipv6_dst=ip6(dsts[0]))
+    if protocol == "icmp":
+        request, _ = ICMP_ECHO[version]
+        if version == 4:
+            pkt.update(icmpv4_type=request, icmpv4_code=0)
+        else:
+            pkt.update(ip_proto=58, icmpv6_type=request, icmpv6_code=0)
+    else:
+        names = L4[IP_PROTO[protocol]]
+        pkt.update({names[0]: SOURCE_PORT, names[1]: dst_port or 1})
+    return pkt
+
+
+def reply_to(received: Mapping[str, int]) -> dict[str, int]:
+    """The answer to a packet as it arrived: addresses, MACs and ports swapped."""
+    pkt = {k: v for k, v in received.items() if k in _HEADER}
+    pkt["eth_src"], pkt["eth_dst"] = received["eth_dst"], received["eth_src"]
+    for a, b in (("ipv4_src", "ipv4_dst"), ("ipv6_src", "ipv6_dst"),
+                 *(L4[p] for p in L4)):
+        if a in received:
+            pkt[a], pkt[b] = received[b], received[a]
+    pkt["nw_ttl"] = 64
+    if "icmpv4_type" in received:
+        pkt["icmpv4_type"] = ICMP_ECHO[4][1]
+    if "icmpv6_type" in received:
+        pkt["icmpv6_type"] = ICMP_ECHO[6][1]
+    return pkt
+
+
+_HEADER = frozenset({"eth_src", "eth_dst", "eth_type", "vlan_vid", "nw_ttl", "ip_dscp",
+                     "ip_proto", "ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst", "tcp_src",
+                     "tcp_dst", "udp_src", "udp_dst", "icmpv4_type", "icmpv4_code",
+                     "icmpv6_type", "icmpv6_code"})
+
+
+def connect(fleet: Fleet, topo: TopologyView, packet: Optional[dict[str, int]],
+            src: Port, dst: Port) -> Verdict:
+    """Send the first packet from `src` and, if it reaches `dst`, the reply."""
+    a, b = topo.bindings.get(src.id), topo.bindings.get(dst.id)
+    if packet is None or a is None or b is None:
+        return Verdict("denied", "no address, route or binding")
+    conntracks: dict = {}
+    out = fleet.send(a.datapath_id, a.ofport, packet, conntracks)
+    got = out.delivered_to(b.datapath_id, b.ofport)
+    if got is None:
+        return Verdict("denied", _stopped_at(out))
+    back = fleet.send(b.datapath_id, b.ofport, reply_to(got.packet), conntracks)
+    if back.delivered_to(a.datapath_id, a.ofport) is None:
+        return Verdict("one-way", _stopped_at(back))
+    return Verdict("allowed")
+
+
+def _stopped_at(out: Any) -> Optional[str]:
+    if not out.hits:
+        return None
+    from controller.explain.trace import priority_name
+
+    _, flow = out.hits[-1]
+    return f"{flow.table} {priority_name(flow.table, flow.priority)}"
+
+
+@dataclass(frozen=True)
+class Change:
+    src: Port
+    dst: Port
+    ethertype: str
+    protocol: str
+    ports: Optional[tuple[int, int]]
+    before: Verdict
+    after: Verdict
+
+    def view(self) -> dict[str, Any]:
+        what = self.protocol if self.ports is None else (
+            f"{self.protocol}/{self.ports[0]}" if self.ports[0] == self.ports[1]
+            else f"{self.protocol}/{self.ports[0]}-{self.ports[1]}")
+        out: dict[str, Any] = {
+            "from": {"port": self.src.id, "name": self.src.name or None,
+                     "project_id": self.src.project_id},
+            "to": {"port": self.dst.id, "name": self.dst.name or None,
+                   "project_id": self.dst.project_id},
+            "ethertype": self.ethertype, "protocol": self.protocol,
+            "port_range": None if self.ports is None else list(self.ports),
+            "before": self.before.outcome, "after": self.after.outcome,
+            "text": f"{self.src.name or self.src.id} → {self.dst.name or self.dst.id} "
+                    f"{what}: {self.before.outcome} → {self.after.outcome}",
+        }
+        why = self.after.why if self.after.outcome != "allowed" else self.before.why
+        if why:
+            out["stopped_by"] = why
+        return out
+
+
+def _rules_of(intent: Intent, port: Port, direction: str) -> list[Any]:
+    groups = set(port.security_groups)
+    return [r for r in intent.security_group_rules.values()
+            if r.security_group_id in groups and r.direction == direction]
+
+
+def pair_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
+                 topo: TopologyView, src_id: str, dst_id: str) -> tuple[list[Change], int]:
+    """What changes between `src_id` and `dst_id` (one way), and the probes it took."""
+    changes: list[Change] = []
+    probes = 0
+    ends = []
+    for intent, _ in (before, after):
+        s, d = intent.ports.get(src_id), intent.ports.get(dst_id)
+        ends.append((s, d))
+    src = ends[1][0] or ends[0][0]
+    dst = ends[1][1] or ends[0][1]
+    assert src is not None and dst is not None
+    rules = [r for (intent, _), (s, d) in zip((before, after), ends, strict=True)
+             for r in ((_rules_of(intent, s, "egress") if s else [])
+                       + (_rules_of(intent, d, "ingress") if d else []))]
+    for version in (4, 6):
+        if not (_addresses(src, version) and _addresses(dst, version)):
+            continue
+        ethertype = f"IPv{version}"
+        for protocol in PROTOCOLS:
+            segments: list[Optional[tuple[int, int]]] = \
+                [None] if protocol == "icmp" else list(port_segments(rules, protocol))
+            run: Optional[Change] = None
+            for seg in segments:
+                verdicts = []
+                for (intent, fleet), (s, d) in zip((before, after), ends, strict=True):
+                    if s is None or d is None:
+                        verdicts.append(Verdict("denied", "no such port"))
+                        continue
+                    pkt = first_packet(intent, s, d, version, protocol,
+                                       None if seg is None else seg[0])
+                    verdicts.append(connect(fleet, topo, pkt, s, d))
+                    probes += 1
+                was, now = verdicts
+                if was.outcome == now.outcome:
+                    if run is not None:
+                        changes.append(run)
+                        run = None
+                    continue
+                if run is not None and seg is not None and run.ports is not None and \
+                        (run.before.outcome, run.after.outcome) == (was.outcome, now.outcome):
+                    run = Change(src, dst, ethertype, protocol, (run.ports[0], seg[1]),
+                                 run.before, run.after)
+                    continue
+                if run is not None:
+                    changes.append(run)
+                run = Change(src, dst, ethertype, protocol, seg, was, now)
+            if run is not None:
+                changes.append(run)
+    return changes, probes
+
+
+def diff(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet], topo: TopologyView,
+         touched: Iterable[str]) -> dict[str, Any]:
+    """The reachability plan: every pair involving a touched port whose verdict
+    changes, and what was checked."""
+    base, new = before[0], after[0]
+    touched = sorted(set(touched))
+    truncated = len(touched) > MAX_TOUCHED
+    pairs: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for pid in touched[:MAX_TOUCHED]:
+        port = new.ports.get(pid) or base.ports.get(pid)
+        if port is None or not endpoints(port) or pid not in topo.bindings:
+            continue
+        peers = {p.id: p for intent in (base, new) if pid in intent.ports
+                 for p in peers_of(intent, intent.ports[pid], topo)}
+        for peer in sorted(peers):
+            for pair in ((pid, peer), (peer, pid)):
+                if pair not in seen:
+                    seen.add(pair)
+                    pairs.append(pair)
+    if len(pairs) > MAX_PAIRS:
+        truncated = True
+        pairs = pairs[:MAX_PAIRS]
+    changes: list[Change] = []
+    probes = 0
+    for src_id, dst_id in pairs:
+        found, n = pair_changes(before, after, topo, src_id, dst_id)
+        changes.extend(found)
+        probes += n
+    return {"changes": [c.view() for c in changes], "ports_checked": touched[:MAX_TOUCHED],
+            "pairs_checked": len(pairs), "probes": probes, "truncated": truncated}
+
+
+def touched_ports(changed: Mapping[int, Iterable[Any]], base: Intent, after: Intent,
+                  topo: TopologyView, owner_of: Callable[[Optional[int]], Any]) -> set[str]:
+    """The ports whose reachability the changed flows (per switch) can move: the port a
+    flow belongs to; the ports its match names by in_port or reg7 on its switch; every
+    port of a network, router, floating IP or port forwarding it belongs to."""
+    out: set[str] = set()
+    bound: dict[int, dict[int, str]] = {}
+    owners_seen: set[int] = set()
+    for dpid, flows in changed.items():
+        for flow in flows:
+            for f in flow.match:
+                if f.field in ("in_port", "reg7") and f.mask is None:
+                    if dpid not in bound:
+                        bound[dpid] = {b.ofport: b.port_id for b in topo.bindings_on(dpid)}
+                    pid = bound[dpid].get(f.value)
+                    if pid is not None:
+                        out.add(pid)
+            if flow.cookie in owners_seen:
+                continue
+            owners_seen.add(flow.cookie)
+            owner = owner_of(flow.cookie)
+            if not isinstance(owner, dict) or not owner.get("id"):
+                continue
+            if owner["kind"] == "network" and flow.table == "l2_lookup" and \
+                    flow.priority in _FLOOD_PRIORITIES:
+                continue  # a port joining or leaving the flood set: no unicast path moves
+            out.update(_ports_of_owner(owner["kind"], owner["id"], base, after))
+    return out
+
+
+def _ports_of_owner(kind: str, object_id: str, base: Intent, after: Intent) -> set[str]:
+    out: set[str] = set()
+    for intent in (base, after):
+        if kind == "port":
+            out.add(object_id)
+        elif kind == "network":
+            out.update(p.id for p in intent.ports_on_network(object_id) if endpoints(p))
+        elif kind == "router":
+            nets = {intent.ports[ri.port_id].network_id
+                    for ri in intent.router_interfaces.values()
+                    if ri.router_id == object_id and ri.port_id in intent.ports}
+            out.update(p.id for n in sorted(nets) for p in intent.ports_on_network(n)
+                       if endpoints(p))
+        elif kind == "floating_ip":
+            fip = intent.floating_ips.get(object_id)
+            if fip is not None and fip.port_id:
+                out.add(fip.port_id)
+        elif kind == "port_forwarding":
+            pf = intent.port_forwardings.get(object_id)
+            if pf is not None:
+                out.add(pf.internal_port_id)
+    return out
