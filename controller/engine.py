@@ -13,6 +13,7 @@ import dataclasses
 import gc
 import ipaddress
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -41,13 +42,21 @@ from controller.compiler.incremental import Compiler
 from controller.compiler.tunnels import desired_tunnels
 from controller.dhcp import DEFAULT_LEASE_SECONDS
 from controller.discovery import Discovery, LinkTable
-from controller.drift import DriftRecord, describe, flow_drift
-from controller.flows import Flow, mac_text
+from controller.drift import (
+    DriftRecord,
+    TableDrift,
+    describe,
+    describe_groups_meters,
+    flow_drift,
+    group_meter_drift,
+)
+from controller.flows import Flow, GroupAction, mac_text
 from controller.intent import Intent, Port
 from controller.ofwire.consts import OFPP_MAX
 from controller.ownership import FABRIC_KEY, chassis_key, keys_of
 from controller.punt import ROUTER_ADVERTS, PuntService
 from controller.reconciler import Channel, FlowDiff, SwitchSync, SyncStats
+from controller.simulate.fleet import ModelCache
 from controller.southbound.chassis import ControllerLink
 from controller.southbound.openflow import SwitchError
 from controller.southbound.registry import ChassisRegistry
@@ -174,6 +183,12 @@ class SwitchWorker:
         self._suspect: Optional[float] = None
         # raw flow monitor updates, from os-ken's event thread (None: updates paused)
         self._updates: deque[Optional[bytes]] = deque()
+        # groups and meters (no monitor for them): when they are read next (None: not
+        # watched), what a read found different and was reported (report mode leaves
+        # it: reported once), and whether a repair failed (push in full again)
+        self._tables_due: Optional[float] = None
+        self._tables_reported: frozenset[tuple[str, int, Any]] = frozenset()
+        self._repush = False
         # waits for, and returns, a read of the switch begun before the engine existed
         self._preread = preread
         self.counters = counters or SwitchCounters(channel.datapath_id)
@@ -249,6 +264,9 @@ class SwitchWorker:
         if watch is None:  # a channel without async messages (benchmarks' stand-ins)
             return
         watch(MONITOR_UPDATE_XID, self._drift_signal)
+        # the first read of groups and meters at a random point of the first period:
+        # the switches connected together do not all read in the same instant after
+        self._tables_due = time.monotonic() + random.uniform(0.0, GROUP_METER_PERIOD)
         try:
             self.channel.call(ofwire.flow_monitor_request(xid), xid, timeout=10.0)
             LOG.info("switch %#x: watching its flows for changes not made by Loom",
@@ -341,21 +359,116 @@ class SwitchWorker:
             record.checked([], False)
             return
         repair = self.engine.drift_mode == "repair"
-        owners = self.engine.owner_lookup()
-        items = describe(missing, extra, modified, owners, ofwire.to_ofctl, repair)
+        # A meter or group deleted by hand takes the flows that use it with it: those
+        # flows are what the monitor signalled. Read the groups and meters now, so
+        # that the same push puts the meter or group back before its flows (a flow
+        # that names a missing meter or group is refused, and the bundle with it).
+        found = time.time()  # stamped before the repair push, not after it
+        tables = self._read_groups_meters(repair) if any(
+            f.meter is not None or any(isinstance(a, GroupAction) for a in f.actions)
+            for f in missing) else None
         LOG.warning("switch %#x: drift found %.3f s after the switch signalled it: %d "
-                    "missing, %d extra, %d modified%s", self.datapath_id,
+                    "missing, %d extra, %d modified%s%s", self.datapath_id,
                     time.monotonic() - suspect, len(missing), len(extra), len(modified),
+                    f" (and {len(tables)} groups or meters)" if tables else "",
                     "; repairing" if repair else " (--drift report: left as is)")
-        if repair:
-            # with what was offered meanwhile: its keys go in the same push
-            desired, pending = self._take()
-            if desired is None:
-                desired = synced
-            if keys is not None and pending is not None:
-                keys |= pending
-            self.sync.push(desired, None if keys is None or pending is None else keys)
-        record.checked(items, repair)
+        repaired = False
+        try:
+            if repair:
+                # with what was offered meanwhile: its keys go in the same push
+                desired, pending = self._take()
+                if desired is None:
+                    desired = synced
+                if keys is not None and pending is not None:
+                    keys |= pending
+                self.sync.push(desired, None if keys is None or pending is None else keys)
+                repaired = True
+        finally:
+            # recorded even if the repair failed (then as not repaired, and pushed again
+            # in full: `_repush`)
+            record.checked(describe(missing, extra, modified, self.engine.owner_lookup(),
+                                    ofwire.to_ofctl, repaired, found), repaired)
+            if tables is not None:
+                self._record_groups_meters(tables, repaired, found)
+
+    # ---- drift of groups and meters: no monitor for them, read every GROUP_METER_PERIOD
+    def _read_groups_meters(self, repair: bool) -> Optional[TableDrift]:
+        """Read the switch's groups and meters and compare them with the state Loom's
+        last completed push left (None: nothing pushed yet, or what the switch holds is
+        unknown after a failed push: then there is no belief to compare with).
+
+        Only the worker pushes, and only in this thread, so no push of Loom's is in
+        flight while this runs: a difference is someone else's (a switch answers a
+        request after everything sent before it on the connection). What the switch
+        holds becomes what the next push compares with (`note_groups_meters`); in
+        repair mode that push puts the differing meters right whatever else it
+        changes (groups are compared in full by every push anyway)."""
+        synced = self.sync.synced
+        if synced is None or self.sync.installed is None:
+            return None
+        groups, meters = self.sync.read_groups_meters(GROUP_METER_READ_TIMEOUT)
+        drift = group_meter_drift(synced.groups, groups, synced.meters, meters)
+        if drift:
+            self.sync.note_groups_meters(groups, meters, drift.meter_ids if repair else ())
+        return drift
+
+    def _record_groups_meters(self, drift: TableDrift, repaired: bool,
+                              found: Optional[float] = None) -> None:
+        """Record what a read found: each difference once (report mode leaves it in
+        place, and every later read sees it again), with its owner."""
+        record = self.engine.drift_record(self.datapath_id)
+        signature = drift.signature()
+        new = signature - self._tables_reported
+        self._tables_reported = frozenset() if repaired else signature
+        items = []
+        if new:
+            synced = self.sync.synced
+            flows = synced.flows if synced is not None else {}
+            users: Optional[dict[tuple[str, int], int]] = None
+
+            def user_cookie(kind: str, ident: int) -> Optional[int]:
+                nonlocal users
+                if users is None:
+                    users = _flow_users(flows)
+                return users.get((kind, ident))
+
+            items = describe_groups_meters(drift, self.engine.owner_lookup(), user_cookie,
+                                           repaired, frozenset(new), found)
+        record.group_meter_read(items, 0 if repaired else len(drift))
+
+    def _check_groups_meters(self) -> None:
+        """The periodic read: record what differs and, in repair mode, push the groups
+        and meters Loom wants back (the flows OVS deleted with a meter or group come
+        back through the flow monitor's check). Offers made meanwhile are left to the
+        loop, which pushes them next."""
+        repair = self.engine.drift_mode == "repair"
+        drift = self._read_groups_meters(repair)
+        found = time.time()
+        if drift is None:
+            return
+        if not drift:
+            if self._tables_reported:  # what was reported is gone (undone by hand)
+                self._tables_reported = frozenset()
+            self.engine.drift_record(self.datapath_id).group_meter_read([], 0)
+            return
+        LOG.warning("switch %#x: groups and meters differ from what Loom installed: %d "
+                    "group(s) missing, %d extra, %d modified; %d meter(s) missing, %d "
+                    "extra, %d modified%s", self.datapath_id, len(drift.groups_missing),
+                    len(drift.groups_extra), len(drift.groups_modified),
+                    len(drift.meters_missing), len(drift.meters_extra),
+                    len(drift.meters_modified),
+                    "; repairing" if repair else " (--drift report: left as is)")
+        repaired = False
+        try:
+            if repair:
+                synced = self.sync.synced
+                assert synced is not None
+                # the state pushed last, no flow key: only groups and meters change
+                self.sync.push(synced, ())
+                self.counters.export()
+                repaired = True
+        finally:
+            self._record_groups_meters(drift, repaired, found)
 
     def _pushed(self, dpid: int, diff: FlowDiff, seconds: float) -> None:
         LOG.info("switch %#x: +%d -%d flows, %d group changes in %.3f s", dpid,
@@ -394,7 +507,8 @@ class SwitchWorker:
             LOG.warning("switch %#x: reading its flows failed; read again on push",
                         self.datapath_id, exc_info=True)
         while not self.channel.closed.is_set():
-            self._wake.wait()
+            due = self._tables_due
+            self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
             self._wake.clear()
             if self.channel.closed.is_set() or self.retired.is_set():
                 break
@@ -404,12 +518,33 @@ class SwitchWorker:
                 except Exception as exc:
                     if self.channel.closed.is_set():
                         break
+                    self._repush = self._repush or self.sync.installed is None
                     LOG.warning("switch %#x: drift check failed (%s); again on the next "
                                 "signal", self.datapath_id, exc)
+            if self._tables_due is not None and time.monotonic() >= self._tables_due:
+                try:
+                    self._check_groups_meters()
+                except Exception as exc:
+                    if self.channel.closed.is_set():
+                        break
+                    self._repush = self._repush or self.sync.installed is None
+                    LOG.warning("switch %#x: reading its groups and meters failed (%s); "
+                                "again in %.0f s", self.datapath_id, exc, GROUP_METER_PERIOD)
+                self._tables_due = time.monotonic() + GROUP_METER_PERIOD
             desired, keys = self._take()
-            if desired is None or desired is self.sync.synced:
+            if self._repush and self.sync.synced is not None:
+                # a drift repair failed: what the switch holds is unknown (`installed`
+                # is None); the push reads it and puts everything right, with the newest
+                # state if it may go out now, else with the one pushed last
+                if desired is None or desired is self.sync.synced or self._min_topology:
+                    if desired is not None and desired is not self.sync.synced:
+                        with self._offer_lock:
+                            self._changed_keys = None  # (compared in full when it goes)
+                    desired = self.sync.synced
+                keys = None
+            elif desired is None or desired is self.sync.synced:
                 continue
-            if self._min_topology:
+            elif self._min_topology:
                 # compiled before the upstream MACs it holds were taken back: it would
                 # delete them; the compile that follows their return is on its way
                 # (`release` wakes this worker then, changed or not)
@@ -424,6 +559,9 @@ class SwitchWorker:
                 self.counters.export()
                 self.error = None
                 backoff = 0.2
+                if self._repush:
+                    self._repush = False
+                    self.engine.drift_record(self.datapath_id).repaired()
                 INSTALLED_FLOWS.labels(f"{self.datapath_id:016x}").set(
                     len(self.sync.installed or ()))
                 self.engine.pushed(self)
@@ -454,7 +592,33 @@ class SwitchWorker:
                 self._wake.set()
 
 
+def _flow_users(flows: Mapping[FlowKey, Flow]) -> dict[tuple[str, int], int]:
+    """("meter" | "group", id) -> the cookie of a flow that uses it: the owner of a
+    group or meter that has none of its own (a port's punt meter is its port's).
+    O(flows): built only when a group or meter drifted."""
+    users: dict[tuple[str, int], int] = {}
+    for f in flows.values():
+        if f.meter is not None:
+            users.setdefault(("meter", f.meter), f.cookie)
+        for a in f.actions:
+            if isinstance(a, GroupAction):
+                users.setdefault(("group", a.group_id), f.cookie)
+    return users
+
+
 DRIFT_SETTLE_S = 0.1  # after a first flow monitor update, wait for the rest this long
+# Groups and meters have no monitor: the worker reads them this often. A change by
+# hand is found within this (plus the read) — the "few seconds" issue 15 asks for — and
+# the read costs what the switch holds in groups and meters: for 10,000 punt meters
+# (one per DHCP port) 15-25 ms of the controller's CPU (most of it parsing the 240 kB
+# reply, 3 ms comparing) and 2.5 ms of ovs-vswitchd's (bench/bench_group_meter_read.py),
+# i.e. under 1 % of a core at that size; a switch with a few meters costs next to
+# nothing. A shorter period buys little: a meter or group deleted by hand takes flows
+# with it, which the flow monitor reports at once, and that check reads them too.
+GROUP_METER_PERIOD = 3.0
+# A read the switch does not answer in this long fails (and is tried again next
+# period), rather than hold the worker, and its pushes, for the pushes' 60 s.
+GROUP_METER_READ_TIMEOUT = 10.0
 MONITOR_UPDATE_XID = 0  # OVS sends flow monitor updates with xid 0, not the request's
 OFPT_EXPERIMENTER = ofp13.OFPT_EXPERIMENTER
 OFPT_MULTIPART_REPLY = ofp13.OFPT_MULTIPART_REPLY
@@ -526,6 +690,8 @@ class Engine:
         self._thread = threading.Thread(target=self._run, daemon=True, name="compile")
         self._protection: Optional[Protection] = None
         self._compiler = Compiler(fast_failover)
+        # switch models for the reachability diff of dry runs (controller/plan.py)
+        self.plan_models = ModelCache()
         # the compile thread and a write's plan (`plan`, ?dry_run=true) take turns on it
         self._compile_lock = threading.Lock()
         self._upstream_arp = UpstreamArp()
@@ -1155,6 +1321,7 @@ class Engine:
             offers = inc.update(intent, topo, idelta, tdelta)
         changed: set[int] = set()
         for dpid, offer in offers.items():
+            self.plan_models.note(dpid, offer.changed_keys, offer.desired)
             worker = workers.get(dpid)
             before = worker.pending() if worker is not None else None
             if offer.changed_keys is None or offer.changed_keys or before is None \
@@ -1485,17 +1652,19 @@ class Engine:
 
         with self._compile_lock:
             try:
-                out, same = what_if(self._compiler, after, owner_resolver)
+                out, same = what_if(self._compiler, after, owner_resolver, self.plan_models)
             except Exception as exc:
                 if type(exc).__name__ != "PlanUnavailable":
                     LOG.exception("plan failed; the next compile is a full one")
                     self._compiler = Compiler(self.fast_failover)
+                    self.plan_models = ModelCache()
                     self.kick()
                 raise
             if not same:
                 LOG.error("a plan's round trip did not give the compiler back the states "
                           "it held; the next compile is a full one")
                 self._compiler = Compiler(self.fast_failover)
+                self.plan_models = ModelCache()
                 self.kick()
         return out
 

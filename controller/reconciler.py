@@ -15,13 +15,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Optional, Protocol, TypeVar
+from typing import Optional, Protocol, TypeVar, Union
 
 from controller import ofwire
 from controller import pipeline as pl
 from controller.compiler import DesiredSwitch
 from controller.compiler.core import FlowKey
 from controller.flows import Flow, Group, Meter
+from controller.ofwire.model import OpaqueMeter
 
 LOG = logging.getLogger(__name__)
 
@@ -130,6 +131,12 @@ class SyncStats:
     failures: int = 0
 
 
+def _modelled(meters: Mapping[int, Union[Meter, OpaqueMeter]]) -> dict[int, Meter]:
+    """Meters as the reconciler keeps them: one Loom cannot describe becomes a Meter
+    no desired one equals, so that a push replaces it."""
+    return {i: m if isinstance(m, Meter) else Meter(i, -1, -1) for i, m in meters.items()}
+
+
 class SwitchSync:
     """Installed state of one switch and the pushes that move it to the desired state."""
 
@@ -143,6 +150,9 @@ class SwitchSync:
         self.installed_groups: dict[int, Group] = {}
         self.installed_meters: dict[int, Meter] = {}
         self._installed_shared: set[int] = set()  # installed ids not a port punt meter
+        # meters found changed behind Loom's back (drift): the next push compares them
+        # even when its meter map is the one pushed last (`note_groups_meters`)
+        self._meters_drifted: set[int] = set()
         self.cookie_counts: Counter[int] = Counter()
         self.synced: Optional[DesiredSwitch] = None
         # counts carried on from the switch's earlier connections, if any
@@ -157,27 +167,45 @@ class SwitchSync:
         installed: dict[FlowKey, Flow] = {}
         for item in ofwire.parse_flow_stats_replies([bytes(r.buf) for r in replies]):
             installed[item.flow.key] = item.flow
-        xid = self.channel.reserve_xids(1)
-        replies = self.channel.call(ofwire.group_desc_request(xid), xid, self.REPLY_TIMEOUT)
-        groups: dict[int, Group] = {}
-        for r in replies:
-            for g in ofwire.parse_group_desc_reply(bytes(r.buf)):
-                groups[g.group_id] = g
+        groups, held = self.read_groups_meters()
         self.installed_groups = groups
-        xid = self.channel.reserve_xids(1)
-        replies = self.channel.call(ofwire.meter_config_request(xid), xid, self.REPLY_TIMEOUT)
-        meters: dict[int, Meter] = {}
-        for r in replies:
-            for m in ofwire.parse_meter_config_reply(bytes(r.buf)):
-                if isinstance(m, Meter):
-                    meters[m.meter_id] = m
-                else:  # a meter Loom cannot describe: make sure it is replaced
-                    meters[m.meter_id] = Meter(m.meter_id, -1, -1)
-        self._set_installed_meters(meters)
+        self._set_installed_meters(_modelled(held))
         self.installed = installed
         self.cookie_counts = Counter(f.cookie for f in installed.values())
         self.stats.reads += 1
         LOG.info("switch %#x holds %d flows", self.channel.datapath_id, len(installed))
+
+    def read_groups_meters(self, timeout: Optional[float] = None
+                           ) -> tuple[dict[int, Group], dict[int, Union[Meter, OpaqueMeter]]]:
+        """What the switch holds in groups and meters, as read (a meter Loom cannot
+        model stays an OpaqueMeter). Changes nothing here: the drift check
+        (controller/drift.py) compares it first. Costs what the switch holds in groups
+        and meters, not its flows."""
+        wait = self.REPLY_TIMEOUT if timeout is None else timeout
+        xid = self.channel.reserve_xids(1)
+        replies = self.channel.call(ofwire.group_desc_request(xid), xid, wait)
+        groups: dict[int, Group] = {}
+        for r in replies:
+            for g in ofwire.parse_group_desc_reply(bytes(r.buf)):
+                groups[g.group_id] = g
+        xid = self.channel.reserve_xids(1)
+        replies = self.channel.call(ofwire.meter_config_request(xid), xid, wait)
+        meters: dict[int, Union[Meter, OpaqueMeter]] = {}
+        for r in replies:
+            for m in ofwire.parse_meter_config_reply(bytes(r.buf)):
+                meters[m.meter_id] = m
+        return groups, meters
+
+    def note_groups_meters(self, groups: Mapping[int, Group],
+                           meters: Mapping[int, Union[Meter, OpaqueMeter]],
+                           drifted_meters: Iterable[int] = ()) -> None:
+        """The switch holds `groups` and `meters`, changed by someone else (drift): what
+        the next push compares with. Groups are compared in full on every push; meters
+        only where a push touches them, so `drifted_meters` (repair) are compared by
+        the next push whatever it changes."""
+        self.installed_groups = dict(groups)
+        self._set_installed_meters(_modelled(meters))
+        self._meters_drifted.update(drifted_meters)
 
     def note_changed(self, key: FlowKey, flow: Optional[Flow]) -> None:
         """The switch now holds `flow` under `key` (None: nothing), changed by someone
@@ -224,8 +252,9 @@ class SwitchSync:
         # punt meters are one per DHCP port: comparing them all per push would cost
         # what the switch holds, not what changed)
         incremental = changed_keys is not None and self.synced is not None
+        drifted = self._meters_drifted
         meters_same = incremental and self.synced is not None \
-            and desired.meters is self.synced.meters
+            and desired.meters is self.synced.meters and not drifted
         meter_ids: Optional[set[int]] = None
         meter_adds: tuple[Meter, ...] = ()
         meter_mods: tuple[Meter, ...] = ()
@@ -233,7 +262,7 @@ class SwitchSync:
         if meters_same:
             pass
         elif changed_keys is not None and incremental and desired.shared_meters is not None:
-            meter_ids = self._meters_touched(desired, changed_keys)
+            meter_ids = self._meters_touched(desired, changed_keys) | drifted
             meter_adds, meter_mods, meter_deletes = diff_groups(
                 {i: m for i in meter_ids if (m := self.installed_meters.get(i)) is not None},
                 {i: m for i in meter_ids if (m := desired.meters.get(i)) is not None})
@@ -277,6 +306,7 @@ class SwitchSync:
                         self._installed_shared.add(i)
         elif not meters_same:
             self._set_installed_meters(dict(desired.meters))
+        self._meters_drifted = set()  # compared (and put right) by this push
         self.synced = desired
         return diff
 

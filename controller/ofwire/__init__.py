@@ -13,7 +13,8 @@ Public API (all pure functions; bytes in, bytes or dataclasses out):
 * decoders: `parse_flow_stats`, `parse_group_desc`, `parse_meter_config` (reply
   bodies) and `parse_*_reply` / `parse_multipart_reply` (whole messages, e.g. os-ken's
   `msg.buf`);
-* `to_ofctl(flow)`: the same flow in `ovs-ofctl add-flow` syntax;
+* `to_ofctl(flow)`: the same flow in `ovs-ofctl add-flow` syntax (`group_to_ofctl`,
+  `meter_to_ofctl`: groups and meters in `add-group` / `add-meter` syntax);
 * `oskenfast.install_raw_multipart_parsers()`: stop os-ken from building objects for
   every entry of the big multipart replies Loom parses itself.
 """
@@ -76,7 +77,7 @@ from controller.ofwire.encode import (
     set_cache_size,
 )
 from controller.ofwire.model import InstalledFlow, MultipartReply, Opaque, OpaqueMeter
-from controller.ofwire.ofctl import to_ofctl
+from controller.ofwire.ofctl import group_to_ofctl, meter_to_ofctl, to_ofctl
 
 ADD = OFPFC_ADD
 DELETE_STRICT = OFPFC_DELETE_STRICT
@@ -124,9 +125,11 @@ __all__ = [
     "flow_monitor_request",
     "flow_stats_request",
     "group_desc_reply",
+    "group_to_ofctl",
     "group_desc_request",
     "meter_config_reply",
     "meter_config_request",
+    "meter_to_ofctl",
     "parse_flow_stats",
     "flow_monitor_only_own",
     "parse_flow_monitor_update",

@@ -17,8 +17,10 @@ from controller.flows import (
     CtClear,
     DecTtl,
     Flow,
+    Group,
     GroupAction,
     MatchField,
+    Meter,
     Nat,
     Output,
     PopVlan,
@@ -31,7 +33,7 @@ from controller.flows import (
 )
 from controller.ofwire import consts as c
 from controller.ofwire.fields import FIELDS
-from controller.ofwire.model import Opaque
+from controller.ofwire.model import Opaque, OpaqueMeter
 
 _PORT_NAMES = {
     c.OFPP_IN_PORT: "IN_PORT",
@@ -175,3 +177,32 @@ def to_ofctl(flow: Flow) -> str:
     if match:
         return f"{head},{match},actions={acts}"
     return f"{head},actions={acts}"
+
+
+def group_to_ofctl(group: Group) -> str:
+    """`group_id=N,type=T,bucket=...` for `ovs-ofctl add-group`: how a group that
+    drifted is shown (controller/drift.py), as `dump-groups` would show it."""
+    buckets = []
+    for b in group.buckets:
+        head = []
+        if b.weight:
+            head.append(f"weight:{b.weight}")
+        if b.watch_port != c.OFPP_ANY:
+            head.append(f"watch_port:{b.watch_port}")
+        if b.watch_group != c.OFPG_ANY:
+            head.append(f"watch_group:{b.watch_group}")
+        head.append(f"actions={actions_text(b.actions)}")
+        buckets.append("bucket=" + ",".join(head))
+    return ",".join([f"group_id={group.group_id}", f"type={group.type}", *buckets])
+
+
+def meter_to_ofctl(meter: Meter | OpaqueMeter) -> str:
+    """`meter=N,pktps,burst,band=type=drop,rate=R,burst_size=B` for `ovs-ofctl
+    add-meter`; a meter Loom cannot model shows its flags and raw bytes instead."""
+    if isinstance(meter, OpaqueMeter):
+        return f"meter={meter.meter_id},flags={meter.flags:#x},opaque({meter.raw.hex()})"
+    if meter.rate_kbps < 0:  # (the reconciler's stand-in for a meter it cannot model)
+        return f"meter={meter.meter_id},<not a meter Loom writes>"
+    unit = "pktps" if meter.pps else "kbps"
+    return (f"meter={meter.meter_id},{unit},burst,band=type=drop,rate={meter.rate_kbps},"
+            f"burst_size={meter.burst_kb}")
