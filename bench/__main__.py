@@ -43,6 +43,9 @@ BENCHES: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("dhcp", "bench.bench_dhcp", (), True),
     # OVN's northd baseline needs ovn-central (skipped, and said so, if missing)
     ("ha", "bench.bench_ha", ("--repeat", "5"), True),
+    ("plan", "bench.bench_plan", ("--sizes", "100", "10000"), False),
+    ("drift", "bench.bench_drift", ("--sizes", "100", "10000"), True),
+    ("group_meter_read", "bench.bench_group_meter_read", (), True),
 )
 
 
