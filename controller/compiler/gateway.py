@@ -88,8 +88,8 @@ from typing import Optional
 
 from controller import pipeline as pl
 from controller.compiler.network import OFPP_IN_PORT, arp_answer_flow
-from controller.compiler.overlay import _tag, provider_in_flow, tunnel_in_flow, zone_of
 from controller.compiler.overlay import _to_provider as to_provider
+from controller.compiler.overlay import provider_in_flow, provider_tag, tunnel_in_flow, zone_of
 from controller.compiler.ports import _ALL_ONES_64, ETH_ARP, ETH_IPV4
 from controller.compiler.routing import (
     ICMP_ECHO_REPLY,
@@ -480,7 +480,7 @@ def external_side_flows(uses: Iterable[ExtUse], here: int, topo: TopologyView) -
     out = [
         provider_in_flow(ext, patch, ext_zone),
         pl.CLASSIFY.flow(
-            "gateway_arp", match(in_port=patch, vlan_vid=_tag(ext), eth_type=ETH_ARP),
+            "gateway_arp", match(in_port=patch, vlan_vid=provider_tag(ext), eth_type=ETH_ARP),
             actions=(*(() if flat else (PopVlan(),)),
                      SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),
                      SetField(pl.REG_CT_ZONE, ext_zone)),

@@ -96,7 +96,7 @@ def physnet_of(network: Network) -> Optional[str]:
     return None
 
 
-def _tag(network: Network) -> int:
+def provider_tag(network: Network) -> int:
     """The network's vlan_vid on the physical network (OFPVID_NONE: untagged, flat)."""
     if network.network_type == "flat":
         return OFPVID_NONE
@@ -109,7 +109,7 @@ def provider_in_flow(network: Network, patch_ofport: int, zone: int) -> Flow:
     the flat one untagged; scoped to the network."""
     flat = network.network_type == "flat"
     return pl.CLASSIFY.flow(
-        "vlan", match(in_port=patch_ofport, vlan_vid=_tag(network)),
+        "vlan", match(in_port=patch_ofport, vlan_vid=provider_tag(network)),
         actions=(*(() if flat else (PopVlan(),)), SetField(pl.REG_FLAGS, pl.FLAG_FROM_REMOTE),
                  SetField(pl.REG_CT_ZONE, zone)),
         write_metadata=(network.key, _ALL_ONES_64), goto="l2_lookup",
@@ -119,7 +119,7 @@ def provider_in_flow(network: Network, patch_ofport: int, zone: int) -> Flow:
 def _to_provider(network: Network, patch_ofport: int) -> tuple:
     if network.network_type == "flat":
         return (Output(patch_ofport),)
-    return (PushVlan(), SetField("vlan_vid", _tag(network)), Output(patch_ofport))
+    return (PushVlan(), SetField("vlan_vid", provider_tag(network)), Output(patch_ofport))
 
 
 @lru_cache(maxsize=65536)

@@ -600,8 +600,7 @@ class LoomApi:
                                  for sw in plan.get("switches", [])],
                     # the reachability changes between the project's own ports only
                     "reachability": {"changes": [
-                        c for c in reach.get("changes", ())
-                        if c["from"].get("project_id") == own == c["to"].get("project_id")]},
+                        c for c in reach.get("changes", ()) if _own_ends(c, own)]},
                     "compiled_in_full": plan.get("compiled_in_full", False)}
         resp = json_response({**body, "plan": plan}, status=status)
         resp.headers["X-Loom-Dry-Run"] = "true"
@@ -668,3 +667,11 @@ def make_app(
 ) -> LoomApi:
     """The WSGI app. `auth=None` means every caller is admin (serve on loopback only)."""
     return LoomApi(store, runtime, auth, **options)
+
+
+def _own_ends(change: Mapping[str, Any], project_id: str) -> bool:
+    """A reachability change a member may see: between the project's own ports, or
+    between one of them and the outside (through its floating IP)."""
+    ends = (change["from"], change["to"])
+    return all(e.get("project_id") == project_id or "outside" in e for e in ends) and \
+        any(e.get("project_id") == project_id for e in ends)

@@ -35,12 +35,27 @@ class Delivery:
     packet: Mapping[str, int]
 
 
+@dataclass(frozen=True)
+class Exit:
+    """A copy sent onto a physical network (through a provider patch port)."""
+
+    datapath_id: int
+    physnet: str
+    packet: Mapping[str, int]
+
+
 @dataclass
 class Outcome:
     deliveries: list[Delivery] = field(default_factory=list)
     punted: list[tuple[int, Flow]] = field(default_factory=list)  # (switch, the flow)
-    exits: list[tuple[int, str]] = field(default_factory=list)  # (switch, physical network)
+    exits: list[Exit] = field(default_factory=list)
     hits: list[tuple[int, Flow]] = field(default_factory=list)
+
+    def merge(self, other: Outcome) -> None:
+        self.deliveries += other.deliveries
+        self.punted += other.punted
+        self.exits += other.exits
+        self.hits += other.hits
 
     def delivered_to(self, datapath_id: int, ofport: int) -> Optional[Delivery]:
         return next((d for d in self.deliveries
@@ -145,6 +160,19 @@ class Fleet:
                 queue.extend(self._across(dpid, em.port, em.packet, out))
         return out
 
+    def from_physnet(self, physnet: str, packet: Mapping[str, int],
+                     conntracks: Optional[dict[int, Conntrack]] = None,
+                     only: Optional[int] = None) -> Outcome:
+        """A frame from the physical network `physnet` (tagged as it says), arriving at
+        every chassis' patch port of it (a broadcast), or at switch `only`'s (a unicast:
+        the physical network delivers it where its destination MAC was heard)."""
+        cts = conntracks if conntracks is not None else {}
+        out = Outcome()
+        for (dpid, net), ofport in sorted(self.topo.provider_ports.items()):
+            if net == physnet and (only is None or dpid == only):
+                out.merge(self.send(dpid, ofport, packet, cts))
+        return out
+
     def _across(self, dpid: int, port: int, packet: Mapping[str, int], out: Outcome
                 ) -> list[tuple[int, int, dict[str, int]]]:
         wire = {k: v for k, v in packet.items() if k not in _PER_PACKET and k != "in_port"}
@@ -162,7 +190,7 @@ class Fleet:
             return [(remote.datapath_id, back.ofport, wire)]
         physnet = self._providers.get((dpid, port))
         if physnet is not None:
-            out.exits.append((dpid, physnet))
+            out.exits.append(Exit(dpid, physnet, packet))
             return [(other, ofport, dict(wire))
                     for (other, net), ofport in sorted(self.topo.provider_ports.items())
                     if net == physnet and other != dpid]

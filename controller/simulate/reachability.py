@@ -163,9 +163,31 @@ def _stopped_at(out: Any) -> Optional[str]:
 
 
 @dataclass(frozen=True)
+class End:
+    """One end of a checked pair: a port, or the outside (seen through a floating IP)."""
+
+    label: str
+    view: Mapping[str, Any]
+
+    @staticmethod
+    def of(port: Port) -> End:
+        return End(port.name or port.id, {"port": port.id, "name": port.name or None,
+                                          "project_id": port.project_id})
+
+    @staticmethod
+    def outside(via: Optional[str] = None, port: Optional[int] = None) -> End:
+        label = OUTSIDE if via is None else \
+            f"{OUTSIDE} via {via}" + ("" if port is None else f":{port}")
+        view: dict[str, Any] = {"outside": OUTSIDE}
+        if via is not None:
+            view["via"] = via if port is None else f"{via}:{port}"
+        return End(label, view)
+
+
+@dataclass(frozen=True)
 class Change:
-    src: Port
-    dst: Port
+    src: End
+    dst: End
     ethertype: str
     protocol: str
     ports: Optional[tuple[int, int]]
@@ -177,14 +199,11 @@ class Change:
             f"{self.protocol}/{self.ports[0]}" if self.ports[0] == self.ports[1]
             else f"{self.protocol}/{self.ports[0]}-{self.ports[1]}")
         out: dict[str, Any] = {
-            "from": {"port": self.src.id, "name": self.src.name or None,
-                     "project_id": self.src.project_id},
-            "to": {"port": self.dst.id, "name": self.dst.name or None,
-                   "project_id": self.dst.project_id},
+            "from": dict(self.src.view), "to": dict(self.dst.view),
             "ethertype": self.ethertype, "protocol": self.protocol,
             "port_range": None if self.ports is None else list(self.ports),
             "before": self.before.outcome, "after": self.after.outcome,
-            "text": f"{self.src.name or self.src.id} → {self.dst.name or self.dst.id} "
+            "text": f"{self.src.label} → {self.dst.label} "
                     f"{what}: {self.before.outcome} → {self.after.outcome}",
         }
         why = self.after.why if self.after.outcome != "allowed" else self.before.why
@@ -199,40 +218,33 @@ def _rules_of(intent: Intent, port: Port, direction: str) -> list[Any]:
             if r.security_group_id in groups and r.direction == direction]
 
 
-def pair_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
-                 topo: TopologyView, src_id: str, dst_id: str) -> tuple[list[Change], int]:
-    """What changes between `src_id` and `dst_id` (one way), and the probes it took."""
+# (state: 0 before, 1 after; IP version; protocol; destination port) -> the verdict
+Probe = Callable[[int, int, str, Optional[int]], Verdict]
+
+
+def _compare(src: End, dst: End, versions: Iterable[int], rules: list[Any], probe: Probe,
+             protocols: Iterable[str] = PROTOCOLS, only_port: Optional[int] = None
+             ) -> tuple[list[Change], int]:
+    """Each protocol (TCP and UDP per range of destination ports on which `rules`
+    agree, or `only_port`), before and after: the ranges whose verdict changes, the
+    adjacent ones with the same change as one; and the probes it took."""
     changes: list[Change] = []
     probes = 0
-    ends = []
-    for intent, _ in (before, after):
-        s, d = intent.ports.get(src_id), intent.ports.get(dst_id)
-        ends.append((s, d))
-    src = ends[1][0] or ends[0][0]
-    dst = ends[1][1] or ends[0][1]
-    assert src is not None and dst is not None
-    rules = [r for (intent, _), (s, d) in zip((before, after), ends, strict=True)
-             for r in ((_rules_of(intent, s, "egress") if s else [])
-                       + (_rules_of(intent, d, "ingress") if d else []))]
-    for version in (4, 6):
-        if not (_addresses(src, version) and _addresses(dst, version)):
-            continue
+    for version in versions:
         ethertype = f"IPv{version}"
-        for protocol in PROTOCOLS:
-            segments: list[Optional[tuple[int, int]]] = \
-                [None] if protocol == "icmp" else list(port_segments(rules, protocol))
+        for protocol in protocols:
+            segments: list[Optional[tuple[int, int]]]
+            if protocol == "icmp":
+                segments = [None]
+            elif only_port is not None:
+                segments = [(only_port, only_port)]
+            else:
+                segments = list(port_segments(rules, protocol))
             run: Optional[Change] = None
             for seg in segments:
-                verdicts = []
-                for (intent, fleet), (s, d) in zip((before, after), ends, strict=True):
-                    if s is None or d is None:
-                        verdicts.append(Verdict("denied", "no such port"))
-                        continue
-                    pkt = first_packet(intent, s, d, version, protocol,
-                                       None if seg is None else seg[0])
-                    verdicts.append(connect(fleet, topo, pkt, s, d))
-                    probes += 1
-                was, now = verdicts
+                was, now = (probe(state, version, protocol, None if seg is None else seg[0])
+                            for state in (0, 1))
+                probes += 2
                 if was.outcome == now.outcome:
                     if run is not None:
                         changes.append(run)
@@ -251,19 +263,214 @@ def pair_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
     return changes, probes
 
 
+def pair_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
+                 topo: TopologyView, src_id: str, dst_id: str) -> tuple[list[Change], int]:
+    """What changes between `src_id` and `dst_id` (one way), and the probes it took."""
+    states = (before, after)
+    ends = [(intent.ports.get(src_id), intent.ports.get(dst_id)) for intent, _ in states]
+    src = ends[1][0] or ends[0][0]
+    dst = ends[1][1] or ends[0][1]
+    assert src is not None and dst is not None
+    rules = [r for (intent, _), (s, d) in zip(states, ends, strict=True)
+             for r in ((_rules_of(intent, s, "egress") if s else [])
+                       + (_rules_of(intent, d, "ingress") if d else []))]
+
+    def probe(state: int, version: int, protocol: str, port: Optional[int]) -> Verdict:
+        (intent, fleet), (s, d) = states[state], ends[state]
+        if s is None or d is None:
+            return Verdict("denied", "no such port")
+        return connect(fleet, topo, first_packet(intent, s, d, version, protocol, port), s, d)
+
+    versions = [v for v in (4, 6) if _addresses(src, v) and _addresses(dst, v)]
+    return _compare(End.of(src), End.of(dst), versions, rules, probe)
+
+
+# ---------------------------------------------------------------- the outside
+OUTSIDE = "203.0.113.10"  # a host beyond the upstream router (TEST-NET-3)
+OUTSIDE_MAC = "02:00:00:cb:71:0a"  # its frames' source when no upstream MAC is known
+
+
+def _external(intent: Intent, network_id: str) -> Optional[tuple[str, int]]:
+    """(physical network, tag) of an external network a packet can come in by."""
+    from controller.compiler.overlay import physnet_of, provider_tag
+
+    net = intent.networks.get(network_id)
+    physnet = None if net is None else physnet_of(net)
+    if net is None or physnet is None:
+        return None
+    return physnet, provider_tag(net)
+
+
+def _upstream_mac(topo: TopologyView, intent: Intent, network_id: str) -> int:
+    net = intent.networks.get(network_id)
+    if net is not None:
+        for (key, _), hw in sorted(topo.mac_bindings.items()):
+            if key == net.key:
+                return hw
+    return mac(OUTSIDE_MAC)
+
+
+def answerer(fleet: Fleet, physnet: str, tag: int, address: str, asker: int
+             ) -> Optional[tuple[int, int]]:
+    """(switch, MAC) that answers ARP for `address` on the physical network: where a
+    frame to it is delivered (the physical network learns where that MAC is)."""
+    arp = {"eth_src": asker, "eth_dst": (1 << 48) - 1, "vlan_vid": tag, "eth_type": 0x0806,
+           "arp_op": 1, "arp_spa": ip4(OUTSIDE), "arp_tpa": ip4(address), "arp_sha": asker,
+           "arp_tha": 0}
+    out = fleet.from_physnet(physnet, arp)
+    for ex in out.exits:
+        pkt = ex.packet
+        if pkt.get("arp_op") == 2 and pkt.get("arp_spa") == ip4(address):
+            return ex.datapath_id, pkt["arp_sha"]
+    return None
+
+
+def _to_outside(intent: Intent, fleet: Fleet, topo: TopologyView, port: Port,
+                protocol: str, dst_port: Optional[int]) -> Verdict:
+    """The port opens a connection to a host beyond the upstream router (SNAT, or its
+    floating IP): it leaves by a provider patch, and the answer comes back in."""
+    from controller.explain.tracer import gateway_mac
+
+    b = topo.bindings.get(port.id)
+    srcs = _addresses(port, 4)
+    if b is None or not srcs:
+        return Verdict("denied", "no address or binding")
+    gw = gateway_mac(intent, port, srcs[0])
+    if gw is None:
+        return Verdict("denied", "no router on the port's subnet")
+    pkt = _ip_packet(mac(port.mac_address), mac(gw), ip4(srcs[0]), ip4(OUTSIDE), protocol,
+                     dst_port)
+    cts: dict = {}
+    out = fleet.send(b.datapath_id, b.ofport, pkt, cts)
+    left = next((e for e in out.exits if e.packet.get("ipv4_dst") == ip4(OUTSIDE)), None)
+    if left is None:
+        return Verdict("denied", _stopped_at(out))
+    back = fleet.from_physnet(left.physnet, reply_to(left.packet), cts,
+                              only=left.datapath_id)
+    if back.delivered_to(b.datapath_id, b.ofport) is None:
+        return Verdict("one-way", _stopped_at(back))
+    return Verdict("allowed")
+
+
+def _from_outside(intent: Intent, fleet: Fleet, topo: TopologyView, port: Port,
+                  network_id: str, address: str, protocol: str,
+                  dst_port: Optional[int]) -> Verdict:
+    """A host beyond the upstream router opens a connection to `address` (a floating
+    IP, or one with a port forwarding) and it reaches `port`; the answer goes back."""
+    ext = _external(intent, network_id)
+    b = topo.bindings.get(port.id)
+    if ext is None or b is None:
+        return Verdict("denied", "no physical network to come in by, or no binding")
+    physnet, tag = ext
+    asker = _upstream_mac(topo, intent, network_id)
+    where = answerer(fleet, physnet, tag, address, asker)
+    if where is None:
+        return Verdict("denied", f"nothing answers ARP for {address}")
+    dpid, hw = where
+    pkt = _ip_packet(asker, hw, ip4(OUTSIDE), ip4(address), protocol, dst_port)
+    pkt["vlan_vid"] = tag
+    cts: dict = {}
+    out = fleet.from_physnet(physnet, pkt, cts, only=dpid)
+    got = out.delivered_to(b.datapath_id, b.ofport)
+    if got is None:
+        return Verdict("denied", _stopped_at(out))
+    back = fleet.send(b.datapath_id, b.ofport, reply_to(got.packet), cts)
+    if not any(e.packet.get("ipv4_src") == ip4(address)
+               and e.packet.get("ipv4_dst") == ip4(OUTSIDE) for e in back.exits):
+        return Verdict("one-way", _stopped_at(back))
+    return Verdict("allowed")
+
+
+def _ip_packet(src_mac: int, dst_mac: int, src: int, dst: int, protocol: str,
+               dst_port: Optional[int]) -> dict[str, int]:
+    pkt = {"eth_src": src_mac, "eth_dst": dst_mac, "vlan_vid": 0, "nw_ttl": 64,
+           "ip_dscp": 0, "ip_proto": IP_PROTO[protocol], "eth_type": 0x0800,
+           "ipv4_src": src, "ipv4_dst": dst}
+    if protocol == "icmp":
+        pkt.update(icmpv4_type=ICMP_ECHO[4][0], icmpv4_code=0)
+    else:
+        names = L4[IP_PROTO[protocol]]
+        pkt.update({names[0]: SOURCE_PORT, names[1]: dst_port or 1})
+    return pkt
+
+
+def _ways_out(intent: Intent, port: Port) -> bool:
+    """Whether a router with an external gateway serves the port's network."""
+    routers = {p.device_id for p in intent.ports_on_network(port.network_id)
+               if p.device_owner == "network:router_interface"}
+    return any((r := intent.routers.get(rid)) is not None and r.external_network_id
+               for rid in routers)
+
+
+def outside_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
+                    topo: TopologyView, port_id: str) -> tuple[list[Change], int]:
+    """What changes between the port and the outside: its connections out (through
+    SNAT or its floating IP), and in through each of its floating IPs and port
+    forwardings (before or after)."""
+    states = (before, after)
+    ports = [intent.ports.get(port_id) for intent, _ in states]
+    port = ports[1] or ports[0]
+    assert port is not None
+    changes: list[Change] = []
+    probes = 0
+    if any(p is not None and _ways_out(intent, p)
+           for (intent, _), p in zip(states, ports, strict=True)):
+        rules = [r for (intent, _), p in zip(states, ports, strict=True) if p is not None
+                 for r in _rules_of(intent, p, "egress")]
+
+        def out(state: int, version: int, protocol: str, dport: Optional[int]) -> Verdict:
+            (intent, fleet), p = states[state], ports[state]
+            if p is None:
+                return Verdict("denied", "no such port")
+            return _to_outside(intent, fleet, topo, p, protocol, dport)
+
+        found, n = _compare(End.of(port), End.outside(), (4,), rules, out)
+        changes += found
+        probes += n
+    inbound: dict[tuple[str, Optional[str], Optional[int]], str] = {}
+    for intent, _ in states:  # (address, protocol, port) -> its external network
+        for fip in intent.floating_ips.values():
+            if fip.port_id == port_id:
+                inbound[(fip.floating_ip_address, None, None)] = fip.floating_network_id
+        for pf in intent.port_forwardings.values():
+            held = intent.floating_ips.get(pf.floatingip_id)
+            if pf.internal_port_id == port_id and held is not None:
+                inbound[(held.floating_ip_address, pf.protocol, pf.external_port)] = \
+                    held.floating_network_id
+    rules = [r for (intent, _), p in zip(states, ports, strict=True) if p is not None
+             for r in _rules_of(intent, p, "ingress")]
+    for (address, protocol, ext_port), network_id in sorted(
+            inbound.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2] or 0)):
+
+        def into(state: int, version: int, proto: str, dport: Optional[int],
+                 address: str = address, network_id: str = network_id) -> Verdict:
+            (intent, fleet), p = states[state], ports[state]
+            if p is None:
+                return Verdict("denied", "no such port")
+            return _from_outside(intent, fleet, topo, p, network_id, address, proto, dport)
+
+        found, n = _compare(End.outside(address, ext_port), End.of(port), (4,), rules, into,
+                            PROTOCOLS if protocol is None else (protocol,), ext_port)
+        changes += found
+        probes += n
+    return changes, probes
+
+
 def diff(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet], topo: TopologyView,
          touched: Iterable[str]) -> dict[str, Any]:
     """The reachability plan: every pair involving a touched port whose verdict
-    changes, and what was checked."""
+    changes (ports both ways, and the outside), and what was checked."""
     base, new = before[0], after[0]
     touched = sorted(set(touched))
     truncated = len(touched) > MAX_TOUCHED
     pairs: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
+    checked: list[str] = []
     for pid in touched[:MAX_TOUCHED]:
         port = new.ports.get(pid) or base.ports.get(pid)
         if port is None or not endpoints(port) or pid not in topo.bindings:
             continue
+        checked.append(pid)
         peers = {p.id: p for intent in (base, new) if pid in intent.ports
                  for p in peers_of(intent, intent.ports[pid], topo)}
         for peer in sorted(peers):
@@ -276,6 +483,10 @@ def diff(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet], topo: Topolo
         pairs = pairs[:MAX_PAIRS]
     changes: list[Change] = []
     probes = 0
+    for pid in checked:
+        found, n = outside_changes(before, after, topo, pid)
+        changes.extend(found)
+        probes += n
     for src_id, dst_id in pairs:
         found, n = pair_changes(before, after, topo, src_id, dst_id)
         changes.extend(found)

@@ -251,6 +251,18 @@ def test_a_floating_ip_brings_the_outside_in_until_disassociated(world: World) -
         live.stdin.write(b"before\n")
         live.stdin.flush()
         assert listener.wait_for(b"before", timeout=5)
+        # what a dry run of the disassociation says (simulated on the compiled tables,
+        # the outside's way in found by the ARP the physical network would send): the
+        # connection just made works before and not after; then the real one agrees
+        dry = api.put(f"/v2.0/floatingips/{fip['id']}?dry_run=true",
+                      {"floatingip": {"port_id": None}})
+        assert dry.status == 200, dry.body
+        reach = dry.body["plan"]["reachability"]
+        assert any(c["from"].get("via") == address
+                   and c["to"].get("port") == world.ports["a1"]["id"]
+                   and c["protocol"] == "tcp" and c["port_range"][0] <= 7002
+                   <= c["port_range"][1] and (c["before"], c["after"]) == ("allowed", "denied")
+                   for c in reach["changes"]), reach
         resp = api.put(f"/v2.0/floatingips/{fip['id']}", {"floatingip": {"port_id": None}})
         assert resp.status == 200 and resp.body["floatingip"]["port_id"] is None
         time.sleep(1.0)

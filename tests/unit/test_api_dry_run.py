@@ -279,3 +279,108 @@ def test_detaching_a_subnet_from_its_router_plans_the_routed_pairs_lost(
     assert texts == [f"vm-{a} → vm-{b} {what}: allowed → denied"
                      for a, b in ((1, 2), (2, 1))
                      for what in ("icmp", "tcp/1-65535", "udp/1-65535")], texts
+
+
+class GatewayRuntime(CompilingRuntime):
+    """The one switch is also a gateway chassis with a patch to the physical network
+    `public`, and knows the upstream router's MAC (as the engine learns it)."""
+
+    PATCH = 50
+    UPSTREAM = "02:00:00:00:00:fe"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.upstream: dict[tuple[int, int], int] = {}
+
+    def view(self) -> TopologyView:
+        return TopologyView(
+            self.version, MappingProxyType({DPID: SwitchView(DPID, "hv1", "br-int")}),
+            MappingProxyType(dict(self.bindings)),
+            MappingProxyType({"hv1": ChassisView("hv1", "192.0.2.1", DPID, gateway=True)}),
+            MappingProxyType({}), MappingProxyType({(DPID, "public"): self.PATCH}),
+            mac_bindings=MappingProxyType(dict(self.upstream)))
+
+
+@pytest.fixture
+def genv(tmp_path: Path) -> Iterator[tuple[Env, GatewayRuntime]]:
+    runtime = GatewayRuntime()
+    env = start_env(tmp_path / "state", tokens=True, runtime=runtime)
+    try:
+        yield env, runtime
+    finally:
+        env.close()
+
+
+def test_the_plan_says_what_the_outside_gains_and_loses(
+        genv: tuple[Env, GatewayRuntime]) -> None:
+    from api_harness import external_network, l3_setup
+
+    from controller.flows import ip4, mac
+    from controller.intent import object_key
+
+    env, rt = genv
+    ext = external_network(env, **{"provider:network_type": "flat",
+                                   "provider:physical_network": "public"})
+    rt.upstream[(object_key(ext[0]["id"]), ip4("172.24.4.1"))] = mac(rt.UPSTREAM)
+    l3 = l3_setup(env, token=ALICE, ext=ext)
+    (sg,) = [g for g in env.ok("GET", "/v2.0/security-groups", token=ALICE)["security_groups"]
+             if g["name"] == "default"]
+    ssh = env.ok("POST", "/v2.0/security-group-rules", {"security_group_rule": {
+        "security_group_id": sg["id"], "direction": "ingress", "protocol": "tcp",
+        "port_range_min": 22, "port_range_max": 22}}, 201, token=ALICE)["security_group_rule"]
+    rt.follow(env.store.latest())
+    rt.bind(env.store, l3.vm["id"], 10)
+
+    # without its gateway, the router takes the guest nowhere outside
+    planned = env.ok("PUT", f"/v2.0/routers/{l3.router['id']}?dry_run=true",
+                     {"router": {"external_gateway_info": {}}}, token=ALICE)
+    texts = sorted(c["text"] for c in planned["plan"]["reachability"]["changes"])
+    assert texts == [f"vm → 203.0.113.10 {what}: allowed → denied"
+                     for what in ("icmp", "tcp/1-65535", "udp/1-65535")], texts
+
+    # a floating IP lets the outside in, on what the port's groups allow
+    planned = env.ok("POST", "/v2.0/floatingips?dry_run=true", {"floatingip": {
+        "floating_network_id": ext[0]["id"], "port_id": l3.vm["id"]}}, 201, token=ALICE)
+    fip = planned["floatingip"]["floating_ip_address"]
+    texts = sorted(c["text"] for c in planned["plan"]["reachability"]["changes"])
+    assert texts == [f"203.0.113.10 via {fip} → vm tcp/22: denied → allowed"], texts
+    (change,) = planned["plan"]["reachability"]["changes"]
+    assert change["from"] == {"outside": "203.0.113.10", "via": fip}
+    fip = env.ok("POST", "/v2.0/floatingips", {"floatingip": {
+        "floating_network_id": ext[0]["id"], "port_id": l3.vm["id"]}}, 201,
+        token=ALICE)["floatingip"]["floating_ip_address"]
+    rt.follow(env.store.latest())
+    planned = env.ok("DELETE", f"/v2.0/security-group-rules/{ssh['id']}?dry_run=true",
+                     token=ALICE)
+    texts = sorted(c["text"] for c in planned["plan"]["reachability"]["changes"])
+    assert texts == [f"203.0.113.10 via {fip} → vm tcp/22: allowed → denied"], texts
+
+
+def test_a_port_forwarding_planned_opens_its_one_port(genv: tuple[Env, GatewayRuntime]) -> None:
+    from api_harness import external_network, l3_setup
+
+    from controller.flows import ip4, mac
+    from controller.intent import object_key
+
+    env, rt = genv
+    ext = external_network(env, **{"provider:network_type": "flat",
+                                   "provider:physical_network": "public"})
+    rt.upstream[(object_key(ext[0]["id"]), ip4("172.24.4.1"))] = mac(rt.UPSTREAM)
+    l3 = l3_setup(env, token=ALICE, ext=ext)
+    (sg,) = [g for g in env.ok("GET", "/v2.0/security-groups", token=ALICE)["security_groups"]
+             if g["name"] == "default"]
+    env.ok("POST", "/v2.0/security-group-rules", {"security_group_rule": {
+        "security_group_id": sg["id"], "direction": "ingress", "protocol": "tcp",
+        "port_range_min": 22, "port_range_max": 22}}, 201, token=ALICE)
+    fip = env.ok("POST", "/v2.0/floatingips", {"floatingip": {
+        "floating_network_id": ext[0]["id"]}}, 201, token=ALICE)["floatingip"]
+    rt.follow(env.store.latest())
+    rt.bind(env.store, l3.vm["id"], 10)
+    planned = env.ok("POST", f"/v2.0/floatingips/{fip['id']}/port_forwardings?dry_run=true",
+                     {"port_forwarding": {
+                         "protocol": "tcp", "external_port": 2222, "internal_port": 22,
+                         "internal_ip_address": l3.vm["fixed_ips"][0]["ip_address"],
+                         "internal_port_id": l3.vm["id"]}}, 201, token=ALICE)
+    texts = sorted(c["text"] for c in planned["plan"]["reachability"]["changes"])
+    address = fip["floating_ip_address"]
+    assert texts == [f"203.0.113.10 via {address}:2222 → vm tcp/2222: denied → allowed"], texts
