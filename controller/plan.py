@@ -183,6 +183,9 @@ def _reachability(base: Intent, after: Intent, topo: Any,
     except SimulationError as exc:
         LOG.warning("reachability not simulated: %s", exc)
         return {"error": str(exc)}
+    except Exception as exc:  # a simulator bug must cost the answer one part, not more
+        LOG.exception("reachability not simulated")
+        return {"error": f"the simulation failed: {exc}"}
     finally:
         if collecting:
             gc.enable()

@@ -384,3 +384,21 @@ def test_a_port_forwarding_planned_opens_its_one_port(genv: tuple[Env, GatewayRu
     texts = sorted(c["text"] for c in planned["plan"]["reachability"]["changes"])
     address = fip["floating_ip_address"]
     assert texts == [f"203.0.113.10 via {address}:2222 → vm tcp/2222: denied → allowed"], texts
+
+
+def test_a_failing_simulation_costs_the_plan_its_reachability_only(
+        denv: tuple[Env, CompilingRuntime], monkeypatch: pytest.MonkeyPatch) -> None:
+    import controller.plan as planning
+
+    env, rt = denv
+    web, db, mysql, _ = _web_and_db(env, rt)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(planning, "touched_ports", broken)
+    planned = env.ok("DELETE", f"/v2.0/security-group-rules/{mysql['id']}?dry_run=true",
+                     token=ADMIN)
+    assert planned["plan"]["reachability"] == {"error": "the simulation failed: boom"}
+    (switch,) = planned["plan"]["switches"]
+    assert switch["flows"]["removed"]  # the rest of the plan is whole

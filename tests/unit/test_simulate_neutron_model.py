@@ -352,3 +352,29 @@ def test_the_oracle_can_fail() -> None:
                           desired.groups, desired.meters)
     fleet = Fleet({dpid: SwitchModel(holed)}, topo)
     assert _simulate(world, fleet, a, b, "tcp", 22, ip, hw) != "denied"
+
+
+def test_a_fabric_carries_each_network_to_its_own_hosts_only() -> None:
+    """Bare-metal hosts on a leaf-spine fabric (next-hop groups, fast-failover and
+    select buckets, links between switches): a host reaches the hosts of its network
+    on other leaves through the spines, and a frame to another network's host, known
+    there only, is flooded within its own network and reaches no one else."""
+    import dataclasses
+
+    from test_compiler_fabric import leafspine
+
+    _, _, hosts, intent, topo = leafspine()
+    hosts = [dataclasses.replace(h, port_security_enabled=False) for h in hosts]
+    intent = dataclasses.replace(intent, ports=MappingProxyType({p.id: p for p in hosts}))
+    fleet = Fleet({d: SwitchModel(s) for d, s in compile_all(intent, topo).items()}, topo)
+    h1, h2, h3, h4 = hosts  # h1-h3 on one network (leaves 201, 202, 203), h4 another (203)
+    at = {h2.id: (0x202, 10), h3.id: (0x203, 10), h4.id: (0x203, 11)}
+    for dst in (h2, h3, h4):
+        pkt = first_packet(intent, h1, h2, 4, "udp", 53)
+        assert pkt is not None
+        pkt.update(eth_dst=mac(dst.mac_address), ipv4_dst=ip4(dst.fixed_ips[0].ip_address))
+        reached = {(d.datapath_id, d.ofport) for d in fleet.send(0x201, 10, pkt).deliveries}
+        if dst is h4:
+            assert at[h4.id] not in reached and reached <= {at[h2.id], at[h3.id]}, reached
+        else:
+            assert at[dst.id] in reached, (dst.name, reached)
