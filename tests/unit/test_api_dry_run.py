@@ -26,18 +26,24 @@ class CompilingRuntime(Detached):
     """A runtime whose compiler follows the store, as the engine's does, with one switch
     holding every port bound to it (`bind`)."""
 
+    gateway = False  # the chassis may carry routers' external gateways
+    provider_ports: dict[tuple[int, str], int] = {}
+
     def __init__(self) -> None:
         self.compiler = Compiler()
         self.bindings: dict[str, Binding] = {}
         self.version = 1
         self.intent: Intent | None = None
+        self.upstream: dict[tuple[int, int], int] = {}  # learnt upstream routers' MACs
 
     def view(self) -> TopologyView:
         return TopologyView(
             self.version, MappingProxyType({DPID: SwitchView(DPID, "hv1", "br-int")}),
             MappingProxyType(dict(self.bindings)),
-            MappingProxyType({"hv1": ChassisView("hv1", "192.0.2.1", DPID)}),
-            MappingProxyType({}))
+            MappingProxyType({"hv1": ChassisView("hv1", "192.0.2.1", DPID,
+                                                 gateway=self.gateway)}),
+            MappingProxyType({}), MappingProxyType(dict(self.provider_ports)),
+            mac_bindings=MappingProxyType(dict(self.upstream)))
 
     def follow(self, intent: Intent, bound: frozenset[str] = frozenset()) -> None:
         delta = None if self.intent is None else delta_between(self.intent, intent)
@@ -285,20 +291,9 @@ class GatewayRuntime(CompilingRuntime):
     """The one switch is also a gateway chassis with a patch to the physical network
     `public`, and knows the upstream router's MAC (as the engine learns it)."""
 
-    PATCH = 50
     UPSTREAM = "02:00:00:00:00:fe"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.upstream: dict[tuple[int, int], int] = {}
-
-    def view(self) -> TopologyView:
-        return TopologyView(
-            self.version, MappingProxyType({DPID: SwitchView(DPID, "hv1", "br-int")}),
-            MappingProxyType(dict(self.bindings)),
-            MappingProxyType({"hv1": ChassisView("hv1", "192.0.2.1", DPID, gateway=True)}),
-            MappingProxyType({}), MappingProxyType({(DPID, "public"): self.PATCH}),
-            mac_bindings=MappingProxyType(dict(self.upstream)))
+    gateway = True
+    provider_ports = {(DPID, "public"): 50}
 
 
 @pytest.fixture
