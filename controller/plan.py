@@ -30,7 +30,7 @@ from controller.compiler.core import DesiredSwitch, FlowKey
 from controller.compiler.tunnels import desired_tunnels
 from controller.intent import Intent
 from controller.intent_delta import delta_between
-from controller.simulate.fleet import Fleet, ModelCache
+from controller.simulate.fleet import Fleet, ModelCache, bound_ports
 from controller.simulate.reachability import diff as reachability_diff
 from controller.simulate.reachability import touched_ports
 from controller.simulate.switch import SimulationError, SwitchModel
@@ -176,10 +176,11 @@ def _reachability(base: Intent, after: Intent, topo: Any,
     # compiled state of the whole fleet (the engine keeps it out of collections too)
     gc.disable()
     try:
-        touched = touched_ports(changed, base, after, topo, owner_of)
-        return reachability_diff((base, Fleet(_Models(models, before), topo)),
-                                 (after, Fleet(_Models(models, now, before, keys_of), topo)),
-                                 topo, touched)
+        ports = bound_ports(topo)  # one pass over the bindings per plan
+        touched = touched_ports(changed, base, after, ports, owner_of)
+        return reachability_diff(
+            (base, Fleet(_Models(models, before), topo, ports)),
+            (after, Fleet(_Models(models, now, before, keys_of), topo, ports)), topo, touched)
     except SimulationError as exc:
         LOG.warning("reachability not simulated: %s", exc)
         return {"error": str(exc)}

@@ -14,19 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from controller.compiler.acl import ETH_IPV4, ETH_IPV6, IPPROTO
 from controller.flows import CT_EST, CT_NEW, CT_RPL, CT_TRK, Nat
 
-L4 = {6: ("tcp_src", "tcp_dst"), 17: ("udp_src", "udp_dst")}
+L4 = {IPPROTO["tcp"]: ("tcp_src", "tcp_dst"), IPPROTO["udp"]: ("udp_src", "udp_dst")}
 Tuple = tuple[int, int, int, int, int, int]  # eth_type, src, dst, proto, sport, dport
 
 
 def _addr_fields(packet: dict[str, int]) -> tuple[str, str]:
-    return ("ipv6_src", "ipv6_dst") if packet.get("eth_type") == 0x86DD \
+    return ("ipv6_src", "ipv6_dst") if packet.get("eth_type") == ETH_IPV6 \
         else ("ipv4_src", "ipv4_dst")
 
 
 def five_tuple(packet: dict[str, int]) -> Optional[Tuple]:
-    if packet.get("eth_type") not in (0x0800, 0x86DD):
+    if packet.get("eth_type") not in (ETH_IPV4, ETH_IPV6):
         return None
     src, dst = _addr_fields(packet)
     proto = packet.get("ip_proto", 0)

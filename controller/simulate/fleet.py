@@ -120,13 +120,20 @@ class ModelCache:
         return model
 
 
+def bound_ports(topo: TopologyView) -> dict[tuple[int, int], str]:
+    """(switch, ofport) -> the intent port bound there."""
+    return {(b.datapath_id, b.ofport): b.port_id for b in topo.bindings.values()}
+
+
 class Fleet:
     """Desired states of the switches a question needs, and the topology joining them."""
 
-    def __init__(self, models: Mapping[int, SwitchModel], topo: TopologyView) -> None:
+    def __init__(self, models: Mapping[int, SwitchModel], topo: TopologyView,
+                 ports: Optional[Mapping[tuple[int, int], str]] = None) -> None:
         self.models = models
         self.topo = topo
-        self._ports = {(b.datapath_id, b.ofport): b.port_id for b in topo.bindings.values()}
+        # (switch, ofport) -> bound port id; a plan builds it once for both its fleets
+        self._ports = ports if ports is not None else bound_ports(topo)
         self._tunnels = {(t.datapath_id, t.ofport): t for t in topo.tunnels.values()}
         self._providers = {(dpid, ofport): physnet
                            for (dpid, physnet), ofport in topo.provider_ports.items()}

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from controller import pipeline as pl
+from controller.compiler.acl import ETH_ARP, ETH_IPV4, ETH_IPV6, IPPROTO
+from controller.compiler.routing import ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST
+from controller.explain.trace import ICMPV6_ECHO_REQUEST
 from controller.flows import ip4, ip6, mac
 from controller.intent import Intent, Port
 from controller.simulate.conntrack import L4
@@ -30,8 +33,10 @@ from controller.simulate.fleet import Fleet
 from controller.topology import TopologyView
 
 PROTOCOLS = ("tcp", "udp", "icmp")
-IP_PROTO = {"tcp": 6, "udp": 17, "icmp": 1}
-ICMP_ECHO = {4: (8, 0), 6: (128, 129)}  # request, reply
+IP_PROTO = {p: IPPROTO[p] for p in PROTOCOLS}
+ICMPV6_ECHO_REPLY = 129
+ICMP_ECHO = {4: (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY),
+             6: (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)}  # request, reply
 SOURCE_PORT = 33000
 MAX_TOUCHED = 64  # ports a change is checked for
 MAX_PAIRS = 512  # port pairs (each way counts once)
@@ -99,15 +104,15 @@ def first_packet(intent: Intent, src: Port, dst: Port, version: int, protocol: s
     pkt = {"eth_src": mac(src.mac_address), "eth_dst": mac(eth_dst), "vlan_vid": 0,
            "nw_ttl": 64, "ip_dscp": 0, "ip_proto": IP_PROTO[protocol]}
     if version == 4:
-        pkt.update(eth_type=0x0800, ipv4_src=ip4(srcs[0]), ipv4_dst=ip4(dsts[0]))
+        pkt.update(eth_type=ETH_IPV4, ipv4_src=ip4(srcs[0]), ipv4_dst=ip4(dsts[0]))
     else:
-        pkt.update(eth_type=0x86DD, ipv6_src=ip6(srcs[0]), ipv6_dst=ip6(dsts[0]))
+        pkt.update(eth_type=ETH_IPV6, ipv6_src=ip6(srcs[0]), ipv6_dst=ip6(dsts[0]))
     if protocol == "icmp":
         request, _ = ICMP_ECHO[version]
         if version == 4:
             pkt.update(icmpv4_type=request, icmpv4_code=0)
         else:
-            pkt.update(ip_proto=58, icmpv6_type=request, icmpv6_code=0)
+            pkt.update(ip_proto=IPPROTO["icmpv6"], icmpv6_type=request, icmpv6_code=0)
     else:
         names = L4[IP_PROTO[protocol]]
         pkt.update({names[0]: SOURCE_PORT, names[1]: dst_port or 1})
@@ -212,10 +217,23 @@ class Change:
         return out
 
 
-def _rules_of(intent: Intent, port: Port, direction: str) -> list[Any]:
-    groups = set(port.security_groups)
-    return [r for r in intent.security_group_rules.values()
-            if r.security_group_id in groups and r.direction == direction]
+class Rules:
+    """Security-group rules by group, indexed once per intent a plan looks at (not
+    once per pair: a pair looks at its two ends' groups only)."""
+
+    def __init__(self) -> None:
+        self._by_intent: dict[int, tuple[Intent, dict[str, list[Any]]]] = {}
+
+    def of(self, intent: Intent, port: Port, direction: str) -> list[Any]:
+        held = self._by_intent.get(id(intent))
+        if held is None or held[0] is not intent:
+            index: dict[str, list[Any]] = {}
+            for rule in intent.security_group_rules.values():
+                index.setdefault(rule.security_group_id, []).append(rule)
+            held = (intent, index)
+            self._by_intent[id(intent)] = held
+        return [r for sg in port.security_groups for r in held[1].get(sg, ())
+                if r.direction == direction]
 
 
 # (state: 0 before, 1 after; IP version; protocol; destination port) -> the verdict
@@ -264,16 +282,18 @@ def _compare(src: End, dst: End, versions: Iterable[int], rules: list[Any], prob
 
 
 def pair_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
-                 topo: TopologyView, src_id: str, dst_id: str) -> tuple[list[Change], int]:
+                 topo: TopologyView, src_id: str, dst_id: str,
+                 rules_of: Optional[Rules] = None) -> tuple[list[Change], int]:
     """What changes between `src_id` and `dst_id` (one way), and the probes it took."""
     states = (before, after)
     ends = [(intent.ports.get(src_id), intent.ports.get(dst_id)) for intent, _ in states]
     src = ends[1][0] or ends[0][0]
     dst = ends[1][1] or ends[0][1]
     assert src is not None and dst is not None
+    index = rules_of or Rules()
     rules = [r for (intent, _), (s, d) in zip(states, ends, strict=True)
-             for r in ((_rules_of(intent, s, "egress") if s else [])
-                       + (_rules_of(intent, d, "ingress") if d else []))]
+             for r in ((index.of(intent, s, "egress") if s else [])
+                       + (index.of(intent, d, "ingress") if d else []))]
 
     def probe(state: int, version: int, protocol: str, port: Optional[int]) -> Verdict:
         (intent, fleet), (s, d) = states[state], ends[state]
@@ -314,7 +334,7 @@ def answerer(fleet: Fleet, physnet: str, tag: int, address: str, asker: int
              ) -> Optional[tuple[int, int]]:
     """(switch, MAC) that answers ARP for `address` on the physical network: where a
     frame to it is delivered (the physical network learns where that MAC is)."""
-    arp = {"eth_src": asker, "eth_dst": (1 << 48) - 1, "vlan_vid": tag, "eth_type": 0x0806,
+    arp = {"eth_src": asker, "eth_dst": (1 << 48) - 1, "vlan_vid": tag, "eth_type": ETH_ARP,
            "arp_op": 1, "arp_spa": ip4(OUTSIDE), "arp_tpa": ip4(address), "arp_sha": asker,
            "arp_tha": 0}
     out = fleet.from_physnet(physnet, arp)
@@ -384,7 +404,7 @@ def _from_outside(intent: Intent, fleet: Fleet, topo: TopologyView, port: Port,
 def _ip_packet(src_mac: int, dst_mac: int, src: int, dst: int, protocol: str,
                dst_port: Optional[int]) -> dict[str, int]:
     pkt = {"eth_src": src_mac, "eth_dst": dst_mac, "vlan_vid": 0, "nw_ttl": 64,
-           "ip_dscp": 0, "ip_proto": IP_PROTO[protocol], "eth_type": 0x0800,
+           "ip_dscp": 0, "ip_proto": IP_PROTO[protocol], "eth_type": ETH_IPV4,
            "ipv4_src": src, "ipv4_dst": dst}
     if protocol == "icmp":
         pkt.update(icmpv4_type=ICMP_ECHO[4][0], icmpv4_code=0)
@@ -403,7 +423,8 @@ def _ways_out(intent: Intent, port: Port) -> bool:
 
 
 def outside_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
-                    topo: TopologyView, port_id: str) -> tuple[list[Change], int]:
+                    topo: TopologyView, port_id: str,
+                    rules_of: Optional[Rules] = None) -> tuple[list[Change], int]:
     """What changes between the port and the outside: its connections out (through
     SNAT or its floating IP), and in through each of its floating IPs and port
     forwardings (before or after)."""
@@ -411,12 +432,13 @@ def outside_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
     ports = [intent.ports.get(port_id) for intent, _ in states]
     port = ports[1] or ports[0]
     assert port is not None
+    index = rules_of or Rules()
     changes: list[Change] = []
     probes = 0
     if any(p is not None and _ways_out(intent, p)
            for (intent, _), p in zip(states, ports, strict=True)):
         rules = [r for (intent, _), p in zip(states, ports, strict=True) if p is not None
-                 for r in _rules_of(intent, p, "egress")]
+                 for r in index.of(intent, p, "egress")]
 
         def out(state: int, version: int, protocol: str, dport: Optional[int]) -> Verdict:
             (intent, fleet), p = states[state], ports[state]
@@ -438,7 +460,7 @@ def outside_changes(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet],
                 inbound[(held.floating_ip_address, pf.protocol, pf.external_port)] = \
                     held.floating_network_id
     rules = [r for (intent, _), p in zip(states, ports, strict=True) if p is not None
-             for r in _rules_of(intent, p, "ingress")]
+             for r in index.of(intent, p, "ingress")]
     for (address, protocol, ext_port), network_id in sorted(
             inbound.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2] or 0)):
 
@@ -483,12 +505,13 @@ def diff(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet], topo: Topolo
         pairs = pairs[:MAX_PAIRS]
     changes: list[Change] = []
     probes = 0
+    rules = Rules()
     for pid in checked:
-        found, n = outside_changes(before, after, topo, pid)
+        found, n = outside_changes(before, after, topo, pid, rules)
         changes.extend(found)
         probes += n
     for src_id, dst_id in pairs:
-        found, n = pair_changes(before, after, topo, src_id, dst_id)
+        found, n = pair_changes(before, after, topo, src_id, dst_id, rules)
         changes.extend(found)
         probes += n
     return {"changes": [c.view() for c in changes], "ports_checked": touched[:MAX_TOUCHED],
@@ -496,20 +519,19 @@ def diff(before: tuple[Intent, Fleet], after: tuple[Intent, Fleet], topo: Topolo
 
 
 def touched_ports(changed: Mapping[int, Iterable[Any]], base: Intent, after: Intent,
-                  topo: TopologyView, owner_of: Callable[[Optional[int]], Any]) -> set[str]:
+                  bound: Mapping[tuple[int, int], str],
+                  owner_of: Callable[[Optional[int]], Any]) -> set[str]:
     """The ports whose reachability the changed flows (per switch) can move: the port a
-    flow belongs to; the ports its match names by in_port or reg7 on its switch; every
+    flow belongs to; the ports its match names by in_port or the output port register
+    on its switch (`bound`: (switch, ofport) -> port id); every
     port of a network, router, floating IP or port forwarding it belongs to."""
     out: set[str] = set()
-    bound: dict[int, dict[int, str]] = {}
     owners_seen: set[int] = set()
     for dpid, flows in changed.items():
         for flow in flows:
             for f in flow.match:
-                if f.field in ("in_port", "reg7") and f.mask is None:
-                    if dpid not in bound:
-                        bound[dpid] = {b.ofport: b.port_id for b in topo.bindings_on(dpid)}
-                    pid = bound[dpid].get(f.value)
+                if f.field in ("in_port", pl.REG_OUT_PORT) and f.mask is None:
+                    pid = bound.get((dpid, f.value))
                     if pid is not None:
                         out.add(pid)
             if flow.cookie in owners_seen:

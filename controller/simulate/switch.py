@@ -16,6 +16,7 @@ from typing import Optional
 
 from controller import pipeline as pl
 from controller.compiler.core import DesiredSwitch, FlowKey
+from controller.compiler.overlay import OFPVID_PRESENT
 from controller.flows import (
     FIELD_BITS,
     Action,
@@ -37,7 +38,6 @@ from controller.ofwire.consts import OFPP_IN_PORT
 from controller.simulate.classifier import TableIndex
 from controller.simulate.conntrack import Conntrack
 
-OFPVID_PRESENT = 0x1000
 MAX_LOOKUPS = 512  # per packet per switch: far above any path Loom compiles
 
 
