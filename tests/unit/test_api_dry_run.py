@@ -397,3 +397,18 @@ def test_a_failing_simulation_costs_the_plan_its_reachability_only(
     assert planned["plan"]["reachability"] == {"error": "the simulation failed: boom"}
     (switch,) = planned["plan"]["switches"]
     assert switch["flows"]["removed"]  # the rest of the plan is whole
+
+
+def test_a_member_sees_no_reachability_change_naming_another_projects_port() -> None:
+    from controller.rest.app import _own_ends
+
+    def change(src: dict[str, Any], dst: dict[str, Any]) -> dict[str, Any]:
+        return {"from": src, "to": dst}
+
+    mine, theirs = {"port": "a", "project_id": "alice"}, {"port": "b", "project_id": "bob"}
+    outside = {"outside": "203.0.113.10", "via": "172.24.4.5"}
+    assert _own_ends(change(mine, mine), "alice")
+    assert _own_ends(change(outside, mine), "alice") and _own_ends(change(mine, outside), "alice")
+    assert not _own_ends(change(mine, theirs), "alice")
+    assert not _own_ends(change(theirs, mine), "alice")
+    assert not _own_ends(change(outside, theirs), "alice")  # bob's floating IP

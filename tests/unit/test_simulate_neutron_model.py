@@ -344,7 +344,7 @@ def test_the_oracle_can_fail() -> None:
     ip, hw = a.fixed_ips[0].ip_address, a.mac_address
     assert neutron_outcome(intent, a, b, "tcp", 22, ip, hw) == "denied"
     assert _simulate(world, fleet, a, b, "tcp", 22, ip, hw) == "denied"
-    hole = pl.INGRESS_ACL.flow("exempt", match(reg7=11), goto="qos")
+    hole = pl.INGRESS_ACL.flow("exempt", match(**{pl.REG_OUT_PORT: 11}), goto="qos")
     egress = pl.EGRESS_ACL.flow("exempt", match(in_port=10), goto="l3")
     holed = DesiredSwitch(dpid, desired.generation, desired.topology_version,
                           MappingProxyType({**desired.flows, hole.key: hole,
